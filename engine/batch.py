@@ -1,0 +1,102 @@
+"""Contracts between the controller, the scheduler and the executor for one engine step."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from adaptive_sarathi.engine.sampling_params import SamplingParams
+
+
+@dataclass(frozen=True)
+class StepBudget:
+    """Limits for one iteration, decided by the controller before each step.
+
+    token_budget: most tokens (decodes count 1 each, plus prefill chunks) the step may process.
+    max_chunk: most prompt tokens one request may take in this step; None = token_budget.
+    """
+
+    token_budget: int
+    max_chunk: int | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.token_budget, int) or self.token_budget < 1:
+            raise ValueError(f"StepBudget.token_budget={self.token_budget!r}: use an integer >= 1")
+        if self.max_chunk is not None and (not isinstance(self.max_chunk, int) or self.max_chunk < 1):
+            raise ValueError(f"StepBudget.max_chunk={self.max_chunk!r}: use an integer >= 1 or None")
+
+    @property
+    def chunk_limit(self) -> int:
+        return self.token_budget if self.max_chunk is None else min(self.max_chunk, self.token_budget)
+
+
+@dataclass(frozen=True)
+class ScheduledChunk:
+    """The tokens one request computes in one step.
+
+    token_ids are the tokens at positions [start_position, start_position + len(token_ids)).
+    block_table lists the KV blocks holding positions [0, context_len). When `sample` is true the
+    chunk reaches the request's last token, so the step produces one new token for it;
+    num_output_tokens (outputs already produced) keys seeded sampling so that the same request
+    samples the same token whatever the batch or a preemption.
+    """
+
+    request_id: str
+    token_ids: tuple[int, ...]
+    start_position: int
+    block_table: tuple[int, ...]
+    sample: bool
+    sampling_params: SamplingParams
+    num_output_tokens: int
+    is_prefill: bool
+
+    @property
+    def num_tokens(self) -> int:
+        return len(self.token_ids)
+
+    @property
+    def context_len(self) -> int:
+        """Tokens attended by this chunk's last token (cached prefix + the chunk)."""
+        return self.start_position + len(self.token_ids)
+
+
+@dataclass
+class ScheduledBatch:
+    """What one step computes: decodes first, then prefill chunks, in that order.
+
+    preempted_ids: requests whose KV blocks were freed this step to make room (they will recompute).
+    """
+
+    chunks: list[ScheduledChunk] = field(default_factory=list)
+    preempted_ids: list[str] = field(default_factory=list)
+
+    @property
+    def is_empty(self) -> bool:
+        return not self.chunks
+
+    @property
+    def num_tokens(self) -> int:
+        return sum(c.num_tokens for c in self.chunks)
+
+    @property
+    def num_decode_tokens(self) -> int:
+        return sum(c.num_tokens for c in self.chunks if not c.is_prefill)
+
+    @property
+    def num_prefill_tokens(self) -> int:
+        return sum(c.num_tokens for c in self.chunks if c.is_prefill)
+
+    def tokens_by_request(self) -> dict[str, int]:
+        """request_id -> num_scheduled_tokens; what scheduler tests assert step by step."""
+        return {c.request_id: c.num_tokens for c in self.chunks}
+
+
+@dataclass
+class StepResult:
+    """What the executor returns for one ScheduledBatch.
+
+    sampled_token_ids: request_id -> the new token, for every chunk with sample=True.
+    duration_s: measured (or simulated) wall time of the step, seconds.
+    """
+
+    sampled_token_ids: dict[str, int]
+    duration_s: float

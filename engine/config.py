@@ -1,0 +1,48 @@
+"""Frozen per-component configs. Facts found at run time (KV block count, EOS id) live elsewhere."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+SCHEDULER_NAMES = ("sarathi", "vllm", "orca", "request_level")
+
+
+@dataclass(frozen=True)
+class SchedulerConfig:
+    """How the scheduler admits and batches requests. The token budget is NOT here: it is an
+    argument of every step (see StepBudget)."""
+
+    name: str = "sarathi"
+    max_num_seqs: int = 256
+    max_model_len: int = 8192
+    block_size: int = 16
+    watermark: float = 0.01  # fraction of KV blocks new admissions must leave free
+
+    def __post_init__(self) -> None:
+        if self.name not in SCHEDULER_NAMES:
+            raise ValueError(f"scheduler={self.name!r} is unknown: use one of {', '.join(SCHEDULER_NAMES)}")
+        for field_name in ("max_num_seqs", "max_model_len", "block_size"):
+            value = getattr(self, field_name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{field_name}={value!r} is invalid: use an integer >= 1")
+        if not 0.0 <= self.watermark < 1.0:
+            raise ValueError(f"watermark={self.watermark!r} is invalid: use a fraction in [0, 1)")
+
+
+@dataclass(frozen=True)
+class CacheConfig:
+    """KV cache sizing: an explicit block count, or bytes (CPU), or a fraction of free GPU memory."""
+
+    block_size: int = 16
+    num_blocks: int | None = None
+    cpu_kv_cache_bytes: int = 1 << 30
+    gpu_memory_utilization: float = 0.90
+
+    def __post_init__(self) -> None:
+        if self.block_size < 1 or self.block_size & (self.block_size - 1):
+            raise ValueError(f"block_size={self.block_size!r} is invalid: use a power of two >= 1")
+        if self.num_blocks is not None and self.num_blocks < 1:
+            raise ValueError(f"num_blocks={self.num_blocks!r} is invalid: use an integer >= 1 or None")
+        if not 0.0 < self.gpu_memory_utilization <= 1.0:
+            raise ValueError(
+                f"gpu_memory_utilization={self.gpu_memory_utilization!r} is invalid: use a fraction in (0, 1]")

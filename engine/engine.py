@@ -1,0 +1,177 @@
+"""LLMEngine: one iteration = decide budget -> schedule -> execute -> update -> emit stats."""
+
+from __future__ import annotations
+
+import itertools
+import time
+from typing import Callable
+
+from adaptive_sarathi.controller.policy import BudgetPolicy
+from adaptive_sarathi.engine.executor import Executor
+from adaptive_sarathi.engine.outputs import RequestOutput
+from adaptive_sarathi.engine.request import FinishReason, Request
+from adaptive_sarathi.engine.sampling_params import SamplingParams
+from adaptive_sarathi.engine.schedulers.base import RequestUpdate, Scheduler
+from adaptive_sarathi.engine.stats import EngineState, StepStats
+from adaptive_sarathi.engine.stop_strings import find_stop
+from adaptive_sarathi.engine.tokenizer import Tokenizer
+
+StatsListener = Callable[[StepStats], None]
+
+
+class InvalidRequestError(ValueError):
+    """A request the engine refuses; the message names the field and the fix. Nothing else the
+    engine holds is affected."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(message)
+        self.field = field
+
+
+class _TextState:
+    """Detokenized output and stop-string handling of one request."""
+
+    def __init__(self, tokenizer: Tokenizer | None, stops: tuple[str, ...], prompt_token_ids: list[int]):
+        self.detok = tokenizer.incremental_detokenizer(prompt_token_ids) if tokenizer is not None else None
+        self.stops = stops
+        self.text = ""
+
+    def append(self, new_ids: list[int], final: bool) -> tuple[str, bool]:
+        """Add tokens (the last ones when `final`); returns (text delta, whether a stop string
+        ended the output)."""
+        if self.detok is None:
+            return "", False
+        delta = self.detok.push(new_ids)
+        if final:
+            delta += self.detok.flush()
+        text = self.text + delta
+        cut = find_stop(text, len(delta), self.stops) if self.stops else None
+        if cut is not None:
+            delta = text[len(self.text):cut] if cut >= len(self.text) else ""
+            self.text = text[:cut]
+            return delta, True
+        self.text = text
+        return delta, False
+
+
+class LLMEngine:
+    """Drives the scheduler, the budget policy and an executor one step at a time.
+
+    The engine clock is `clock()` seconds (monotonic host time for the real executor, a virtual
+    clock for the simulated one). Not thread-safe: one thread calls add_request/step/abort.
+    """
+
+    def __init__(self, scheduler: Scheduler, executor: Executor, policy: BudgetPolicy,
+                 tokenizer: Tokenizer | None, max_model_len: int, eos_token_id: int | None,
+                 clock: Callable[[], float] = time.monotonic):
+        self.scheduler = scheduler
+        self.executor = executor
+        self.policy = policy
+        self.tokenizer = tokenizer
+        self.max_model_len = max_model_len
+        self.eos_token_id = eos_token_id
+        self.clock = clock
+        self.stats_listeners: list[StatsListener] = []
+        self._live: dict[str, tuple[Request, _TextState]] = {}
+        self._ids = itertools.count()
+        self._step_index = 0
+
+    # -- intake ---------------------------------------------------------------------------------
+
+    def add_request(self, prompt: str | list[int], params: SamplingParams | None = None,
+                    request_id: str | None = None, arrival_time: float | None = None) -> str:
+        """Validate and queue a request; returns its id. Raises InvalidRequestError (field named)
+        for an empty or over-long prompt, token ids outside the vocabulary, a duplicate id, or
+        text/stop strings on a model without a tokenizer."""
+        params = params or SamplingParams()
+        token_ids = self._tokenize(prompt)
+        if not token_ids:
+            raise InvalidRequestError("prompt", "prompt is empty: send at least one token of text")
+        if len(token_ids) >= self.max_model_len:
+            raise InvalidRequestError(
+                "prompt", f"prompt has {len(token_ids)} tokens but the context window is {self.max_model_len}: "
+                          f"shorten the prompt to at most {self.max_model_len - 1} tokens")
+        if params.stop and self.tokenizer is None:
+            raise InvalidRequestError("stop", "stop strings need a model with a tokenizer: use stop_token_ids")
+        request_id = request_id if request_id is not None else f"req-{next(self._ids)}"
+        if request_id in self._live:
+            raise InvalidRequestError("request_id", f"request_id={request_id!r} is already in flight: use a new id")
+        request = Request(request_id, token_ids, params,
+                          arrival_time=self.clock() if arrival_time is None else arrival_time,
+                          eos_token_id=self.eos_token_id)
+        self._live[request_id] = (request, _TextState(self.tokenizer, params.stop, token_ids))
+        self.scheduler.add_request(request)
+        return request_id
+
+    def _tokenize(self, prompt: str | list[int]) -> list[int]:
+        if isinstance(prompt, str):
+            if self.tokenizer is None:
+                raise InvalidRequestError("prompt", "this model has no tokenizer: send the prompt as token ids")
+            return self.tokenizer.encode(prompt)
+        if not isinstance(prompt, (list, tuple)) or not all(isinstance(t, int) and not isinstance(t, bool)
+                                                          for t in prompt):
+            raise InvalidRequestError("prompt", "prompt must be a string or a list of integer token ids")
+        vocab = self.executor.vocab_size
+        bad = [t for t in prompt if not 0 <= t < vocab]
+        if bad:
+            raise InvalidRequestError("prompt", f"token id {bad[0]} is outside the vocabulary [0, {vocab})")
+        return list(prompt)
+
+    def abort_request(self, request_id: str) -> bool:
+        """Stop a request and free its KV blocks. Returns False when it is unknown or finished."""
+        self._live.pop(request_id, None)
+        return self.scheduler.finish_request(request_id, FinishReason.ABORT, self.clock())
+
+    def has_unfinished_requests(self) -> bool:
+        return self.scheduler.has_unfinished()
+
+    # -- one iteration --------------------------------------------------------------------------
+
+    def step(self) -> list[RequestOutput]:
+        """Run one iteration. Returns the outputs of requests that advanced; an empty list when
+        nothing could run (e.g. every waiting request arrives in the future)."""
+        start = self.clock()
+        sched = self.scheduler
+        budget = self.policy.decide(EngineState(
+            now_s=start, num_waiting=sched.num_waiting, num_running=sched.num_running,
+            num_decodes=sched.num_decodes, num_free_blocks=sched.block_manager.num_free_blocks,
+            num_total_blocks=sched.block_manager.num_total_blocks))
+        batch = sched.schedule(budget, start)
+        if batch.is_empty:
+            return []
+        result = self.executor.execute(batch)
+        end = self.clock()
+        updates = sched.update(result, end)
+        contexts = [c.context_len for c in batch.chunks]
+        stats = StepStats(
+            step_index=self._step_index, start_time_s=start, duration_s=result.duration_s,
+            num_decode_tokens=batch.num_decode_tokens, num_prefill_tokens=batch.num_prefill_tokens,
+            num_seqs=len(batch.chunks), num_prefill_seqs=sum(c.is_prefill for c in batch.chunks),
+            sum_context_tokens=sum(contexts), max_context_tokens=max(contexts),
+            num_waiting=sched.num_waiting, num_running=sched.num_running,
+            num_free_blocks=sched.block_manager.num_free_blocks,
+            num_total_blocks=sched.block_manager.num_total_blocks,
+            num_preempted=len(batch.preempted_ids), token_budget=budget.token_budget,
+            max_chunk=budget.chunk_limit)
+        self._step_index += 1
+        self.policy.observe(stats)
+        for listener in self.stats_listeners:
+            listener(stats)
+        return [self._output(u, end) for u in updates]
+
+    def _output(self, update: RequestUpdate, now: float) -> RequestOutput:
+        request, text_state = self._live[update.request_id]
+        delta, stopped = text_state.append(update.new_token_ids, final=update.finished)
+        finished, reason = update.finished, update.finish_reason
+        if stopped and not finished:
+            self.scheduler.finish_request(update.request_id, FinishReason.STOP, now)
+            finished, reason = True, FinishReason.STOP
+        elif stopped:
+            reason = FinishReason.STOP
+        if finished:
+            del self._live[update.request_id]
+        return RequestOutput(
+            request_id=update.request_id, prompt_token_ids=request.prompt_token_ids,
+            token_ids=list(request.output_token_ids), new_token_ids=update.new_token_ids,
+            text=text_state.text, delta_text=delta, finished=finished, finish_reason=reason,
+            timeline=request.timeline, num_preemptions=request.num_preemptions)

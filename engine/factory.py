@@ -1,0 +1,104 @@
+"""Build a ready LLMEngine from EngineArgs: resolve the model, size the KV cache, wire components."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from adaptive_sarathi.controller.policy import BudgetPolicy, FixedBudget
+from adaptive_sarathi.engine.config import CacheConfig, SchedulerConfig
+from adaptive_sarathi.engine.engine import LLMEngine
+from adaptive_sarathi.engine.executor import ModelExecutor
+from adaptive_sarathi.engine.loaders import resolve_model
+from adaptive_sarathi.engine.model.build import build_model
+from adaptive_sarathi.engine.model_runner import ModelRunner, kv_block_bytes
+from adaptive_sarathi.engine.schedulers import make_scheduler
+from adaptive_sarathi.engine.tokenizer import Tokenizer
+from adaptive_sarathi.kernels.attention.backends import select_attention
+
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclass(frozen=True)
+class EngineArgs:
+    """Everything a user chooses about an engine. model None = the embedded SmolLM2 default;
+    device/dtype "auto" = CUDA in bfloat16 when present, else CPU in float32."""
+
+    model: str | None = None
+    scheduler: str = "sarathi"
+    token_budget: int = 512
+    max_chunk: int | None = None
+    max_num_seqs: int = 256
+    max_model_len: int | None = None
+    block_size: int = 16
+    num_kv_blocks: int | None = None
+    cpu_kv_cache_bytes: int = 1 << 30
+    gpu_memory_utilization: float = 0.90
+    device: str = "auto"
+    dtype: str = "auto"
+    attention_backend: str = "auto"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.dtype != "auto" and self.dtype not in _DTYPES:
+            raise ValueError(f"dtype={self.dtype!r} is unknown: use auto, {', '.join(_DTYPES)}")
+        if self.device not in ("auto", "cpu") and not self.device.startswith("cuda"):
+            raise ValueError(f"device={self.device!r} is unknown: use auto, cpu or cuda[:N]")
+        if self.max_model_len is not None and self.max_model_len < 2:
+            raise ValueError(f"max_model_len={self.max_model_len!r} is invalid: use an integer >= 2 or None")
+        # Validate scheduler and budget eagerly so a bad flag fails before the model loads.
+        SchedulerConfig(name=self.scheduler, max_num_seqs=self.max_num_seqs, block_size=self.block_size)
+        CacheConfig(block_size=self.block_size, num_blocks=self.num_kv_blocks,
+                    gpu_memory_utilization=self.gpu_memory_utilization)
+        FixedBudget(self.token_budget, self.max_chunk)
+
+    def resolved_device(self) -> torch.device:
+        if self.device == "auto":
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return torch.device(self.device)
+
+    def resolved_dtype(self, device: torch.device) -> torch.dtype:
+        if self.dtype == "auto":
+            return torch.bfloat16 if device.type == "cuda" else torch.float32
+        return _DTYPES[self.dtype]
+
+
+def create_engine(args: EngineArgs, policy: BudgetPolicy | None = None) -> LLMEngine:
+    """Load the model and build the engine. Raises ModelLoadError for a bad model spec and
+    ValueError (naming the field) for inconsistent settings."""
+    source = resolve_model(args.model)
+    device = args.resolved_device()
+    dtype = args.resolved_dtype(device)
+    window = min(args.max_model_len or source.config.max_position_embeddings,
+                 source.config.max_position_embeddings)
+    model = build_model(source, device, dtype, max_positions=window)
+    num_blocks = _num_kv_blocks(args, model, device, dtype)
+    # A request must always fit the whole cache, or preemption could never make room for it.
+    window = min(window, num_blocks * args.block_size)
+    runner = ModelRunner(model, num_blocks, args.block_size, select_attention(device, args.attention_backend),
+                         seed=args.seed)
+    scheduler = make_scheduler(SchedulerConfig(name=args.scheduler, max_num_seqs=args.max_num_seqs,
+                                               max_model_len=window, block_size=args.block_size), num_blocks)
+    tokenizer = Tokenizer.from_dir(source.tokenizer_path) if source.tokenizer_path else None
+    eos = source.config.eos_token_ids[0] if source.config.eos_token_ids else (
+        tokenizer.eos_token_id if tokenizer else None)
+    return LLMEngine(scheduler, ModelExecutor(runner), policy or FixedBudget(args.token_budget, args.max_chunk),
+                     tokenizer, max_model_len=window, eos_token_id=eos)
+
+
+def _num_kv_blocks(args: EngineArgs, model, device: torch.device, dtype: torch.dtype) -> int:
+    per_block = kv_block_bytes(model, args.block_size, dtype)
+    if args.num_kv_blocks is not None:
+        return args.num_kv_blocks
+    if device.type == "cuda":
+        free, total = torch.cuda.mem_get_info(device)
+        # Leave (1 - utilization) of the card plus room for activations of the largest step.
+        budget = free - (1 - args.gpu_memory_utilization) * total
+        blocks = int(budget // per_block)
+    else:
+        blocks = args.cpu_kv_cache_bytes // per_block
+    if blocks < 1:
+        raise ValueError(f"no room for a KV cache ({per_block} bytes per block): raise "
+                         f"{'gpu_memory_utilization' if device.type == 'cuda' else 'cpu_kv_cache_bytes'}")
+    return int(blocks)

@@ -1,0 +1,28 @@
+"""What the engine hands back per request per step: tokens, text deltas, finish state, timings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from adaptive_sarathi.engine.request import FinishReason, RequestTimeline
+
+
+@dataclass
+class RequestOutput:
+    """A request's state after a step. token_ids/text are cumulative; new_token_ids/delta_text are
+    what this step added (delta_text may lag tokens while a multi-byte character is incomplete)."""
+
+    request_id: str
+    prompt_token_ids: list[int]
+    token_ids: list[int]
+    new_token_ids: list[int]
+    text: str
+    delta_text: str
+    finished: bool
+    finish_reason: FinishReason | None
+    timeline: RequestTimeline
+    num_preemptions: int = 0
+
+    @property
+    def finish_reason_str(self) -> str | None:
+        return None if self.finish_reason is None else self.finish_reason.value

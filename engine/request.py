@@ -1,0 +1,103 @@
+"""A request's progress, counted in tokens, and its timeline."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+from adaptive_sarathi.engine.sampling_params import SamplingParams
+
+
+class RequestStatus(enum.Enum):
+    WAITING = "waiting"
+    RUNNING = "running"
+    FINISHED = "finished"
+
+
+class FinishReason(str, enum.Enum):
+    STOP = "stop"  # EOS, a stop token id or a stop string
+    LENGTH = "length"  # max_tokens or the context window
+    ABORT = "abort"  # cancelled by the client or the server
+
+
+@dataclass
+class RequestTimeline:
+    """Engine-clock timestamps (seconds) of one request's life."""
+
+    arrival_time: float
+    first_scheduled_time: float | None = None
+    first_token_time: float | None = None
+    token_times: list[float] = field(default_factory=list)
+    finished_time: float | None = None
+
+    @property
+    def ttft(self) -> float | None:
+        """Arrival to first output token, seconds."""
+        return None if self.first_token_time is None else self.first_token_time - self.arrival_time
+
+    @property
+    def scheduling_delay(self) -> float | None:
+        """Arrival to first scheduled, seconds."""
+        if self.first_scheduled_time is None:
+            return None
+        return self.first_scheduled_time - self.arrival_time
+
+    @property
+    def tbts(self) -> list[float]:
+        """Gaps between consecutive output tokens, seconds."""
+        t = self.token_times
+        return [b - a for a, b in zip(t, t[1:])]
+
+
+@dataclass
+class Request:
+    """One generation request as the scheduler sees it.
+
+    Progress is counted in tokens: the request has `num_tokens` = prompt + outputs so far, of which
+    `num_computed_tokens` already sit in the KV cache. "In prefill" is derived, never stored: a
+    request with more than one token pending is prefilling (a fresh prompt, or the recompute of a
+    preempted request); exactly one pending token after some outputs is a decode.
+    """
+
+    request_id: str
+    prompt_token_ids: list[int]
+    sampling_params: SamplingParams
+    arrival_time: float
+    eos_token_id: int | None = None
+    output_token_ids: list[int] = field(default_factory=list)
+    num_computed_tokens: int = 0
+    status: RequestStatus = RequestStatus.WAITING
+    finish_reason: FinishReason | None = None
+    num_preemptions: int = 0
+    timeline: RequestTimeline = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.timeline = RequestTimeline(arrival_time=self.arrival_time)
+
+    @property
+    def num_prompt_tokens(self) -> int:
+        return len(self.prompt_token_ids)
+
+    @property
+    def num_tokens(self) -> int:
+        return len(self.prompt_token_ids) + len(self.output_token_ids)
+
+    @property
+    def num_pending_tokens(self) -> int:
+        """Tokens not yet in the KV cache; the next step may compute up to this many."""
+        return self.num_tokens - self.num_computed_tokens
+
+    @property
+    def is_prefill(self) -> bool:
+        return self.num_pending_tokens > 1 or not self.output_token_ids
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status is RequestStatus.FINISHED
+
+    def token_ids_slice(self, start: int, end: int) -> list[int]:
+        """Tokens [start, end) of prompt + outputs."""
+        p = self.num_prompt_tokens
+        if end <= p:
+            return self.prompt_token_ids[start:end]
+        return (self.prompt_token_ids + self.output_token_ids)[start:end]

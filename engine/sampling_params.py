@@ -1,0 +1,53 @@
+"""Per-request sampling parameters, validated on construction."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """How one request's tokens are chosen and when it stops.
+
+    temperature 0 means greedy. top_k 0 (or -1) and top_p 1.0 disable those filters. A seed makes
+    sampling reproducible whatever the batch composition (and across preemption).
+    Raises ValueError naming the field and the allowed range on a bad value.
+    """
+
+    max_tokens: int = 16
+    temperature: float = 0.0
+    top_p: float = 1.0
+    top_k: int = 0
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+    stop_token_ids: tuple[int, ...] = ()
+    ignore_eos: bool = False
+
+    def __post_init__(self) -> None:
+        # Accept lists and single strings for convenience; store tuples so params stay hashable.
+        if isinstance(self.stop, str):
+            object.__setattr__(self, "stop", (self.stop,))
+        object.__setattr__(self, "stop", tuple(self.stop))
+        object.__setattr__(self, "stop_token_ids", tuple(self.stop_token_ids))
+        _check(isinstance(self.max_tokens, int) and self.max_tokens >= 1,
+               "max_tokens", self.max_tokens, "an integer >= 1")
+        _check(isinstance(self.temperature, (int, float)) and 0.0 <= self.temperature <= 100.0,
+               "temperature", self.temperature, "a number in [0, 100] (0 = greedy)")
+        _check(isinstance(self.top_p, (int, float)) and 0.0 < self.top_p <= 1.0,
+               "top_p", self.top_p, "a number in (0, 1]")
+        _check(isinstance(self.top_k, int) and self.top_k >= -1,
+               "top_k", self.top_k, "an integer >= 0 (0 or -1 disables it)")
+        _check(self.seed is None or isinstance(self.seed, int), "seed", self.seed, "an integer or None")
+        _check(all(isinstance(s, str) and s for s in self.stop),
+               "stop", self.stop, "non-empty strings")
+        _check(all(isinstance(t, int) and t >= 0 for t in self.stop_token_ids),
+               "stop_token_ids", self.stop_token_ids, "non-negative token ids")
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0.0
+
+
+def _check(ok: bool, name: str, value: object, expected: str) -> None:
+    if not ok:
+        raise ValueError(f"SamplingParams.{name}={value!r} is invalid: use {expected}")

@@ -1,0 +1,304 @@
+"""Machinery every scheduler shares: queues, admission, preemption by recompute, and `update`."""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from collections import deque
+from collections.abc import Iterator
+
+from adaptive_sarathi.engine.batch import ScheduledBatch, ScheduledChunk, StepBudget, StepResult
+from adaptive_sarathi.engine.block_manager import BlockManager
+from adaptive_sarathi.engine.config import SchedulerConfig
+from adaptive_sarathi.engine.request import FinishReason, Request, RequestStatus
+from adaptive_sarathi.engine.schedulers.base import RequestUpdate, Scheduler
+
+
+class StepBuilder:
+    """The batch of one step under construction, with its budget and the time it is built at."""
+
+    def __init__(self, budget: StepBudget, now: float) -> None:
+        self.budget = budget
+        self.now = now
+        self.batch = ScheduledBatch()
+        self.scheduled_ids: set[str] = set()
+        self.num_tokens = 0
+
+    @property
+    def remaining(self) -> int:
+        """Tokens left in the budget (0 once a step went over it, which only some policies allow)."""
+        return max(0, self.budget.token_budget - self.num_tokens)
+
+    def add(self, chunk: ScheduledChunk) -> None:
+        self.batch.chunks.append(chunk)
+        self.scheduled_ids.add(chunk.request_id)
+        self.num_tokens += chunk.num_tokens
+
+
+class QueueScheduler(Scheduler):
+    """A waiting queue, a running list and a BlockManager; subclasses only pick each step's chunks.
+
+    The waiting queue is FCFS by arrival_time; preempted requests go back to its front. A request
+    that has not arrived yet (arrival_time > now) blocks those behind it, which arrived no
+    earlier. The running list is in admission order; preemption takes victims from its tail.
+
+    The context window is `max_context_len` = min(max_model_len, the tokens the KV cache can hold
+    beyond the watermark), so that any single request always fits once others are preempted.
+    """
+
+    def __init__(self, config: SchedulerConfig, block_manager: BlockManager) -> None:
+        if block_manager.block_size != config.block_size:
+            raise ValueError(
+                f"BlockManager.block_size={block_manager.block_size} differs from "
+                f"SchedulerConfig.block_size={config.block_size}: build both from the same value")
+        self.config = config
+        self._block_manager = block_manager
+        usable_blocks = block_manager.num_total_blocks - block_manager.watermark_blocks
+        self.max_context_len = min(config.max_model_len, usable_blocks * block_manager.block_size)
+        self._waiting: deque[Request] = deque()
+        self._running: list[Request] = []
+        self._requests: dict[str, Request] = {}
+        self._last_batch = ScheduledBatch()
+
+    # -- the Scheduler interface -------------------------------------------------------------
+
+    def add_request(self, request: Request) -> None:
+        """Queue `request` (status WAITING) in arrival_time order.
+
+        Raises ValueError, queueing nothing, on a duplicate id, a request already in progress,
+        or a prompt that is empty or longer than `max_context_len`.
+        """
+        rid = request.request_id
+        if rid in self._requests:
+            raise ValueError(f"request_id={rid!r} is already queued or running: use a unique id")
+        if request.status is not RequestStatus.WAITING or request.num_computed_tokens or request.output_token_ids:
+            raise ValueError(f"request {rid!r} is not fresh: add a new Request object")
+        if not 1 <= request.num_prompt_tokens <= self.max_context_len:
+            raise ValueError(
+                f"request {rid!r} has a prompt of {request.num_prompt_tokens} tokens: use 1 to "
+                f"{self.max_context_len} (max_model_len={self.config.max_model_len}, KV cache of "
+                f"{self._block_manager.num_total_blocks} blocks of {self._block_manager.block_size} tokens)")
+        i = len(self._waiting)
+        while i > 0 and self._waiting[i - 1].arrival_time > request.arrival_time:
+            i -= 1
+        self._waiting.insert(i, request)
+        self._requests[rid] = request
+
+    def schedule(self, budget: StepBudget, now: float) -> ScheduledBatch:
+        """Pick this step's chunks (see Scheduler.schedule). The batch is remembered for `update`,
+        which must be called before the next `schedule`."""
+        step = StepBuilder(budget, now)
+        self._fill(step)
+        self._last_batch = step.batch
+        return step.batch
+
+    def update(self, result: StepResult, now: float) -> list[RequestUpdate]:
+        """Apply `result` to the last scheduled batch (see Scheduler.update).
+
+        Chunks of requests finished or aborted since `schedule` are skipped. Raises KeyError if
+        `result` lacks the token of a chunk with sample=True.
+        """
+        batch, self._last_batch = self._last_batch, ScheduledBatch()
+        updates = []
+        for chunk in batch.chunks:
+            request = self._requests.get(chunk.request_id)
+            if request is None or request.status is not RequestStatus.RUNNING:
+                continue
+            request.num_computed_tokens += chunk.num_tokens
+            if not chunk.sample:
+                continue
+            token = result.sampled_token_ids[chunk.request_id]
+            request.output_token_ids.append(token)
+            timeline = request.timeline
+            if timeline.first_token_time is None:
+                timeline.first_token_time = now
+            timeline.token_times.append(now)
+            reason = self._stop_reason(request, token)
+            if reason is not None:
+                self._finish(request, reason, now)
+            updates.append(RequestUpdate(request.request_id, [token], reason is not None, reason))
+        return updates
+
+    def finish_request(self, request_id: str, reason: FinishReason, now: float) -> bool:
+        """End a waiting or running request (see Scheduler.finish_request)."""
+        request = self._requests.get(request_id)
+        if request is None:
+            return False
+        self._finish(request, reason, now)
+        return True
+
+    def abort_request(self, request_id: str, now: float) -> bool:
+        """finish_request with FinishReason.ABORT. Returns False for unknown or finished ids."""
+        return self.finish_request(request_id, FinishReason.ABORT, now)
+
+    # -- queries -----------------------------------------------------------------------------
+
+    @property
+    def block_manager(self) -> BlockManager:
+        return self._block_manager
+
+    @property
+    def num_waiting(self) -> int:
+        return len(self._waiting)
+
+    @property
+    def num_running(self) -> int:
+        return len(self._running)
+
+    @property
+    def waiting(self) -> tuple[Request, ...]:
+        """A snapshot of the waiting queue, head first."""
+        return tuple(self._waiting)
+
+    @property
+    def running(self) -> tuple[Request, ...]:
+        """A snapshot of the running list, in admission order."""
+        return tuple(self._running)
+
+    def has_unfinished(self) -> bool:
+        return bool(self._requests)
+
+    def get_request(self, request_id: str) -> Request | None:
+        """The unfinished request with this id, or None."""
+        return self._requests.get(request_id)
+
+    def next_arrival_time(self, now: float | None = None) -> float | None:
+        """Earliest arrival_time among waiting requests that arrive after `now` (all waiting
+        requests when now is None); None if there is none. Lets a simulator jump its clock."""
+        times = [r.arrival_time for r in self._waiting if now is None or r.arrival_time > now]
+        return min(times, default=None)
+
+    def check_invariants(self) -> None:
+        """Raise AssertionError if queues, statuses and KV blocks disagree. Mutates nothing."""
+        bm = self._block_manager
+        bm.check_invariants(set(self._requests))
+        waiting_ids = [r.request_id for r in self._waiting]
+        running_ids = [r.request_id for r in self._running]
+        assert len(set(waiting_ids)) == len(waiting_ids), "a request is queued twice"
+        assert len(set(running_ids)) == len(running_ids), "a request is running twice"
+        both = set(waiting_ids) & set(running_ids)
+        assert not both, f"requests {sorted(both)} are both waiting and running"
+        assert set(waiting_ids) | set(running_ids) == set(self._requests), "a request is lost"
+        assert len(running_ids) <= self.config.max_num_seqs, "more running requests than max_num_seqs"
+        for r in self._waiting:
+            assert r.status is RequestStatus.WAITING, f"waiting request {r.request_id!r} is {r.status}"
+            assert r.num_computed_tokens == 0, f"waiting request {r.request_id!r} has computed tokens"
+            assert bm.num_owned_blocks(r.request_id) == 0, f"waiting request {r.request_id!r} owns blocks"
+        for r in self._running:
+            assert r.status is RequestStatus.RUNNING, f"running request {r.request_id!r} is {r.status}"
+            assert 0 < r.num_pending_tokens, f"running request {r.request_id!r} has nothing to compute"
+            assert bm.num_owned_blocks(r.request_id) >= bm.num_blocks_for(r.num_computed_tokens), (
+                f"running request {r.request_id!r} owns too few blocks for its computed tokens")
+
+    # -- for policies ------------------------------------------------------------------------
+
+    @abstractmethod
+    def _fill(self, step: StepBuilder) -> None:
+        """Add this step's chunks to `step`, through `_schedule_running` and `_admit`."""
+
+    def _iter_running(self) -> Iterator[Request]:
+        """Running requests in admission order, skipping those preempted while iterating."""
+        for request in list(self._running):
+            if request.status is RequestStatus.RUNNING:
+                yield request
+
+    def _admissible_head(self, now: float) -> Request | None:
+        """The head of the waiting queue if it has arrived and a running slot is free."""
+        if not self._waiting or len(self._running) >= self.config.max_num_seqs:
+            return None
+        head = self._waiting[0]
+        return head if head.arrival_time <= now else None
+
+    def _fits(self, request: Request, num_tokens: int) -> bool:
+        """Whether admitting `request` with a chunk of `num_tokens` leaves the watermark free."""
+        total = request.num_computed_tokens + num_tokens
+        return self._block_manager.can_allocate(request.request_id, total, use_watermark=True)
+
+    def _admit(self, step: StepBuilder, request: Request, num_tokens: int) -> None:
+        """Move the waiting head to running with a first chunk; the caller checked `_fits`."""
+        assert self._waiting and self._waiting[0] is request, "only the waiting head is admitted"
+        self._waiting.popleft()
+        self._block_manager.allocate(request.request_id, request.num_computed_tokens + num_tokens)
+        request.status = RequestStatus.RUNNING
+        if request.timeline.first_scheduled_time is None:
+            request.timeline.first_scheduled_time = step.now
+        self._running.append(request)
+        self._add_chunk(step, request, num_tokens)
+
+    def _admit_whole_prompts(self, step: StepBuilder) -> None:
+        """Admit arrived requests FCFS, each with all its pending tokens, while the step stays in
+        the token budget, stopping at the first that does not fit. The step's first prompt is
+        admitted whatever its size, so that a prompt longer than the budget is never starved."""
+        first = True
+        while (request := self._admissible_head(step.now)) is not None:
+            n = request.num_pending_tokens
+            if not first and step.num_tokens + n > step.budget.token_budget:
+                break
+            if not self._fits(request, n):
+                break
+            self._admit(step, request, n)
+            first = False
+
+    def _schedule_running(self, step: StepBuilder, request: Request, num_tokens: int) -> bool:
+        """Give a running request a chunk, preempting others (tail first) until its blocks fit.
+
+        Returns False when the request had to preempt itself and got no chunk.
+        """
+        assert request.request_id not in step.scheduled_ids, "a request is scheduled twice in a step"
+        total = request.num_computed_tokens + num_tokens
+        while not self._block_manager.can_allocate(request.request_id, total, use_watermark=False):
+            victim = next(r for r in reversed(self._running) if r.request_id not in step.scheduled_ids)
+            self._preempt(step, victim)
+            if victim is request:
+                return False
+        self._block_manager.allocate(request.request_id, total)
+        self._add_chunk(step, request, num_tokens)
+        return True
+
+    def _preempt(self, step: StepBuilder, request: Request) -> None:
+        """Free the request's blocks and requeue it at the front; it will recompute its tokens."""
+        self._block_manager.free(request.request_id)
+        request.num_computed_tokens = 0
+        request.status = RequestStatus.WAITING
+        request.num_preemptions += 1
+        self._running.remove(request)
+        self._waiting.appendleft(request)
+        step.batch.preempted_ids.append(request.request_id)
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _add_chunk(self, step: StepBuilder, request: Request, num_tokens: int) -> None:
+        start = request.num_computed_tokens
+        end = start + num_tokens
+        step.add(ScheduledChunk(
+            request_id=request.request_id,
+            token_ids=tuple(request.token_ids_slice(start, end)),
+            start_position=start,
+            block_table=tuple(self._block_manager.block_table(request.request_id)),
+            sample=end == request.num_tokens,
+            sampling_params=request.sampling_params,
+            num_output_tokens=len(request.output_token_ids),
+            is_prefill=request.is_prefill,
+        ))
+
+    def _stop_reason(self, request: Request, token: int) -> FinishReason | None:
+        params = request.sampling_params
+        if token == request.eos_token_id and not params.ignore_eos:
+            return FinishReason.STOP
+        if token in params.stop_token_ids:
+            return FinishReason.STOP
+        if len(request.output_token_ids) >= params.max_tokens:
+            return FinishReason.LENGTH
+        if request.num_tokens >= self.max_context_len:
+            return FinishReason.LENGTH
+        return None
+
+    def _finish(self, request: Request, reason: FinishReason, now: float) -> None:
+        if request.status is RequestStatus.RUNNING:
+            self._running.remove(request)
+        else:
+            self._waiting.remove(request)
+        self._block_manager.free(request.request_id)
+        del self._requests[request.request_id]
+        request.status = RequestStatus.FINISHED
+        request.finish_reason = reason
+        request.timeline.finished_time = now

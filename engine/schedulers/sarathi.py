@@ -1,0 +1,34 @@
+"""Sarathi-Serve: stall-free hybrid batches of decodes and chunked prefills under one token budget."""
+
+from __future__ import annotations
+
+from adaptive_sarathi.engine.schedulers.common import QueueScheduler, StepBuilder
+
+
+class SarathiScheduler(QueueScheduler):
+    """Each step: every running decode (running order), then running prefills, then new requests,
+    while the token budget lasts. A prefill takes at most `budget.chunk_limit` tokens per step, so
+    several partial prefills may share a step; admission stops at the first waiting request whose
+    chunk's blocks do not fit (head-of-line, FCFS)."""
+
+    def _fill(self, step: StepBuilder) -> None:
+        chunk_limit = step.budget.chunk_limit
+        for request in self._iter_running():
+            if step.remaining == 0:
+                break
+            if not request.is_prefill:
+                self._schedule_running(step, request, 1)
+        for request in self._iter_running():
+            if step.remaining == 0:
+                break
+            if request.is_prefill:
+                n = min(request.num_pending_tokens, chunk_limit, step.remaining)
+                self._schedule_running(step, request, n)
+        # A step that had to preempt is short of blocks: admitting now would only feed the thrash.
+        if step.batch.preempted_ids:
+            return
+        while step.remaining > 0 and (request := self._admissible_head(step.now)) is not None:
+            n = min(request.num_pending_tokens, chunk_limit, step.remaining)
+            if not self._fits(request, n):
+                break
+            self._admit(step, request, n)

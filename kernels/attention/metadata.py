@@ -1,0 +1,54 @@
+"""Where each token of a mixed prefill+decode step reads and writes the paged KV cache."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class PrefillSpan:
+    """One prefill chunk: query rows [q_start, q_end) sit at positions start_position onward and
+    attend causally to every cached position before them. block_table covers the whole context."""
+
+    q_start: int
+    q_end: int
+    start_position: int
+    block_table: torch.Tensor  # int32 [num_blocks_of_this_request]
+
+    @property
+    def context_len(self) -> int:
+        return self.start_position + self.q_end - self.q_start
+
+
+@dataclass
+class AttentionMetadata:
+    """Layout of one step's tokens: the first `num_decode_tokens` rows are single-token decodes
+    (one per sequence), the rest are prefill chunks described by `prefills`.
+
+    slot_mapping[i] is the cache slot (block_id * block_size + offset) where token i's K/V go.
+    decode_block_tables is [num_decodes, max_blocks] padded with 0; decode_context_lens counts the
+    new token too. Tensors live on the model's device; the caller owns them for the whole step.
+    """
+
+    slot_mapping: torch.Tensor  # int64 [num_tokens]
+    num_decode_tokens: int
+    decode_block_tables: torch.Tensor  # int32 [num_decodes, max_blocks]
+    decode_context_lens: torch.Tensor  # int32 [num_decodes]
+    max_decode_context_len: int
+    prefills: list[PrefillSpan]
+    block_size: int
+
+    def to(self, device: torch.device) -> "AttentionMetadata":
+        """A copy with every tensor moved to `device` (non-blocking where possible)."""
+        move = lambda t: t.to(device, non_blocking=True)  # noqa: E731
+        return AttentionMetadata(
+            slot_mapping=move(self.slot_mapping),
+            num_decode_tokens=self.num_decode_tokens,
+            decode_block_tables=move(self.decode_block_tables),
+            decode_context_lens=move(self.decode_context_lens),
+            max_decode_context_len=self.max_decode_context_len,
+            prefills=[PrefillSpan(p.q_start, p.q_end, p.start_position, move(p.block_table)) for p in self.prefills],
+            block_size=self.block_size,
+        )

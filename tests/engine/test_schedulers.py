@@ -1,0 +1,471 @@
+"""Step-by-step tests of the four schedulers, driven by a fake executor (no model, no GPU)."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from adaptive_sarathi.engine.batch import ScheduledBatch, StepBudget, StepResult
+from adaptive_sarathi.engine.config import SCHEDULER_NAMES, SchedulerConfig
+from adaptive_sarathi.engine.request import FinishReason, Request, RequestStatus
+from adaptive_sarathi.engine.sampling_params import SamplingParams
+from adaptive_sarathi.engine.schedulers import (
+    OrcaScheduler, QueueScheduler, RequestLevelScheduler, RequestUpdate, SarathiScheduler, VllmScheduler,
+    make_scheduler)
+
+TOKEN = 7
+
+
+def make(name: str, num_blocks: int = 64, *, block_size: int = 4, max_num_seqs: int = 256,
+         max_model_len: int = 1024, watermark: float = 0.0) -> QueueScheduler:
+    config = SchedulerConfig(name=name, max_num_seqs=max_num_seqs, max_model_len=max_model_len,
+                             block_size=block_size, watermark=watermark)
+    return make_scheduler(config, num_blocks)
+
+
+def req(rid: str, prompt_len: int, max_tokens: int = 16, arrival: float = 0.0,
+        eos: int | None = None, **params) -> Request:
+    return Request(rid, list(range(100, 100 + prompt_len)),
+                   SamplingParams(max_tokens=max_tokens, **params), arrival, eos_token_id=eos)
+
+
+def add(s: QueueScheduler, *requests: Request) -> None:
+    for r in requests:
+        s.add_request(r)
+
+
+def run(s: QueueScheduler, budget: int, max_chunk: int | None = None, now: float = 0.0,
+        token=lambda chunk: TOKEN) -> ScheduledBatch:
+    """One engine step: schedule, fake-execute, update; invariants checked after each phase."""
+    batch = s.schedule(StepBudget(budget, max_chunk), now)
+    s.check_invariants()
+    s.update(StepResult({c.request_id: token(c) for c in batch.chunks if c.sample}, 0.01), now)
+    s.check_invariants()
+    return batch
+
+
+def step(s: QueueScheduler, budget: int, max_chunk: int | None = None, now: float = 0.0) -> dict[str, int]:
+    return run(s, budget, max_chunk, now).tokens_by_request()
+
+
+def test_factory_builds_each_scheduler_with_its_block_manager():
+    classes = dict(sarathi=SarathiScheduler, vllm=VllmScheduler, orca=OrcaScheduler,
+                   request_level=RequestLevelScheduler)
+    for name in SCHEDULER_NAMES:
+        s = make(name, num_blocks=200, watermark=0.05)
+        assert type(s) is classes[name]
+        assert s.block_manager.num_total_blocks == 200
+        assert s.block_manager.watermark_blocks == 10
+        assert s.max_context_len == 190 * 4
+
+
+# -- sarathi ---------------------------------------------------------------------------------
+
+def test_sarathi_decodes_first_then_chunked_prefills_within_budget():
+    s = make("sarathi")
+    add(s, req("d", 2))
+    assert step(s, 8, 4) == {"d": 2}
+    add(s, req("a", 10), req("b", 3))
+    batch = run(s, 8, 4)
+    assert batch.tokens_by_request() == {"d": 1, "a": 4, "b": 3}
+    assert [c.is_prefill for c in batch.chunks] == [False, True, True]
+    assert [c.sample for c in batch.chunks] == [True, False, True]
+    assert batch.chunks[1].token_ids == tuple(range(100, 104))
+    batch = run(s, 8, 4)
+    assert [c.request_id for c in batch.chunks] == ["d", "b", "a"]
+    assert batch.tokens_by_request() == {"d": 1, "b": 1, "a": 4}
+    assert batch.chunks[2].start_position == 4
+    assert step(s, 8, 4) == {"d": 1, "b": 1, "a": 2}
+    assert step(s, 8, 4) == {"d": 1, "a": 1, "b": 1}
+
+
+def test_sarathi_several_partial_prefills_share_a_step():
+    s = make("sarathi")
+    add(s, req("a", 5), req("b", 5), req("c", 5))
+    assert step(s, 8, 3) == {"a": 3, "b": 3, "c": 2}
+    assert step(s, 8, 3) == {"a": 2, "b": 2, "c": 3}
+    assert step(s, 8, 3) == {"a": 1, "b": 1, "c": 1}
+
+
+def test_sarathi_budget_limits_decodes_in_running_order():
+    s = make("sarathi")
+    add(s, req("a", 1), req("b", 1), req("c", 1), req("d", 4))
+    assert step(s, 3) == {"a": 1, "b": 1, "c": 1}
+    assert step(s, 2) == {"a": 1, "b": 1}
+    assert step(s, 5) == {"a": 1, "b": 1, "c": 1, "d": 2}
+
+
+def test_sarathi_head_of_line_blocking_by_blocks():
+    s = make("sarathi", num_blocks=4)
+    add(s, req("a", 9, max_tokens=1), req("b", 5), req("c", 2))
+    assert step(s, 32) == {"a": 9}  # b needs 2 blocks, 1 is free; c must wait behind b
+    assert s.get_request("a") is None
+    assert step(s, 32) == {"b": 5, "c": 2}
+
+
+def test_sarathi_watermark_holds_back_admissions():
+    s = make("sarathi", num_blocks=10, watermark=0.2)
+    add(s, req("a", 20), req("b", 16))
+    assert step(s, 64) == {"a": 20}  # b's 4 blocks would leave 1 < 2 free
+    assert s.block_manager.num_free_blocks == 5
+
+
+def test_max_num_seqs_caps_running():
+    s = make("sarathi", max_num_seqs=2)
+    add(s, req("a", 2, max_tokens=1), req("b", 2), req("c", 2))
+    assert step(s, 32) == {"a": 2, "b": 2}
+    assert step(s, 32) == {"b": 1, "c": 2}
+
+
+def test_future_arrivals_wait_for_the_clock():
+    s = make("sarathi")
+    add(s, req("a", 2, arrival=0.0), req("b", 3, arrival=5.0), req("c", 4, arrival=1.0))
+    assert s.next_arrival_time() == 0.0
+    assert s.next_arrival_time(0.0) == 1.0
+    assert step(s, 32, now=0.0) == {"a": 2}
+    assert step(s, 32, now=0.9) == {"a": 1}
+    assert step(s, 32, now=1.0) == {"a": 1, "c": 4}
+    assert s.next_arrival_time(1.0) == 5.0
+    assert step(s, 32, now=4.9) == {"a": 1, "c": 1}
+    assert step(s, 32, now=5.0) == {"a": 1, "c": 1, "b": 3}
+    assert s.next_arrival_time(5.0) is None
+    b = s.get_request("b")
+    assert b.timeline.first_scheduled_time == 5.0 and b.timeline.scheduling_delay == 0.0
+
+
+def test_empty_batch_when_nothing_arrived():
+    for name in SCHEDULER_NAMES:
+        s = make(name)
+        add(s, req("a", 2, arrival=3.0))
+        assert run(s, 8, now=1.0).is_empty
+        assert s.has_unfinished() and s.num_waiting == 1 and s.num_running == 0
+
+
+# -- vllm ------------------------------------------------------------------------------------
+
+def test_vllm_alternates_prefill_only_and_decode_only_steps():
+    s = make("vllm")
+    add(s, req("a", 4, max_tokens=3))
+    assert step(s, 16) == {"a": 4}
+    add(s, req("b", 6))
+    assert step(s, 16) == {"b": 6}  # a stalls while a prompt is admitted
+    assert step(s, 16) == {"a": 1, "b": 1}
+    add(s, req("c", 20), req("d", 3))
+    assert step(s, 16) == {"c": 20}  # longer than the budget: admitted alone, first of its step
+    assert step(s, 16) == {"d": 3}
+    assert step(s, 2) == {"a": 1, "b": 1, "c": 1, "d": 1}  # decodes ignore the budget
+    assert s.get_request("a") is None
+
+
+def test_vllm_packs_whole_prompts_up_to_the_budget():
+    s = make("vllm")
+    add(s, req("a", 6), req("b", 10), req("c", 10))
+    assert step(s, 16) == {"a": 6, "b": 10}
+    assert step(s, 16) == {"c": 10}
+
+
+def test_vllm_decodes_when_the_head_does_not_fit():
+    s = make("vllm", num_blocks=4)
+    add(s, req("a", 8), req("b", 12))
+    assert step(s, 64) == {"a": 8}
+    assert step(s, 64) == {"a": 1}  # b needs 3 blocks, 2 are free
+
+
+# -- orca ------------------------------------------------------------------------------------
+
+def test_orca_hybrid_steps_without_chunking():
+    s = make("orca")
+    add(s, req("a", 3))
+    assert step(s, 8) == {"a": 3}
+    add(s, req("b", 4), req("c", 4))
+    assert step(s, 8) == {"a": 1, "b": 4}
+    assert step(s, 8) == {"a": 1, "b": 1, "c": 4}
+    add(s, req("d", 12), req("e", 1))
+    batch = run(s, 8)
+    assert batch.tokens_by_request() == {"a": 1, "b": 1, "c": 1, "d": 12}  # first prompt, whole
+    assert [c.is_prefill for c in batch.chunks] == [False, False, False, True]
+    assert step(s, 8) == {"a": 1, "b": 1, "c": 1, "d": 1, "e": 1}
+
+
+# -- request level ---------------------------------------------------------------------------
+
+def test_request_level_waits_for_the_batch_to_drain():
+    s = make("request_level", max_num_seqs=8)
+    add(s, req("a", 3, max_tokens=2), req("b", 5, max_tokens=4))
+    assert step(s, 100) == {"a": 3, "b": 5}
+    add(s, req("c", 2))
+    assert step(s, 100) == {"a": 1, "b": 1}
+    assert step(s, 100) == {"b": 1}
+    assert step(s, 100) == {"b": 1}
+    assert step(s, 100) == {"c": 2}
+
+
+def test_request_level_batch_respects_budget_and_max_num_seqs():
+    s = make("request_level", max_num_seqs=2)
+    add(s, req("a", 30, max_tokens=1), req("b", 2, max_tokens=1), req("c", 2, max_tokens=1),
+        req("d", 2, max_tokens=1))
+    assert step(s, 16) == {"a": 30}
+    assert step(s, 16) == {"b": 2, "c": 2}
+    assert step(s, 16) == {"d": 2}
+
+
+# -- preemption ------------------------------------------------------------------------------
+
+def _counting_token(chunk):
+    return 1000 + chunk.num_output_tokens
+
+
+@pytest.mark.parametrize("name", ["sarathi", "vllm", "orca", "request_level"])
+def test_preempted_request_recomputes_and_finishes_with_the_same_tokens(name):
+    s = make(name, num_blocks=4)
+    add(s, req("a", 4, max_tokens=8), req("b", 4, max_tokens=8))
+    counts = [run(s, 16, token=_counting_token).tokens_by_request() for _ in range(5)]
+    assert counts == [{"a": 4, "b": 4}] + [{"a": 1, "b": 1}] * 4
+    b = s.get_request("b")
+    batch = run(s, 16, token=_counting_token)  # a needs a 3rd block: b, the tail, is preempted
+    assert batch.tokens_by_request() == {"a": 1}
+    assert batch.preempted_ids == ["b"]
+    assert b.status is RequestStatus.WAITING and b.num_computed_tokens == 0 and b.num_preemptions == 1
+    assert s.block_manager.num_owned_blocks("b") == 0
+    assert b.output_token_ids == [1000, 1001, 1002, 1003, 1004]
+    for _ in range(2):
+        assert run(s, 16, token=_counting_token).tokens_by_request() == {"a": 1}
+    assert s.get_request("a") is None
+    batch = run(s, 16, token=_counting_token)
+    assert batch.tokens_by_request() == {"b": 9}  # prompt + outputs, recomputed as a prefill
+    assert batch.chunks[0].is_prefill and batch.chunks[0].sample
+    assert batch.chunks[0].token_ids == (100, 101, 102, 103, 1000, 1001, 1002, 1003, 1004)
+    while s.has_unfinished():
+        assert run(s, 16, token=_counting_token).tokens_by_request() == {"b": 1}
+    assert b.output_token_ids == list(range(1000, 1008))
+    assert b.finish_reason is FinishReason.LENGTH
+    assert s.block_manager.num_free_blocks == 4
+
+
+def test_request_preempts_itself_when_no_other_victim_is_left():
+    s = make("sarathi", num_blocks=4)
+    add(s, req("a", 3), req("b", 5))
+    assert step(s, 16) == {"a": 3, "b": 5}
+    for _ in range(3):
+        assert step(s, 16) == {"a": 1, "b": 1}
+    batch = run(s, 16)  # b needs a 3rd block; a is already in the batch
+    assert batch.tokens_by_request() == {"a": 1}
+    assert batch.preempted_ids == ["b"]
+    assert s.get_request("b").num_computed_tokens == 0
+
+
+def test_preempted_requests_return_to_the_front_in_admission_order():
+    s = make("orca", num_blocks=3, block_size=2, max_num_seqs=3)
+    add(s, req("a", 2), req("b", 2), req("c", 2), req("d", 1))
+    assert step(s, 16) == {"a": 2, "b": 2, "c": 2}
+    batch = run(s, 16)  # a takes the tail's (c's) block; b then finds none and preempts itself
+    assert batch.tokens_by_request() == {"a": 1}
+    assert batch.preempted_ids == ["c", "b"]
+    assert [r.request_id for r in s.waiting] == ["b", "c", "d"]
+    assert [r.request_id for r in s.running] == ["a"]
+
+
+# -- stop conditions -------------------------------------------------------------------------
+
+def _finish_one(s: QueueScheduler, r: Request, budget: int = 64) -> list[RequestUpdate]:
+    add(s, r)
+    updates: list[RequestUpdate] = []
+    while s.has_unfinished():
+        batch = s.schedule(StepBudget(budget), 0.0)
+        updates += s.update(StepResult({c.request_id: TOKEN for c in batch.chunks if c.sample}, 0.0), 0.0)
+    return updates
+
+
+@pytest.mark.parametrize("prompt_len, kwargs, outputs, reason", [
+    (3, dict(eos=TOKEN), 1, FinishReason.STOP),
+    (3, dict(max_tokens=4, eos=TOKEN, ignore_eos=True), 4, FinishReason.LENGTH),
+    (3, dict(stop_token_ids=[5, TOKEN]), 1, FinishReason.STOP),
+    (3, dict(max_tokens=5, eos=TOKEN + 1), 5, FinishReason.LENGTH),
+    (6, dict(max_tokens=100), 2, FinishReason.LENGTH),  # max_model_len=8
+    (8, dict(max_tokens=100), 1, FinishReason.LENGTH),
+])
+def test_stop_checks(prompt_len, kwargs, outputs, reason):
+    s = make("sarathi", max_model_len=8)
+    r = req("r", prompt_len, **kwargs)
+    updates = _finish_one(s, r, budget=8)
+    assert len(r.output_token_ids) == outputs == len(updates)
+    assert r.finish_reason is reason and r.status is RequestStatus.FINISHED
+    assert [u.finished for u in updates] == [False] * (outputs - 1) + [True]
+    assert updates[-1].finish_reason is reason and updates[-1].new_token_ids == [TOKEN]
+    assert s.block_manager.num_free_blocks == s.block_manager.num_total_blocks
+
+
+def test_context_window_is_capped_by_the_kv_cache():
+    s = make("sarathi", num_blocks=4, block_size=4, max_model_len=100)
+    assert s.max_context_len == 16
+    r = req("r", 14, max_tokens=100)
+    _finish_one(s, r)
+    assert len(r.output_token_ids) == 2
+
+
+def test_timeline_is_recorded():
+    s = make("sarathi")
+    r = req("r", 6, max_tokens=2, arrival=1.0)
+    add(s, r)
+    run(s, 4, now=2.0)
+    run(s, 4, now=3.0)
+    run(s, 4, now=4.0)
+    t = r.timeline
+    assert (t.first_scheduled_time, t.first_token_time, t.token_times, t.finished_time) == (2.0, 3.0, [3.0, 4.0], 4.0)
+    assert t.ttft == 2.0 and t.tbts == [1.0]
+
+
+# -- finish_request / abort ------------------------------------------------------------------
+
+def test_abort_frees_blocks_of_running_and_removes_waiting():
+    s = make("sarathi", num_blocks=8, max_num_seqs=1)
+    a, b = req("a", 9), req("b", 2)
+    add(s, a, b)
+    step(s, 16)
+    assert s.block_manager.num_free_blocks == 5
+    assert s.abort_request("a", now=1.0)
+    assert a.status is RequestStatus.FINISHED and a.finish_reason is FinishReason.ABORT
+    assert a.timeline.finished_time == 1.0
+    assert s.block_manager.num_free_blocks == 8
+    assert s.finish_request("b", FinishReason.STOP, now=1.0)
+    assert not s.has_unfinished()
+    assert not s.abort_request("a", now=1.0)
+    assert not s.abort_request("nope", now=1.0)
+    s.check_invariants()
+
+
+def test_abort_between_schedule_and_update_is_skipped():
+    s = make("sarathi")
+    add(s, req("a", 3), req("b", 3))
+    batch = s.schedule(StepBudget(16), 0.0)
+    assert s.abort_request("a", 0.0)
+    updates = s.update(StepResult({c.request_id: TOKEN for c in batch.chunks}, 0.0), 0.0)
+    assert [u.request_id for u in updates] == ["b"]
+    s.check_invariants()
+
+
+def test_add_request_rejects_bad_requests():
+    s = make("sarathi", max_model_len=8)
+    s.add_request(req("a", 8))
+    with pytest.raises(ValueError, match="already"):
+        s.add_request(req("a", 2))
+    with pytest.raises(ValueError, match="9 tokens"):
+        s.add_request(req("b", 9))
+    with pytest.raises(ValueError, match="0 tokens"):
+        s.add_request(req("c", 0))
+    assert s.num_waiting == 1
+
+
+# -- randomized ------------------------------------------------------------------------------
+
+EOS = 3
+
+
+def _fake_token(request_id: str, num_output_tokens: int) -> int:
+    """Deterministic in (request, output index), so recomputation must reproduce the outputs."""
+    i, n = int(request_id[1:]), num_output_tokens
+    return EOS if (i * 7 + n * 13) % 41 == 0 else 10 + (i * 31 + n * 17) % 50
+
+
+def _expected_outputs(r: Request, max_context_len: int) -> list[int]:
+    outputs: list[int] = []
+    while True:
+        token = _fake_token(r.request_id, len(outputs))
+        outputs.append(token)
+        if token == EOS and not r.sampling_params.ignore_eos:
+            return outputs
+        if len(outputs) >= r.sampling_params.max_tokens or r.num_prompt_tokens + len(outputs) >= max_context_len:
+            return outputs
+
+
+def _check_batch(s: QueueScheduler, name: str, batch: ScheduledBatch, budget: StepBudget,
+                 was_running: bool) -> None:
+    bm = s.block_manager
+    ids = [c.request_id for c in batch.chunks]
+    assert len(set(ids)) == len(ids)
+    assert not set(ids) & set(batch.preempted_ids)
+    flags = [c.is_prefill for c in batch.chunks]
+    assert flags == sorted(flags), "decodes come before prefill chunks"
+    for c in batch.chunks:
+        r = s.get_request(c.request_id)
+        assert r.status is RequestStatus.RUNNING
+        assert c.start_position == r.num_computed_tokens and c.num_tokens >= 1
+        assert list(c.token_ids) == r.token_ids_slice(c.start_position, c.context_len)
+        assert list(c.block_table) == bm.block_table(c.request_id)
+        assert len(c.block_table) * bm.block_size >= c.context_len
+        assert c.sample == (c.context_len == r.num_tokens)
+        assert c.num_output_tokens == len(r.output_token_ids)
+        assert c.is_prefill == (r.num_pending_tokens > 1 or not r.output_token_ids)
+    prefills = [c for c in batch.chunks if c.is_prefill]
+    if name == "sarathi":
+        assert batch.num_tokens <= budget.token_budget
+        assert all(c.num_tokens <= budget.chunk_limit for c in prefills)
+    else:
+        # whole prompts only, and only the first prompt of a step may take it over the budget
+        assert all(c.sample and c.start_position == 0 for c in prefills)
+        assert len(prefills) <= 1 or batch.num_tokens <= budget.token_budget
+    if name in ("vllm", "request_level"):
+        assert not prefills or len(prefills) == len(batch.chunks)
+    if name == "request_level" and prefills:
+        assert not was_running
+
+
+def _random_run(name: str, seed: int) -> int:
+    """Random arrivals, lengths, budgets and aborts on a small cache; returns the preemption count."""
+    rng = random.Random(seed)
+    s = make(name, num_blocks=rng.randint(6, 16), block_size=rng.choice([2, 4]),
+             max_num_seqs=rng.randint(2, 8), max_model_len=rng.randint(16, 64),
+             watermark=rng.choice([0.0, 0.15]))
+    max_len = s.max_context_len
+    requests: list[Request] = []
+    t = 0.0
+    for i in range(60):
+        t += rng.expovariate(40.0)
+        requests.append(Request(
+            f"r{i}", [rng.randint(10, 99) for _ in range(rng.randint(1, max_len // 2))],
+            SamplingParams(max_tokens=rng.randint(1, 30), ignore_eos=rng.random() < 0.2),
+            arrival_time=t, eos_token_id=EOS))
+    upfront, later = requests[:30], requests[30:]
+    for r in rng.sample(upfront, len(upfront)):  # out of order on purpose
+        s.add_request(r)
+    aborted: set[str] = set()
+    now, steps, preemptions = 0.0, 0, 0
+    while s.has_unfinished() or later:
+        steps += 1
+        assert steps < 3000, "no progress"
+        while later and later[0].arrival_time <= now + 0.05:
+            s.add_request(later.pop(0))
+        budget = StepBudget(rng.randint(1, 40), rng.choice([None, rng.randint(1, 16)]))
+        was_running = s.num_running > 0
+        batch = s.schedule(budget, now)
+        s.check_invariants()
+        _check_batch(s, name, batch, budget, was_running)
+        preemptions += len(batch.preempted_ids)
+        if batch.is_empty and s.has_unfinished():
+            assert s.num_running == 0
+            now = s.next_arrival_time(now)  # nothing runnable: only future arrivals are left
+            assert now is not None
+        if rng.random() < 0.02 and s.has_unfinished():
+            victim = rng.choice([r for r in requests if s.get_request(r.request_id) is not None])
+            assert s.abort_request(victim.request_id, now)
+            aborted.add(victim.request_id)
+        s.update(StepResult({c.request_id: _fake_token(c.request_id, c.num_output_tokens)
+                               for c in batch.chunks if c.sample}, 0.01), now)
+        s.check_invariants()
+        now += 0.01
+    assert s.block_manager.num_free_blocks == s.block_manager.num_total_blocks
+    for r in requests:
+        assert r.status is RequestStatus.FINISHED
+        if r.request_id in aborted:
+            assert r.finish_reason is FinishReason.ABORT
+        else:
+            assert r.output_token_ids == _expected_outputs(r, max_len), r.request_id
+            assert len(r.timeline.token_times) == len(r.output_token_ids)
+    return preemptions
+
+
+@pytest.mark.parametrize("name", SCHEDULER_NAMES)
+def test_randomized_no_lost_request(name):
+    preemptions = [_random_run(name, seed) for seed in range(8)]
+    assert sum(preemptions) > 0
