@@ -74,12 +74,12 @@ def create_engine(args: EngineArgs, policy: BudgetPolicy | None = None) -> LLMEn
                  source.config.max_position_embeddings)
     model = build_model(source, device, dtype, max_positions=window)
     num_blocks = _num_kv_blocks(args, model, device, dtype)
-    # A request must always fit the whole cache, or preemption could never make room for it.
-    window = min(window, num_blocks * args.block_size)
     runner = ModelRunner(model, num_blocks, args.block_size, select_attention(device, args.attention_backend),
                          seed=args.seed)
     scheduler = make_scheduler(SchedulerConfig(name=args.scheduler, max_num_seqs=args.max_num_seqs,
                                                max_model_len=window, block_size=args.block_size), num_blocks)
+    # The scheduler shrinks the window so one request always fits the cache once others are preempted.
+    window = scheduler.max_context_len
     tokenizer = Tokenizer.from_dir(source.tokenizer_path) if source.tokenizer_path else None
     eos = source.config.eos_token_ids[0] if source.config.eos_token_ids else (
         tokenizer.eos_token_id if tokenizer else None)

@@ -43,7 +43,10 @@ class Tokenizer:
         except Exception as err:  # tokenizers raises a bare Exception for missing or malformed files
             raise ModelLoadError(f"cannot load '{path / 'tokenizer.json'}': {err}") from err
         config_file = path / "tokenizer_config.json"
-        config = json.loads(config_file.read_text()) if config_file.is_file() else {}
+        try:
+            config = json.loads(config_file.read_text()) if config_file.is_file() else {}
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise ModelLoadError(f"cannot read '{config_file}': {err}") from err
         template_file = path / "chat_template.jinja"
         template = template_file.read_text() if template_file.is_file() else None
         return cls(tokenizer, config, template)
@@ -64,15 +67,21 @@ class Tokenizer:
     def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
         """Token ids of `text`; with add_special_tokens, BOS first when the config asks for it.
 
-        Special tokens written in the text (e.g. "<|im_start|>") map to their ids. Raises ValueError
-        when text is not a string.
+        Special tokens written in the text (e.g. "<|im_start|>") map to their ids, and a text that
+        starts with BOS gets no second one. Raises ValueError when text is not a string.
         """
         if not isinstance(text, str):
             raise ValueError(f"text to encode must be a string, got {type(text).__name__}")
-        ids = self._tokenizer.encode(text, add_special_tokens=add_special_tokens).ids
+        ids = self._tokenizer.encode(text, add_special_tokens=False).ids
         bos = self.bos_token_id
-        # Some tokenizer.json files add BOS themselves, and chat templates often write it.
-        if add_special_tokens and self.add_bos_token and bos is not None and ids[:1] != [bos]:
+        # A rendered chat template often starts with BOS already; a second one would be a token
+        # sequence the model never saw in training, so neither the tokenizer.json post-processor
+        # nor add_bos_token adds another.
+        if not add_special_tokens or (bos is not None and ids[:1] == [bos]):
+            return ids
+        if self._tokenizer.post_processor is not None:
+            ids = self._tokenizer.encode(text, add_special_tokens=True).ids
+        if self.add_bos_token and bos is not None and ids[:1] != [bos]:
             ids.insert(0, bos)
         return ids
 
@@ -85,17 +94,20 @@ class Tokenizer:
         """Render `messages` with the model's chat template (a sandboxed Jinja environment).
 
         Does not mutate `messages`. Raises ValueError naming the field when messages are not a list
-        of {"role": str, "content": str} dicts, when the template rejects the conversation, or when
-        the tokenizer has no chat template.
+        of {"role": str, "content": str} dicts, when the template rejects the conversation or fails
+        (sandbox violations included), or when the tokenizer has no chat template.
         """
         _check_messages(messages)
         if self.chat_template is None:
             raise ValueError("this tokenizer has no chat template: send a plain prompt instead of messages")
-        if self._compiled_template is None:
-            self._compiled_template = _chat_environment().from_string(self.chat_template)
-        return self._compiled_template.render(
-            messages=messages, add_generation_prompt=add_generation_prompt,
-            bos_token=self.bos_token or "", eos_token=self.eos_token or "", **extra)
+        try:
+            if self._compiled_template is None:
+                self._compiled_template = _chat_environment().from_string(self.chat_template)
+            return self._compiled_template.render(
+                messages=messages, add_generation_prompt=add_generation_prompt,
+                bos_token=self.bos_token or "", eos_token=self.eos_token or "", **extra)
+        except jinja2.TemplateError as err:
+            raise ValueError(f"chat template failed on these messages: {err}") from err
 
     def incremental_detokenizer(self, prompt_token_ids: Sequence[int] = (),
                                 skip_special_tokens: bool = True) -> "IncrementalDetokenizer":

@@ -58,7 +58,7 @@ def config_from_gguf(reader: gguf.GGUFReader, name: str) -> ModelConfig:
     rotary_dim = int(meta("rope.dimension_count", head_dim))
     if rotary_dim != head_dim:
         raise ModelLoadError(f"partial rotary embeddings (rope over {rotary_dim} of {head_dim} dims) are unsupported")
-    rope_theta = float(meta("rope.freq_base", 10000.0))
+    rope_theta = _f32(meta("rope.freq_base", 10000.0))
     rope_freqs = tensors.get("rope_freqs.weight")
     if rope_freqs is not None:
         rope_scaling = _llama3_scaling(reader, arch, np.asarray(rope_freqs.data, dtype=np.float64),
@@ -82,7 +82,7 @@ def config_from_gguf(reader: gguf.GGUFReader, name: str) -> ModelConfig:
         num_kv_heads=int(meta("attention.head_count_kv", num_heads)),
         head_dim=head_dim,
         max_position_embeddings=int(meta("context_length", 4096)),
-        rms_norm_eps=float(meta("attention.layer_norm_rms_epsilon", 1e-5)),
+        rms_norm_eps=_f32(meta("attention.layer_norm_rms_epsilon", 1e-5)),
         rope_theta=rope_theta,
         rope_scaling=rope_scaling,
         tie_word_embeddings="output.weight" not in tensors,
@@ -94,11 +94,16 @@ def config_from_gguf(reader: gguf.GGUFReader, name: str) -> ModelConfig:
     )
 
 
+def _f32(value: float) -> float:
+    # GGUF stores these as float32; the shortest float32 repr gives back the written 1e-05, not 9.99e-06.
+    return float(str(np.float32(value)))
+
+
 def _metadata_scaling(reader: gguf.GGUFReader, arch: str) -> dict[str, Any] | None:
     kind = gguf_field(reader, f"{arch}.rope.scaling.type", "none")
     if kind == "none":
         return None
-    factor = float(gguf_field(reader, f"{arch}.rope.scaling.factor"))
+    factor = _f32(gguf_field(reader, f"{arch}.rope.scaling.factor"))
     if kind == "linear":
         return {"rope_type": "linear", "factor": factor}
     if kind == "yarn":
@@ -115,7 +120,7 @@ def _llama3_scaling(reader: gguf.GGUFReader, arch: str, freq_factors: np.ndarray
     the other parameters are Meta's published values (the original context from metadata when
     present); they are accepted only if they reproduce the stored divisors.
     """
-    factor = float(freq_factors.max())
+    factor = _f32(freq_factors.max())
     original = int(gguf_field(reader, f"{arch}.rope.scaling.original_context_length", 8192))
     low, high = 1.0, 4.0
     inv_freq = theta ** (-np.arange(0, head_dim, 2, dtype=np.float64) / head_dim)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 import struct
@@ -19,6 +20,8 @@ from adaptive_sarathi.engine.loaders.gguf_config import (
 from adaptive_sarathi.engine.loaders.gguf_tokenizer import tokenizer_from_gguf
 from adaptive_sarathi.engine.loaders.gguf_weights import iter_hf_tensors
 from adaptive_sarathi.engine.loaders.source import ModelLoadError
+
+logger = logging.getLogger(__name__)
 
 CACHE_ENV = "ADAPTIVE_SARATHI_CACHE"
 # Bump when the converted layout changes, so stale cache entries are not reused.
@@ -43,7 +46,7 @@ def converted_dir(gguf_path: Path, cache_dir: Path) -> Path:
     return cache_dir / "gguf" / f"{resolved.stem}-{digest}"
 
 
-def convert_gguf(gguf_path: Path, cache_dir: Path | None = None, name: str | None = None) -> Path:
+def convert_gguf(gguf_path: Path, cache_dir: Path | None = None) -> Path:
     """The HF directory converted from `gguf_path`, converting it on the first call only.
 
     Writes config.json, generation_config.json, model*.safetensors (float32), tokenizer.json and
@@ -56,8 +59,9 @@ def convert_gguf(gguf_path: Path, cache_dir: Path | None = None, name: str | Non
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{target.name}-", dir=target.parent))
+    logger.info("converting %s once into %s", gguf_path, target)
     try:
-        _write_converted(gguf_path, tmp, name or gguf_path.stem)
+        _write_converted(gguf_path, tmp)
         try:
             tmp.rename(target)
         except OSError:
@@ -75,10 +79,10 @@ def convert_gguf(gguf_path: Path, cache_dir: Path | None = None, name: str | Non
     return target
 
 
-def _write_converted(gguf_path: Path, out: Path, name: str) -> None:
+def _write_converted(gguf_path: Path, out: Path) -> None:
     reader = gguf.GGUFReader(gguf_path)
     arch = gguf_architecture(reader)
-    config = config_from_gguf(reader, name)
+    config = config_from_gguf(reader, gguf_path.stem)
     tokenizer, tokenizer_config = tokenizer_from_gguf(reader)
 
     _write_json(out / "config.json", config.to_hf_dict())

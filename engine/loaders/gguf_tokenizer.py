@@ -36,6 +36,7 @@ def tokenizer_from_gguf(reader: gguf.GGUFReader) -> tuple[Tokenizer, dict[str, A
     Byte-level BPE (tokenizer.ggml.model "gpt2") and SentencePiece BPE ("llama") are supported.
     Raises ModelLoadError for other tokenizer models or unknown pre-tokenizers.
     """
+    arch = gguf_field(reader, "general.architecture")
     kind = gguf_field(reader, "tokenizer.ggml.model")
     tokens: list[str] = gguf_field(reader, "tokenizer.ggml.tokens")
     token_types: list[int] = gguf_field(reader, "tokenizer.ggml.token_type", [1] * len(tokens))
@@ -69,8 +70,7 @@ def tokenizer_from_gguf(reader: gguf.GGUFReader) -> tuple[Tokenizer, dict[str, A
         "add_bos_token": bool(gguf_field(reader, "tokenizer.ggml.add_bos_token", add_bos_default)),
         "add_eos_token": bool(gguf_field(reader, "tokenizer.ggml.add_eos_token", False)),
         "clean_up_tokenization_spaces": False,
-        "model_max_length": int(gguf_field(
-            reader, f"{gguf_field(reader, 'general.architecture')}.context_length", 4096)),
+        "model_max_length": int(gguf_field(reader, f"{arch}.context_length", 4096)),
     }
     template = gguf_field(reader, "tokenizer.chat_template", None)
     if template is not None:

@@ -37,7 +37,7 @@ def resolve_model(spec: str | None, cache_dir: Path | None = None) -> ModelSourc
 
 def _from_gguf(path: Path, cache_dir: Path | None, name: str) -> ModelSource:
     try:
-        converted = convert_gguf(path, cache_dir, name)
+        converted = convert_gguf(path, cache_dir)
     except OSError as err:
         raise ModelLoadError(f"cannot convert GGUF file '{path}': {err}") from err
     return load_hf_dir(converted, name=name)

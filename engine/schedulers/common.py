@@ -145,6 +145,11 @@ class QueueScheduler(Scheduler):
         return len(self._running)
 
     @property
+    def num_decodes(self) -> int:
+        """Running requests whose next step is a single decode token."""
+        return sum(not r.is_prefill for r in self._running)
+
+    @property
     def waiting(self) -> tuple[Request, ...]:
         """A snapshot of the waiting queue, head first."""
         return tuple(self._waiting)

@@ -76,6 +76,7 @@ def test_sarathi_decodes_first_then_chunked_prefills_within_budget():
     assert [c.request_id for c in batch.chunks] == ["d", "b", "a"]
     assert batch.tokens_by_request() == {"d": 1, "b": 1, "a": 4}
     assert batch.chunks[2].start_position == 4
+    assert (s.num_running, s.num_decodes, s.num_waiting) == (3, 2, 0)
     assert step(s, 8, 4) == {"d": 1, "b": 1, "a": 2}
     assert step(s, 8, 4) == {"d": 1, "a": 1, "b": 1}
 
@@ -232,8 +233,9 @@ def test_preempted_request_recomputes_and_finishes_with_the_same_tokens(name):
     for _ in range(2):
         assert run(s, 16, token=_counting_token).tokens_by_request() == {"a": 1}
     assert s.get_request("a") is None
-    batch = run(s, 16, token=_counting_token)
+    batch = run(s, 16, now=1.0, token=_counting_token)
     assert batch.tokens_by_request() == {"b": 9}  # prompt + outputs, recomputed as a prefill
+    assert b.timeline.first_scheduled_time == 0.0
     assert batch.chunks[0].is_prefill and batch.chunks[0].sample
     assert batch.chunks[0].token_ids == (100, 101, 102, 103, 1000, 1001, 1002, 1003, 1004)
     while s.has_unfinished():
@@ -253,6 +255,16 @@ def test_request_preempts_itself_when_no_other_victim_is_left():
     assert batch.tokens_by_request() == {"a": 1}
     assert batch.preempted_ids == ["b"]
     assert s.get_request("b").num_computed_tokens == 0
+
+
+def test_sarathi_admits_nothing_in_a_step_that_preempted():
+    s = make("sarathi", num_blocks=4)
+    add(s, req("a", 4), req("b", 4))
+    for _ in range(5):
+        step(s, 16, 4)
+    batch = run(s, 16, 4)  # b's first 4-token chunk would fit the block left over
+    assert batch.tokens_by_request() == {"a": 1} and batch.preempted_ids == ["b"]
+    assert step(s, 16, 4) == {"a": 1, "b": 4}
 
 
 def test_preempted_requests_return_to_the_front_in_admission_order():

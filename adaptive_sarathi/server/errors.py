@@ -1,0 +1,43 @@
+"""Errors a client can cause or meet, and their OpenAI wire form."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class APIError(Exception):
+    """An error answered to the client as {"error": {"message", "type", "param", "code"}}.
+
+    `param` names the offending request field (None when no single field is to blame).
+    """
+
+    def __init__(self, status: int, message: str, *, type: str = "invalid_request_error",
+                 param: str | None = None, code: str | None = None,
+                 headers: dict[str, str] | None = None):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.type = type
+        self.param = param
+        self.code = code
+        self.headers = headers or {}
+
+    def body(self) -> dict[str, Any]:
+        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+
+
+def bad_request(param: str | None, message: str, code: str | None = None) -> APIError:
+    """A 400 naming the field `param`."""
+    return APIError(400, message, param=param, code=code)
+
+
+class QueueFullError(Exception):
+    """The engine's waiting queue holds --max-waiting requests; the client should retry later."""
+
+
+class EngineDeadError(Exception):
+    """The engine thread stopped on an error; no request can be served any more."""
+
+
+class EngineStoppedError(Exception):
+    """The engine is shutting down and takes no new requests."""
