@@ -12,7 +12,8 @@ from adaptive_sarathi.engine.outputs import RequestOutput
 from adaptive_sarathi.engine.request import FinishReason, Request
 from adaptive_sarathi.engine.sampling_params import SamplingParams
 from adaptive_sarathi.engine.schedulers.base import RequestUpdate, Scheduler
-from adaptive_sarathi.engine.stats import EngineState, StepStats
+from adaptive_sarathi.engine.state import snapshot_state
+from adaptive_sarathi.engine.stats import StepStats
 from adaptive_sarathi.engine.stop_strings import find_stop
 from adaptive_sarathi.engine.tokenizer import Tokenizer
 
@@ -132,10 +133,7 @@ class LLMEngine:
         nothing could run (e.g. every waiting request arrives in the future)."""
         start = self.clock()
         sched = self.scheduler
-        budget = self.policy.decide(EngineState(
-            now_s=start, num_waiting=sched.num_waiting, num_running=sched.num_running,
-            num_decodes=sched.num_decodes, num_free_blocks=sched.block_manager.num_free_blocks,
-            num_total_blocks=sched.block_manager.num_total_blocks))
+        budget = self.policy.decide(snapshot_state(sched, start))
         batch = sched.schedule(budget, start)
         if batch.is_empty:
             return []
@@ -143,6 +141,7 @@ class LLMEngine:
         end = self.clock()
         updates = sched.update(result, end)
         contexts = [c.context_len for c in batch.chunks]
+        first_token_latencies, max_gap = _token_latencies(updates, self._live, end)
         stats = StepStats(
             step_index=self._step_index, start_time_s=start, duration_s=result.duration_s,
             num_decode_tokens=batch.num_decode_tokens, num_prefill_tokens=batch.num_prefill_tokens,
@@ -152,7 +151,7 @@ class LLMEngine:
             num_free_blocks=sched.block_manager.num_free_blocks,
             num_total_blocks=sched.block_manager.num_total_blocks,
             num_preempted=len(batch.preempted_ids), token_budget=budget.token_budget,
-            max_chunk=budget.chunk_limit)
+            max_chunk=budget.chunk_limit, first_token_latencies_s=first_token_latencies, max_token_gap_s=max_gap)
         self._step_index += 1
         self.policy.observe(stats)
         for listener in self.stats_listeners:
@@ -175,3 +174,19 @@ class LLMEngine:
             token_ids=list(request.output_token_ids), new_token_ids=update.new_token_ids,
             text=text_state.text, delta_text=delta, finished=finished, finish_reason=reason,
             timeline=request.timeline, num_preemptions=request.num_preemptions)
+
+
+def _token_latencies(updates: list[RequestUpdate], live: dict[str, tuple[Request, _TextState]],
+                     now: float) -> tuple[tuple[float, ...], float]:
+    """TTFTs completed at `now` and the largest gap between consecutive tokens of one request."""
+    ttfts: list[float] = []
+    max_gap = 0.0
+    for u in updates:
+        if not u.new_token_ids:
+            continue
+        times = live[u.request_id][0].timeline.token_times
+        if len(times) == 1:
+            ttfts.append(now - live[u.request_id][0].arrival_time)
+        else:
+            max_gap = max(max_gap, times[-1] - times[-2])
+    return tuple(ttfts), max_gap

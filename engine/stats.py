@@ -25,6 +25,8 @@ class StepStats:
     num_preempted: int
     token_budget: int
     max_chunk: int
+    first_token_latencies_s: tuple[float, ...] = ()  # TTFTs of requests whose first token came this step
+    max_token_gap_s: float = 0.0  # largest gap between consecutive tokens of one request this step
 
     @property
     def num_tokens(self) -> int:
@@ -33,11 +35,17 @@ class StepStats:
 
 @dataclass(frozen=True)
 class EngineState:
-    """What the controller sees before deciding a step's budget."""
+    """What the controller sees before deciding a step's budget (a snapshot; times in seconds on
+    the engine clock, counts in tokens or requests)."""
 
     now_s: float
-    num_waiting: int  # arrived and not yet admitted (or preempted)
+    num_waiting: int  # arrived and queued (new or preempted)
     num_running: int
-    num_decodes: int  # running requests whose next step is a decode
+    num_decodes: int  # running requests whose next step is a single decode token
     num_free_blocks: int
     num_total_blocks: int
+    decode_context_tokens: int = 0  # summed context of those decodes (what a decode step attends)
+    running_prefill_tokens: int = 0  # pending prompt tokens of admitted, still-prefilling requests
+    waiting_prefill_tokens: int = 0  # pending tokens of arrived waiting requests
+    oldest_waiting_age_s: float = 0.0  # now - arrival of the oldest arrived waiting request
+    max_decode_gap_s: float = 0.0  # longest time since a running decode's last token (TBT pressure)

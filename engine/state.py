@@ -1,0 +1,37 @@
+"""Snapshots of the scheduler's queues for the budget controller."""
+
+from __future__ import annotations
+
+from adaptive_sarathi.engine.schedulers.common import QueueScheduler
+from adaptive_sarathi.engine.stats import EngineState
+
+
+def snapshot_state(scheduler: QueueScheduler, now: float) -> EngineState:
+    """EngineState at time `now`; reads the scheduler without changing it. O(running + arrived
+    waiting) per call."""
+    decodes = 0
+    decode_context = 0
+    running_prefill = 0
+    max_gap = 0.0
+    for r in scheduler.running:
+        if r.is_prefill:
+            running_prefill += r.num_pending_tokens
+        else:
+            decodes += 1
+            decode_context += r.num_tokens
+            max_gap = max(max_gap, now - r.timeline.token_times[-1])
+    waiting_tokens = 0
+    oldest_age = 0.0
+    num_arrived = 0
+    for r in scheduler.waiting:
+        if r.arrival_time > now:
+            break  # the queue is in arrival order (preempted requests, at its front, have arrived)
+        num_arrived += 1
+        waiting_tokens += r.num_pending_tokens
+        oldest_age = max(oldest_age, now - r.arrival_time)
+    bm = scheduler.block_manager
+    return EngineState(
+        now_s=now, num_waiting=num_arrived, num_running=scheduler.num_running, num_decodes=decodes,
+        num_free_blocks=bm.num_free_blocks, num_total_blocks=bm.num_total_blocks,
+        decode_context_tokens=decode_context, running_prefill_tokens=running_prefill,
+        waiting_prefill_tokens=waiting_tokens, oldest_waiting_age_s=oldest_age, max_decode_gap_s=max_gap)
