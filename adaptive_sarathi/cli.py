@@ -61,7 +61,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(out.text if args.command == "chat" else args.prompt + out.text)
     t = out.timeline
-    tps = len(out.token_ids) / (t.finished_time - t.first_token_time) if len(out.token_ids) > 1 else 0.0
+    decode_s = t.finished_time - t.first_token_time
+    tps = (len(out.token_ids) - 1) / decode_s if decode_s > 0 else 0.0
     print(f"[{len(out.token_ids)} tokens, finish={out.finish_reason_str}, TTFT {t.ttft * 1000:.0f} ms, "
           f"{tps:.1f} tokens/s]", file=sys.stderr)
     return 0
