@@ -1,9 +1,10 @@
-# Two entry points for a fresh machine: `make run` (the main job) and `make test` (the test suite).
+# Two entry points for a fresh machine: `make run` (the server) and `make test` (the test suite).
 # Both create .venv and install everything on first use.
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-PROMPT ?= Explain in two sentences why chunked prefills keep token generation smooth.
+HOST ?= 127.0.0.1
+PORT ?= 8000
 
 .PHONY: run test
 
@@ -17,7 +18,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(VENV)/bin/adaptive-sarathi chat "$(PROMPT)"
+	$(VENV)/bin/adaptive-sarathi serve --host $(HOST) --port $(PORT)
 
 test: $(STAMP)
 	$(VENV)/bin/pytest -m "not gpu" -q

@@ -27,7 +27,9 @@ class APIError(Exception):
 
 
 def bad_request(param: str | None, message: str, code: str | None = None) -> APIError:
-    """A 400 naming the field `param`."""
+    """A 400 naming the field `param`, in the message too (prefixed when it does not say it)."""
+    if param is not None and param not in message:
+        message = f"'{param}': {message}"
     return APIError(400, message, param=param, code=code)
 
 

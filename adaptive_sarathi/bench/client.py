@@ -1,0 +1,88 @@
+"""One streamed /v1/completions request, timed at every server-sent event."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from dataclasses import dataclass, field
+
+import aiohttp
+
+from adaptive_sarathi.bench.workload import BenchRequest
+
+
+@dataclass
+class RequestResult:
+    """Client-side timings of one request, in seconds from sending it.
+
+    success: HTTP 200 and the stream ended with finish reason stop or length. itl_s: the gaps
+    between consecutive chunks after the first. output_tokens: the server's usage count (the
+    number of chunks when the server sends no usage).
+    """
+
+    prompt_len: int
+    output_len: int
+    start_s: float = 0.0  # sent this long after the benchmark started
+    success: bool = False
+    error: str = ""
+    finish_reason: str | None = None
+    ttft_s: float = 0.0
+    e2e_s: float = 0.0
+    itl_s: list[float] = field(default_factory=list)
+    output_tokens: int = 0
+
+    @property
+    def tpot_s(self) -> float:
+        """Mean time per output token after the first (0 for one-token outputs)."""
+        return (self.e2e_s - self.ttft_s) / (self.output_tokens - 1) if self.output_tokens > 1 else 0.0
+
+
+async def send_completion(session: aiohttp.ClientSession, url: str, model: str, request: BenchRequest,
+                          headers: dict[str, str], start_s: float) -> RequestResult:
+    """Stream one completion of exactly request.output_len tokens (ignore_eos); never raises for
+    HTTP or connection errors, which land in RequestResult.error."""
+    result = RequestResult(len(request.prompt_token_ids), request.output_len, start_s=start_s)
+    payload = {"model": model, "prompt": request.prompt_token_ids, "max_tokens": request.output_len,
+               "temperature": 0.0, "ignore_eos": True, "stream": True, "stream_options": {"include_usage": True}}
+    sent = time.perf_counter()
+    last = sent
+    chunks = 0
+    usage_tokens = None
+    try:
+        async with session.post(url, json=payload, headers=headers) as response:
+            if response.status != 200:
+                result.error = f"HTTP {response.status}: {(await response.text())[:300]}"
+                return result
+            async for line in response.content:
+                if not line.startswith(b"data:"):
+                    continue
+                data = line[5:].strip()
+                if data == b"[DONE]":
+                    break
+                now = time.perf_counter()
+                chunk = json.loads(data)
+                if "error" in chunk:
+                    result.error = str(chunk["error"].get("message"))
+                    return result
+                if chunk.get("usage"):
+                    usage_tokens = chunk["usage"]["completion_tokens"]
+                choices = chunk.get("choices") or []
+                if not choices:
+                    continue
+                if chunks == 0:
+                    result.ttft_s = now - sent
+                else:
+                    result.itl_s.append(now - last)
+                last = now
+                chunks += 1
+                result.finish_reason = choices[0].get("finish_reason") or result.finish_reason
+    except (aiohttp.ClientError, asyncio.TimeoutError, json.JSONDecodeError) as err:
+        result.error = f"{type(err).__name__}: {err}"
+        return result
+    result.e2e_s = last - sent
+    result.output_tokens = usage_tokens if usage_tokens is not None else chunks
+    result.success = chunks > 0 and result.finish_reason in ("stop", "length")
+    if not result.success:
+        result.error = f"stream ended with finish reason {result.finish_reason}"
+    return result

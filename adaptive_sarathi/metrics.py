@@ -1,0 +1,119 @@
+"""Prometheus metrics of one server: the only module that talks to prometheus-client.
+
+Names follow vLLM's metric set with the prefix `adaptive_sarathi:` (so vLLM dashboards carry over
+by renaming), plus per-iteration metrics of the Sarathi scheduler: iteration duration, prefill
+and decode tokens per iteration, and the token budget and chunk size in force. Every metric has
+the label model_name. TTFT, queue time and inter-token latency are observed as tokens come out;
+end-to-end latency and the per-request token histograms when a request finishes on its own
+(stop or length): aborted requests count only in request_success_total{finished_reason="abort"}.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from adaptive_sarathi.engine.outputs import RequestOutput
+from adaptive_sarathi.engine.request import FinishReason
+from adaptive_sarathi.engine.stats import EngineState, StepStats
+
+PREFIX = "adaptive_sarathi:"
+
+# Fine below a second so that SLOs of 10 ms and up fall on bucket edges.
+_TTFT_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.75,
+                 1.0, 1.5, 2.0, 2.5, 5.0, 7.5, 10.0, 20.0, 40.0, 80.0, 160.0)
+_GAP_BUCKETS = (0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.025, 0.03, 0.04, 0.05, 0.06, 0.075,
+                0.1, 0.125, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5, 5.0)
+_E2E_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 40.0, 50.0, 60.0,
+                120.0, 240.0, 480.0, 960.0, 1920.0)
+_TOKEN_BUCKETS = tuple(float(2 ** k) for k in range(18))  # 1 .. 131072 tokens
+
+
+class ServerMetrics:
+    """The metrics of one server in a private CollectorRegistry (so several servers can share a
+    process). Fed plain stats objects through the EngineObserver methods, which the engine thread
+    calls; prometheus-client makes them safe to scrape from the event loop meanwhile."""
+
+    def __init__(self, model_name: str):
+        self.registry = CollectorRegistry(auto_describe=True)
+        labels = {"model_name": model_name}
+
+        def make(kind, name: str, doc: str, **kwargs):
+            extra = kwargs.pop("labelnames", ())
+            metric = kind(PREFIX + name, doc, labelnames=("model_name", *extra), registry=self.registry, **kwargs)
+            return metric if extra else metric.labels(**labels)
+
+        self.num_requests_running = make(Gauge, "num_requests_running", "Requests in the running batch")
+        self.num_requests_waiting = make(Gauge, "num_requests_waiting", "Requests waiting to be admitted")
+        self.kv_cache_usage = make(Gauge, "kv_cache_usage_perc", "Fraction of KV cache blocks in use (0-1)")
+        self.token_budget = make(Gauge, "token_budget_tokens", "Token budget of the latest iteration")
+        self.max_chunk = make(Gauge, "max_chunk_tokens", "Most prompt tokens per request in the latest iteration")
+        self.prompt_tokens = make(Counter, "prompt_tokens", "Prompt tokens of requests whose prefill completed")
+        self.generation_tokens = make(Counter, "generation_tokens", "Output tokens generated")
+        self.num_preemptions = make(Counter, "num_preemptions", "Requests preempted (to be recomputed)")
+        self._request_success = make(Counter, "request_success", "Finished requests by finish reason",
+                                     labelnames=("finished_reason",))
+        self._success = {reason: self._request_success.labels(model_name=model_name, finished_reason=reason.value)
+                         for reason in FinishReason}
+        self.ttft = make(Histogram, "time_to_first_token_seconds", "Arrival to first output token",
+                         buckets=_TTFT_BUCKETS)
+        self.inter_token_latency = make(Histogram, "inter_token_latency_seconds",
+                                        "Gap between consecutive output tokens of a request", buckets=_GAP_BUCKETS)
+        self.e2e_latency = make(Histogram, "e2e_request_latency_seconds", "Arrival to last output token",
+                                buckets=_E2E_BUCKETS)
+        self.queue_time = make(Histogram, "request_queue_time_seconds", "Arrival to first scheduled",
+                               buckets=_TTFT_BUCKETS)
+        self.request_prompt_tokens = make(Histogram, "request_prompt_tokens", "Prompt tokens per finished request",
+                                          buckets=_TOKEN_BUCKETS)
+        self.request_generation_tokens = make(Histogram, "request_generation_tokens",
+                                              "Output tokens per finished request", buckets=_TOKEN_BUCKETS)
+        self.iteration_duration = make(Histogram, "iteration_duration_seconds", "Duration of one engine iteration",
+                                       buckets=_GAP_BUCKETS)
+        self.iteration_prefill_tokens = make(Histogram, "iteration_prefill_tokens",
+                                             "Prompt tokens processed per iteration", buckets=(0.0, *_TOKEN_BUCKETS))
+        self.iteration_decode_tokens = make(Histogram, "iteration_decode_tokens",
+                                            "Decode tokens processed per iteration", buckets=(0.0, *_TOKEN_BUCKETS))
+
+    # -- EngineObserver --------------------------------------------------------------------------
+
+    def observe_step(self, stats: StepStats) -> None:
+        self.iteration_duration.observe(stats.duration_s)
+        self.iteration_prefill_tokens.observe(stats.num_prefill_tokens)
+        self.iteration_decode_tokens.observe(stats.num_decode_tokens)
+        self.token_budget.set(stats.token_budget)
+        self.max_chunk.set(stats.max_chunk)
+        if stats.num_preempted:
+            self.num_preemptions.inc(stats.num_preempted)
+        self._set_queue(stats.num_waiting, stats.num_running, stats.num_free_blocks, stats.num_total_blocks)
+
+    def observe_state(self, state: EngineState) -> None:
+        self._set_queue(state.num_waiting, state.num_running, state.num_free_blocks, state.num_total_blocks)
+
+    def observe_output(self, output: RequestOutput) -> None:
+        timeline = output.timeline
+        new = len(output.new_token_ids)
+        if new:
+            self.generation_tokens.inc(new)
+            times = timeline.token_times
+            for i in range(max(1, len(times) - new), len(times)):
+                self.inter_token_latency.observe(times[i] - times[i - 1])
+        if new and len(output.token_ids) == new:  # the request's first tokens: its prefill is done
+            self.prompt_tokens.inc(len(output.prompt_token_ids))
+            self.ttft.observe(timeline.ttft)
+            self.queue_time.observe(timeline.scheduling_delay)
+        if output.finished:
+            self._success[output.finish_reason].inc()
+            if output.finish_reason is not FinishReason.ABORT:
+                self.e2e_latency.observe(timeline.finished_time - timeline.arrival_time)
+                self.request_prompt_tokens.observe(len(output.prompt_token_ids))
+                self.request_generation_tokens.observe(len(output.token_ids))
+
+    # -- exposition ------------------------------------------------------------------------------
+
+    def render(self) -> tuple[bytes, str]:
+        """The Prometheus text exposition and its content type."""
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+    def _set_queue(self, num_waiting: int, num_running: int, num_free_blocks: int, num_total_blocks: int) -> None:
+        self.num_requests_waiting.set(num_waiting)
+        self.num_requests_running.set(num_running)
+        self.kv_cache_usage.set(1.0 - num_free_blocks / num_total_blocks if num_total_blocks else 0.0)

@@ -1,0 +1,169 @@
+"""The aiohttp application: OpenAI routes, health, metrics, authentication and error bodies.
+
+Handlers only parse, move bytes and wait; the engine runs on its own thread (AsyncEngine).
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from adaptive_sarathi.engine.engine import InvalidRequestError
+from adaptive_sarathi.metrics import ServerMetrics
+from adaptive_sarathi.server.async_engine import AsyncEngine
+from adaptive_sarathi.server.errors import (APIError, EngineDeadError, EngineStoppedError, QueueFullError,
+                                            bad_request)
+from adaptive_sarathi.server.protocol import GenerateRequest, parse_chat_request, parse_completion_request
+from adaptive_sarathi.server.responses import ResponseHeader, collect, stream_chunks
+
+logger = logging.getLogger(__name__)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+_ERROR_TYPES = {401: "authentication_error", 404: "not_found_error", 429: "rate_limit_error",
+                503: "service_unavailable_error"}
+
+
+def build_app(engine: AsyncEngine, metrics: ServerMetrics, model_name: str, api_key: str | None = None,
+              max_body_bytes: int = 1 << 20, retry_after_s: int = 1) -> web.Application:
+    """The application serving `engine` under `model_name`. With `api_key`, every /v1 route needs
+    "Authorization: Bearer <api_key>"; /health and /metrics stay open (for probes and scrapers).
+    Bodies over `max_body_bytes` get a 413."""
+    routes = _Routes(engine, metrics, model_name, retry_after_s)
+    app = web.Application(client_max_size=max_body_bytes,
+                          middlewares=[_error_middleware, _auth_middleware(api_key)])
+    app.router.add_post("/v1/completions", routes.completions)
+    app.router.add_post("/v1/chat/completions", routes.chat_completions)
+    app.router.add_get("/v1/models", routes.models)
+    app.router.add_get("/health", routes.health)
+    app.router.add_get("/metrics", routes.metrics)
+    return app
+
+
+def error_response(err: APIError) -> web.Response:
+    return web.json_response(err.body(), status=err.status, headers=err.headers)
+
+
+@web.middleware
+async def _error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except APIError as err:
+        return error_response(err)
+    except web.HTTPException as exc:  # aiohttp's own: unknown route, wrong method, body too large
+        if exc.status < 400:
+            raise
+        message = exc.text if exc.text and not exc.text.startswith(f"{exc.status}:") else exc.reason
+        return error_response(APIError(exc.status, f"{message} ({request.method} {request.path})",
+                                       type=_ERROR_TYPES.get(exc.status, "invalid_request_error")))
+    except Exception:
+        logger.exception("unexpected error on %s %s", request.method, request.path)
+        return error_response(APIError(500, "internal server error", type="internal_error"))
+
+
+def _auth_middleware(api_key: str | None):
+    expected = f"Bearer {api_key}".encode()
+
+    @web.middleware
+    async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if api_key is not None and request.path.startswith("/v1"):
+            given = request.headers.get("Authorization", "").encode()
+            if not hmac.compare_digest(given, expected):
+                raise APIError(401, "missing or wrong API key: send 'Authorization: Bearer <key>'",
+                               type="authentication_error", code="invalid_api_key")
+        return await handler(request)
+
+    return auth
+
+
+class _Routes:
+    def __init__(self, engine: AsyncEngine, metrics: ServerMetrics, model_name: str, retry_after_s: int):
+        self.engine = engine
+        self._metrics = metrics
+        self.model_name = model_name
+        self.retry_after_s = retry_after_s
+        self.created = int(time.time())
+
+    async def completions(self, request: web.Request) -> web.StreamResponse:
+        arrival = self.engine.clock()
+        body = await _read_json(request)
+        parsed = parse_completion_request(body, self.engine.max_model_len)
+        return await self._generate(request, parsed, arrival)
+
+    async def chat_completions(self, request: web.Request) -> web.StreamResponse:
+        arrival = self.engine.clock()
+        body = await _read_json(request)
+        parsed = parse_chat_request(body, self.engine.tokenizer, self.engine.max_model_len)
+        return await self._generate(request, parsed, arrival)
+
+    async def models(self, request: web.Request) -> web.Response:
+        return web.json_response({"object": "list", "data": [{
+            "id": self.model_name, "object": "model", "created": self.created, "owned_by": "adaptive-sarathi",
+            "max_model_len": self.engine.max_model_len}]})
+
+    async def health(self, request: web.Request) -> web.Response:
+        if self.engine.is_serving:
+            return web.json_response({"status": "ok"})
+        status = "engine failed" if self.engine.error is not None else "shutting down"
+        return web.json_response({"status": status}, status=503)
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        body, content_type = self._metrics.render()
+        return web.Response(body=body, headers={"Content-Type": content_type})
+
+    async def _generate(self, request: web.Request, parsed: GenerateRequest,
+                        arrival: float) -> web.StreamResponse:
+        if parsed.model is not None and parsed.model != self.model_name:
+            raise APIError(404, f"model '{parsed.model}' does not exist: this server serves '{self.model_name}'",
+                           param="model", code="model_not_found")
+        header = ResponseHeader(parsed.chat, self.model_name)
+        try:
+            async with self.engine.open(parsed.prompts, parsed.params, arrival) as stream:
+                if parsed.stream:
+                    return await _send_events(request, stream_chunks(header, stream, parsed.include_usage))
+                return web.json_response(await collect(header, stream_chunks(header, stream, include_usage=True)))
+        except InvalidRequestError as err:
+            field = "messages" if parsed.chat and err.field == "prompt" else err.field
+            raise bad_request(field, str(err)) from None
+        except QueueFullError as err:
+            raise APIError(429, f"the server is at capacity ({err}): retry later", type="rate_limit_error",
+                           code="queue_full", headers={"Retry-After": str(self.retry_after_s)}) from None
+        except EngineStoppedError as err:
+            raise APIError(503, str(err), type="service_unavailable_error") from None
+        except EngineDeadError as err:
+            raise APIError(500, str(err), type="internal_error") from None
+
+
+async def _read_json(request: web.Request) -> Any:
+    raw = await request.read()
+    try:
+        return json.loads(raw)
+    except (ValueError, RecursionError) as err:  # bad JSON, bad UTF-8, absurd nesting
+        raise bad_request(None, f"the body is not valid JSON: {err}") from None
+
+
+async def _send_events(request: web.Request, chunks: AsyncIterator[dict[str, Any]]) -> web.StreamResponse:
+    """Write chunks as server-sent events, then `data: [DONE]`. A client that hangs up ends the
+    loop; the caller's stream context then aborts its requests."""
+    response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+    await response.prepare(request)
+    try:
+        async for chunk in chunks:
+            await response.write(_event(chunk))
+        await response.write(b"data: [DONE]\n\n")
+    except ConnectionResetError:
+        return response
+    except EngineDeadError as err:  # too late for a status code: say it in the stream
+        await response.write(_event(APIError(500, str(err), type="internal_error").body()))
+    await response.write_eof()
+    return response
+
+
+def _event(payload: dict[str, Any]) -> bytes:
+    return b"data: " + json.dumps(payload, separators=(",", ":")).encode() + b"\n\n"

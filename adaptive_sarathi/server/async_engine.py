@@ -1,0 +1,326 @@
+"""AsyncEngine: an LLMEngine on its own thread, streaming its outputs into asyncio.
+
+The engine is not thread-safe, so only the engine thread touches it. The event loop submits and
+aborts through a thread-safe inbox that the engine thread drains before every step (and blocks on
+while idle); outputs come back through `loop.call_soon_threadsafe`, once per step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import queue
+import threading
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Protocol
+
+from adaptive_sarathi.engine.engine import InvalidRequestError, LLMEngine
+from adaptive_sarathi.engine.outputs import RequestOutput
+from adaptive_sarathi.engine.request import FinishReason
+from adaptive_sarathi.engine.sampling_params import SamplingParams
+from adaptive_sarathi.engine.stats import EngineState, StepStats
+from adaptive_sarathi.engine.tokenizer import Tokenizer
+from adaptive_sarathi.server.errors import EngineDeadError, EngineStoppedError, QueueFullError
+
+logger = logging.getLogger(__name__)
+
+Prompt = str | list[int]
+
+
+class EngineObserver(Protocol):
+    """Receives plain stats objects on the engine thread (e.g. the Prometheus metrics)."""
+
+    def observe_step(self, stats: StepStats) -> None:
+        """After every engine step."""
+
+    def observe_state(self, state: EngineState) -> None:
+        """After the engine thread admitted or aborted requests outside a step."""
+
+    def observe_output(self, output: RequestOutput) -> None:
+        """For every output, including the final one of an aborted request."""
+
+
+class RequestStream:
+    """The outputs of one submitted group of prompts, as (prompt index, RequestOutput) pairs, until
+    every prompt's request has finished. Raises EngineDeadError if the engine dies meanwhile."""
+
+    def __init__(self, request_ids: Sequence[str]):
+        self.request_ids = tuple(request_ids)
+        self._queue: asyncio.Queue[tuple[int, RequestOutput] | BaseException] = asyncio.Queue()
+        self._open = set(request_ids)
+
+    def __aiter__(self) -> RequestStream:
+        return self
+
+    def push(self, item: tuple[int, RequestOutput] | BaseException) -> None:
+        """Queue an output or an error for the consumer (the engine's delivery, on the loop)."""
+        self._queue.put_nowait(item)
+
+    async def __anext__(self) -> tuple[int, RequestOutput]:
+        if not self._open:
+            raise StopAsyncIteration
+        item = await self._queue.get()
+        if isinstance(item, BaseException):
+            raise item
+        if item[1].finished:
+            self._open.discard(item[1].request_id)
+        return item
+
+
+@dataclass
+class _Submit:
+    request_ids: list[str]
+    prompts: list[Prompt]
+    params: SamplingParams
+    arrival_time: float
+    accepted: asyncio.Future
+
+
+@dataclass
+class _Abort:
+    request_ids: list[str]
+
+
+class _Stop:
+    pass
+
+
+class AsyncEngine:
+    """Serves an LLMEngine to asyncio code. Call `start()` on the event loop before `open()`.
+
+    max_waiting: most requests the engine's waiting queue may hold; a submission that would
+    exceed it is refused with QueueFullError (None = unbounded).
+    """
+
+    def __init__(self, engine: LLMEngine, max_waiting: int | None = None,
+                 observer: EngineObserver | None = None):
+        self.engine = engine
+        self.max_waiting = max_waiting
+        self.observer = observer
+        self.error: BaseException | None = None
+        self._inbox: queue.SimpleQueue[_Submit | _Abort | _Stop] = queue.SimpleQueue()
+        self._ids = itertools.count()
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        # Loop-thread state: where each in-flight request's outputs go, and submissions not yet
+        # answered by the engine thread.
+        self._routes: dict[str, tuple[RequestStream, int]] = {}
+        self._pending: set[asyncio.Future] = set()
+        self._idle: asyncio.Event | None = None
+        # Engine-thread state: requests the engine holds.
+        self._live: set[str] = set()
+        if observer is not None:
+            engine.stats_listeners.append(observer.observe_step)
+
+    # -- event-loop side ------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the engine thread; must be called from the running event loop."""
+        self._loop = asyncio.get_running_loop()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._thread = threading.Thread(target=self._run, name="engine", daemon=True)
+        self._thread.start()
+
+    @property
+    def is_serving(self) -> bool:
+        """True while the engine thread runs and takes requests (not after a failure or during
+        shutdown)."""
+        return (self.error is None and not self._stopping and self._thread is not None
+                and self._thread.is_alive())
+
+    @property
+    def max_model_len(self) -> int:
+        """The context window in tokens (prompt + output)."""
+        return self.engine.max_model_len
+
+    @property
+    def tokenizer(self) -> Tokenizer | None:
+        """The model's tokenizer, or None. The event loop uses it only to render chat templates."""
+        return self.engine.tokenizer
+
+    @property
+    def num_in_flight(self) -> int:
+        return len(self._routes)
+
+    def clock(self) -> float:
+        """The engine clock (seconds); arrival times passed to `open` use it."""
+        return self.engine.clock()
+
+    @asynccontextmanager
+    async def open(self, prompts: Sequence[Prompt], params: SamplingParams,
+                   arrival_time: float | None = None) -> AsyncIterator[RequestStream]:
+        """Submit one request per prompt and yield their stream once the engine accepted them all.
+
+        Raises, submitting nothing: InvalidRequestError (the field named) for a prompt the engine
+        refuses, QueueFullError, EngineStoppedError while shutting down, EngineDeadError. Leaving
+        the context (a finished stream, an error, a cancelled task such as a dropped client)
+        aborts the requests still running and so frees their KV blocks.
+        """
+        if self.error is not None:
+            raise EngineDeadError(f"the engine stopped on an error: {self.error!r}")
+        if self._loop is None:
+            raise RuntimeError("AsyncEngine.start() was not called")
+        if self._stopping:
+            raise EngineStoppedError("the server is shutting down")
+        ids = [f"req-{next(self._ids)}" for _ in prompts]
+        stream = RequestStream(ids)
+        accepted = self._loop.create_future()
+        self._pending.add(accepted)
+        for index, rid in enumerate(ids):
+            self._routes[rid] = (stream, index)
+        self._idle.clear()
+        self._inbox.put(_Submit(ids, list(prompts), params,
+                                self.clock() if arrival_time is None else arrival_time, accepted))
+        try:
+            await accepted
+        except BaseException:
+            # Cancelled while the engine may already hold the requests: abort them (a no-op for
+            # ids it never added). A refusal added nothing.
+            self._forget(ids, abort=accepted.cancelled())
+            raise
+        finally:
+            self._pending.discard(accepted)
+        try:
+            yield stream
+        finally:
+            self._forget(ids, abort=True)
+
+    async def shutdown(self, grace_s: float) -> None:
+        """Refuse new requests, let in-flight ones finish for up to `grace_s` seconds, then abort
+        the rest (their streams end with finish reason abort) and stop the engine thread."""
+        self._stopping = True
+        if self._thread is None:
+            return
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout=grace_s)
+        except asyncio.TimeoutError:
+            logger.info("aborting %d requests still in flight", len(self._routes))
+        self._inbox.put(_Stop())
+        await asyncio.to_thread(self._thread.join)
+
+    def _forget(self, ids: Sequence[str], abort: bool) -> None:
+        unfinished = [rid for rid in ids if self._routes.pop(rid, None) is not None]
+        if abort and unfinished:
+            self._inbox.put(_Abort(unfinished))
+        if not self._routes:
+            self._idle.set()
+
+    def _deliver(self, outputs: list[RequestOutput]) -> None:
+        for out in outputs:
+            route = self._routes.get(out.request_id)
+            if route is None:  # its client has gone
+                continue
+            stream, index = route
+            stream.push((index, out))
+            if out.finished:
+                del self._routes[out.request_id]
+        if not self._routes:
+            self._idle.set()
+
+    def _resolve(self, future: asyncio.Future, error: BaseException | None) -> None:
+        if future.done():  # cancelled by its client meanwhile
+            return
+        if error is None:
+            future.set_result(None)
+        else:
+            future.set_exception(error)
+
+    def _fail_all(self, error: EngineDeadError) -> None:
+        for future in list(self._pending):
+            self._resolve(future, error)
+        for stream, _ in self._routes.values():
+            stream.push(error)
+        self._routes.clear()
+        self._idle.set()
+
+    # -- engine-thread side ---------------------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            while self._drain_inbox(block=not self.engine.has_unfinished_requests()):
+                if self.engine.has_unfinished_requests():
+                    self._emit(self.engine.step())
+        except Exception as err:  # the engine's state is unknown now: fail everything, loudly
+            logger.exception("engine thread died")
+            self.error = err
+            self._loop.call_soon_threadsafe(self._fail_all, EngineDeadError(f"the engine failed: {err!r}"))
+
+    def _drain_inbox(self, block: bool) -> bool:
+        """Handle every queued command (waiting for one when `block`); False once told to stop."""
+        try:
+            command = self._inbox.get(block=block)
+        except queue.Empty:
+            return True
+        while True:
+            if isinstance(command, _Stop):
+                self._emit(self._abort(sorted(self._live)))
+                return False
+            if isinstance(command, _Submit):
+                self._submit(command)
+            else:
+                self._emit(self._abort(command.request_ids))
+            try:
+                command = self._inbox.get_nowait()
+            except queue.Empty:
+                break
+        if self.observer is not None:
+            self.observer.observe_state(self._state())
+        return True
+
+    def _submit(self, command: _Submit) -> None:
+        scheduler = self.engine.scheduler
+        if self.max_waiting is not None and scheduler.num_waiting + len(command.prompts) > self.max_waiting:
+            self._loop.call_soon_threadsafe(self._resolve, command.accepted, QueueFullError(
+                f"{scheduler.num_waiting} requests are waiting (--max-waiting {self.max_waiting})"))
+            return
+        added: list[str] = []
+        try:
+            for rid, prompt in zip(command.request_ids, command.prompts):
+                self.engine.add_request(prompt, command.params, request_id=rid,
+                                        arrival_time=command.arrival_time)
+                added.append(rid)
+        except ValueError as err:
+            for rid in added:
+                self.engine.abort_request(rid)
+            error = err if isinstance(err, InvalidRequestError) else InvalidRequestError("prompt", str(err))
+            self._loop.call_soon_threadsafe(self._resolve, command.accepted, error)
+            return
+        self._live.update(added)
+        self._loop.call_soon_threadsafe(self._resolve, command.accepted, None)
+
+    def _abort(self, request_ids: Sequence[str]) -> list[RequestOutput]:
+        """Abort requests the engine holds; returns their final outputs (finish reason abort)."""
+        finals = []
+        for rid in request_ids:
+            request = self.engine.scheduler.get_request(rid)
+            if request is None or not self.engine.abort_request(rid):
+                continue
+            # The engine keeps the detokenized text private; streams only need the empty delta.
+            finals.append(RequestOutput(
+                request_id=rid, prompt_token_ids=request.prompt_token_ids,
+                token_ids=list(request.output_token_ids), new_token_ids=[], text="", delta_text="",
+                finished=True, finish_reason=FinishReason.ABORT, timeline=request.timeline,
+                num_preemptions=request.num_preemptions))
+        return finals
+
+    def _emit(self, outputs: list[RequestOutput]) -> None:
+        if not outputs:
+            return
+        for out in outputs:
+            if out.finished:
+                self._live.discard(out.request_id)
+            if self.observer is not None:
+                self.observer.observe_output(out)
+        self._loop.call_soon_threadsafe(self._deliver, outputs)
+
+    def _state(self) -> EngineState:
+        scheduler = self.engine.scheduler
+        blocks = scheduler.block_manager
+        return EngineState(now_s=self.clock(), num_waiting=scheduler.num_waiting,
+                           num_running=scheduler.num_running, num_decodes=scheduler.num_decodes,
+                           num_free_blocks=blocks.num_free_blocks, num_total_blocks=blocks.num_total_blocks)

@@ -1,0 +1,109 @@
+"""Server lifecycle: start the engine thread and the listener, serve until a signal, shut down."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from adaptive_sarathi.engine.engine import LLMEngine
+from adaptive_sarathi.engine.factory import EngineArgs, create_engine
+from adaptive_sarathi.engine.loaders.default_model import DEFAULT_NAME
+from adaptive_sarathi.metrics import ServerMetrics
+from adaptive_sarathi.server.app import build_app
+from adaptive_sarathi.server.async_engine import AsyncEngine
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ServerArgs:
+    """How the HTTP server listens and protects itself.
+
+    port 0 picks a free port. max_waiting: most requests the engine may hold waiting before new
+    ones get 429 (None = no limit). shutdown_timeout_s: how long in-flight requests may run on
+    after SIGTERM before they are aborted.
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    api_key: str | None = None
+    max_waiting: int | None = None
+    max_body_bytes: int = 1 << 20
+    shutdown_timeout_s: float = 10.0
+    retry_after_s: int = 1
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.port <= 65535:
+            raise ValueError(f"port={self.port} is invalid: use 0 (any free port) to 65535")
+        if self.max_waiting is not None and self.max_waiting < 1:
+            raise ValueError(f"max_waiting={self.max_waiting} is invalid: use an integer >= 1 or leave it unset")
+        if self.shutdown_timeout_s < 0:
+            raise ValueError(f"shutdown_timeout_s={self.shutdown_timeout_s} is invalid: use seconds >= 0")
+
+
+class Server:
+    """One engine behind one listening socket, with its own metrics registry."""
+
+    def __init__(self, engine: LLMEngine, args: ServerArgs, model_name: str):
+        self.args = args
+        self.model_name = model_name
+        self.metrics = ServerMetrics(model_name)
+        self.engine = AsyncEngine(engine, max_waiting=args.max_waiting, observer=self.metrics)
+        self.app = build_app(self.engine, self.metrics, model_name, api_key=args.api_key,
+                             max_body_bytes=args.max_body_bytes, retry_after_s=args.retry_after_s)
+        self._runner: web.AppRunner | None = None
+
+    async def start(self) -> int:
+        """Start the engine thread and listen; returns the bound port."""
+        self.engine.start()
+        # handler_cancellation: a client that hangs up cancels its handler, which aborts its
+        # requests even before their first token.
+        self._runner = web.AppRunner(self.app, handler_cancellation=True, access_log=None)
+        await self._runner.setup()
+        try:
+            await web.TCPSite(self._runner, self.args.host, self.args.port).start()
+        except OSError:  # e.g. the port is taken: leave no engine thread behind
+            await self.stop()
+            raise
+        return self._runner.addresses[0][1]
+
+    async def stop(self) -> None:
+        """Refuse new requests (503), let in-flight ones finish within the shutdown timeout and
+        abort the rest (finish reason abort), then close the listener."""
+        await self.engine.shutdown(self.args.shutdown_timeout_s)
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+
+async def serve(engine: LLMEngine, args: ServerArgs, model_name: str) -> None:
+    """Serve until SIGTERM or SIGINT, then stop gracefully."""
+    server = Server(engine, args, model_name)
+    port = await server.start()
+    print(f"adaptive-sarathi: serving {model_name} on http://{args.host}:{port}", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    for sig in (signal.SIGTERM, signal.SIGINT):  # a second signal ends the process at once
+        loop.remove_signal_handler(sig)
+    print(f"adaptive-sarathi: shutting down ({server.engine.num_in_flight} requests in flight)",
+          file=sys.stderr, flush=True)
+    await server.stop()
+
+
+def run_server(engine_args: EngineArgs, args: ServerArgs) -> int:
+    """Load the model, serve until a signal and return the exit status (0 after a clean stop)."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    engine = create_engine(engine_args)
+    try:
+        asyncio.run(serve(engine, args, engine_args.model or DEFAULT_NAME))
+    except OSError as err:
+        print(f"error: cannot listen on {args.host}:{args.port}: {err}", file=sys.stderr)
+        return 1
+    return 0

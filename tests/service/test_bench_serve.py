@@ -1,0 +1,66 @@
+"""`adaptive-sarathi bench` against the running server: sensible numbers, and client-side TTFT
+within a loopback hop of the server's own TTFT histogram over the same requests."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+M = "adaptive_sarathi:"
+
+
+@pytest.fixture(scope="module")
+def server(serve):
+    with serve() as s:
+        yield s
+
+
+def run_bench(server, tmp_path, *args):
+    out = tmp_path / "bench.json"
+    result = subprocess.run([sys.executable, "-m", "adaptive_sarathi.cli", "bench", "--base-url", server.url,
+                             "--json", str(out), "--seed", "1", *args],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    return json.loads(out.read_text()), result
+
+
+def test_bench_ttft_matches_the_server_histogram(server, tmp_path):
+    before = server.metrics()
+    doc, result = run_bench(server, tmp_path, "--num-requests", "40", "--qps", "40", "--input-len", "48",
+                            "--output-len", "8", "--slo", "ttft:2000,tbt:100")
+    after = server.metrics()
+    summary = doc["summary"]
+    assert summary["completed"] == 40 and summary["failed"] == 0
+    assert summary["total_output_tokens"] == 40 * 8 and summary["total_input_tokens"] == 40 * 48
+    assert all(len(r["itl_s"]) == 7 and r["output_tokens"] == 8 for r in doc["requests"])
+    assert 0 < summary["ttft_ms"]["median"] <= summary["ttft_ms"]["p99"] < summary["e2el_ms"]["p99"]
+    assert summary["itl_ms"]["mean"] > 0 and summary["tpot_ms"]["mean"] > 0
+    assert 0 < summary["goodput"] <= summary["request_throughput"] <= 40 * 3
+    assert "TTFT (ms)" in result.stdout and "Goodput" in result.stdout
+
+    count = after[f"{M}time_to_first_token_seconds_count"] - before.get(f"{M}time_to_first_token_seconds_count", 0)
+    total = after[f"{M}time_to_first_token_seconds_sum"] - before.get(f"{M}time_to_first_token_seconds_sum", 0)
+    assert count == 40
+    server_ms = total / count * 1000
+    client_ms = summary["ttft_ms"]["mean"]
+    # The client's TTFT adds the loopback hop and HTTP parsing, never removes time.
+    assert server_ms <= client_ms + 1.0
+    assert client_ms - server_ms < 25.0, (client_ms, server_ms)
+
+
+def test_bench_replays_a_trace_with_capped_concurrency(server, tmp_path):
+    trace = tmp_path / "trace.csv"
+    trace.write_text("num_prefill_tokens,num_decode_tokens\n30,4\n200,6\n9,3\n5000,10\n")
+    doc, _ = run_bench(server, tmp_path, "--trace", str(trace), "--max-total-len", "1024", "--num-requests",
+                       "12", "--max-concurrency", "3", "--burstiness", "0.5", "--qps", "100", "--no-progress")
+    lengths = {(r["prompt_len"], r["output_len"]) for r in doc["requests"]}
+    assert lengths == {(30, 4), (200, 6), (9, 3)}  # the 5000-token row is over the cap
+    assert all(r["success"] and r["output_tokens"] == r["output_len"] for r in doc["requests"])
+    assert doc["config"]["max_concurrency"] == 3
+
+
+def test_bench_reports_a_bad_slo_flag():
+    result = subprocess.run([sys.executable, "-m", "adaptive_sarathi.cli", "bench", "--slo", "latency:5"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and "ttft" in result.stderr

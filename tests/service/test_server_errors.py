@@ -1,0 +1,147 @@
+"""Bad input gets the right status and an OpenAI error body naming the field; nothing else is
+disturbed. Also authentication, the body size limit and 429 when the waiting queue is full."""
+
+import json
+
+import pytest
+
+from adaptive_sarathi.engine.factory import EngineArgs
+
+COMPLETIONS, CHAT = "/v1/completions", "/v1/chat/completions"
+GOOD = {"model": "dummy:tiny", "prompt": [1, 2, 3], "max_tokens": 3, "ignore_eos": True}
+USER = [{"role": "user", "content": "hi"}]
+
+
+def good(**changes):
+    return {**GOOD, **changes}
+
+
+BAD_REQUESTS = [
+    # (case, path, body, status, param)
+    ("malformed JSON", COMPLETIONS, b'{"prompt": [1, 2', 400, None),
+    ("NaN is not a number", COMPLETIONS, b'{"prompt": [1], "temperature": NaN}', 400, "temperature"),
+    ("body not UTF-8", COMPLETIONS, b'{"prompt": "\xff\xfe"}', 400, None),
+    ("absurdly nested JSON", COMPLETIONS, b"[" * 100_000 + b"]" * 100_000, 400, None),
+    ("body not an object", COMPLETIONS, [1, 2, 3], 400, None),
+    ("prompt missing", COMPLETIONS, {"max_tokens": 3}, 400, "prompt"),
+    ("prompt a number", COMPLETIONS, good(prompt=42), 400, "prompt"),
+    ("prompt empty list", COMPLETIONS, good(prompt=[]), 400, "prompt"),
+    ("prompt mixes ids and text", COMPLETIONS, good(prompt=[1, "a"]), 400, "prompt"),
+    ("prompt of booleans", COMPLETIONS, good(prompt=[True, False]), 400, "prompt"),
+    ("token id outside the vocabulary", COMPLETIONS, good(prompt=[1, 100_000]), 400, "prompt"),
+    ("prompt over the context window", COMPLETIONS, good(prompt=[7] * 3000), 400, "prompt"),
+    ("text prompt for a model without tokenizer", COMPLETIONS, good(prompt="hello"), 400, "prompt"),
+    ("max_tokens zero", COMPLETIONS, good(max_tokens=0), 400, "max_tokens"),
+    ("max_tokens a string", COMPLETIONS, good(max_tokens="10"), 400, "max_tokens"),
+    ("max_completion_tokens negative", COMPLETIONS, good(max_completion_tokens=-1), 400, "max_completion_tokens"),
+    ("temperature too high", COMPLETIONS, good(temperature=3.5), 400, "temperature"),
+    ("temperature a string", COMPLETIONS, good(temperature="hot"), 400, "temperature"),
+    ("top_p zero", COMPLETIONS, good(top_p=0), 400, "top_p"),
+    ("top_p above one", COMPLETIONS, good(top_p=1.5), 400, "top_p"),
+    ("n above one", COMPLETIONS, good(n=2), 400, "n"),
+    ("stream not a boolean", COMPLETIONS, good(stream="yes"), 400, "stream"),
+    ("stream_options without stream", COMPLETIONS, good(stream_options={"include_usage": True}), 400,
+     "stream_options"),
+    ("include_usage not a boolean", COMPLETIONS, good(stream=True, stream_options={"include_usage": "y"}), 400,
+     "stream_options"),
+    ("stop a number", COMPLETIONS, good(stop=5), 400, "stop"),
+    ("stop an empty string", COMPLETIONS, good(stop=[""]), 400, "stop"),
+    ("stop strings without a tokenizer", COMPLETIONS, good(stop="x"), 400, "stop"),
+    ("seed a float", COMPLETIONS, good(seed=1.5), 400, "seed"),
+    ("ignore_eos not a boolean", COMPLETIONS, good(ignore_eos="yes"), 400, "ignore_eos"),
+    ("logprobs unsupported", COMPLETIONS, good(logprobs=5), 400, "logprobs"),
+    ("model not a string", COMPLETIONS, good(model=42), 400, "model"),
+    ("unknown model", COMPLETIONS, good(model="gpt-4"), 404, "model"),
+    ("messages missing", CHAT, {"model": "dummy:tiny"}, 400, "messages"),
+    ("messages not a list", CHAT, {"messages": "hi"}, 400, "messages"),
+    ("message content a number", CHAT, {"messages": [{"role": "user", "content": 5}]}, 400, "messages"),
+    ("message without role", CHAT, {"messages": [{"content": "hi"}]}, 400, "messages"),
+    ("chat on a model without chat template", CHAT, {"messages": USER}, 400, "messages"),
+    ("chat max_tokens negative", CHAT, {"messages": USER, "max_tokens": -5}, 400, "max_tokens"),
+    ("unknown route", "/v1/embeddings", {"input": "x"}, 404, None),
+]
+
+
+@pytest.fixture(scope="module")
+def server(serve):
+    with serve() as s:
+        yield s
+
+
+def assert_error_body(body, status, param):
+    assert set(body) == {"error"}, body
+    error = body["error"]
+    assert set(error) == {"message", "type", "param", "code"}
+    assert error["param"] == param, error
+    assert error["message"] and len(error["message"]) < 500
+    if param is not None:
+        assert param.split(".")[0] in error["message"], error["message"]
+
+
+@pytest.mark.parametrize("case,path,body,status,param", BAD_REQUESTS, ids=[c[0] for c in BAD_REQUESTS])
+def test_bad_request_is_refused_naming_the_field(server, case, path, body, status, param):
+    got_status, _, got_body = server.request("POST", path, body)
+    assert got_status == status, got_body
+    assert_error_body(got_body, status, param)
+    got_status, _, reply = server.request("POST", COMPLETIONS, GOOD)
+    assert got_status == 200 and reply["usage"]["completion_tokens"] == 3
+
+
+def test_bad_requests_leave_a_running_stream_alone(server):
+    conn, response = server.open_stream(good(max_tokens=600))
+    for _, path, body, status, _ in BAD_REQUESTS:
+        assert server.request("POST", path, body)[0] == status
+    events = [line for line in response.read().split(b"\n\n") if line.startswith(b"data: {")]
+    conn.close()
+    assert len(events) == 600
+    assert json.loads(events[-1][6:])["choices"][0]["finish_reason"] == "length"
+    bm = server.engine.scheduler.block_manager
+    assert bm.num_free_blocks == bm.num_total_blocks
+
+
+def test_wrong_method_is_405(server):
+    status, _, body = server.request("GET", COMPLETIONS)
+    assert status == 405 and "error" in body
+
+
+@pytest.fixture(scope="module")
+def guarded(serve):
+    engine = EngineArgs(model="dummy:tiny", num_kv_blocks=512, max_num_seqs=1)
+    with serve(engine, api_key="secret", max_waiting=1, max_body_bytes=4096) as s:
+        yield s
+
+
+AUTH = {"Authorization": "Bearer secret"}
+
+
+@pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer wrong"}, {"Authorization": "secret"}])
+def test_api_key_is_required_on_v1(guarded, headers):
+    status, _, body = guarded.request("POST", COMPLETIONS, GOOD, headers=headers)
+    assert status == 401 and body["error"]["code"] == "invalid_api_key"
+    assert guarded.request("GET", "/v1/models", headers=headers)[0] == 401
+    assert guarded.request("GET", "/health")[0] == 200  # probes and scrapers need no key
+    assert guarded.request("GET", "/metrics")[0] == 200
+    assert guarded.request("POST", COMPLETIONS, GOOD, headers=AUTH)[0] == 200
+
+
+def test_body_over_the_limit_is_413(guarded):
+    status, _, body = guarded.request("POST", COMPLETIONS, good(prompt=[5] * 2000), headers=AUTH)
+    assert status == 413 and "error" in body
+
+
+def test_full_waiting_queue_answers_429_with_retry_after(guarded):
+    # max_num_seqs=1: the first stream runs, the second waits, so the queue (max 1) is full.
+    def gauge(name):
+        return guarded.metrics()[f"adaptive_sarathi:num_requests_{name}"]
+
+    running = guarded.open_stream(good(max_tokens=2000), headers=AUTH)
+    assert guarded.wait_until(lambda: gauge("running") == 1)
+    waiting = guarded.open_stream(good(max_tokens=2000), headers=AUTH)
+    assert running[1].status == waiting[1].status == 200
+    assert guarded.wait_until(lambda: gauge("waiting") == 1)
+    status, headers, body = guarded.request("POST", COMPLETIONS, GOOD, headers=AUTH)
+    assert status == 429 and int(headers["Retry-After"]) >= 1
+    assert body["error"]["type"] == "rate_limit_error"
+    for conn, _ in (running, waiting):
+        conn.close()
+    assert guarded.wait_until(lambda: guarded.request("POST", COMPLETIONS, GOOD, headers=AUTH)[0] == 200)
