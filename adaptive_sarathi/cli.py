@@ -1,11 +1,14 @@
-"""The `adaptive-sarathi` command line: generate and chat (more subcommands register here)."""
+"""The `adaptive-sarathi` command line: generate, chat, serve (an OpenAI-compatible server),
+bench (a load generator against any OpenAI-compatible server) and profile (step latencies)."""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from adaptive_sarathi.engine.config import SCHEDULER_NAMES
+from adaptive_sarathi.sim_cli import SIMULATION_COMMANDS, add_simulation_commands, run_simulation_command
 
 
 def _add_engine_flags(p: argparse.ArgumentParser) -> None:
@@ -25,6 +28,65 @@ def _add_sampling_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=None)
 
 
+def _add_serve_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000, help="0 picks a free port")
+    p.add_argument("--max-num-seqs", type=int, default=256, help="most requests in the running batch")
+    p.add_argument("--max-model-len", type=int, default=None, help="context window (default: the model's)")
+    p.add_argument("--num-kv-blocks", type=int, default=None, help="KV cache blocks (default: sized to memory)")
+    p.add_argument("--max-waiting", type=int, default=None,
+                   help="most requests waiting for admission; beyond it requests get 429 (default: no limit)")
+    p.add_argument("--api-key", default=os.environ.get("ADAPTIVE_SARATHI_API_KEY"),
+                   help="require 'Authorization: Bearer <key>' on /v1 routes (default: $ADAPTIVE_SARATHI_API_KEY)")
+    p.add_argument("--shutdown-timeout", type=float, default=10.0,
+                   help="seconds in-flight requests may finish after SIGTERM before they are aborted")
+
+
+def _slo(text: str) -> dict[str, float]:
+    from adaptive_sarathi.bench.slo import parse_slo
+
+    try:
+        return parse_slo(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def _add_bench_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--base-url", default="http://127.0.0.1:8000", help="the server, without /v1")
+    p.add_argument("--model", default=None, help="model name to request (default: the server's first)")
+    p.add_argument("--api-key", default=None)
+    p.add_argument("--trace", default=None,
+                   help="CSV with num_prefill_tokens,num_decode_tokens per row (default: synthetic lengths)")
+    p.add_argument("--input-len", type=int, default=128, help="prompt tokens of synthetic requests")
+    p.add_argument("--output-len", type=int, default=32, help="output tokens of synthetic requests")
+    p.add_argument("--max-total-len", type=int, default=None,
+                   help="skip trace rows whose prompt + output exceed this many tokens")
+    p.add_argument("--vocab-size", type=int, default=500,
+                   help="prompt token ids are drawn from [0, vocab-size): keep it within the model's vocabulary")
+    p.add_argument("--num-requests", type=int, default=100)
+    p.add_argument("--qps", type=float, default=float("inf"), help="mean request rate (inf: all at once)")
+    p.add_argument("--burstiness", type=float, default=1.0,
+                   help="gamma shape of inter-arrival times: 1 = Poisson, < 1 burstier, > 1 more regular")
+    p.add_argument("--max-concurrency", type=int, default=None, help="most requests in flight at once")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--slo", type=_slo, default={},
+                   help="targets for goodput in ms, e.g. ttft:2000,tbt:100 (keys: ttft, tbt, tpot, e2el)")
+    p.add_argument("--json", default=None, help="write the summary and per-request timings to this file")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+
+def _add_profile_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default="dummy:llama-3-8b", help="HF directory, .gguf file or dummy:<arch>")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--dtype", default="auto")
+    p.add_argument("--out", default="profile.csv", help="the latency-profile CSV to write")
+    p.add_argument("--grid", default="quick", choices=("quick", "full"), help="which step shapes to time")
+    p.add_argument("--repeats", type=int, default=5, help="timed runs per shape (the median is kept)")
+    p.add_argument("--block-size", type=int, default=16, help="KV cache block size in tokens")
+    p.add_argument("--attention-backend", default="auto", help="as for serve: the backend the profile describes")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="adaptive-sarathi", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -36,11 +98,82 @@ def build_parser() -> argparse.ArgumentParser:
     for p in (gen, chat):
         _add_engine_flags(p)
         _add_sampling_flags(p)
+    serve = sub.add_parser("serve", help="serve the OpenAI API (completions, chat completions) over HTTP")
+    _add_engine_flags(serve)
+    _add_serve_flags(serve)
+    bench = sub.add_parser("bench", help="load-test an OpenAI-compatible server and report latencies")
+    _add_bench_flags(bench)
+    profile = sub.add_parser("profile", help="time model steps over a grid of shapes; write a latency-profile CSV")
+    _add_profile_flags(profile)
+    add_simulation_commands(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "serve":
+        return _serve(args)
+    if args.command == "bench":
+        return _bench(args)
+    if args.command == "profile":
+        return _profile(args)
+    if args.command in SIMULATION_COMMANDS:
+        return run_simulation_command(args)
+    return _generate(args)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from adaptive_sarathi.engine.factory import EngineArgs
+    from adaptive_sarathi.server import ServerArgs, run_server
+
+    try:
+        engine_args = EngineArgs(model=args.model, scheduler=args.scheduler, token_budget=args.token_budget,
+                                 max_chunk=args.max_chunk, max_num_seqs=args.max_num_seqs,
+                                 max_model_len=args.max_model_len, num_kv_blocks=args.num_kv_blocks,
+                                 device=args.device, dtype=args.dtype)
+        server_args = ServerArgs(host=args.host, port=args.port, api_key=args.api_key,
+                                 max_waiting=args.max_waiting, shutdown_timeout_s=args.shutdown_timeout)
+        return run_server(engine_args, server_args)
+    except ValueError as err:  # bad flags and ModelLoadError
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from adaptive_sarathi.bench import BenchConfig, run_benchmark_cli
+
+    try:
+        config = BenchConfig(
+            base_url=args.base_url, model=args.model, api_key=args.api_key, trace=args.trace,
+            input_len=args.input_len, output_len=args.output_len, max_total_len=args.max_total_len,
+            vocab_size=args.vocab_size, num_requests=args.num_requests, qps=args.qps,
+            burstiness=args.burstiness, max_concurrency=args.max_concurrency, seed=args.seed, slo_ms=args.slo,
+            json_path=args.json, progress=not args.no_progress)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return run_benchmark_cli(config)
+
+
+def _profile(args: argparse.Namespace) -> int:
+    from adaptive_sarathi.engine.profiler import ProfileConfig, run_profile
+
+    try:
+        config = ProfileConfig(model=args.model, device=args.device, dtype=args.dtype, out=args.out, grid=args.grid,
+                               repeats=args.repeats, block_size=args.block_size,
+                               attention_backend=args.attention_backend)
+        summary = run_profile(config, progress=not args.no_progress)
+    except ValueError as err:  # bad flags and ModelLoadError
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"wrote {summary.num_rows} rows to {summary.path} in {summary.elapsed_s:.0f} s; "
+          f"skipped {len(summary.skipped)} shapes", file=sys.stderr)
+    for shape, reason in summary.skipped:
+        print(f"  skipped {shape}: {reason}", file=sys.stderr)
+    return 0
+
+
+def _generate(args: argparse.Namespace) -> int:
     # Imported late so `--help` and argument errors answer without loading torch.
     from adaptive_sarathi.llm import LLM
     from adaptive_sarathi.engine.sampling_params import SamplingParams

@@ -109,13 +109,14 @@ class LLMEngine:
             if self.tokenizer is None:
                 raise InvalidRequestError("prompt", "this model has no tokenizer: send the prompt as token ids")
             return self.tokenizer.encode(prompt)
-        if not isinstance(prompt, (list, tuple)) or not all(isinstance(t, int) and not isinstance(t, bool)
-                                                          for t in prompt):
+        # Checks run over the distinct types and the extremes, at C speed: prompts can be long.
+        if not isinstance(prompt, (list, tuple)) or not all(issubclass(t, int) and not issubclass(t, bool)
+                                                          for t in set(map(type, prompt))):
             raise InvalidRequestError("prompt", "prompt must be a string or a list of integer token ids")
         vocab = self.executor.vocab_size
-        bad = [t for t in prompt if not 0 <= t < vocab]
-        if bad:
-            raise InvalidRequestError("prompt", f"token id {bad[0]} is outside the vocabulary [0, {vocab})")
+        if prompt and (min(prompt) < 0 or max(prompt) >= vocab):
+            bad = next(t for t in prompt if not 0 <= t < vocab)
+            raise InvalidRequestError("prompt", f"token id {bad} is outside the vocabulary [0, {vocab})")
         return list(prompt)
 
     def abort_request(self, request_id: str) -> bool:
@@ -125,6 +126,11 @@ class LLMEngine:
 
     def has_unfinished_requests(self) -> bool:
         return self.scheduler.has_unfinished()
+
+    @property
+    def num_steps(self) -> int:
+        """Steps executed so far; a step that found nothing to run does not count."""
+        return self._step_index
 
     # -- one iteration --------------------------------------------------------------------------
 
@@ -140,13 +146,24 @@ class LLMEngine:
         result = self.executor.execute(batch)
         end = self.clock()
         updates = sched.update(result, end)
-        contexts = [c.context_len for c in batch.chunks]
+        decode_tokens = prefill_tokens = prefill_seqs = sum_context = max_context = 0
+        for c in batch.chunks:  # one pass: this runs every step, and simulated steps are cheap
+            n = len(c.token_ids)
+            context = c.start_position + n
+            sum_context += context
+            if context > max_context:
+                max_context = context
+            if c.is_prefill:
+                prefill_tokens += n
+                prefill_seqs += 1
+            else:
+                decode_tokens += n
         first_token_latencies, max_gap = _token_latencies(updates, self._live, end)
         stats = StepStats(
             step_index=self._step_index, start_time_s=start, duration_s=result.duration_s,
-            num_decode_tokens=batch.num_decode_tokens, num_prefill_tokens=batch.num_prefill_tokens,
-            num_seqs=len(batch.chunks), num_prefill_seqs=sum(c.is_prefill for c in batch.chunks),
-            sum_context_tokens=sum(contexts), max_context_tokens=max(contexts),
+            num_decode_tokens=decode_tokens, num_prefill_tokens=prefill_tokens,
+            num_seqs=len(batch.chunks), num_prefill_seqs=prefill_seqs,
+            sum_context_tokens=sum_context, max_context_tokens=max_context,
             num_waiting=sched.num_waiting, num_running=sched.num_running,
             num_free_blocks=sched.block_manager.num_free_blocks,
             num_total_blocks=sched.block_manager.num_total_blocks,
@@ -160,7 +177,7 @@ class LLMEngine:
 
     def _output(self, update: RequestUpdate, now: float) -> RequestOutput:
         request, text_state = self._live[update.request_id]
-        delta, stopped = text_state.append(update.new_token_ids, final=update.finished)
+        delta, stopped = text_state.append(update.new_token_ids, update.finished)
         finished, reason = update.finished, update.finish_reason
         if stopped and not finished:
             self.scheduler.finish_request(update.request_id, FinishReason.STOP, now)
@@ -169,11 +186,11 @@ class LLMEngine:
             reason = FinishReason.STOP
         if finished:
             del self._live[update.request_id]
-        return RequestOutput(
-            request_id=update.request_id, prompt_token_ids=request.prompt_token_ids,
-            token_ids=list(request.output_token_ids), new_token_ids=update.new_token_ids,
-            text=text_state.text, delta_text=delta, finished=finished, finish_reason=reason,
-            timeline=request.timeline, num_preemptions=request.num_preemptions)
+        # Positional, in field order (request_id, prompt_token_ids, token_ids, new_token_ids, text,
+        # delta_text, finished, finish_reason, timeline, num_preemptions): one per request per step.
+        return RequestOutput(update.request_id, request.prompt_token_ids, list(request.output_token_ids),
+                             update.new_token_ids, text_state.text, delta, finished, reason, request.timeline,
+                             request.num_preemptions)
 
 
 def _token_latencies(updates: list[RequestUpdate], live: dict[str, tuple[Request, _TextState]],
@@ -184,9 +201,10 @@ def _token_latencies(updates: list[RequestUpdate], live: dict[str, tuple[Request
     for u in updates:
         if not u.new_token_ids:
             continue
-        times = live[u.request_id][0].timeline.token_times
+        request = live[u.request_id][0]
+        times = request.timeline.token_times
         if len(times) == 1:
-            ttfts.append(now - live[u.request_id][0].arrival_time)
-        else:
-            max_gap = max(max_gap, times[-1] - times[-2])
+            ttfts.append(now - request.arrival_time)
+        elif times[-1] - times[-2] > max_gap:
+            max_gap = times[-1] - times[-2]
     return tuple(ttfts), max_gap

@@ -82,14 +82,17 @@ class Request:
     def num_tokens(self) -> int:
         return len(self.prompt_token_ids) + len(self.output_token_ids)
 
+    # The properties below are read for every running request every step: they are written out
+    # rather than built on each other to save the nested calls.
     @property
     def num_pending_tokens(self) -> int:
         """Tokens not yet in the KV cache; the next step may compute up to this many."""
-        return self.num_tokens - self.num_computed_tokens
+        return len(self.prompt_token_ids) + len(self.output_token_ids) - self.num_computed_tokens
 
     @property
     def is_prefill(self) -> bool:
-        return self.num_pending_tokens > 1 or not self.output_token_ids
+        outputs = self.output_token_ids
+        return not outputs or len(self.prompt_token_ids) + len(outputs) - self.num_computed_tokens > 1
 
     @property
     def is_finished(self) -> bool:
@@ -97,7 +100,10 @@ class Request:
 
     def token_ids_slice(self, start: int, end: int) -> list[int]:
         """Tokens [start, end) of prompt + outputs."""
-        p = self.num_prompt_tokens
+        p = len(self.prompt_token_ids)
         if end <= p:
             return self.prompt_token_ids[start:end]
-        return (self.prompt_token_ids + self.output_token_ids)[start:end]
+        # Decodes read only the outputs' tail: never copy the whole prompt to slice it.
+        if start >= p:
+            return self.output_token_ids[start - p:end - p]
+        return self.prompt_token_ids[start:] + self.output_token_ids[:end - p]

@@ -14,16 +14,22 @@ def snapshot_state(scheduler: QueueScheduler, now: float) -> EngineState:
     running_prefill = 0
     max_gap = 0.0
     for r in scheduler.running:
-        if r.is_prefill:
-            running_prefill += r.num_pending_tokens
+        # Request.is_prefill and num_pending_tokens, written out: this runs every step.
+        outputs = r.output_token_ids
+        num_tokens = len(r.prompt_token_ids) + len(outputs)
+        pending = num_tokens - r.num_computed_tokens
+        if not outputs or pending > 1:
+            running_prefill += pending
         else:
             decodes += 1
-            decode_context += r.num_tokens
-            max_gap = max(max_gap, now - r.timeline.token_times[-1])
+            decode_context += num_tokens
+            gap = now - r.timeline.token_times[-1]
+            if gap > max_gap:
+                max_gap = gap
     waiting_tokens = 0
     oldest_age = 0.0
     num_arrived = 0
-    for r in scheduler.waiting:
+    for r in scheduler.iter_waiting():
         if r.arrival_time > now:
             break  # the queue is in arrival order (preempted requests, at its front, have arrived)
         num_arrived += 1

@@ -21,7 +21,7 @@ import torch
 
 from adaptive_sarathi import LLM, SamplingParams
 from adaptive_sarathi.engine.loaders import resolve_model
-from adaptive_sarathi.traces import SHARED_TRACES, load_trace
+from adaptive_sarathi.workloads import SHARED_TRACES, load_trace
 
 RESULTS = Path(__file__).parent / "results" / "cpu_vs_transformers.md"
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from adaptive_sarathi.traces import RequestLengths, load_trace
+from adaptive_sarathi.workloads import ArrivalProcess, RequestLengths, load_trace
 
 
 @dataclass(frozen=True)
@@ -48,6 +48,6 @@ def arrival_offsets(num_requests: int, qps: float, burstiness: float, seed: int)
     shape `burstiness` (1 = Poisson); all zero when qps is infinite."""
     if math.isinf(qps):
         return [0.0] * num_requests
-    gaps = np.random.default_rng(seed).gamma(shape=burstiness, scale=1.0 / (qps * burstiness), size=num_requests)
-    gaps[0] = 0.0  # the first request starts the clock
-    return np.cumsum(gaps).tolist()
+    times = ArrivalProcess(qps, cv=burstiness ** -0.5).times(np.random.default_rng(seed), 0.0,
+                                                              num_requests=num_requests)
+    return (times - times[0]).tolist()  # the first request starts the clock

@@ -34,13 +34,14 @@ class StepShape:
     @classmethod
     def from_batch(cls, batch: ScheduledBatch) -> "StepShape":
         prefill_tokens = decode_tokens = prefill_seqs = context = 0
-        for c in batch.chunks:
-            context += c.context_len
+        for c in batch.chunks:  # the simulator calls this every step: no property calls inside
+            n = len(c.token_ids)
+            context += c.start_position + n
             if c.is_prefill:
-                prefill_tokens += c.num_tokens
+                prefill_tokens += n
                 prefill_seqs += 1
             else:
-                decode_tokens += c.num_tokens
+                decode_tokens += n
         return cls(prefill_tokens, decode_tokens, prefill_seqs, context)
 
 

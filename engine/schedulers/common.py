@@ -31,7 +31,7 @@ class StepBuilder:
     def add(self, chunk: ScheduledChunk) -> None:
         self.batch.chunks.append(chunk)
         self.scheduled_ids.add(chunk.request_id)
-        self.num_tokens += chunk.num_tokens
+        self.num_tokens += len(chunk.token_ids)
 
 
 class QueueScheduler(Scheduler):
@@ -58,6 +58,9 @@ class QueueScheduler(Scheduler):
         self._running: list[Request] = []
         self._requests: dict[str, Request] = {}
         self._last_batch = ScheduledBatch()
+        # Immutable copies of block tables, rebuilt only when a table grows (every block_size
+        # tokens of a decode) instead of copied every step; dropped when the blocks are freed.
+        self._block_tables: dict[str, tuple[int, ...]] = {}
 
     # -- the Scheduler interface -------------------------------------------------------------
 
@@ -99,14 +102,15 @@ class QueueScheduler(Scheduler):
         """
         batch, self._last_batch = self._last_batch, ScheduledBatch()
         updates = []
+        requests, sampled, running = self._requests, result.sampled_token_ids, RequestStatus.RUNNING
         for chunk in batch.chunks:
-            request = self._requests.get(chunk.request_id)
-            if request is None or request.status is not RequestStatus.RUNNING:
+            request = requests.get(chunk.request_id)
+            if request is None or request.status is not running:
                 continue
-            request.num_computed_tokens += chunk.num_tokens
+            request.num_computed_tokens += len(chunk.token_ids)
             if not chunk.sample:
                 continue
-            token = result.sampled_token_ids[chunk.request_id]
+            token = sampled[chunk.request_id]
             request.output_token_ids.append(token)
             timeline = request.timeline
             if timeline.first_token_time is None:
@@ -154,6 +158,11 @@ class QueueScheduler(Scheduler):
         """A snapshot of the waiting queue, head first."""
         return tuple(self._waiting)
 
+    def iter_waiting(self) -> Iterator[Request]:
+        """The waiting queue head first, without copying it (it can hold a whole simulated
+        workload); the scheduler must not change while the iterator is in use."""
+        return iter(self._waiting)
+
     @property
     def running(self) -> tuple[Request, ...]:
         """A snapshot of the running list, in admission order."""
@@ -184,6 +193,10 @@ class QueueScheduler(Scheduler):
         assert not both, f"requests {sorted(both)} are both waiting and running"
         assert set(waiting_ids) | set(running_ids) == set(self._requests), "a request is lost"
         assert len(running_ids) <= self.config.max_num_seqs, "more running requests than max_num_seqs"
+        for rid, table in self._block_tables.items():
+            assert list(table) == bm.block_table(rid), f"cached block table of {rid!r} is stale"
+        assert all(bm.num_owned_blocks(rid) == 0 for rid in set(self._requests) - set(self._block_tables)), (
+            "a request owns blocks without a cached block table")
         for r in self._waiting:
             assert r.status is RequestStatus.WAITING, f"waiting request {r.request_id!r} is {r.status}"
             assert r.num_computed_tokens == 0, f"waiting request {r.request_id!r} has computed tokens"
@@ -222,12 +235,12 @@ class QueueScheduler(Scheduler):
         """Move the waiting head to running with a first chunk; the caller checked `_fits`."""
         assert self._waiting and self._waiting[0] is request, "only the waiting head is admitted"
         self._waiting.popleft()
-        self._block_manager.allocate(request.request_id, request.num_computed_tokens + num_tokens)
+        table = self._allocate(request.request_id, request.num_computed_tokens + num_tokens)
         request.status = RequestStatus.RUNNING
         if request.timeline.first_scheduled_time is None:
             request.timeline.first_scheduled_time = step.now
         self._running.append(request)
-        self._add_chunk(step, request, num_tokens)
+        self._add_chunk(step, request, num_tokens, table)
 
     def _admit_whole_prompts(self, step: StepBuilder) -> None:
         """Admit arrived requests FCFS, each with all its pending tokens, while the step stays in
@@ -250,18 +263,22 @@ class QueueScheduler(Scheduler):
         """
         assert request.request_id not in step.scheduled_ids, "a request is scheduled twice in a step"
         total = request.num_computed_tokens + num_tokens
-        while not self._block_manager.can_allocate(request.request_id, total, use_watermark=False):
-            victim = next(r for r in reversed(self._running) if r.request_id not in step.scheduled_ids)
-            self._preempt(step, victim)
-            if victim is request:
-                return False
-        self._block_manager.allocate(request.request_id, total)
-        self._add_chunk(step, request, num_tokens)
+        table = self._block_tables.get(request.request_id)
+        # Most steps the blocks a request owns already cover its chunk (a decode needs a new block
+        # only every block_size tokens); the block manager is consulted only when they do not.
+        if table is None or len(table) * self._block_manager.block_size < total:
+            while not self._block_manager.can_allocate(request.request_id, total, use_watermark=False):
+                victim = next(r for r in reversed(self._running) if r.request_id not in step.scheduled_ids)
+                self._preempt(step, victim)
+                if victim is request:
+                    return False
+            table = self._allocate(request.request_id, total)
+        self._add_chunk(step, request, num_tokens, table)
         return True
 
     def _preempt(self, step: StepBuilder, request: Request) -> None:
         """Free the request's blocks and requeue it at the front; it will recompute its tokens."""
-        self._block_manager.free(request.request_id)
+        self._free_blocks(request.request_id)
         request.num_computed_tokens = 0
         request.status = RequestStatus.WAITING
         request.num_preemptions += 1
@@ -271,19 +288,27 @@ class QueueScheduler(Scheduler):
 
     # -- internals ---------------------------------------------------------------------------
 
-    def _add_chunk(self, step: StepBuilder, request: Request, num_tokens: int) -> None:
+    # Every allocation and free goes through these two, so that `_block_tables` always equals
+    # the block manager's tables.
+    def _allocate(self, request_id: str, num_tokens_total: int) -> tuple[int, ...]:
+        """Grow the request's blocks (the caller checked they fit); returns its block table."""
+        self._block_manager.allocate(request_id, num_tokens_total)
+        table = self._block_tables[request_id] = tuple(self._block_manager.block_table(request_id))
+        return table
+
+    def _free_blocks(self, request_id: str) -> None:
+        self._block_manager.free(request_id)
+        self._block_tables.pop(request_id, None)
+
+    def _add_chunk(self, step: StepBuilder, request: Request, num_tokens: int, block_table: tuple[int, ...]) -> None:
         start = request.num_computed_tokens
         end = start + num_tokens
-        step.add(ScheduledChunk(
-            request_id=request.request_id,
-            token_ids=tuple(request.token_ids_slice(start, end)),
-            start_position=start,
-            block_table=tuple(self._block_manager.block_table(request.request_id)),
-            sample=end == request.num_tokens,
-            sampling_params=request.sampling_params,
-            num_output_tokens=len(request.output_token_ids),
-            is_prefill=request.is_prefill,
-        ))
+        outputs = request.output_token_ids
+        num_all = len(request.prompt_token_ids) + len(outputs)
+        # Positional, in field order: this runs for every chunk of every step.
+        step.add(ScheduledChunk(request.request_id, tuple(request.token_ids_slice(start, end)), start, block_table,
+                                end == num_all, request.sampling_params, len(outputs),
+                                not outputs or num_all - start > 1))
 
     def _stop_reason(self, request: Request, token: int) -> FinishReason | None:
         params = request.sampling_params
@@ -293,7 +318,7 @@ class QueueScheduler(Scheduler):
             return FinishReason.STOP
         if len(request.output_token_ids) >= params.max_tokens:
             return FinishReason.LENGTH
-        if request.num_tokens >= self.max_context_len:
+        if len(request.prompt_token_ids) + len(request.output_token_ids) >= self.max_context_len:
             return FinishReason.LENGTH
         return None
 
@@ -302,7 +327,7 @@ class QueueScheduler(Scheduler):
             self._running.remove(request)
         else:
             self._waiting.remove(request)
-        self._block_manager.free(request.request_id)
+        self._free_blocks(request.request_id)
         del self._requests[request.request_id]
         request.status = RequestStatus.FINISHED
         request.finish_reason = reason

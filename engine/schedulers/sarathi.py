@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from adaptive_sarathi.engine.request import RequestStatus
 from adaptive_sarathi.engine.schedulers.common import QueueScheduler, StepBuilder
 
 
@@ -13,15 +14,19 @@ class SarathiScheduler(QueueScheduler):
 
     def _fill(self, step: StepBuilder) -> None:
         chunk_limit = step.budget.chunk_limit
+        token_budget = step.budget.token_budget
+        prefills = []
         for request in self._iter_running():
-            if step.remaining == 0:
-                break
-            if not request.is_prefill:
-                self._schedule_running(step, request, 1)
-        for request in self._iter_running():
-            if step.remaining == 0:
+            if step.num_tokens >= token_budget:
                 break
             if request.is_prefill:
+                prefills.append(request)
+            else:
+                self._schedule_running(step, request, 1)
+        for request in prefills:
+            if step.num_tokens >= token_budget:
+                break
+            if request.status is RequestStatus.RUNNING:  # the decodes may have preempted it
                 n = min(request.num_pending_tokens, chunk_limit, step.remaining)
                 self._schedule_running(step, request, n)
         # A step that had to preempt is short of blocks: admitting now would only feed the thrash.

@@ -1,0 +1,85 @@
+"""A simulation scenario: workload, scheduler, policy, SLO, latency model and KV cache, run at any
+rate. What `simulate`, `capacity` and the experiments share."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from adaptive_sarathi.controller.registry import make_policy
+from adaptive_sarathi.controller.slo import SLOPolicy
+from adaptive_sarathi.engine.config import SchedulerConfig
+from adaptive_sarathi.engine.latency.hardware import GPUS
+from adaptive_sarathi.engine.latency.profile import ProfileLatencyModel, load_profile
+from adaptive_sarathi.engine.latency.shape import LatencyModel
+from adaptive_sarathi.engine.loaders.dummy import DUMMY_PRESETS
+from adaptive_sarathi.engine.simulator import SimulationResult, SloTargets, simulate
+from adaptive_sarathi.workloads import WorkloadSpec
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """Everything but the request rate. `policy` is a spec for controller.registry.make_policy
+    (e.g. "fixed:512", "adaptive"); a fresh policy is built for every run."""
+
+    workload: WorkloadSpec
+    scheduler: SchedulerConfig
+    policy: str
+    latency_model: LatencyModel
+    num_kv_blocks: int
+    slo: SLOPolicy | None = None
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        # Fail on a bad policy spec before any simulation runs.
+        make_policy(self.policy, self.slo, prior=self.latency_model, seed=self.seed)
+
+    def run(self, qps_scale: float = 1.0, *, record_steps: bool = False, progress: bool = False) -> SimulationResult:
+        """Simulate the workload with every phase's rate multiplied by `qps_scale`. Raises
+        ValueError when a request does not fit the context window (see simulate)."""
+        policy = make_policy(self.policy, self.slo, prior=self.latency_model, seed=self.seed)
+        return simulate(self.workload.scaled(qps_scale).generate(), self.scheduler, policy, self.latency_model,
+                        num_kv_blocks=self.num_kv_blocks, slo=slo_targets(self.slo), record_steps=record_steps,
+                        progress=progress)
+
+
+def slo_targets(policy: SLOPolicy | None) -> SloTargets | None:
+    """The top-level TTFT and TBT targets of an SLO policy, as a simulation judges them."""
+    if policy is None:
+        return None
+    return SloTargets(ttft_s=policy.ttft.target_s, tbt_s=policy.tbt.target_s,
+                      ttft_percentile=policy.ttft.percentile, tbt_percentile=policy.tbt.percentile)
+
+
+def latency_model(profile: str | Path | None = None, roofline: str | None = None) -> LatencyModel:
+    """A measured profile (CSV path) or a roofline model ("GPU:ARCH"), exactly one. Raises
+    ValueError naming the flag to give."""
+    if (profile is None) == (roofline is None):
+        raise ValueError("give exactly one latency model: --profile CSV (measured) or --roofline GPU:ARCH "
+                         "(e.g. h100:llama-3-8b)")
+    if profile is not None:
+        return load_profile(profile)
+    from adaptive_sarathi.engine.latency.roofline import roofline_from_spec
+
+    return roofline_from_spec(roofline)
+
+
+def default_kv_blocks(model: LatencyModel, block_size: int, gpu_memory_utilization: float = 0.9) -> int:
+    """The KV blocks the modelled deployment holds: from a roofline model; from a profile's
+    `kv_capacity_tokens` tag (what the profiled engine could hold), else from its `gpu` and `model`
+    tags when they name a known GPU and a dummy preset. Raises ValueError asking for
+    --num-kv-blocks when the model says none of these."""
+    from adaptive_sarathi.engine.latency.roofline import RooflineModel, roofline_from_spec
+
+    if isinstance(model, RooflineModel):
+        return model.num_kv_blocks(block_size, gpu_memory_utilization)
+    if isinstance(model, ProfileLatencyModel):
+        tags = model.tags
+        if tags.get("kv_capacity_tokens", "").isdigit() and int(tags["kv_capacity_tokens"]) >= block_size:
+            return int(tags["kv_capacity_tokens"]) // block_size
+        gpu = next((name for name in GPUS if name in tags.get("gpu", "").lower()), None)
+        arch = tags.get("model", "").removeprefix("dummy:")
+        if gpu is not None and arch in DUMMY_PRESETS:
+            return roofline_from_spec(f"{gpu}:{arch}").num_kv_blocks(block_size, gpu_memory_utilization)
+    raise ValueError("cannot tell the KV cache size from this latency model: pass --num-kv-blocks N "
+                     "(or tag the profile with '# kv_capacity_tokens: N')")

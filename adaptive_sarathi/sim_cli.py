@@ -1,0 +1,188 @@
+"""The `simulate` and `capacity` subcommands: the engine's scheduler and controller over a latency
+model, on a trace or a phased workload."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+
+from adaptive_sarathi.engine.config import SCHEDULER_NAMES
+
+SIMULATION_COMMANDS = ("simulate", "capacity")
+_DEFAULT_NUM_REQUESTS = 1000
+
+
+def add_simulation_commands(sub: argparse._SubParsersAction) -> None:
+    """Register `simulate` and `capacity` on the CLI's subparsers."""
+    sim = sub.add_parser("simulate", help="simulate serving a workload on a latency model (no GPU needed)",
+                         description="Run the engine's scheduler and budget controller on a latency model and a "
+                                     "virtual clock; print latency percentiles, SLO attainment, goodput, "
+                                     "throughput and token-budget statistics.")
+    cap = sub.add_parser("capacity", help="search the highest request rate that keeps the SLOs (simulated)",
+                         description="Binary-search the highest rate at which P99 TBT <= the TBT SLO and the median "
+                                     "scheduling delay <= 2 s (capacity), and the highest rate at which "
+                                     "--min-attainment of requests meet every SLO (goodput). A phased workload "
+                                     "has every phase's qps scaled by one factor.")
+    for p in (sim, cap):
+        _add_flags(p)
+    cap.add_argument("--min-attainment", type=float, default=0.9,
+                     help="fraction of requests that must meet every SLO for the goodput rate (default 0.9)")
+    cap.add_argument("--tolerance", type=float, default=0.02, help="relative precision of the search (default 0.02)")
+
+
+def _add_flags(p: argparse.ArgumentParser) -> None:
+    w = p.add_argument_group("workload (give --trace or --workload)")
+    w.add_argument("--trace", default=None,
+                   help="request-length CSV (num_prefill_tokens,num_decode_tokens) or a name in ../shared/traces, "
+                        "e.g. sharegpt_8k")
+    w.add_argument("--workload", default=None, type=Path,
+                   help="phased workload YAML: phases: [{trace: NAME|CSV (or synthetic: {prompt: .., output: ..}), "
+                        "qps: Q, duration_s: S (or num_requests: N)}, ...]")
+    w.add_argument("--qps", type=float, default=None,
+                   help="mean request rate with --trace (capacity: where the search starts, default 1)")
+    w.add_argument("--num-requests", type=int, default=None, help=f"requests with --trace (default {_DEFAULT_NUM_REQUESTS})")
+    w.add_argument("--cv", type=float, default=None, help="arrival gap variation with --trace: 1 = Poisson (default), "
+                                                           "other values gamma gaps")
+    w.add_argument("--max-prompt-tokens", type=int, default=None, help="cap on prompt lengths with --trace")
+    w.add_argument("--max-output-tokens", type=int, default=None, help="cap on output lengths with --trace")
+    w.add_argument("--seed", type=int, default=0, help="seed of arrivals, lengths and policies")
+    e = p.add_argument_group("engine")
+    e.add_argument("--scheduler", default="sarathi", choices=SCHEDULER_NAMES)
+    e.add_argument("--policy", default="fixed:512", help="budget policy: fixed:<budget>[:<chunk>], adaptive, "
+                                                         "two_level[:<low>:<high>], slack")
+    e.add_argument("--slo-policy", default=None, help="SLO policy YAML, or the name of a shipped one")
+    e.add_argument("--slo", default=None, help="SLO shorthand ttft:MS,tbt:MS (each optionally @pNN)")
+    e.add_argument("--max-num-seqs", type=int, default=256)
+    e.add_argument("--max-model-len", type=int, default=32768, help="context window in tokens")
+    e.add_argument("--block-size", type=int, default=16)
+    e.add_argument("--num-kv-blocks", type=int, default=None,
+                   help="KV cache blocks (default: what the modelled GPU holds at 90%% memory)")
+    m = p.add_argument_group("latency model (give one)")
+    m.add_argument("--profile", default=None, help="measured latency profile CSV")
+    m.add_argument("--roofline", default=None, help="roofline model GPU:ARCH, e.g. h100:llama-3-8b")
+    o = p.add_argument_group("output")
+    o.add_argument("--json", default=None, type=Path, help="write the results to this JSON file")
+    o.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+def run_simulation_command(args: argparse.Namespace) -> int:
+    """Run `simulate` or `capacity`; returns the exit code (2 with a message on bad input)."""
+    try:
+        scenario = _scenario(args)
+        if args.command == "simulate":
+            result = scenario.run(progress=not args.no_progress)
+            print(format_simulation(result))
+            payload = result.to_dict()
+        else:
+            from adaptive_sarathi.capacity import find_capacity
+
+            outcome = find_capacity(scenario, rel_tol=args.tolerance, min_attainment=args.min_attainment,
+                                    progress=not args.no_progress)
+            print(format_capacity(outcome))
+            payload = outcome.to_dict()
+    except (ValueError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if args.json is not None:
+        payload = {"command": args.command, "config": _config(args, scenario), **payload}
+        args.json.write_text(json.dumps(_json_safe(payload), indent=2))
+    return 0
+
+
+def _scenario(args: argparse.Namespace):
+    # Imported here so that `--help` and argument errors answer without loading the engine.
+    from adaptive_sarathi.controller.slo import SLOPolicy, load_slo_policy
+    from adaptive_sarathi.engine.config import SchedulerConfig
+    from adaptive_sarathi.scenario import Scenario, default_kv_blocks, latency_model
+
+    if args.slo is not None and args.slo_policy is not None:
+        raise ValueError("give --slo or --slo-policy, not both")
+    slo = (SLOPolicy.from_shorthand(args.slo) if args.slo is not None
+           else load_slo_policy(args.slo_policy) if args.slo_policy is not None else None)
+    model = latency_model(args.profile, args.roofline)
+    config = SchedulerConfig(name=args.scheduler, max_num_seqs=args.max_num_seqs, max_model_len=args.max_model_len,
+                             block_size=args.block_size)
+    if args.num_kv_blocks is not None and args.num_kv_blocks < 1:
+        raise ValueError(f"--num-kv-blocks={args.num_kv_blocks} is invalid: use an integer >= 1")
+    blocks = args.num_kv_blocks if args.num_kv_blocks is not None else default_kv_blocks(model, args.block_size)
+    return Scenario(_workload(args), config, args.policy, model, blocks, slo, args.seed)
+
+
+def _workload(args: argparse.Namespace):
+    from adaptive_sarathi.workloads import TraceLengths, load_workload, resolve_trace, single_phase
+
+    if (args.trace is None) == (args.workload is None):
+        raise ValueError("give exactly one workload: --trace NAME|CSV (with --qps) or --workload YAML")
+    trace_only = {"--qps": args.qps, "--num-requests": args.num_requests, "--cv": args.cv,
+                  "--max-prompt-tokens": args.max_prompt_tokens, "--max-output-tokens": args.max_output_tokens}
+    if args.workload is not None:
+        given = [flag for flag, value in trace_only.items() if value is not None]
+        if given:
+            raise ValueError(f"{', '.join(given)}: only for --trace; set such values per phase in {args.workload}")
+        return load_workload(args.workload, seed=args.seed)
+    if args.qps is None and args.command == "simulate":
+        raise ValueError("--trace needs --qps, the mean request rate (requests per second)")
+    return single_phase(TraceLengths(resolve_trace(args.trace)), args.qps if args.qps is not None else 1.0,
+                        num_requests=args.num_requests or _DEFAULT_NUM_REQUESTS, cv=args.cv or 1.0,
+                        max_prompt_tokens=args.max_prompt_tokens, max_output_tokens=args.max_output_tokens,
+                        seed=args.seed)
+
+
+def _config(args: argparse.Namespace, scenario) -> dict:
+    """The run's settings, for the JSON file."""
+    return {"trace": args.trace, "workload": None if args.workload is None else str(args.workload),
+            "qps": scenario.workload.mean_qps, "scheduler": args.scheduler, "policy": args.policy,
+            "slo": None if scenario.slo is None else scenario.slo.name, "profile": args.profile,
+            "roofline": args.roofline, "num_kv_blocks": scenario.num_kv_blocks, "seed": args.seed}
+
+
+def _json_safe(value):
+    """NaN (an empty sample's percentiles) becomes null: JSON has no NaN."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def format_simulation(r) -> str:
+    """A SimulationResult as the table `simulate` prints."""
+    lines = [f"{r.num_requests} requests, {r.num_steps} steps, {r.makespan_s:.1f} s simulated "
+             f"({r.wall_time_s:.1f} s host time)",
+             f"{'':22}{'P50':>10}{'P90':>10}{'P99':>10}{'mean':>10}"]
+    for name, p in (("TTFT (ms)", r.ttft), ("TBT (ms)", r.tbt), ("scheduling delay (ms)", r.scheduling_delay),
+                    ("E2E (ms)", r.e2e)):
+        lines.append(f"{name:22}" + "".join(f"{v * 1e3:10.1f}" for v in (p.p50, p.p90, p.p99, p.mean)))
+    if r.slo is not None:
+        t = r.slo.targets
+        parts = [f"{v:.1%}" for v in (r.slo.ttft_attainment, r.slo.tbt_attainment)]
+        lines.append(f"SLO TTFT <= {t.ttft_s * 1e3:g} ms, TBT <= {t.tbt_s * 1e3:g} ms: attainment {r.slo.attainment:.1%} "
+                     f"(TTFT {parts[0]}, TBT {parts[1]}), goodput {r.slo.goodput_rps:.2f} req/s, "
+                     f"P{t.ttft_percentile:g} TTFT / P{t.tbt_percentile:g} TBT within targets: "
+                     f"{'yes' if r.slo.percentiles_met else 'no'}")
+    lines.append(f"throughput {r.requests_per_s:.2f} req/s, {r.tokens_per_s:.0f} tokens/s "
+                 f"({r.output_tokens_per_s:.0f} output tokens/s), {r.num_preemptions} preemptions")
+    b = r.budget
+    lines.append(f"token budget mean {b.token_budget_mean:.0f} [{b.token_budget_min}, {b.token_budget_max}], "
+                 f"chunk mean {b.max_chunk_mean:.0f} [{b.max_chunk_min}, {b.max_chunk_max}], "
+                 f"tokens per step mean {b.tokens_per_step_mean:.0f}")
+    return "\n".join(lines)
+
+
+def format_capacity(c) -> str:
+    """A CapacityResult as the summary `capacity` prints."""
+    lines = [f"capacity {c.capacity_qps:.3g} qps (P99 TBT <= {c.tbt_slo_s * 1e3:g} ms, median scheduling delay <= 2 s)",
+             f"goodput rate {c.goodput_qps:.3g} qps (>= {c.min_attainment:.0%} of requests meet every SLO)",
+             f"{'qps':>10}{'P99 TBT ms':>12}{'P50 delay s':>13}{'attain':>8}  capacity goodput"]
+    if c.probes and all(p.meets_capacity for p in c.probes):
+        lines.append("note: no rate tried broke the capacity criteria; the workload may be too short to queue for "
+                     "2 s at any rate: use more requests")
+    for p in c.probes:
+        lines.append(f"{p.qps:10.3g}{p.tbt_p99_s * 1e3:12.1f}{p.scheduling_delay_p50_s:13.2f}{p.slo_attainment:8.1%}"
+                     f"  {'ok' if p.meets_capacity else '-':>8} {'ok' if p.meets_goodput else '-':>7}")
+    return "\n".join(lines)

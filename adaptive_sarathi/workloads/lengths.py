@@ -1,0 +1,115 @@
+"""Where request lengths come from: a trace's rows or synthetic distributions.
+
+Every source draws from a numpy Generator it is handed and returns integer arrays, so that a
+workload is reproducible from its seed.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from adaptive_sarathi.workloads.request import WorkloadError
+from adaptive_sarathi.workloads.traces import load_trace
+
+
+class LengthSource(Protocol):
+    """Draws (prompt, output) token counts for `n` requests."""
+
+    def sample(self, rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """Two int64 arrays of length n, every value >= 1. Consumes `rng`; mutates nothing else."""
+        ...
+
+
+@dataclass(frozen=True)
+class Fixed:
+    """Always `value` tokens."""
+
+    value: int
+
+    def __post_init__(self) -> None:
+        _require(isinstance(self.value, int) and self.value >= 1, "value", self.value, "an integer >= 1")
+
+    def sample(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        return np.full(n, self.value, dtype=np.int64)
+
+
+@dataclass(frozen=True)
+class Uniform:
+    """Integers uniform in [low, high], both included."""
+
+    low: int
+    high: int
+
+    def __post_init__(self) -> None:
+        _require(isinstance(self.low, int) and self.low >= 1, "low", self.low, "an integer >= 1")
+        _require(isinstance(self.high, int) and self.high >= self.low, "high", self.high,
+                 f"an integer >= low ({self.low})")
+
+    def sample(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        return rng.integers(self.low, self.high + 1, size=n, dtype=np.int64)
+
+
+@dataclass(frozen=True)
+class LogNormal:
+    """exp(N(log(median), sigma)), rounded and clipped to [min, max] (max None = unbounded).
+    Real prompt and output lengths are roughly log-normal with sigma near 1."""
+
+    median: float
+    sigma: float
+    min: int = 1
+    max: int | None = None
+
+    def __post_init__(self) -> None:
+        _require(isinstance(self.median, (int, float)) and self.median >= 1, "median", self.median,
+                 "a number >= 1")
+        _require(isinstance(self.sigma, (int, float)) and self.sigma >= 0, "sigma", self.sigma, "a number >= 0")
+        _require(isinstance(self.min, int) and self.min >= 1, "min", self.min, "an integer >= 1")
+        _require(self.max is None or (isinstance(self.max, int) and self.max >= self.min), "max", self.max,
+                 f"an integer >= min ({self.min}) or null")
+
+    def sample(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        values = np.rint(rng.lognormal(math.log(self.median), self.sigma, size=n))
+        return np.clip(values, self.min, self.max).astype(np.int64)
+
+
+Distribution = Fixed | Uniform | LogNormal
+DISTRIBUTIONS: dict[str, type] = {"fixed": Fixed, "uniform": Uniform, "lognormal": LogNormal}
+
+
+@dataclass(frozen=True)
+class SyntheticLengths:
+    """Prompt and output lengths drawn independently from two distributions."""
+
+    prompt: Distribution
+    output: Distribution
+
+    def sample(self, rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
+        return self.prompt.sample(rng, n), self.output.sample(rng, n)
+
+
+@dataclass(frozen=True)
+class TraceLengths:
+    """Rows of a trace CSV drawn uniformly with replacement."""
+
+    path: Path
+    _prompt: np.ndarray = field(init=False, repr=False, compare=False)
+    _output: np.ndarray = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        rows = load_trace(self.path)
+        object.__setattr__(self, "_prompt", np.array([r.num_prompt_tokens for r in rows], dtype=np.int64))
+        object.__setattr__(self, "_output", np.array([r.num_output_tokens for r in rows], dtype=np.int64))
+
+    def sample(self, rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
+        rows = rng.integers(0, len(self._prompt), size=n)
+        return self._prompt[rows], self._output[rows]
+
+
+def _require(ok: bool, name: str, value: object, expected: str) -> None:
+    if not ok:
+        raise WorkloadError(f"{name}={value!r} is invalid: use {expected}")

@@ -1,0 +1,106 @@
+"""Workload files: phases of traffic in YAML, validated with errors that name the field and the fix.
+
+    phases:
+      - trace: sharegpt_8k          # a CSV path (relative to this file) or a name in ../shared/traces
+        qps: 2.0
+        duration_s: 300             # or num_requests: 600
+        cv: 1.0                     # optional gap variation: 1 = Poisson (default), else gamma gaps
+        max_prompt_tokens: 4096     # optional caps on drawn lengths
+        max_output_tokens: 1024
+      - synthetic:
+          prompt: {dist: lognormal, median: 1000, sigma: 1.0, max: 4096}
+          output: {dist: uniform, low: 16, high: 512}    # or {dist: fixed, value: 128}, or just 128
+        qps: 4.0
+        num_requests: 500
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from adaptive_sarathi.workloads.arrivals import ArrivalProcess
+from adaptive_sarathi.workloads.lengths import DISTRIBUTIONS, Fixed, SyntheticLengths, TraceLengths
+from adaptive_sarathi.workloads.request import WorkloadError
+from adaptive_sarathi.workloads.spec import Phase, WorkloadSpec
+from adaptive_sarathi.workloads.traces import resolve_trace
+
+_PHASE_KEYS = {"trace", "synthetic", "qps", "duration_s", "num_requests", "cv", "max_prompt_tokens",
+               "max_output_tokens"}
+
+
+def load_workload(path: Path | str, seed: int = 0) -> WorkloadSpec:
+    """Parse a workload file. Raises WorkloadError ("<file>: <field>: <problem>: <fix>") on bad
+    YAML or fields, FileNotFoundError when the file or a named trace is missing."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise WorkloadError(f"{path}: not valid YAML ({err}): fix the syntax") from None
+    try:
+        return parse_workload(data, base_dir=path.parent, seed=seed)
+    except WorkloadError as err:
+        raise WorkloadError(f"{path}: {err}") from None
+
+
+def parse_workload(data: Any, base_dir: Path, seed: int = 0) -> WorkloadSpec:
+    """A WorkloadSpec from the parsed YAML document (see the module docstring)."""
+    if not isinstance(data, dict) or "phases" not in data:
+        raise WorkloadError("the file must be a mapping with a 'phases' list: see the format in "
+                            "adaptive_sarathi/workloads/yaml_file.py")
+    unknown = set(data) - {"phases"}
+    if unknown:
+        raise WorkloadError(f"unknown top-level key(s) {sorted(unknown)}: only 'phases' is allowed")
+    phases = data["phases"]
+    if not isinstance(phases, list) or not phases:
+        raise WorkloadError("phases: must be a non-empty list of phases")
+    return WorkloadSpec(tuple(_field(f"phases[{i}]", _phase, p, base_dir) for i, p in enumerate(phases)), seed)
+
+
+def _phase(data: Any, base_dir: Path) -> Phase:
+    if not isinstance(data, dict):
+        raise WorkloadError("must be a mapping such as {trace: sharegpt_8k, qps: 2.0, duration_s: 300}")
+    unknown = set(data) - _PHASE_KEYS
+    if unknown:
+        raise WorkloadError(f"unknown key(s) {sorted(unknown)}: use {', '.join(sorted(_PHASE_KEYS))}")
+    if ("trace" in data) == ("synthetic" in data):
+        raise WorkloadError("needs exactly one of 'trace' and 'synthetic' for its request lengths")
+    if "trace" in data:
+        lengths = _field("trace", lambda v: TraceLengths(resolve_trace(str(v), base_dir)), data["trace"])
+    else:
+        lengths = _field("synthetic", _synthetic, data["synthetic"])
+    if "qps" not in data:
+        raise WorkloadError("qps: missing: give the phase's mean request rate, e.g. qps: 2.0")
+    return Phase(lengths, ArrivalProcess(data["qps"], data.get("cv", 1.0)), duration_s=data.get("duration_s"), num_requests=data.get("num_requests"),
+                 max_prompt_tokens=data.get("max_prompt_tokens"), max_output_tokens=data.get("max_output_tokens"))
+
+
+def _synthetic(data: Any) -> SyntheticLengths:
+    if not isinstance(data, dict) or set(data) != {"prompt", "output"}:
+        raise WorkloadError("must be a mapping with exactly 'prompt' and 'output' distributions")
+    return SyntheticLengths(_field("prompt", _distribution, data["prompt"]),
+                            _field("output", _distribution, data["output"]))
+
+
+def _distribution(data: Any):
+    if isinstance(data, int) and not isinstance(data, bool):
+        return Fixed(data)
+    if not isinstance(data, dict) or data.get("dist") not in DISTRIBUTIONS:
+        raise WorkloadError(f"must be an integer or a mapping with dist: one of {', '.join(DISTRIBUTIONS)}")
+    params = {k: v for k, v in data.items() if k != "dist"}
+    cls = DISTRIBUTIONS[data["dist"]]
+    try:
+        return cls(**params)
+    except TypeError:
+        fields = ", ".join(cls.__dataclass_fields__)
+        raise WorkloadError(f"dist {data['dist']} takes {fields}; got {sorted(params)}") from None
+
+
+def _field(name: str, parse, value: Any, *args):
+    """parse(value, *args), prefixing any WorkloadError with the field's path."""
+    try:
+        return parse(value, *args)
+    except WorkloadError as err:
+        raise WorkloadError(f"{name}: {err}") from None

@@ -1,0 +1,88 @@
+"""A ModelRunner whose KV cache is sized on demand, for measuring steps of many shapes on one model."""
+
+from __future__ import annotations
+
+import gc
+import random
+
+import torch
+
+from adaptive_sarathi.engine.model.llama import AttentionFn, LlamaForCausalLM
+from adaptive_sarathi.engine.model_runner import ModelRunner, kv_block_bytes
+
+
+def kv_capacity_blocks(model: LlamaForCausalLM, block_size: int, gpu_memory_utilization: float = 0.9,
+                       cpu_kv_cache_bytes: int = 1 << 30) -> int:
+    """KV blocks the engine would give this model on its device with the model already loaded:
+    on CUDA, free memory minus (1 - gpu_memory_utilization) of the card; on the CPU,
+    cpu_kv_cache_bytes. The same rule as the engine factory, so a profile covers the shapes the
+    engine can hold. Returns 0 when nothing fits."""
+    param = next(model.parameters())
+    per_block = kv_block_bytes(model, block_size, param.dtype)
+    if param.device.type == "cuda":
+        free, total = torch.cuda.mem_get_info(param.device)
+        budget = free - (1 - gpu_memory_utilization) * total
+    else:
+        budget = cpu_kv_cache_bytes
+    return max(0, int(budget // per_block))
+
+
+def is_out_of_memory(err: BaseException) -> bool:
+    """Whether `err` says the device ran out of memory: torch's own error, or a library's failed
+    allocation (cuBLAS reports its workspace failures as a plain RuntimeError)."""
+    return isinstance(err, torch.cuda.OutOfMemoryError) or (
+        isinstance(err, RuntimeError) and ("out of memory" in str(err) or "ALLOC_FAILED" in str(err)))
+
+
+class KvPool:
+    """Owns at most one ModelRunner over `model` at a time and replaces it by a larger one when a
+    step needs more KV blocks than it has.
+
+    Growth at least doubles the cache (up to `capacity_blocks`), so a sweep in increasing order of
+    KV need reallocates only a few times; steps that need little KV (long prefill chunks, whose
+    activations are large) therefore run while the cache is still small. New caches are filled
+    with seeded random values: never time attention over zeros.
+    """
+
+    def __init__(self, model: LlamaForCausalLM, attention: AttentionFn, block_size: int, capacity_blocks: int,
+                 seed: int = 0):
+        self.model, self.attention, self.block_size = model, attention, block_size
+        self.capacity_blocks = capacity_blocks
+        self.seed = seed
+        self.rng = random.Random(seed)
+        self.current: ModelRunner | None = None
+
+    @property
+    def num_blocks(self) -> int:
+        return self.current.num_blocks if self.current is not None else 0
+
+    def runner(self, num_blocks: int) -> ModelRunner:
+        """A runner with at least `num_blocks` KV blocks. Raises ValueError beyond capacity_blocks
+        and torch.OutOfMemoryError when the device cannot hold the cache (the old one is freed)."""
+        if num_blocks > self.capacity_blocks:
+            raise ValueError(f"{num_blocks} KV blocks asked for, capacity is {self.capacity_blocks}")
+        if self.current is None or self.current.num_blocks < num_blocks:
+            self.resize(min(self.capacity_blocks, max(num_blocks, 2 * self.num_blocks)))
+        return self.current
+
+    def resize(self, num_blocks: int) -> None:
+        """Replace the runner by one of exactly `num_blocks` blocks (freeing the old cache first)."""
+        self.release()
+        runner = ModelRunner(self.model, num_blocks, self.block_size, self.attention, seed=self.seed)
+        gen = torch.Generator(device=runner.device).manual_seed(self.seed)
+        for k_cache, v_cache in runner.kv_caches:
+            k_cache.normal_(generator=gen)
+            v_cache.normal_(generator=gen)
+        self.current = runner
+
+    def scattered_blocks(self, count: int) -> list[int]:
+        """`count` distinct block ids drawn at random from the current cache, as a cache in use
+        for a while hands them out."""
+        return self.rng.sample(range(self.num_blocks), count)
+
+    def release(self) -> None:
+        """Free the cache (and the device memory the allocator keeps for it)."""
+        self.current = None
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()

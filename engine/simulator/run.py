@@ -1,0 +1,113 @@
+"""simulate(): the real scheduler, budget policy and engine loop over a latency model and a
+virtual clock."""
+
+from __future__ import annotations
+
+import bisect
+import time
+from array import array
+from typing import Protocol, Sequence
+
+import numpy as np
+from tqdm import tqdm
+
+from adaptive_sarathi.controller.policy import BudgetPolicy
+from adaptive_sarathi.engine.config import SchedulerConfig
+from adaptive_sarathi.engine.engine import LLMEngine
+from adaptive_sarathi.engine.latency.shape import LatencyModel
+from adaptive_sarathi.engine.sampling_params import SamplingParams
+from adaptive_sarathi.engine.schedulers import make_scheduler
+from adaptive_sarathi.engine.simulator.clock import VirtualClock
+from adaptive_sarathi.engine.simulator.executor import DUMMY_TOKEN, SimulatedExecutor
+from adaptive_sarathi.engine.simulator.result import SimulationResult, summarize
+from adaptive_sarathi.engine.simulator.slo import SloTargets
+from adaptive_sarathi.engine.stats import StepStats
+
+
+class ArrivingRequest(Protocol):
+    """What simulate() needs of a request (adaptive_sarathi.workloads.WorkloadRequest has it)."""
+
+    arrival_time_s: float
+    num_prompt_tokens: int
+    num_output_tokens: int
+
+
+def drive(engine: LLMEngine, clock: VirtualClock, arrival_times: Sequence[float],
+          progress: tqdm | None = None) -> None:
+    """Step `engine` until no request is left, jumping `clock` to the next arrival whenever a step
+    finds nothing to run. Mutates the engine and the clock; ticks `progress` once per finished
+    request. Raises RuntimeError if requests are left that no step can run.
+
+    arrival_times: the arrival times of every request added, sorted. Requests that have not
+    arrived yet are all waiting, so the first of these after the clock is the scheduler's
+    next_arrival_time, found by bisection instead of a scan of the waiting queue.
+    """
+    while engine.has_unfinished_requests():
+        before = engine.num_steps
+        outputs = engine.step()
+        if progress is not None:
+            done = sum(o.finished for o in outputs)
+            if done:
+                progress.update(done)
+        if engine.num_steps == before:
+            i = bisect.bisect_right(arrival_times, clock.now())
+            if i == len(arrival_times):
+                raise RuntimeError(f"{engine.scheduler.num_waiting} waiting requests can never be scheduled")
+            clock.jump_to(arrival_times[i])
+
+
+def simulate(workload: Sequence[ArrivingRequest], scheduler: str | SchedulerConfig, policy: BudgetPolicy,
+             latency_model: LatencyModel, *, num_kv_blocks: int, slo: SloTargets | None = None,
+             record_steps: bool = False, record_schedule: bool = False,
+             progress: bool = False) -> SimulationResult:
+    """Serve `workload` with the engine's own scheduler, `policy` and step loop, each step taking
+    latency_model.step_time(shape) seconds of virtual time (which starts at 0).
+
+    Every request gets `num_output_tokens` tokens exactly (EOS ignored). `policy` is mutated (it
+    observes every step); pass a fresh one per run. record_steps keeps every StepStats,
+    record_schedule every step's tokens per request id (request ids are workload indices as
+    strings). Raises ValueError naming the setting to change when a request does not fit the
+    context window (max_model_len, or the KV cache).
+    """
+    start = time.perf_counter()
+    config = scheduler if isinstance(scheduler, SchedulerConfig) else SchedulerConfig(name=scheduler)
+    sched = make_scheduler(config, num_kv_blocks)
+    window = sched.max_context_len
+    for i, r in enumerate(workload):
+        if r.num_prompt_tokens + r.num_output_tokens > window:
+            raise ValueError(
+                f"request {i} needs {r.num_prompt_tokens} + {r.num_output_tokens} tokens but the context window is "
+                f"{window} (max_model_len={config.max_model_len}, {num_kv_blocks} KV blocks of {config.block_size}): "
+                "raise max_model_len or the KV blocks, or cap the workload's prompt/output lengths")
+    clock = VirtualClock(0.0)
+    executor = SimulatedExecutor(latency_model, clock, num_kv_blocks, config.block_size,
+                                 record_schedule=record_schedule)
+    engine = LLMEngine(sched, executor, policy, tokenizer=None, max_model_len=window, eos_token_id=None,
+                       clock=clock.now)
+    budgets, chunks, tokens = array("q"), array("q"), array("q")
+    steps: list[StepStats] = []
+
+    def record(stats: StepStats) -> None:
+        budgets.append(stats.token_budget)
+        chunks.append(stats.max_chunk)
+        tokens.append(stats.num_decode_tokens + stats.num_prefill_tokens)
+        if record_steps:
+            steps.append(stats)
+
+    engine.stats_listeners.append(record)
+    params: dict[int, SamplingParams] = {}
+    requests = []
+    for i, r in enumerate(workload):
+        rid = str(i)
+        p = params.get(r.num_output_tokens)
+        if p is None:  # one frozen SamplingParams per output length, shared
+            p = params[r.num_output_tokens] = SamplingParams(max_tokens=r.num_output_tokens, ignore_eos=True)
+        engine.add_request([DUMMY_TOKEN] * r.num_prompt_tokens, p, request_id=rid, arrival_time=r.arrival_time_s)
+        requests.append(sched.get_request(rid))
+    with tqdm(total=len(requests), desc="simulate", unit="req", disable=not progress, leave=False) as bar:
+        drive(engine, clock, sorted(r.arrival_time_s for r in workload), bar if progress else None)
+    wall = time.perf_counter() - start
+    return summarize(requests, sum(r.num_prompt_tokens for r in workload), np.frombuffer(budgets, dtype=np.int64),
+                     np.frombuffer(chunks, dtype=np.int64), np.frombuffer(tokens, dtype=np.int64), slo, wall,
+                     tuple(steps) if record_steps else None,
+                     tuple(executor.schedule) if record_schedule else None)

@@ -1,0 +1,169 @@
+"""The adaptive policy on synthetic states and streams: the TBT constraint, pressure, fallback, loop."""
+
+from __future__ import annotations
+
+import random
+
+from adaptive_sarathi.controller.adaptive import AdaptiveBudget
+from adaptive_sarathi.controller.ladder import candidate_shape
+from adaptive_sarathi.controller.latency_model import OnlineLatencyModel
+from adaptive_sarathi.controller.synthetic import SyntheticStream
+
+from policy_fixtures import SLO, TRUTH, state, stats
+
+TARGET_S = SLO.tbt.target_s
+BOUNDS = SLO.bounds
+QUEUE = dict(num_waiting=8, waiting_prefill_tokens=10_000)  # more prefill than these tests' budgets
+
+
+def trained(with_prior: bool = True, steps: int = 400, **params) -> AdaptiveBudget:
+    policy = AdaptiveBudget(SLO, OnlineLatencyModel(prior=TRUTH if with_prior else None), **params)
+    SyntheticStream(TRUTH, seed=1).run(policy, steps)
+    return policy
+
+
+def heavy(**fields):
+    """128 decodes with 4k-token contexts: they alone take about half the TBT target."""
+    return state(**{"num_decodes": 128, "num_running": 129, "decode_context_tokens": 128 * 4096, **QUEUE, **fields})
+
+
+def light(**fields):
+    """8 decodes with 512-token contexts."""
+    return state(**{"num_decodes": 8, "num_running": 9, "decode_context_tokens": 8 * 512, **QUEUE, **fields})
+
+
+def test_no_decodes_means_the_max_bound():
+    policy = AdaptiveBudget(SLO)  # no prior, no observation: the TBT constraint does not bind anyway
+    budget = policy.decide(state(num_decodes=0, num_running=0, decode_context_tokens=0, **QUEUE))
+    assert budget.token_budget == BOUNDS.max_token_budget
+    assert policy.last_decision.reason == "no_decodes"
+
+
+def rate(state, budget: int) -> float:
+    """True tokens per second of the step `budget` would build from `state`."""
+    shape = candidate_shape(state, budget, budget)
+    return shape.num_tokens / TRUTH.step_time(shape)
+
+
+def test_long_context_decodes_lower_the_budget_so_the_tail_fits():
+    policy = trained()
+    small = policy.decide(heavy())
+    heavy_decision = policy.last_decision
+    large = policy.decide(light())
+    assert heavy_decision.reason == policy.last_decision.reason == "model"
+    assert heavy_decision.tbt_budget < policy.last_decision.tbt_budget
+    assert BOUNDS.min_token_budget <= small.token_budget < large.token_budget
+    # tbt_budget is the largest whose predicted tail fits the planned gap: one tile more does not.
+    model, q, s = policy.online_model, SLO.tbt.quantile, heavy()
+    top = heavy_decision.tbt_budget
+    assert model.predict_tail(candidate_shape(s, top, top - 128), q) <= heavy_decision.planned_gap_s
+    bigger = top + BOUNDS.tile_tokens
+    assert model.predict_tail(candidate_shape(s, bigger, bigger - 128), q) > heavy_decision.planned_gap_s
+    assert small.token_budget <= top and heavy_decision.predicted_tail_s <= heavy_decision.planned_gap_s
+    # And the truth agrees: the mean step at that budget is within the TBT target.
+    assert TRUTH.step_time(candidate_shape(s, top, top)) < TARGET_S
+
+
+def test_without_pressure_the_budget_is_the_smallest_near_the_best_throughput():
+    policy = trained(pressure_gain=0.0)
+    s = light(oldest_waiting_age_s=0.0)
+    budget = policy.decide(s).token_budget
+    d = policy.last_decision
+    assert budget == d.efficient_budget < d.tbt_budget
+    best = rate(s, d.tbt_budget)
+    assert rate(s, budget) >= 0.88 * best  # efficiency_slack 0.1, with the model's error
+    assert rate(s, budget - BOUNDS.tile_tokens) < 0.92 * best
+
+
+def test_decodes_always_run_and_a_late_decode_shrinks_the_step():
+    policy = trained()
+    assert policy.decide(heavy(num_decodes=5000, num_running=5000)).token_budget >= 5000
+    on_time = policy.decide(heavy()).token_budget
+    late = policy.decide(heavy(max_decode_gap_s=0.02)).token_budget
+    assert late < on_time
+    assert policy.decide(heavy(max_decode_gap_s=TARGET_S)).token_budget == 128  # only the decodes
+
+
+def test_a_long_queue_leans_to_more_prefill_within_the_tbt_target():
+    policy = trained()
+    calm = policy.decide(light(oldest_waiting_age_s=0.0)).token_budget
+    assert policy.last_decision.pressure < 0.2
+    pressed = policy.decide(light(oldest_waiting_age_s=0.95 * SLO.ttft.target_s)).token_budget
+    decision = policy.last_decision
+    assert decision.pressure > 0.9 and calm < pressed <= decision.tbt_budget
+    assert decision.predicted_tail_s <= TARGET_S
+    # ... unless the KV cache is nearly full: admitting faster would only cause preemptions.
+    full = policy.decide(light(oldest_waiting_age_s=0.95 * SLO.ttft.target_s, num_free_blocks=100)).token_budget
+    assert full == policy.last_decision.efficient_budget < pressed
+
+
+def test_short_prompts_behind_a_long_prefill_get_part_of_the_room():
+    policy = trained()
+    queue = dict(num_decodes=16, num_running=17, running_prefill_tokens=30_000, num_waiting=8,
+                 waiting_prefill_tokens=4_000, oldest_waiting_age_s=0.8 * SLO.ttft.target_s)
+    shared = policy.decide(state(**queue))
+    assert shared.chunk_limit < shared.token_budget - 16  # the running prefill leaves room for the queue
+    longer = policy.decide(state(**{**queue, "waiting_prefill_tokens": 400_000}))
+    assert longer.chunk_limit == min(longer.token_budget - 16, BOUNDS.max_chunk)  # no reason to share
+
+
+def test_fallback_until_the_model_is_sure_and_when_telemetry_stalls():
+    policy = AdaptiveBudget(SLO, stall_decisions=8)
+    assert policy.decide(light()).token_budget == BOUNDS.fallback_token_budget
+    assert policy.last_decision.reason == "unsure"
+    SyntheticStream(TRUTH, seed=2).run(policy, 300)
+    policy.decide(light())
+    assert policy.last_decision.reason == "model"
+    for _ in range(7):
+        policy.decide(light())
+    assert policy.last_decision.reason == "model"
+    assert policy.decide(light()).token_budget == BOUNDS.fallback_token_budget  # the 9th without observe()
+    assert policy.last_decision.reason == "stalled"
+    policy.observe(stats())
+    policy.decide(light())
+    assert policy.last_decision.reason == "model"
+
+
+def test_fallback_when_the_recent_error_is_large():
+    policy = trained(with_prior=False)
+    rng = random.Random(0)
+    for _ in range(40):  # another tenant makes step times erratic: 0.2x to 5x what they were
+        policy.decide(light())
+        s = stats()
+        policy.observe(stats(duration_s=s.duration_s * rng.choice([0.2, 5.0])))
+    assert not policy.online_model.is_confident
+    assert policy.decide(light()).token_budget == BOUNDS.fallback_token_budget
+    assert policy.last_decision.reason == "unsure"
+
+
+def test_closed_loop_tightens_when_observed_gaps_exceed_the_plan():
+    policy = trained()
+    before = policy.decide(heavy()).token_budget
+    for _ in range(100):  # the engine adds 40% to every planned gap (overhead outside the step)
+        policy.decide(heavy())
+        policy.observe(stats(max_token_gap_s=1.4 * policy.last_decision.planned_gap_s))
+    assert abs(policy.tbt_factor - 1 / 1.4) < 0.02
+    assert policy.decide(heavy()).token_budget < before
+    assert policy.last_decision.planned_gap_s * 1.4 <= TARGET_S * 1.01
+
+
+def test_closed_loop_on_ttft_raises_pressure():
+    policy = trained()
+    short_queue = heavy(oldest_waiting_age_s=0.3, waiting_prefill_tokens=1000)
+    policy.decide(short_queue)
+    calm = policy.last_decision.pressure
+    assert 0 < calm < 0.5
+    for _ in range(64):
+        policy.observe(stats(first_token_latencies_s=(2 * SLO.ttft.target_s,)))
+    assert abs(policy.ttft_factor - 0.5) < 0.01
+    policy.decide(short_queue)
+    assert policy.last_decision.pressure > 1.9 * calm
+
+
+def test_keeps_the_tbt_slo_and_beats_the_fallback_budget_on_a_stream():
+    policy = AdaptiveBudget(SLO)
+    records = SyntheticStream(TRUTH, seed=4, arrival_rate_per_s=20.0).run(policy, 3000)[500:]
+    gaps = sorted(r.stats.max_token_gap_s for r in records if r.stats.max_token_gap_s > 0)
+    assert gaps[int(0.99 * (len(gaps) - 1))] <= TARGET_S
+    busy = [r.budget.token_budget for r in records if r.state.num_decodes]
+    assert sum(busy) / len(busy) > 2 * BOUNDS.fallback_token_budget

@@ -1,0 +1,23 @@
+"""Each experiment runs end to end in its --smoke mode (what CI runs)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
+
+
+@pytest.mark.parametrize("script,expected", [
+    ("sim_speed.py", "requests/s"),
+    ("sim_fidelity.py", "TBT P99"),
+    ("cpu_vs_transformers.py", "single-request decode"),
+])
+def test_experiment_smoke(script, expected):
+    done = subprocess.run([sys.executable, str(EXPERIMENTS / script), "--smoke"], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert expected in done.stdout

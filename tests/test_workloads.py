@@ -1,0 +1,152 @@
+"""Workloads: trace and synthetic lengths, Poisson and gamma arrivals, phased YAML files, errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from adaptive_sarathi.workloads import (ArrivalProcess, Fixed, LogNormal, Phase, SyntheticLengths, TraceLengths,
+                                        Uniform, WorkloadError, WorkloadSpec, load_trace, load_workload,
+                                        resolve_trace, single_phase)
+
+
+@pytest.fixture
+def trace(tmp_path):
+    path = tmp_path / "mini.csv"
+    path.write_text("num_prefill_tokens,num_decode_tokens,num_total_tokens,pd_ratio\n"
+                    "100,10,110,10\n2000,50,2050,40\n300,300,600,1\n")
+    return path
+
+
+def gaps(times: np.ndarray) -> np.ndarray:
+    return np.diff(np.concatenate([[0.0], times]))
+
+
+def test_poisson_arrivals_have_the_requested_rate_and_unit_cv():
+    times = ArrivalProcess(5.0).times(np.random.default_rng(0), 0.0, num_requests=20_000)
+    g = gaps(times)
+    assert g.mean() == pytest.approx(0.2, rel=0.02)
+    assert g.std() / g.mean() == pytest.approx(1.0, rel=0.03)
+    assert np.all(g > 0)
+
+
+def test_gamma_arrivals_have_the_requested_cv():
+    g = gaps(ArrivalProcess(2.0, cv=3.0).times(np.random.default_rng(1), 0.0, num_requests=50_000))
+    assert g.mean() == pytest.approx(0.5, rel=0.05)
+    assert g.std() / g.mean() == pytest.approx(3.0, rel=0.1)
+
+
+def test_arrivals_scale_with_the_rate_and_duration_bounds_them():
+    a = ArrivalProcess(1.0).times(np.random.default_rng(7), 10.0, num_requests=100)
+    b = ArrivalProcess(4.0).times(np.random.default_rng(7), 10.0, num_requests=100)
+    assert np.allclose(b - 10.0, (a - 10.0) / 4)  # same draws, a quarter of the gaps
+    c = ArrivalProcess(50.0).times(np.random.default_rng(7), 2.0, duration_s=10.0)
+    assert c.min() >= 2.0 and c.max() < 12.0 and len(c) == pytest.approx(500, rel=0.15)
+
+
+def test_length_distributions():
+    rng = np.random.default_rng(0)
+    assert set(Fixed(7).sample(rng, 5)) == {7}
+    u = Uniform(3, 5).sample(rng, 1000)
+    assert set(u) == {3, 4, 5}
+    ln = LogNormal(median=1000, sigma=1.0, max=4000).sample(rng, 20_000)
+    assert np.median(ln) == pytest.approx(1000, rel=0.05) and ln.max() == 4000 and ln.min() >= 1
+
+
+def test_trace_lengths_sample_rows(trace):
+    prompts, outputs = TraceLengths(trace).sample(np.random.default_rng(0), 300)
+    assert set(zip(prompts.tolist(), outputs.tolist())) == {(100, 10), (2000, 50), (300, 300)}
+
+
+def test_single_phase_is_seeded_and_capped(trace):
+    spec = single_phase(TraceLengths(trace), 3.0, num_requests=50, max_prompt_tokens=1000, seed=4)
+    a, b = spec.generate(), spec.generate()
+    assert a == b and len(a) == 50
+    assert max(r.num_prompt_tokens for r in a) == 1000
+    assert [r.arrival_time_s for r in a] == sorted(r.arrival_time_s for r in a)
+    other = single_phase(TraceLengths(trace), 3.0, num_requests=50, seed=5).generate()
+    assert [r.arrival_time_s for r in other] != [r.arrival_time_s for r in a]
+    doubled = spec.scaled(2.0).generate()
+    assert [r.num_prompt_tokens for r in doubled] == [r.num_prompt_tokens for r in a]
+    assert [r.arrival_time_s for r in doubled] == pytest.approx([r.arrival_time_s / 2 for r in a])
+
+
+def test_phases_follow_each_other(trace):
+    chat = SyntheticLengths(Fixed(77), Fixed(20))
+    spec = WorkloadSpec((Phase(chat, ArrivalProcess(20.0), duration_s=10.0),
+                         Phase(TraceLengths(trace), ArrivalProcess(2.0), num_requests=30),
+                         Phase(chat, ArrivalProcess(5.0), duration_s=20.0)), seed=1)
+    requests = spec.generate()
+    first = [r for r in requests if r.num_prompt_tokens == 77 and r.arrival_time_s < 10.0]
+    second = requests[len(first):len(first) + 30]
+    third = requests[len(first) + 30:]
+    assert len(first) == pytest.approx(200, rel=0.2)
+    assert all(r.num_prompt_tokens != 77 for r in second) and second[0].arrival_time_s >= 10.0
+    end_of_second = second[-1].arrival_time_s
+    assert all(end_of_second < r.arrival_time_s < end_of_second + 20.0 for r in third)
+    assert len(third) == pytest.approx(100, rel=0.3)
+    assert spec.mean_qps == pytest.approx((20 * 10 + 2 * 15 + 5 * 20) / 45)
+
+
+def test_yaml_workload(tmp_path, trace):
+    path = tmp_path / "w.yaml"
+    path.write_text(f"""
+phases:
+  - trace: {trace.name}
+    qps: 4
+    duration_s: 30
+    max_output_tokens: 40
+  - synthetic:
+      prompt: {{dist: lognormal, median: 500, sigma: 0.5, max: 2000}}
+      output: 64
+    qps: 1.5
+    num_requests: 10
+    cv: 2
+""")
+    spec = load_workload(path, seed=3)
+    assert spec.phases[0].lengths.path == trace  # relative to the YAML file
+    assert spec.phases[1].arrivals == ArrivalProcess(1.5, 2.0)
+    requests = spec.generate()
+    assert max(r.num_output_tokens for r in requests if r.arrival_time_s < 30) == 40
+    assert [r.num_output_tokens for r in requests[-10:]] == [64] * 10
+
+
+@pytest.mark.parametrize("text,message", [
+    ("phases: []", "phases: must be a non-empty list"),
+    ("[1, 2]", "must be a mapping with a 'phases' list"),
+    ("phases: [{synthetic: {prompt: 10, output: 5}, duration_s: 5}]", r"phases\[0\]: qps: missing"),
+    ("phases: [{synthetic: {prompt: 10, output: 5}, qps: 0, duration_s: 5}]", r"phases\[0\]: qps=0 is invalid"),
+    ("phases: [{synthetic: {prompt: 10, output: 5}, qps: 1, cv: -1, duration_s: 5}]", r"phases\[0\]: cv=-1"),
+    ("phases: [{synthetic: {prompt: 10, output: 5}, qps: 1}]", "exactly one of duration_s and num_requests"),
+    ("phases: [{synthetic: {prompt: 10, output: 5}, qps: 1, num_requests: 0}]", "num_requests=0 is invalid"),
+    ("phases: [{qps: 1, duration_s: 5}]", "exactly one of 'trace' and 'synthetic'"),
+    ("phases: [{synthetic: {prompt: 10, output: 5}, qps: 1, duration_s: 5, rate: 2}]", r"unknown key\(s\) \['rate'\]"),
+    ("phases: [{synthetic: {prompt: 10}, qps: 1, duration_s: 5}]", "exactly 'prompt' and 'output'"),
+    ("phases: [{synthetic: {prompt: {dist: zipf}, output: 5}, qps: 1, duration_s: 5}]",
+     r"phases\[0\]: synthetic: prompt: must be an integer or a mapping with dist: one of fixed, uniform, lognormal"),
+    ("phases: [{synthetic: {prompt: {dist: lognormal, median: 0, sigma: 1}, output: 5}, qps: 1, duration_s: 5}]",
+     "prompt: median=0 is invalid: use a number >= 1"),
+    ("phases: [{synthetic: {prompt: {dist: uniform, low: 5}, output: 5}, qps: 1, duration_s: 5}]",
+     "dist uniform takes low, high"),
+    ("phases: [{synthetic: {prompt: 10, output: 5}, qps: 1, duration_s: 5, max_prompt_tokens: 0}]",
+     "max_prompt_tokens=0 is invalid"),
+    ("phases: [{trace: {a: 1}, qps: 1, duration_s: 5}]", "trace"),
+    ("phases: [oops", "not valid YAML"),
+])
+def test_bad_workload_files_name_the_field_and_the_fix(tmp_path, text, message):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises((WorkloadError, FileNotFoundError), match=message):
+        load_workload(path)
+
+
+def test_missing_and_malformed_traces(tmp_path):
+    with pytest.raises(FileNotFoundError, match="looked at"):
+        resolve_trace("no_such_trace")
+    bad = tmp_path / "bad.csv"
+    bad.write_text("prompt,output\n1,2\n")
+    with pytest.raises(WorkloadError, match="lacks the column"):
+        load_trace(bad)
+    bad.write_text("num_prefill_tokens,num_decode_tokens\n1,2\n0,3\n")
+    with pytest.raises(WorkloadError, match="line 3: token counts must be >= 1"):
+        load_trace(bad)
