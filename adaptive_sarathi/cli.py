@@ -40,6 +40,12 @@ def _add_serve_flags(p: argparse.ArgumentParser) -> None:
                    help="require 'Authorization: Bearer <key>' on /v1 routes (default: $ADAPTIVE_SARATHI_API_KEY)")
     p.add_argument("--shutdown-timeout", type=float, default=10.0,
                    help="seconds in-flight requests may finish after SIGTERM before they are aborted")
+    p.add_argument("--policy", default=None, help="budget policy: fixed:<budget>[:<chunk>], adaptive, "
+                   "two_level[:<low>:<high>], slack (default: fixed at --token-budget/--max-chunk)")
+    p.add_argument("--slo-policy", default=None, help="SLO policy YAML, or the name of a shipped one")
+    p.add_argument("--slo", default=None, help="SLO shorthand ttft:MS,tbt:MS (each optionally @pNN)")
+    p.add_argument("--profile", default=None, help="latency profile CSV of this GPU and model: the prior of "
+                   "the adaptive and slack policies")
 
 
 def _slo(text: str) -> dict[str, float]:
@@ -133,10 +139,24 @@ def _serve(args: argparse.Namespace) -> int:
                                  device=args.device, dtype=args.dtype)
         server_args = ServerArgs(host=args.host, port=args.port, api_key=args.api_key,
                                  max_waiting=args.max_waiting, shutdown_timeout_s=args.shutdown_timeout)
-        return run_server(engine_args, server_args)
+        return run_server(engine_args, server_args, _serve_policy(args))
     except ValueError as err:  # bad flags and ModelLoadError
         print(f"error: {err}", file=sys.stderr)
         return 2
+
+
+def _serve_policy(args: argparse.Namespace):
+    """The budget policy `serve` was asked for, or None for the fixed --token-budget."""
+    if args.policy is None:
+        if args.slo is not None or args.slo_policy is not None or args.profile is not None:
+            raise ValueError("--slo, --slo-policy and --profile need --policy (e.g. --policy adaptive)")
+        return None
+    from adaptive_sarathi.controller.registry import make_policy
+    from adaptive_sarathi.controller.slo import slo_from_flags
+    from adaptive_sarathi.engine.latency.profile import load_profile
+
+    prior = load_profile(args.profile) if args.profile is not None else None
+    return make_policy(args.policy, slo_from_flags(args.slo, args.slo_policy), prior=prior)
 
 
 def _bench(args: argparse.Namespace) -> int:

@@ -94,14 +94,11 @@ def run_simulation_command(args: argparse.Namespace) -> int:
 
 def _scenario(args: argparse.Namespace):
     # Imported here so that `--help` and argument errors answer without loading the engine.
-    from adaptive_sarathi.controller.slo import SLOPolicy, load_slo_policy
+    from adaptive_sarathi.controller.slo import slo_from_flags
     from adaptive_sarathi.engine.config import SchedulerConfig
     from adaptive_sarathi.scenario import Scenario, default_kv_blocks, latency_model
 
-    if args.slo is not None and args.slo_policy is not None:
-        raise ValueError("give --slo or --slo-policy, not both")
-    slo = (SLOPolicy.from_shorthand(args.slo) if args.slo is not None
-           else load_slo_policy(args.slo_policy) if args.slo_policy is not None else None)
+    slo = slo_from_flags(args.slo, args.slo_policy)
     model = latency_model(args.profile, args.roofline)
     config = SchedulerConfig(name=args.scheduler, max_num_seqs=args.max_num_seqs, max_model_len=args.max_model_len,
                              block_size=args.block_size)

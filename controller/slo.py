@@ -320,3 +320,13 @@ def load_slo_policy(path_or_name: str | Path) -> SLOPolicy:
         raise SLOPolicyError("file", f"is not valid YAML{where} ({getattr(e, 'problem', e)}); fix the syntax",
                              str(path)) from None
     return policy_from_dict(data, str(path))
+
+
+def slo_from_flags(shorthand: str | None, policy_file: str | None) -> SLOPolicy | None:
+    """The SLO given on a command line as `--slo ttft:MS,tbt:MS` or `--slo-policy FILE|NAME`
+    (at most one of them), or None. Raises ValueError when both are given or either is invalid."""
+    if shorthand is not None and policy_file is not None:
+        raise ValueError("give --slo or --slo-policy, not both")
+    if shorthand is not None:
+        return SLOPolicy.from_shorthand(shorthand)
+    return load_slo_policy(policy_file) if policy_file is not None else None

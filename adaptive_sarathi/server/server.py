@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from adaptive_sarathi.engine.engine import LLMEngine
+from adaptive_sarathi.controller.policy import BudgetPolicy
 from adaptive_sarathi.engine.factory import EngineArgs, create_engine
 from adaptive_sarathi.engine.loaders.default_model import DEFAULT_NAME
 from adaptive_sarathi.metrics import ServerMetrics
@@ -97,10 +98,11 @@ async def serve(engine: LLMEngine, args: ServerArgs, model_name: str) -> None:
     await server.stop()
 
 
-def run_server(engine_args: EngineArgs, args: ServerArgs) -> int:
-    """Load the model, serve until a signal and return the exit status (0 after a clean stop)."""
+def run_server(engine_args: EngineArgs, args: ServerArgs, policy: BudgetPolicy | None = None) -> int:
+    """Load the model, serve until a signal and return the exit status (0 after a clean stop).
+    `policy` decides each step's budget (None: fixed at engine_args' token budget)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    engine = create_engine(engine_args)
+    engine = create_engine(engine_args, policy)
     try:
         asyncio.run(serve(engine, args, engine_args.model or DEFAULT_NAME))
     except OSError as err:
