@@ -12,7 +12,9 @@ Methods:
            query heads of a KV head into 4 query rows; prefill expands K/V to all 32 heads first;
   flex     FlexAttention, compiled, on the same contiguous K/V (GQA in the kernel); prefill with a
            block mask for the causal band after the prefix.
-Numbers: median time by triton.testing.do_bench (L2 flushed before every run). Decode reports K/V
+Numbers: median time by triton.testing.do_bench (L2 flushed before every run), which includes any
+host time a call spends beyond the flush's; "graph" is the triton call replayed from a CUDA graph
+(do_bench_cudagraph median), its time on the GPU alone. Decode reports K/V
 bytes read / time, and that as a fraction of the card's copy bandwidth (a 1 GiB device-to-device
 copy, bytes read + written / time). Prefill reports causal FLOPs (4 * heads * head_dim * visible
 (query, key) pairs) / time, and that as a fraction of a bf16 8192^3 matmul's rate. Every row also
@@ -62,7 +64,8 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--smoke", action="store_true", help="tiny shapes on the CPU through the Triton interpreter")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--no-flex", action="store_true", help="skip FlexAttention (its compiles take most of the time)")
+    parser.add_argument("--no-flex", action="store_true",
+                        help="skip FlexAttention (its compiles take most of the time)")
     parser.add_argument("--out", type=Path, default=None, help="markdown file for the results table")
     return parser.parse_args()
 
@@ -142,7 +145,19 @@ def batched_kv(cache: torch.Tensor, tables: torch.Tensor, context: int) -> torch
 
 
 def rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:
+    """Relative Frobenius error; NaN (an output element left unwritten) counts as infinite."""
+    if out.isnan().any():
+        return float("inf")
     return ((out.float() - ref.float()).norm() / ref.float().norm()).item()
+
+
+def graph_time(device: torch.device, fn) -> float | None:
+    """ms per call of fn replayed from a CUDA graph (the GPU's time alone); None on the CPU."""
+    if device.type != "cuda":
+        return None
+    from triton.testing import do_bench_cudagraph
+
+    return do_bench_cudagraph(fn, rep=100, return_mode="median")
 
 
 def compiled_flex():
@@ -183,7 +198,8 @@ def bench_decode(shapes, batch, context, gen, device, timer, attention, flex):
         q4 = q.view(batch, shapes.heads, 1, shapes.head_dim)
         times["flex"], note = try_time(timer, lambda: flex_fn(q4, k, v, scale=scale, enable_gqa=True))
         notes.append(note)
-    err = rel_err(attention(q, k_cache, v_cache, meta, scale),
+    times["graph"] = graph_time(device, lambda: attention(q, k_cache, v_cache, meta, scale))
+    err = rel_err(attention(q, k_cache, v_cache, meta, scale, out=torch.full_like(q, float("nan"))),
                   F.scaled_dot_product_attention(q_folded, k, v, scale=scale).reshape(q.shape))
     kv_bytes = 2 * batch * context * shapes.kv_heads * shapes.head_dim * shapes.dtype.itemsize
     return times, kv_bytes, err, "; ".join(n for n in notes if n)
@@ -221,7 +237,9 @@ def bench_prefill(shapes, chunk, cached, gen, device, timer, attention, flex):
     except RuntimeError:  # no fused kernel for this mask here: the same function through an explicit mask
         visible = torch.arange(ctx, device=device)[None, :] <= torch.arange(chunk, device=device)[:, None] + cached
         ref = F.scaled_dot_product_attention(q4, k_all, v_all, attn_mask=visible, scale=scale)
-    err = rel_err(attention(q, k_cache, v_cache, meta, scale), ref[0].transpose(0, 1))
+    times["graph"] = graph_time(device, lambda: attention(q, k_cache, v_cache, meta, scale))
+    err = rel_err(attention(q, k_cache, v_cache, meta, scale, out=torch.full_like(q, float("nan"))),
+                  ref[0].transpose(0, 1))
     flops = 4 * shapes.heads * shapes.head_dim * (chunk * cached + chunk * (chunk + 1) // 2)
     return times, flops, err, "; ".join(n for n in notes if n)
 
@@ -263,8 +281,8 @@ def main() -> int:
              f"bf16 matmul {mm_tflops:.4g} TFLOP/s.", "",
              "## Decode (K/V bandwidth; % of the copy floor)", "",
              "| batch | context | KV MB | " + " | ".join(f"{m} us | {m} GB/s | {m} %" for m in methods)
-             + " | err | notes |",
-             "|" + "---|" * (4 + 3 * len(methods) + 1)]
+             + " | triton graph us | graph % | err | notes |",
+             "|" + "---|" * (6 + 3 * len(methods) + 1)]
 
     def emit(line: str) -> None:
         lines.append(line)
@@ -285,7 +303,10 @@ def main() -> int:
         for m in methods:
             t = times.get(m)
             gbs = None if t is None else kv_bytes / t / 1e6
-            cells += [fmt(None if t is None else t * 1e3), fmt(gbs, 0), fmt(None if gbs is None else 100 * gbs / copy_gbs)]
+            cells += [fmt(None if t is None else t * 1e3), fmt(gbs, 0),
+                      fmt(None if gbs is None else 100 * gbs / copy_gbs)]
+        g = times["graph"]
+        cells += [fmt(None if g is None else g * 1e3), fmt(None if g is None else 100 * kv_bytes / g / 1e6 / copy_gbs)]
         emit(f"| {batch} | {context} | {kv_bytes / 1e6:.1f} | " + " | ".join(cells) + f" | {err:.1e} | {notes} |")
         if use_gpu:
             torch.cuda.empty_cache()
@@ -294,8 +315,8 @@ def main() -> int:
     emit("## Prefill chunk after a cached prefix (causal TFLOP/s; % of the matmul floor)")
     emit("")
     emit("| chunk | cached | GFLOP | " + " | ".join(f"{m} ms | {m} TFLOP/s | {m} %" for m in methods)
-         + " | err | notes |")
-    emit("|" + "---|" * (4 + 3 * len(methods) + 1))
+         + " | triton graph ms | graph TFLOP/s | err | notes |")
+    emit("|" + "---|" * (6 + 3 * len(methods) + 1))
     for chunk, cached in shapes.prefill:
         times, flops, err, notes = bench_prefill(shapes, chunk, cached, gen, device, timer,
                                                  triton_paged_attention, flex)
@@ -305,6 +326,8 @@ def main() -> int:
             t = times.get(m)
             tf = None if t is None else flops / t / 1e9
             cells += [fmt(t, 3), fmt(tf, 0), fmt(None if tf is None else 100 * tf / mm_tflops)]
+        g = times["graph"]
+        cells += [fmt(g, 3), fmt(None if g is None else flops / g / 1e9, 0)]
         emit(f"| {chunk} | {cached} | {flops / 1e9:.1f} | " + " | ".join(cells) + f" | {err:.1e} | {notes} |")
     if worst > shapes.tol:
         print(f"FAIL: triton differs from sdpa by {worst:.2e} (relative), over {shapes.tol:.0e}", file=sys.stderr)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 
@@ -20,6 +21,19 @@ class PrefillSpan:
     @property
     def context_len(self) -> int:
         return self.start_position + self.q_end - self.q_start
+
+
+@dataclass(frozen=True)
+class PrefillLayout:
+    """The prefill spans of a step as device tensors, for kernels that handle every chunk in one
+    launch. Row i describes span i; block_tables is padded with 0 past each span's blocks."""
+
+    q_starts: torch.Tensor  # int32 [num_prefills]
+    q_lens: torch.Tensor  # int32 [num_prefills]
+    start_positions: torch.Tensor  # int32 [num_prefills]
+    block_tables: torch.Tensor  # int32 [num_prefills, max_blocks]
+    max_q_len: int  # tokens
+    max_context_len: int  # tokens
 
 
 @dataclass
@@ -52,3 +66,21 @@ class AttentionMetadata:
             prefills=[PrefillSpan(p.q_start, p.q_end, p.start_position, move(p.block_table)) for p in self.prefills],
             block_size=self.block_size,
         )
+
+    @cached_property
+    def prefill_layout(self) -> PrefillLayout | None:
+        """`prefills` as device tensors on slot_mapping's device; None when the step has no prefill.
+        Built on first use and then shared by every layer of the step (a copy made by `to` builds
+        its own). The returned tensors belong to this metadata: do not modify them."""
+        if not self.prefills:
+            return None
+        device = self.slot_mapping.device
+        spans = torch.tensor([[p.q_start for p in self.prefills],
+                              [p.q_end - p.q_start for p in self.prefills],
+                              [p.start_position for p in self.prefills]], dtype=torch.int32)
+        spans = spans.to(device, non_blocking=True)
+        tables = torch.nn.utils.rnn.pad_sequence([p.block_table.to(device, torch.int32) for p in self.prefills],
+                                                 batch_first=True)
+        return PrefillLayout(q_starts=spans[0], q_lens=spans[1], start_positions=spans[2], block_tables=tables,
+                             max_q_len=max(p.q_end - p.q_start for p in self.prefills),
+                             max_context_len=max(p.context_len for p in self.prefills))

@@ -1,0 +1,128 @@
+"""Prefill-chunk attention over the paged KV cache: every chunk of a step in one launch.
+
+A chunk's query rows sit at positions start_position + i and see keys 0..start_position + i: the
+cached prefix, then causally within the chunk. Flash-attention style: a program holds a tile of
+BLOCK_M query rows in registers and streams the keys in tiles of BLOCK_N with an online softmax.
+
+GQA by head packing: the rows of a tile are (token, head) pairs of the GROUP query heads that share
+one KV head, token-major, so each K/V tile is read once for the whole group and a chunk of n tokens
+is n * GROUP rows. Grid (row tiles of the longest chunk, chunks, kv_heads); programs past the end
+of a shorter chunk exit at once. Keys below the tile's first position are visible to every row and
+run without masks; only the diagonal band is masked.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import triton
+import triton.language as tl
+
+from adaptive_sarathi.kernels.attention.metadata import PrefillLayout
+from adaptive_sarathi.kernels.attention.triton_common import LOG2E, attend_tile, dot_precision
+
+
+@dataclass(frozen=True)
+class PrefillConfig:
+    """Tile shape and launch settings of the prefill kernel."""
+
+    block_m: int  # query rows ((token, head) pairs) per program; a power of two >= 16
+    block_n: int  # key positions per tile; a power of two >= 16
+    num_warps: int
+    num_stages: int
+
+
+def prefill_config(head_dim: int, dtype: torch.dtype) -> PrefillConfig:
+    """Default tile for `head_dim` and cache `dtype`, the fastest of a sweep on an H100 (2048-token
+    chunks after 0 and 2048 cached tokens, bf16) among tiles the sm_90 build runs without register
+    spills or with few: 128 x 64 with 8 warps at head dim 64, 128 x 128 at 128, 64 x 32 with 4
+    warps at 256 (twice as fast as with 8). fp32, a correctness path whose three-pass tf32 products
+    need more registers, gets small tiles."""
+    if dtype == torch.float32:
+        return PrefillConfig(block_m=32, block_n=32 if head_dim <= 128 else 16, num_warps=4, num_stages=2)
+    if head_dim <= 64:
+        return PrefillConfig(block_m=128, block_n=64, num_warps=8, num_stages=3)
+    if head_dim <= 128:
+        return PrefillConfig(block_m=128, block_n=128, num_warps=8, num_stages=3)
+    return PrefillConfig(block_m=64, block_n=32, num_warps=4, num_stages=2)
+
+
+@triton.jit
+def _prefill_kernel(q, k_cache, v_cache, out, q_starts, q_lens, start_positions, block_tables, qk_scale,
+                    stride_qt, stride_qh, stride_kb, stride_ks, stride_kh, stride_bt, stride_ot, stride_oh,
+                    GROUP: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_SIZE: tl.constexpr,
+                    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, DOT_PRECISION: tl.constexpr):
+    # Last row tiles first: they see the most keys, so starting them early shortens the launch's tail.
+    tile = tl.num_programs(0) - 1 - tl.program_id(0)
+    span = tl.program_id(1)
+    kv_head = tl.program_id(2)
+    q_len = tl.load(q_lens + span)
+    r0 = tile * BLOCK_M
+    if r0 >= q_len * GROUP:
+        return
+    q_start = tl.load(q_starts + span)
+    start_pos = tl.load(start_positions + span)
+
+    offs_r = r0 + tl.arange(0, BLOCK_M)
+    row_ok = offs_r < q_len * GROUP
+    t = offs_r // GROUP
+    heads = kv_head * GROUP + offs_r % GROUP
+    tokens = (q_start + t).to(tl.int64)
+    offs_d = tl.arange(0, HEAD_DIM)
+    q_tile = tl.load(q + tokens[:, None] * stride_qt + heads[:, None] * stride_qh + offs_d[None, :],
+                     mask=row_ok[:, None], other=0.0)
+    positions = start_pos + t
+
+    # Keys [0, shared_end) are visible to every row of the tile; [shared_end, kv_end) is the band
+    # where rows differ. kv_end stops at the tile's last real row (padding rows are never stored).
+    first_t = r0 // GROUP
+    last_t = tl.minimum((r0 + BLOCK_M - 1) // GROUP, q_len - 1)
+    shared_end = (start_pos + first_t + 1) // BLOCK_N * BLOCK_N
+    kv_end = start_pos + last_t + 1
+
+    acc = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
+    m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
+    l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
+    table_row = block_tables + span.to(tl.int64) * stride_bt
+    for n0 in range(0, shared_end, BLOCK_N):
+        offs_n = n0 + tl.arange(0, BLOCK_N)
+        acc, m_i, l_i = attend_tile(acc, m_i, l_i, q_tile, k_cache, v_cache, table_row, offs_n, offs_d, kv_head,
+                                    None, None, qk_scale, stride_kb, stride_ks, stride_kh,
+                                    BLOCK_SIZE, False, DOT_PRECISION)
+    for n0 in range(shared_end, kv_end, BLOCK_N):
+        offs_n = n0 + tl.arange(0, BLOCK_N)
+        valid = offs_n < kv_end
+        visible = offs_n[None, :] <= positions[:, None]
+        acc, m_i, l_i = attend_tile(acc, m_i, l_i, q_tile, k_cache, v_cache, table_row, offs_n, offs_d, kv_head,
+                                    visible, valid, qk_scale, stride_kb, stride_ks, stride_kh,
+                                    BLOCK_SIZE, True, DOT_PRECISION)
+
+    o = acc / l_i[:, None]
+    tl.store(out + tokens[:, None] * stride_ot + heads[:, None] * stride_oh + offs_d[None, :],
+             o.to(out.dtype.element_ty), mask=row_ok[:, None])
+
+
+def prefill_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, layout: PrefillLayout,
+                      scale: float, out: torch.Tensor, config: PrefillConfig | None = None) -> None:
+    """Attention of every prefill chunk in `layout` (rows of q [T, heads, D]) over its cached prefix
+    and causally within the chunk; the chunk's own K/V must already be in the cache, and both
+    caches must share one layout.
+
+    Writes only the chunks' rows of out [T, heads, D] (any strides with a contiguous last dim);
+    allocates nothing. config overrides the tile.
+    """
+    num_heads, head_dim = q.shape[1], q.shape[2]
+    kv_heads, block_size = k_cache.shape[2], k_cache.shape[1]
+    group = num_heads // kv_heads
+    config = config or prefill_config(head_dim, k_cache.dtype)
+    row_tiles = triton.cdiv(layout.max_q_len * group, config.block_m)
+    num_prefills = layout.q_lens.shape[0]
+    _prefill_kernel[(row_tiles, num_prefills, kv_heads)](
+        q, k_cache, v_cache, out, layout.q_starts, layout.q_lens, layout.start_positions, layout.block_tables,
+        scale * LOG2E,
+        q.stride(0), q.stride(1), k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
+        layout.block_tables.stride(0), out.stride(0), out.stride(1),
+        GROUP=group, HEAD_DIM=head_dim, BLOCK_SIZE=block_size, BLOCK_M=config.block_m, BLOCK_N=config.block_n,
+        DOT_PRECISION=dot_precision(k_cache.dtype), num_warps=config.num_warps, num_stages=config.num_stages,
+    )
