@@ -14,6 +14,7 @@ EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
 @pytest.mark.parametrize("script,expected", [
     ("sim_speed.py", "requests/s"),
     ("sim_fidelity.py", "TBT P99"),
+    ("capacity_comparison.py", "adaptive / best fixed"),
     ("cpu_vs_transformers.py", "single-request decode"),
 ])
 def test_experiment_smoke(script, expected):

@@ -1,0 +1,290 @@
+"""Capacity of every scheduler and budget policy on llama-3-8b / H100, simulated.
+
+Capacity (Sarathi-Serve's definition, see adaptive_sarathi.capacity): the highest mean request rate
+at which P99 TBT <= the SLO's TBT target and the median scheduling delay <= 2 s. Compared:
+
+  vllm       the vllm scheduler (prefill-prioritizing, whole prompts), budget 4096
+  orca       the orca scheduler (hybrid batches, whole prompts), budget 4096
+  fixed:B    sarathi with a fixed budget B in 256 / 512 / 1024 / 2048 / 4096
+  two_level, slack, adaptive   sarathi with the budget controllers
+
+on sharegpt_8k and arxiv_4k (Poisson arrivals) under the llama-3-8b-h100-strict and -relaxed SLO
+policies, and on a phased workload alternating chat (sharegpt_8k) and summarization (arxiv_4k)
+traffic, four phases of equal request counts, each phase's rate proportional to the best fixed
+budget's capacity on its trace (so that both kinds of traffic load the server alike). The latency
+model is the h100:llama-3-8b roofline unless --profile gives a measured CSV.
+
+Prints a markdown table as it goes. The full mode also writes experiments/results/
+capacity_comparison.md (table and a verdict per target of the issue) and three figures: capacity
+bars, TBT CDFs at a common rate, and the adaptive budget over time on the phased workload.
+--smoke: a short run on one workload and two configs, printing only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+
+from adaptive_sarathi.capacity import CapacityResult, find_capacity
+from adaptive_sarathi.controller.slo import load_slo_policy
+from adaptive_sarathi.engine.config import SchedulerConfig
+from adaptive_sarathi.scenario import Scenario, default_kv_blocks, latency_model
+from adaptive_sarathi.workloads import SHARED_TRACES, ArrivalProcess, Phase, TraceLengths, WorkloadSpec, single_phase
+
+RESULTS = Path(__file__).parent / "results"
+TRACES = ("sharegpt_8k", "arxiv_4k")
+SLOS = {"strict": "llama-3-8b-h100-strict", "relaxed": "llama-3-8b-h100-relaxed"}
+FIXED = (256, 512, 1024, 2048, 4096)
+# (label, scheduler, policy spec)
+CONFIGS = ([("vllm", "vllm", "fixed:4096"), ("orca", "orca", "fixed:4096")]
+           + [(f"fixed:{b}", "sarathi", f"fixed:{b}") for b in FIXED]
+           + [("two_level", "sarathi", "two_level"), ("slack", "sarathi", "slack"), ("adaptive", "sarathi", "adaptive")])
+PHASED_CONFIGS = [c for c in CONFIGS if c[0].startswith("fixed:") or c[0] == "adaptive"]
+BLOCK_SIZE, MAX_MODEL_LEN = 16, 8192
+REL_TOL = 0.03
+
+
+@dataclass
+class Row:
+    workload: str
+    slo: str
+    config: str
+    result: CapacityResult
+
+    @property
+    def capacity(self) -> float:
+        return self.result.capacity_qps
+
+    @property
+    def tbt_p99_ms(self) -> float:
+        """P99 TBT of the probe at the claimed capacity (NaN when capacity is 0)."""
+        at = [p for p in self.result.probes if p.qps_scale == self.result.capacity_scale]
+        return at[0].tbt_p99_s * 1e3 if at else float("nan")
+
+
+class Experiment:
+    def __init__(self, args: argparse.Namespace):
+        self.model = latency_model(args.profile, None if args.profile else "h100:llama-3-8b")
+        self.num_kv_blocks = default_kv_blocks(self.model, BLOCK_SIZE)
+        self.n, self.seed = args.num_requests, args.seed
+        self.slos = {name: load_slo_policy(spec) for name, spec in SLOS.items()}
+        self.rows: list[Row] = []
+
+    def scenario(self, workload: WorkloadSpec, scheduler: str, policy: str, slo: str) -> Scenario:
+        config = SchedulerConfig(name=scheduler, max_model_len=MAX_MODEL_LEN, block_size=BLOCK_SIZE)
+        return Scenario(workload, config, policy, self.model, self.num_kv_blocks, self.slos[slo], self.seed)
+
+    def stationary(self, trace: str, qps: float = 1.0) -> WorkloadSpec:
+        return single_phase(TraceLengths(SHARED_TRACES / f"{trace}.csv"), qps, num_requests=self.n, seed=self.seed)
+
+    def phased(self, chat_qps: float, summary_qps: float) -> WorkloadSpec:
+        per_phase = max(1, self.n // 4)
+        chat, summary = (TraceLengths(SHARED_TRACES / f"{t}.csv") for t in TRACES)
+        phases = [Phase(chat, ArrivalProcess(chat_qps), num_requests=per_phase),
+                  Phase(summary, ArrivalProcess(summary_qps), num_requests=per_phase)] * 2
+        return WorkloadSpec(tuple(phases), self.seed)
+
+    def measure(self, name: str, workload: WorkloadSpec, slo: str, configs, start_qps: float) -> list[Row]:
+        rows = []
+        for label, scheduler, policy in configs:
+            # Start each search near the last capacity found: fewer doublings to bracket it.
+            start = start_qps / workload.mean_qps
+            result = find_capacity(self.scenario(workload, scheduler, policy, slo), start_scale=start,
+                                   rel_tol=REL_TOL)
+            row = Row(name, slo, label, result)
+            rows.append(row)
+            self.rows.append(row)
+            if result.capacity_qps > 0:
+                start_qps = result.capacity_qps
+            print(f"| {name} | {slo} | {label} | {row.capacity:.2f} | {row.tbt_p99_ms:.1f} | "
+                  f"{self.slos[slo].tbt.target_s * 1e3:g} | {len(result.probes)} |", flush=True)
+        return rows
+
+
+def best_fixed(rows: list[Row]) -> Row:
+    return max((r for r in rows if r.config.startswith("fixed:")), key=lambda r: r.capacity)
+
+
+def by(rows: list[Row], config: str) -> Row:
+    return next(r for r in rows if r.config == config)
+
+
+def ratio(a: float, b: float) -> float:
+    return a / b if b > 0 else float("nan")
+
+
+def tbt_gaps(result) -> np.ndarray:
+    return np.concatenate([np.diff(t.token_times) for t in result.timelines if len(t.token_times) > 1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--smoke", action="store_true", help="150 requests, sharegpt_8k strict, fixed:512 and "
+                                                             "adaptive; prints only (for CI)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--num-requests", type=int, default=None, help="requests per simulation (default 600; "
+                                                                       "smoke: 150)")
+    parser.add_argument("--profile", default=None, help="measured latency profile CSV (default: h100:llama-3-8b "
+                                                         "roofline)")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="directory for the results file and figures")
+    args = parser.parse_args()
+    args.num_requests = args.num_requests or (150 if args.smoke else 600)
+    wall = time.perf_counter()
+    exp = Experiment(args)
+    card = "H100 roofline model (simulated)" if args.profile is None else f"profile {args.profile} (simulated)"
+    header = ("| workload | SLO | config | capacity qps | P99 TBT ms at capacity | TBT SLO ms | probes |\n"
+              "|---|---|---|---:|---:|---:|---:|")
+    print(f"{card}; {args.num_requests} requests per simulation, seed {args.seed}, search tolerance {REL_TOL:.0%}")
+    print(header, flush=True)
+
+    if args.smoke:
+        rows = exp.measure("sharegpt_8k", exp.stationary("sharegpt_8k"), "strict",
+                           [c for c in CONFIGS if c[0] in ("fixed:512", "adaptive")], start_qps=4.0)
+        print(f"\nadaptive / best fixed: {ratio(by(rows, 'adaptive').capacity, best_fixed(rows).capacity):.2f}")
+        print(f"wall time {time.perf_counter() - wall:.1f} s")
+        return
+
+    stationary: dict[tuple[str, str], list[Row]] = {}
+    for slo in SLOS:
+        for trace in TRACES:
+            stationary[trace, slo] = exp.measure(trace, exp.stationary(trace), slo, CONFIGS, start_qps=4.0)
+    phased: dict[str, list[Row]] = {}
+    phased_specs: dict[str, WorkloadSpec] = {}
+    for slo in SLOS:
+        chat, summary = (best_fixed(stationary[t, slo]).capacity for t in TRACES)
+        phased_specs[slo] = exp.phased(chat, summary)
+        phased[slo] = exp.measure("phased", phased_specs[slo], slo, PHASED_CONFIGS, start_qps=min(chat, summary))
+
+    ratios = ["", "| ratio | workload | SLO | value |", "|---|---|---|---:|"]
+    for (trace, slo), rows in stationary.items():
+        ratios.append(f"| adaptive / best fixed ({best_fixed(rows).config}) | {trace} | {slo} | "
+                      f"{ratio(by(rows, 'adaptive').capacity, best_fixed(rows).capacity):.2f} |")
+    for slo, rows in phased.items():
+        ratios.append(f"| adaptive / best fixed ({best_fixed(rows).config}) | phased | {slo} | "
+                      f"{ratio(by(rows, 'adaptive').capacity, best_fixed(rows).capacity):.2f} |")
+    for trace in TRACES:
+        rows = stationary[trace, "strict"]
+        ratios.append(f"| sarathi best fixed ({best_fixed(rows).config}) / vllm | {trace} | strict | "
+                      f"{ratio(best_fixed(rows).capacity, by(rows, 'vllm').capacity):.2f} |")
+    print("\n".join(ratios), flush=True)
+
+    targets = verdicts(exp, stationary, phased)
+    print("\n" + "\n".join(targets), flush=True)
+    args.out.mkdir(parents=True, exist_ok=True)
+    figures(exp, stationary, phased, phased_specs, args.out)
+    runtime = time.perf_counter() - wall
+    table = [header] + [f"| {r.workload} | {r.slo} | {r.config} | {r.capacity:.2f} | {r.tbt_p99_ms:.1f} | "
+                        f"{exp.slos[r.slo].tbt.target_s * 1e3:g} | {len(r.result.probes)} |" for r in exp.rows]
+    text = [
+        "# Capacity comparison", "",
+        f"Produced by `python experiments/capacity_comparison.py` on {date.today()}.", "",
+        f"- Card: {card}", f"- Seed: {args.seed}", f"- Requests per simulation: {args.num_requests}",
+        f"- KV cache: {exp.num_kv_blocks} blocks of {BLOCK_SIZE} tokens; max_num_seqs 256",
+        f"- Search: find_capacity, relative tolerance {REL_TOL:.0%}; capacity = highest mean qps with P99 TBT <= "
+        "the SLO's TBT target and median scheduling delay <= 2 s",
+        "- Phased: 4 phases of equal request counts alternating sharegpt_8k and arxiv_4k, each phase's base "
+        "rate = the best fixed budget's capacity on its trace under the same SLO; capacity scales all phases "
+        "by one factor (mean qps reported)",
+        f"- Runtime: {runtime / 60:.1f} min on one core", "",
+        "## Capacity", "", *table, *ratios, "", "## Targets", "", *targets, "",
+        "Figures: capacity_bars.png, tbt_cdf.png, budget_over_time.png.", ""]
+    (args.out / "capacity_comparison.md").write_text("\n".join(text))
+    print(f"wrote {args.out / 'capacity_comparison.md'} and figures; runtime {runtime / 60:.1f} min", file=sys.stderr)
+
+
+def verdicts(exp: Experiment, stationary, phased) -> list[str]:
+    out = []
+    worst = min(((ratio(by(rows, "adaptive").capacity, best_fixed(rows).capacity), key)
+                 for key, rows in stationary.items()), key=lambda x: x[0])
+    met = worst[0] >= 0.97
+    out.append(f"- adaptive >= 0.97x best fixed on every stationary workload: {'MET' if met else 'MISSED'} "
+               f"(lowest {worst[0]:.2f} on {worst[1][0]} {worst[1][1]}"
+               + ("" if met else f", {0.97 - worst[0]:.2f} short") + ")")
+    for slo, rows in phased.items():
+        r = ratio(by(rows, "adaptive").capacity, best_fixed(rows).capacity)
+        out.append(f"- adaptive >= 1.2x best single fixed budget on the phased workload ({slo}): "
+                   f"{'MET' if r >= 1.2 else 'MISSED'} ({r:.2f}" + ("" if r >= 1.2 else f", {1.2 - r:.2f} short") + ")")
+    over = [r for r in exp.rows if r.capacity > 0 and not r.tbt_p99_ms <= exp.slos[r.slo].tbt.target_s * 1e3]
+    zero = [r for r in exp.rows if r.capacity == 0]
+    out.append(f"- P99 TBT within SLO wherever capacity is claimed: {'MET' if not over else 'MISSED'} "
+               f"({len(exp.rows) - len(zero) - len(over)} of {len(exp.rows) - len(zero)} claimed capacities"
+               + (f"; {len(zero)} configs with no passing rate: "
+                  + ", ".join(f"{r.config} {r.workload} {r.slo}" for r in zero) if zero else "") + ")")
+    for trace in TRACES:
+        rows = stationary[trace, "strict"]
+        r = ratio(best_fixed(rows).capacity, by(rows, "vllm").capacity)
+        out.append(f"- sarathi fixed >= 2x vllm under the strict SLO ({trace}): {'MET' if r >= 2 else 'MISSED'} "
+                   f"({r:.2f}" + ("" if r >= 2 else f", {2 - r:.2f} short") + ")")
+    return out
+
+
+def figures(exp: Experiment, stationary, phased, phased_specs, out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = list(stationary.items()) + [(("phased", slo), rows) for slo, rows in phased.items()]
+    fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 4), sharey=False)
+    for ax, ((name, slo), rows) in zip(axes, panels):
+        colors = ["tab:green" if r.config == "adaptive" else "tab:gray" if r.config in ("vllm", "orca")
+                  else "tab:blue" for r in rows]
+        ax.bar([r.config for r in rows], [r.capacity for r in rows], color=colors)
+        ax.set_title(f"{name}, {slo}")
+        ax.tick_params(axis="x", rotation=70)
+    axes[0].set_ylabel("capacity (qps)")
+    fig.tight_layout()
+    fig.savefig(out / "capacity_bars.png", dpi=120)
+    plt.close(fig)
+
+    # TBT CDFs on sharegpt_8k strict at the lowest capacity of the three (all meet the SLO there).
+    rows = stationary["sharegpt_8k", "strict"]
+    chosen = [by(rows, "adaptive"), best_fixed(rows), by(rows, "vllm")]
+    qps = min(r.capacity for r in chosen if r.capacity > 0)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for row in chosen:
+        scheduler, policy = next((s, p) for label, s, p in CONFIGS if label == row.config)
+        result = exp.scenario(exp.stationary("sharegpt_8k", qps), scheduler, policy, "strict").run()
+        gaps = np.sort(tbt_gaps(result)) * 1e3
+        ax.plot(gaps, np.arange(1, len(gaps) + 1) / len(gaps), label=row.config)
+    ax.axvline(exp.slos["strict"].tbt.target_s * 1e3, color="k", ls="--", lw=0.8, label="TBT SLO")
+    ax.set_xscale("log")
+    ax.set_xlabel("time between tokens (ms)")
+    ax.set_ylabel("CDF")
+    ax.set_title(f"sharegpt_8k, strict SLO, {qps:.2f} qps")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "tbt_cdf.png", dpi=120)
+    plt.close(fig)
+
+    # The adaptive budget over time on the phased workload at adaptive's capacity.
+    fig, axes = plt.subplots(len(phased), 1, figsize=(8, 3 * len(phased)))
+    for ax, (slo, rows) in zip(np.atleast_1d(axes), phased.items()):
+        row = by(rows, "adaptive")
+        workload = phased_specs[slo].scaled(max(row.result.capacity_scale, 1e-6))
+        result = exp.scenario(workload, "sarathi", "adaptive", slo).run(record_steps=True)
+        t = np.array([s.start_time_s for s in result.steps])
+        ax.plot(t, [s.token_budget for s in result.steps], lw=0.6, label="adaptive budget")
+        ax.plot(t, [s.num_tokens for s in result.steps], lw=0.4, alpha=0.5, label="tokens scheduled")
+        arrivals = [r.arrival_time_s for r in workload.generate()]
+        per_phase = len(arrivals) // 4
+        for k in range(1, 4):
+            ax.axvline(arrivals[k * per_phase], color="k", ls=":", lw=0.8)
+        ax.set_title(f"phased chat/summarization, {slo} SLO, {row.capacity:.2f} qps "
+                     f"(phases: sharegpt, arxiv, sharegpt, arxiv)")
+        ax.set_xlabel("time (s)")
+        ax.set_ylabel("tokens")
+        ax.legend(loc="upper right")
+    fig.tight_layout()
+    fig.savefig(out / "budget_over_time.png", dpi=120)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    main()
