@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from adaptive_sarathi.workloads import ArrivalProcess, RequestLengths, load_trace
+from adaptive_sarathi.workloads import ArrivalProcess, RequestLengths, load_trace, resolve_trace
 
 
 @dataclass(frozen=True)
@@ -27,7 +27,7 @@ def request_lengths(num_requests: int, trace: Path | str | None, input_len: int,
     ValueError when no trace row fits."""
     if trace is None:
         return [RequestLengths(input_len, output_len)] * num_requests
-    rows = [r for r in load_trace(trace)
+    rows = [r for r in load_trace(resolve_trace(trace))
             if max_total_len is None or r.num_prompt_tokens + r.num_output_tokens <= max_total_len]
     if not rows:
         raise ValueError(f"no row of trace {trace} fits max_total_len={max_total_len}: raise it")
