@@ -35,7 +35,8 @@ from adaptive_sarathi.capacity import CapacityResult, find_capacity
 from adaptive_sarathi.controller.slo import load_slo_policy
 from adaptive_sarathi.engine.config import SchedulerConfig
 from adaptive_sarathi.scenario import Scenario, default_kv_blocks, latency_model
-from adaptive_sarathi.workloads import SHARED_TRACES, ArrivalProcess, Phase, TraceLengths, WorkloadSpec, single_phase
+from adaptive_sarathi.workloads import (SHARED_TRACES, ArrivalProcess, LogNormal, Phase, SyntheticLengths, TraceLengths,
+                                       WorkloadSpec, single_phase)
 
 RESULTS = Path(__file__).parent / "results"
 TRACES = ("sharegpt_8k", "arxiv_4k")
@@ -48,6 +49,22 @@ CONFIGS = ([("vllm", "vllm", "fixed:4096"), ("orca", "orca", "fixed:4096")]
 PHASED_CONFIGS = [c for c in CONFIGS if c[0].startswith("fixed:") or c[0] == "adaptive"]
 BLOCK_SIZE, MAX_MODEL_LEN = 16, 8192
 REL_TOL = 0.03
+
+
+# Stand-ins with each trace's median prompt and output lengths, for machines without the traces.
+SYNTHETIC_STAND_INS = {
+    "sharegpt_8k": SyntheticLengths(LogNormal(1730, 0.9, max=8000), LogNormal(415, 0.7, max=1024)),
+    "arxiv_4k": SyntheticLengths(LogNormal(2730, 0.25, max=4000), LogNormal(167, 0.8, max=1024)),
+}
+
+
+def trace_lengths(trace: str):
+    """The trace's lengths, or its synthetic stand-in (with a note) when the file is absent."""
+    path = SHARED_TRACES / f"{trace}.csv"
+    if path.is_file():
+        return TraceLengths(path)
+    print(f"note: {path} not found: using synthetic lengths with its median prompt and output lengths", flush=True)
+    return SYNTHETIC_STAND_INS[trace]
 
 
 @dataclass
@@ -81,11 +98,11 @@ class Experiment:
         return Scenario(workload, config, policy, self.model, self.num_kv_blocks, self.slos[slo], self.seed)
 
     def stationary(self, trace: str, qps: float = 1.0) -> WorkloadSpec:
-        return single_phase(TraceLengths(SHARED_TRACES / f"{trace}.csv"), qps, num_requests=self.n, seed=self.seed)
+        return single_phase(trace_lengths(trace), qps, num_requests=self.n, seed=self.seed)
 
     def phased(self, chat_qps: float, summary_qps: float) -> WorkloadSpec:
         per_phase = max(1, self.n // 4)
-        chat, summary = (TraceLengths(SHARED_TRACES / f"{t}.csv") for t in TRACES)
+        chat, summary = (trace_lengths(t) for t in TRACES)
         phases = [Phase(chat, ArrivalProcess(chat_qps), num_requests=per_phase),
                   Phase(summary, ArrivalProcess(summary_qps), num_requests=per_phase)] * 2
         return WorkloadSpec(tuple(phases), self.seed)
