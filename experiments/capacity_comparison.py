@@ -53,7 +53,7 @@ REL_TOL = 0.03
 
 # Stand-ins with each trace's median prompt and output lengths, for machines without the traces.
 SYNTHETIC_STAND_INS = {
-    "sharegpt_8k": SyntheticLengths(LogNormal(1730, 0.9, max=8000), LogNormal(415, 0.7, max=1024)),
+    "sharegpt_8k": SyntheticLengths(LogNormal(1730, 0.9, max=7000), LogNormal(415, 0.7, max=1024)),
     "arxiv_4k": SyntheticLengths(LogNormal(2730, 0.25, max=4000), LogNormal(167, 0.8, max=1024)),
 }
 
