@@ -100,8 +100,8 @@ class LLMEngine:
         request = Request(request_id, token_ids, params,
                           arrival_time=self.clock() if arrival_time is None else arrival_time,
                           eos_token_id=self.eos_token_id)
+        self.scheduler.add_request(request)  # first: a refusal there must leave nothing behind here
         self._live[request_id] = (request, _TextState(self.tokenizer, params.stop, token_ids))
-        self.scheduler.add_request(request)
         return request_id
 
     def _tokenize(self, prompt: str | list[int]) -> list[int]:
