@@ -17,7 +17,8 @@ class LLM:
     """An engine for batch generation in this process.
 
     LLM(model=None) serves the embedded SmolLM2-135M-Instruct; any EngineArgs field may be given
-    as a keyword (scheduler="sarathi", token_budget=512, max_chunk=None, ...).
+    as a keyword (scheduler="sarathi", token_budget=512, max_chunk=None, tensor_parallel_size=1, ...).
+    With tensor_parallel_size > 1 it starts worker processes: call close() (or use `with`) to end them.
     """
 
     def __init__(self, model: str | None = None, **engine_args):
@@ -26,6 +27,19 @@ class LLM:
     @property
     def tokenizer(self):
         return self.engine.tokenizer
+
+    def close(self) -> None:
+        """Release the engine's worker processes (tensor_parallel_size > 1); a no-op otherwise.
+        The LLM is unusable afterwards. Also runs at interpreter exit."""
+        shutdown = getattr(self.engine.executor, "shutdown", None)
+        if shutdown is not None:
+            shutdown()
+
+    def __enter__(self) -> "LLM":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     def generate(self, prompts: Prompt | Sequence[Prompt],
                  params: SamplingParams | Sequence[SamplingParams] | None = None,

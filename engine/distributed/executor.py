@@ -1,0 +1,95 @@
+"""TensorParallelExecutor (step 3 of the engine loop over a tensor-parallel group) and the
+profiler's KV pool over one."""
+
+from __future__ import annotations
+
+import random
+import time
+from types import SimpleNamespace
+
+import torch
+
+from adaptive_sarathi.engine.batch import ScheduledBatch, StepResult
+from adaptive_sarathi.engine.distributed.session import TensorParallelSession
+from adaptive_sarathi.engine.executor import Executor
+
+
+class TensorParallelExecutor(Executor):
+    """Runs each ScheduledBatch on every rank of `session` (the plan is broadcast, only the
+    driver's sampled tokens are returned) and times it on the host clock, the driver's GPU
+    synchronized (its logits gather waits for every rank). Owns the session: shutdown() ends it."""
+
+    def __init__(self, session: TensorParallelSession, num_blocks: int, block_size: int, seed: int = 0):
+        self.session = session
+        self.num_kv_blocks = num_blocks
+        self.block_size = block_size
+        self.vocab_size = session.config.vocab_size
+        session.call("make_runner", num_blocks, block_size, seed)
+        device = session.state.device
+        self._sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
+
+    @property
+    def runner(self):
+        """The driver's own ModelRunner (rank 0's slice and KV cache)."""
+        return self.session.state.runner
+
+    def execute(self, batch: ScheduledBatch) -> StepResult:
+        start = time.perf_counter()
+        tokens = self.session.call("execute", batch)
+        self._sync()
+        return StepResult(sampled_token_ids=tokens, duration_s=time.perf_counter() - start)
+
+    def logits_for(self, batch: ScheduledBatch) -> torch.Tensor:
+        """Full-vocabulary logits of the batch's sampling rows (CPU, float32); writes the caches."""
+        return self.session.call("logits_for", batch)
+
+    def shutdown(self) -> None:
+        """Stop the workers; the executor is unusable afterwards."""
+        self.session.shutdown()
+
+
+class _RemoteRunner:
+    """What the profiler needs of a runner: execute(batch) and model.config.vocab_size."""
+
+    def __init__(self, session: TensorParallelSession, num_blocks: int):
+        self.session, self.num_blocks = session, num_blocks
+        self.model = SimpleNamespace(config=session.config)
+
+    def execute(self, batch: ScheduledBatch) -> dict[str, int]:
+        return self.session.call("execute", batch)
+
+
+class TensorParallelKvPool:
+    """KvPool's interface (runner / resize / scattered_blocks / release / num_blocks) over every
+    rank of a session, for the profiler: each rank's cache grows together, filled with seeded
+    random values."""
+
+    def __init__(self, session: TensorParallelSession, block_size: int, capacity_blocks: int, seed: int = 0):
+        self.session, self.block_size, self.capacity_blocks, self.seed = session, block_size, capacity_blocks, seed
+        self.rng = random.Random(seed)
+        self.current: _RemoteRunner | None = None
+
+    @property
+    def num_blocks(self) -> int:
+        return self.current.num_blocks if self.current is not None else 0
+
+    def runner(self, num_blocks: int) -> _RemoteRunner:
+        """A runner with at least `num_blocks` blocks; ValueError beyond capacity_blocks."""
+        if num_blocks > self.capacity_blocks:
+            raise ValueError(f"{num_blocks} KV blocks asked for, capacity is {self.capacity_blocks}")
+        if self.current is None or self.current.num_blocks < num_blocks:
+            self.resize(min(self.capacity_blocks, max(num_blocks, 2 * self.num_blocks)))
+        return self.current
+
+    def resize(self, num_blocks: int) -> None:
+        self.release()
+        self.session.call("make_runner", num_blocks, self.block_size, self.seed, True)
+        self.current = _RemoteRunner(self.session, num_blocks)
+
+    def scattered_blocks(self, count: int) -> list[int]:
+        return self.rng.sample(range(self.num_blocks), count)
+
+    def release(self) -> None:
+        self.current = None
+        if not self.session._closed:
+            self.session.call("release")

@@ -1,0 +1,112 @@
+"""What every tensor-parallel rank holds (its model slice and current ModelRunner), and the
+operations the driver runs on all ranks at once. Each public method is a collective: the driver
+calls it through TensorParallelSession.call, which makes every rank call it with the same
+arguments in the same order."""
+
+from __future__ import annotations
+
+import gc
+from dataclasses import dataclass
+
+import torch
+
+from adaptive_sarathi.engine.batch import ScheduledBatch
+from adaptive_sarathi.engine.distributed.group import TensorParallelGroup
+from adaptive_sarathi.engine.input_prep import prepare_inputs
+from adaptive_sarathi.engine.kv_pool import kv_capacity_blocks
+from adaptive_sarathi.engine.loaders import ModelSource
+from adaptive_sarathi.engine.model.build import build_model
+from adaptive_sarathi.engine.model_runner import ModelRunner
+from adaptive_sarathi.engine.step_timer import Timing, time_call
+from adaptive_sarathi.kernels.attention.backends import select_attention
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    """Everything a rank needs to build its slice; pickled to the spawned workers."""
+
+    source: ModelSource
+    size: int
+    device_type: str  # "cuda" or "cpu"
+    first_device_index: int  # rank r uses cuda:(first_device_index + r)
+    dtype: torch.dtype
+    max_positions: int | None
+    attention_backend: str
+    port: int
+    collective_timeout_s: float
+    cpu_threads: int
+
+    def device(self, rank: int) -> torch.device:
+        if self.device_type == "cuda":
+            return torch.device("cuda", self.first_device_index + rank)
+        return torch.device("cpu")
+
+
+class RankState:
+    """One rank's model slice and runner. Owns the KV cache of its runner."""
+
+    def __init__(self, spec: WorkerSpec, group: TensorParallelGroup):
+        self.spec, self.group = spec, group
+        self.device = group.device
+        self.model = build_model(spec.source, self.device, spec.dtype, spec.max_positions, tp=group)
+        self.attention = select_attention(self.device, spec.attention_backend)
+        self.runner: ModelRunner | None = None
+
+    def kv_capacity(self, block_size: int, gpu_memory_utilization: float, cpu_kv_cache_bytes: int) -> int:
+        """KV blocks this rank could hold beside its slice (the engine factory's rule)."""
+        return kv_capacity_blocks(self.model, block_size, gpu_memory_utilization, cpu_kv_cache_bytes)
+
+    def make_runner(self, num_blocks: int, block_size: int, seed: int, random_fill: bool = False) -> None:
+        """Replace the runner by one with a fresh KV cache of `num_blocks` blocks (the old cache is
+        freed first). random_fill: seeded normal values, for timing (never time attention over zeros)."""
+        self.release()
+        self.runner = ModelRunner(self.model, num_blocks, block_size, self.attention, seed=seed)
+        if random_fill:
+            gen = torch.Generator(device=self.device).manual_seed(seed + self.group.rank)
+            for k_cache, v_cache in self.runner.kv_caches:
+                k_cache.normal_(generator=gen)
+                v_cache.normal_(generator=gen)
+
+    def execute(self, batch: ScheduledBatch) -> dict[str, int]:
+        """ModelRunner.execute on this rank's slice. Every rank samples from the same gathered
+        logits with identically seeded generators; the driver's tokens are the ones used."""
+        return self.runner.execute(batch)
+
+    def logits_for(self, batch: ScheduledBatch) -> torch.Tensor:
+        """Full-vocabulary float32 logits of the batch's sampling rows, on the CPU (a new tensor)."""
+        return self.runner.logits_for(batch).cpu()
+
+    def time_forward(self, batch: ScheduledBatch, warmup: int, repeats: int) -> Timing:
+        """Timing of the forward and LM head (with the logits gather) on inputs already on the
+        device; the runner's KV cache is written, as in a real step."""
+        runner = self.runner
+        inputs = prepare_inputs(batch, runner.block_size)
+        dev = self.device
+        ids, positions = inputs.input_ids.to(dev), inputs.positions.to(dev)
+        meta, rows = inputs.attention.to(dev), inputs.output_rows.to(dev)
+
+        @torch.inference_mode()
+        def forward() -> torch.Tensor:
+            hidden = runner.model(ids, positions, runner.kv_caches, meta, runner.attention, rows)
+            return runner.model.compute_logits(hidden)
+
+        return time_call(forward, dev, warmup, repeats)
+
+    def time_all_reduce(self, num_tokens: int, calls: int, warmup: int, repeats: int) -> Timing:
+        """Timing of `calls` back-to-back all-reduces of a [num_tokens, hidden] activation in the
+        model's dtype: a step's communication measured on its own."""
+        hidden = self.model.full_config.hidden_size
+        x = torch.randn(num_tokens, hidden, device=self.device).to(self.spec.dtype)
+
+        def reduce_all() -> None:
+            for _ in range(calls):
+                self.group.all_reduce(x)
+
+        return time_call(reduce_all, self.device, warmup, repeats)
+
+    def release(self) -> None:
+        """Drop the runner and its KV cache (and the memory the allocator keeps for it)."""
+        self.runner = None
+        gc.collect()
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
