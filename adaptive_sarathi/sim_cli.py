@@ -63,6 +63,9 @@ def _add_flags(p: argparse.ArgumentParser) -> None:
     m = p.add_argument_group("latency model (give one)")
     m.add_argument("--profile", default=None, help="measured latency profile CSV")
     m.add_argument("--roofline", default=None, help="roofline model GPU:ARCH, e.g. h100:llama-3-8b")
+    m.add_argument("--tensor-parallel-size", type=int, default=1,
+                   help="GPUs the model is split over: the roofline model splits weights, KV and FLOPs and adds "
+                        "the all-reduces; a --profile must have been measured at this size")
     o = p.add_argument_group("output")
     o.add_argument("--json", default=None, type=Path, help="write the results to this JSON file")
     o.add_argument("--no-progress", action="store_true", help="hide progress bars")
@@ -99,13 +102,35 @@ def _scenario(args: argparse.Namespace):
     from adaptive_sarathi.scenario import Scenario, default_kv_blocks, latency_model
 
     slo = slo_from_flags(args.slo, args.slo_policy)
-    model = latency_model(args.profile, args.roofline)
+    model = _tensor_parallel(latency_model(args.profile, args.roofline), args.tensor_parallel_size)
     config = SchedulerConfig(name=args.scheduler, max_num_seqs=args.max_num_seqs, max_model_len=args.max_model_len,
                              block_size=args.block_size)
     if args.num_kv_blocks is not None and args.num_kv_blocks < 1:
         raise ValueError(f"--num-kv-blocks={args.num_kv_blocks} is invalid: use an integer >= 1")
     blocks = args.num_kv_blocks if args.num_kv_blocks is not None else default_kv_blocks(model, args.block_size)
     return Scenario(_workload(args), config, args.policy, model, blocks, slo, args.seed)
+
+
+def _tensor_parallel(model, size: int):
+    """The latency model at `size` ranks: a roofline model rebuilt for it; a profile checked
+    against the size it was measured at (its tensor_parallel_size tag, 1 when absent). Raises
+    ValueError naming --tensor-parallel-size."""
+    import dataclasses
+
+    from adaptive_sarathi.engine.latency.profile import ProfileLatencyModel
+    from adaptive_sarathi.engine.latency.roofline import RooflineModel
+
+    if size < 1:
+        raise ValueError(f"--tensor-parallel-size={size} is invalid: use an integer >= 1")
+    if isinstance(model, RooflineModel):
+        return model if size == 1 else dataclasses.replace(model, tensor_parallel_size=size)
+    if isinstance(model, ProfileLatencyModel):
+        measured = int(model.tags.get("tensor_parallel_size", "1"))
+        if measured != size:
+            raise ValueError(f"--tensor-parallel-size={size} but the profile was measured at tensor_parallel_size="
+                             f"{measured}: profile at {size} (adaptive-sarathi profile --tensor-parallel-size "
+                             f"{size}) or pass --tensor-parallel-size {measured}")
+    return model
 
 
 def _workload(args: argparse.Namespace):
@@ -133,7 +158,7 @@ def _config(args: argparse.Namespace, scenario) -> dict:
     return {"trace": args.trace, "workload": None if args.workload is None else str(args.workload),
             "qps": scenario.workload.mean_qps, "scheduler": args.scheduler, "policy": args.policy,
             "slo": None if scenario.slo is None else scenario.slo.name, "profile": args.profile,
-            "roofline": args.roofline, "num_kv_blocks": scenario.num_kv_blocks, "seed": args.seed}
+            "roofline": args.roofline, "tensor_parallel_size": args.tensor_parallel_size, "num_kv_blocks": scenario.num_kv_blocks, "seed": args.seed}
 
 
 def _json_safe(value):

@@ -7,7 +7,9 @@ extra columns the simulator ignores (device_duration_s, decode_context_len, pref
 
 duration_s is what the engine's executor measures for such a step: host wall time of
 ModelRunner.execute (input preparation, forward, sampling) with the device synchronized, median
-of `repeats` runs after `warmup` runs. Rows are written as they are measured, so a run cut short
+of `repeats` runs after `warmup` runs. With tensor_parallel_size > 1 it is the driver's (rank 0's)
+wall time of the step run on every rank (the plan broadcast and the logits gather included), and
+the CSV carries a `# tensor_parallel_size: N` tag. Rows are written as they are measured, so a run cut short
 still leaves a usable profile.
 """
 
@@ -56,6 +58,7 @@ class ProfileConfig:
     cpu_kv_cache_bytes: int = 1 << 30
     device_warmup_s: float | None = None  # seconds of steps before measuring; None: 2 on a GPU, 0 on the CPU
     seed: int = 0
+    tensor_parallel_size: int = 1  # > 1: steps run on that many ranks (GPUs, or CPU processes over gloo)
 
     def __post_init__(self) -> None:
         if self.grid not in GRID_NAMES:
@@ -70,7 +73,8 @@ class ProfileConfig:
         return EngineArgs(model=self.model, device=self.device, dtype=self.dtype, block_size=self.block_size,
                           attention_backend=self.attention_backend,
                           gpu_memory_utilization=self.gpu_memory_utilization,
-                          cpu_kv_cache_bytes=self.cpu_kv_cache_bytes, seed=self.seed)
+                          cpu_kv_cache_bytes=self.cpu_kv_cache_bytes, seed=self.seed,
+                          tensor_parallel_size=self.tensor_parallel_size)
 
 
 @dataclass
@@ -106,9 +110,14 @@ def run_profile(config: ProfileConfig, shapes: Sequence[ProfileShape] | None = N
             summary.skipped.append((shape, f"context beyond the model's {window} positions"))
     if not todo:
         raise ValueError(f"no shape fits the model's {window}-token context window: profile shorter shapes")
-    model = build_model(source, device, dtype, max_positions=max(s.max_context_len for s in todo))
-    capacity = kv_capacity_blocks(model, config.block_size, config.gpu_memory_utilization,
-                                  config.cpu_kv_cache_bytes)
+    max_positions = max(s.max_context_len for s in todo)
+    session = None
+    if config.tensor_parallel_size > 1:
+        session, capacity = _start_session(config, source, device, dtype, max_positions)
+    else:
+        model = build_model(source, device, dtype, max_positions=max_positions)
+        capacity = kv_capacity_blocks(model, config.block_size, config.gpu_memory_utilization,
+                                      config.cpu_kv_cache_bytes)
     fitting = []
     for shape in todo:
         if shape.num_blocks(config.block_size) <= capacity:
@@ -118,15 +127,41 @@ def run_profile(config: ProfileConfig, shapes: Sequence[ProfileShape] | None = N
                 (shape, f"KV cache beyond the {capacity * config.block_size} tokens the engine could hold"))
     # Increasing KV need: the cache grows a few times, and long chunks run while it is small.
     fitting.sort(key=lambda s: (s.num_blocks(config.block_size), s.num_tokens))
-    pool = KvPool(model, attention, config.block_size, capacity, seed=config.seed)
+    if session is not None:
+        from adaptive_sarathi.engine.distributed.executor import TensorParallelKvPool
+
+        pool = TensorParallelKvPool(session, config.block_size, capacity, seed=config.seed)
+    else:
+        pool = KvPool(model, attention, config.block_size, capacity, seed=config.seed)
     tags = profile_tags(config, source.name, device, dtype, attention, capacity * config.block_size)
     tags["skipped"] = f"{len(summary.skipped)} shapes beyond the model's window or the KV capacity"
     try:
         _sweep(pool, fitting, config, tags, device, summary, progress)
     finally:
         pool.release()
+        if session is not None:
+            session.shutdown()
     summary.elapsed_s = time.perf_counter() - started
     return summary
+
+
+def _start_session(config: ProfileConfig, source, device: torch.device, dtype: torch.dtype, max_positions: int):
+    """A tensor-parallel session over config.tensor_parallel_size ranks and the KV blocks the
+    tightest rank could hold. A step's duration is then the driver's wall time of the whole
+    collective step (plan broadcast, forward with all-reduces, logits gather, sampling)."""
+    from adaptive_sarathi.engine.distributed import check_tensor_parallel_size
+    from adaptive_sarathi.engine.distributed.session import TensorParallelSession
+
+    check_tensor_parallel_size(source.config, config.tensor_parallel_size)
+    session = TensorParallelSession(source, config.tensor_parallel_size, device, dtype, max_positions=max_positions,
+                                    attention_backend=config.attention_backend)
+    try:
+        capacity = min(session.call("kv_capacity", config.block_size, config.gpu_memory_utilization,
+                                    config.cpu_kv_cache_bytes, gather=True))
+    except BaseException:
+        session.shutdown()
+        raise
+    return session, capacity
 
 
 def _sweep(pool: KvPool, shapes: list[ProfileShape], config: ProfileConfig, tags: dict[str, str],
@@ -216,6 +251,7 @@ def profile_tags(config: ProfileConfig, model_name: str, device: torch.device, d
         "block_size": str(config.block_size),
         "grid": config.grid,
         "kv_capacity_tokens": str(kv_capacity_tokens),
+        "tensor_parallel_size": str(config.tensor_parallel_size),
         "statistic": (f"median of {config.repeats} runs after {config.warmup} warm-up runs; duration_s = host wall "
                       "time of ModelRunner.execute (prep + forward + sampling, device synchronized); "
                       "device_duration_s = CUDA-event time of the same runs"),

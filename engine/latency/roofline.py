@@ -5,7 +5,15 @@ memory  = weight bytes + KV bytes of every attended context (+ the new tokens' K
 compute = 2 x matmul params x tokens (padded up to the GPU's GEMM tile: 520 tokens cost as much
           as 640 on a 128-token tile) + the LM head on one row per sequence + attention FLOPs,
           over peak matmul rate x compute_efficiency;
-step    = max(memory, compute) + overhead_s (launches, sampling, host work).
+step    = max(memory, compute) + communication + overhead_s (launches, sampling, host work).
+
+With tensor_parallel_size N > 1 each rank reads 1/N of the weights and holds 1/N of the KV heads
+(one whole head when there are fewer KV heads than ranks) and does 1/N of the FLOPs, all ranks at
+once; communication, not overlapped with compute (the engine runs it in line), is one ring
+all-reduce of the step's activations [tokens, hidden] per attention block and per MLP (2 per
+layer) plus one for the vocab-parallel embedding, each costing
+allreduce_latency_s + 2 (N - 1) / N x tokens x hidden x dtype_bytes / link_bandwidth, and the
+all-gather of the float32 logits rows ((N - 1) / N x rows x vocab x 4 bytes).
 
 Attention FLOPs need each sequence's chunk and context, which a StepShape sums away; the model
 spreads sum_context_tokens evenly over the sequences and subtracts the causal half of the mean
@@ -21,6 +29,17 @@ from adaptive_sarathi.engine.latency.shape import StepShape
 from adaptive_sarathi.engine.loaders.dummy import DUMMY_PRESETS
 from adaptive_sarathi.engine.model.config import ModelConfig
 
+# NVLink bandwidth per direction between two GPUs of one host, bytes/s. H100 SXM5 (and H200):
+# NVLink 4, 18 links x 25 GB/s each way = 450 GB/s, the "900 GB/s" of NVIDIA's H100 datasheet
+# counted in both directions. A100 SXM4: NVLink 3, 600 GB/s total = 300 each way. L40S has no
+# NVLink: PCIe 4.0 x16, ~32 GB/s each way.
+H100_NVLINK_BANDWIDTH = 450e9
+LINK_BANDWIDTH: dict[str, float] = {"h100": H100_NVLINK_BANDWIDTH, "h200": H100_NVLINK_BANDWIDTH, "a100": 300e9,
+                                    "l40s": 32e9}
+# Fixed cost of one all-reduce call (kernel launch, NCCL protocol handshakes): NCCL's small-message
+# all-reduce latency between NVLink-connected GPUs is of the order of 10 us.
+ALLREDUCE_LATENCY_S = 10e-6
+
 
 @dataclass(frozen=True)
 class RooflineModel:
@@ -32,6 +51,9 @@ class RooflineModel:
     compute_efficiency: float = 0.7  # large bf16 GEMMs reach ~70% of the datasheet peak
     memory_efficiency: float = 0.8  # streaming reads reach ~80% of the datasheet bandwidth
     overhead_s: float = 1e-3
+    tensor_parallel_size: int = 1
+    link_bandwidth: float | None = None  # bytes/s per direction; None: LINK_BANDWIDTH of the GPU
+    allreduce_latency_s: float = ALLREDUCE_LATENCY_S
     _linear_flops: float = field(init=False, repr=False)
     _head_flops: float = field(init=False, repr=False)
     _attn_flops: float = field(init=False, repr=False)
@@ -48,14 +70,26 @@ class RooflineModel:
             raise ValueError(f"overhead_s={self.overhead_s!r} is invalid: use seconds >= 0")
         if self.dtype_bytes not in (1, 2, 4):
             raise ValueError(f"dtype_bytes={self.dtype_bytes!r} is invalid: use 1, 2 or 4")
+        n = self.tensor_parallel_size
+        if n > 1:
+            from adaptive_sarathi.engine.distributed.sharding import check_tensor_parallel_size
+
+            check_tensor_parallel_size(self.model, n)
+            if self.link_bandwidth is None and self.gpu.name not in LINK_BANDWIDTH:
+                raise ValueError(f"no link bandwidth known for {self.gpu.name}: pass link_bandwidth (bytes/s)")
+        elif n != 1:
+            raise ValueError(f"tensor_parallel_size={n!r} is invalid: use an integer >= 1")
+        if self.link_bandwidth is not None and self.link_bandwidth <= 0:
+            raise ValueError(f"link_bandwidth={self.link_bandwidth!r} is invalid: use bytes/s > 0")
         m = self.model
         head = m.vocab_size * m.hidden_size
         # Every weight except the embedding lookup is a matmul operand (tied embeddings: the LM head).
         linear = m.num_params - head - (0 if m.tie_word_embeddings else head)
         bandwidth = self.gpu.memory_bandwidth * self.memory_efficiency
-        values = dict(_linear_flops=2.0 * linear, _head_flops=2.0 * head,
-                      _attn_flops=4.0 * m.num_layers * m.num_heads * m.head_dim,
-                      _weight_s=self.weight_bytes / bandwidth, _kv_s=self.kv_bytes_per_token / bandwidth,
+        # Every rank does its 1/n share at the same time (n = 1: exactly the single-GPU model).
+        values = dict(_linear_flops=2.0 * linear / n, _head_flops=2.0 * head / n,
+                      _attn_flops=4.0 * m.num_layers * m.num_heads * m.head_dim / n,
+                      _weight_s=self.rank_weight_bytes / bandwidth, _kv_s=self.rank_kv_bytes_per_token / bandwidth,
                       _flop_s=1.0 / (self.gpu.matmul_flops * self.compute_efficiency))
         for name, value in values.items():
             object.__setattr__(self, name, value)
@@ -73,6 +107,43 @@ class RooflineModel:
         m = self.model
         return 2 * m.num_layers * m.num_kv_heads * m.head_dim * self.dtype_bytes
 
+    @property
+    def rank_weight_bytes(self) -> float:
+        """Weight bytes one rank reads each step (all of them at tensor_parallel_size 1)."""
+        return self.weight_bytes / self.tensor_parallel_size
+
+    @property
+    def rank_kv_bytes_per_token(self) -> int:
+        """KV bytes per token one rank holds: its share of the KV heads, at least one head."""
+        m = self.model
+        heads = max(1, m.num_kv_heads // self.tensor_parallel_size)
+        return 2 * m.num_layers * heads * m.head_dim * self.dtype_bytes
+
+    @property
+    def num_allreduces(self) -> int:
+        """All-reduces per step: attention and MLP outputs of every layer, and the embedding."""
+        return 2 * self.model.num_layers + 1 if self.tensor_parallel_size > 1 else 0
+
+    def allreduce_s(self, tokens: int) -> float:
+        """Seconds of one ring all-reduce of a [tokens, hidden] activation (0 at size 1)."""
+        n = self.tensor_parallel_size
+        if n == 1:
+            return 0.0
+        message = tokens * self.model.hidden_size * self.dtype_bytes
+        return self.allreduce_latency_s + 2 * (n - 1) / n * message / self._link_bandwidth()
+
+    def communication_s(self, tokens: int, sampled_rows: int) -> float:
+        """Seconds a step of `tokens` tokens sampling `sampled_rows` rows spends communicating:
+        num_allreduces all-reduces plus the all-gather of float32 logits (0 at size 1)."""
+        n = self.tensor_parallel_size
+        if n == 1:
+            return 0.0
+        gather = self.allreduce_latency_s + (n - 1) / n * sampled_rows * self.model.vocab_size * 4 / self._link_bandwidth()
+        return self.num_allreduces * self.allreduce_s(tokens) + gather
+
+    def _link_bandwidth(self) -> float:
+        return self.link_bandwidth if self.link_bandwidth is not None else LINK_BANDWIDTH[self.gpu.name]
+
     def step_time(self, shape: StepShape) -> float:
         tokens = shape.num_prefill_tokens + shape.num_decode_tokens
         if tokens == 0:
@@ -88,13 +159,17 @@ class RooflineModel:
         flops = (self._linear_flops * padded_tokens + self._head_flops * padded_seqs
                  + self._attn_flops * max(attended, tokens))
         memory_s = self._weight_s + self._kv_s * (context + tokens)
-        return max(memory_s, flops * self._flop_s) + self.overhead_s
+        step = max(memory_s, flops * self._flop_s) + self.overhead_s
+        if self.tensor_parallel_size > 1:
+            step += self.communication_s(tokens, seqs)
+        return step
 
     def num_kv_blocks(self, block_size: int, gpu_memory_utilization: float = 0.9) -> int:
-        """KV blocks that fit in `gpu_memory_utilization` of the GPU beside the weights. Raises
-        ValueError when the weights alone do not fit."""
-        free = self.gpu.memory_bytes * gpu_memory_utilization - self.weight_bytes
-        blocks = int(free // (self.kv_bytes_per_token * block_size))
+        """KV blocks that fit in `gpu_memory_utilization` of the GPU beside the weights (per rank:
+        each rank holds its slice of the weights and of every block). Raises ValueError when the
+        weights alone do not fit."""
+        free = self.gpu.memory_bytes * gpu_memory_utilization - self.rank_weight_bytes
+        blocks = int(free // (self.rank_kv_bytes_per_token * block_size))
         if blocks < 1:
             raise ValueError(f"{self.model.name} ({self.weight_bytes / 1e9:.1f} GB of weights) leaves no room for "
                              f"a KV cache on {self.gpu.name}: pick a larger GPU or a smaller model")
@@ -102,8 +177,9 @@ class RooflineModel:
 
 
 def roofline_from_spec(spec: str, **overrides) -> RooflineModel:
-    """RooflineModel for "GPU:ARCH" (e.g. "h100:llama-3-8b"; ARCH is a dummy-model preset).
-    Raises ValueError naming the known GPUs or architectures."""
+    """RooflineModel for "GPU:ARCH" (e.g. "h100:llama-3-8b"; ARCH is a dummy-model preset);
+    overrides are RooflineModel fields (e.g. tensor_parallel_size=2). Raises ValueError naming the
+    known GPUs or architectures."""
     gpu_name, sep, arch = spec.partition(":")
     if not sep or not arch:
         raise ValueError(f"roofline spec {spec!r} is invalid: use GPU:ARCH, e.g. h100:llama-3-8b")

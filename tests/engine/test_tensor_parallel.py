@@ -149,3 +149,36 @@ def test_a_dead_worker_makes_the_driver_raise_and_shut_down():
     assert time.monotonic() - started < 30
     llm.close()  # idempotent after the failure
     assert not torch.distributed.is_initialized()
+
+
+def test_profiler_runs_at_tp2_and_tags_the_csv(tmp_path):
+    from adaptive_sarathi.engine.latency.profile import load_profile
+    from adaptive_sarathi.engine.profile_shapes import ProfileShape
+    from adaptive_sarathi.engine.profiler import ProfileConfig, run_profile
+
+    config = ProfileConfig(model="dummy:tiny", device="cpu", out=str(tmp_path / "tp2.csv"), repeats=2, warmup=1,
+                           cpu_kv_cache_bytes=1 << 22, tensor_parallel_size=2)
+    shapes = [ProfileShape(num_decodes=4, decode_context_len=64), ProfileShape(prefill_chunks=((32, 0),)),
+              ProfileShape(num_decodes=2, decode_context_len=32, prefill_chunks=((16, 16),))]
+    summary = run_profile(config, shapes, progress=False)
+    assert summary.num_rows == 3 and not summary.skipped
+    profile = load_profile(summary.path)
+    assert profile.tags["tensor_parallel_size"] == "2"
+    assert not torch.distributed.is_initialized()
+
+
+def test_simulate_flag_splits_the_roofline_and_checks_a_profiles_size(tmp_path, capsys):
+    from adaptive_sarathi.cli import main
+
+    profile = tmp_path / "p.csv"
+    profile.write_text("# tensor_parallel_size: 2\nnum_prefill_tokens,num_decode_tokens,num_prefill_seqs,"
+                       "sum_context_tokens,duration_s\n0,1,0,100,0.01\n0,8,0,800,0.012\n128,0,1,128,0.02\n"
+                       "512,0,1,512,0.05\n")
+    trace = tmp_path / "trace.csv"
+    trace.write_text("num_prefill_tokens,num_decode_tokens\n" + "".join(f"{100 + 7 * i},{20 + i}\n" for i in range(20)))
+    common = ["simulate", "--trace", str(trace), "--qps", "2", "--num-requests", "20", "--no-progress"]
+    assert main(common + ["--profile", str(profile), "--num-kv-blocks", "1000"]) == 2
+    assert "measured at tensor_parallel_size=2" in capsys.readouterr().err
+    assert main(common + ["--profile", str(profile), "--num-kv-blocks", "1000", "--tensor-parallel-size", "2"]) == 0
+    assert main(common + ["--roofline", "h100:llama-3-8b", "--tensor-parallel-size", "3"]) == 2
+    assert "tensor_parallel_size=3" in capsys.readouterr().err
