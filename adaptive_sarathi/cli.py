@@ -46,6 +46,8 @@ def _add_serve_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--slo", default=None, help="SLO shorthand ttft:MS,tbt:MS (each optionally @pNN)")
     p.add_argument("--profile", default=None, help="latency profile CSV of this GPU and model: the prior of "
                    "the adaptive and slack policies")
+    p.add_argument("--tensor-parallel-size", type=int, default=1,
+                   help="split the model over this many GPUs of this host (CPU: processes over gloo)")
 
 
 def _slo(text: str) -> dict[str, float]:
@@ -90,6 +92,8 @@ def _add_profile_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--repeats", type=int, default=5, help="timed runs per shape (the median is kept)")
     p.add_argument("--block-size", type=int, default=16, help="KV cache block size in tokens")
     p.add_argument("--attention-backend", default="auto", help="as for serve: the backend the profile describes")
+    p.add_argument("--tensor-parallel-size", type=int, default=1,
+                   help="split the model over this many GPUs of this host (CPU: processes over gloo)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
@@ -136,6 +140,7 @@ def _serve(args: argparse.Namespace) -> int:
         engine_args = EngineArgs(model=args.model, scheduler=args.scheduler, token_budget=args.token_budget,
                                  max_chunk=args.max_chunk, max_num_seqs=args.max_num_seqs,
                                  max_model_len=args.max_model_len, num_kv_blocks=args.num_kv_blocks,
+                                 tensor_parallel_size=args.tensor_parallel_size,
                                  device=args.device, dtype=args.dtype)
         server_args = ServerArgs(host=args.host, port=args.port, api_key=args.api_key,
                                  max_waiting=args.max_waiting, shutdown_timeout_s=args.shutdown_timeout)
@@ -181,7 +186,8 @@ def _profile(args: argparse.Namespace) -> int:
     try:
         config = ProfileConfig(model=args.model, device=args.device, dtype=args.dtype, out=args.out, grid=args.grid,
                                repeats=args.repeats, block_size=args.block_size,
-                               attention_backend=args.attention_backend)
+                               attention_backend=args.attention_backend,
+                               tensor_parallel_size=args.tensor_parallel_size)
         summary = run_profile(config, progress=not args.no_progress)
     except ValueError as err:  # bad flags and ModelLoadError
         print(f"error: {err}", file=sys.stderr)

@@ -39,8 +39,11 @@ class EngineArgs:
     dtype: str = "auto"
     attention_backend: str = "auto"
     seed: int = 0
+    tensor_parallel_size: int = 1  # ranks (GPUs, or CPU processes over gloo) the model is split over
 
     def __post_init__(self) -> None:
+        if not isinstance(self.tensor_parallel_size, int) or self.tensor_parallel_size < 1:
+            raise ValueError(f"tensor_parallel_size={self.tensor_parallel_size!r} is invalid: use an integer >= 1")
         if self.dtype != "auto" and self.dtype not in _DTYPES:
             raise ValueError(f"dtype={self.dtype!r} is unknown: use auto, {', '.join(_DTYPES)}")
         if self.device not in ("auto", "cpu") and not self.device.startswith("cuda"):
@@ -72,10 +75,11 @@ def create_engine(args: EngineArgs, policy: BudgetPolicy | None = None) -> LLMEn
     dtype = args.resolved_dtype(device)
     window = min(args.max_model_len or source.config.max_position_embeddings,
                  source.config.max_position_embeddings)
-    model = build_model(source, device, dtype, max_positions=window)
-    num_blocks = _num_kv_blocks(args, model, device, dtype)
-    runner = ModelRunner(model, num_blocks, args.block_size, select_attention(device, args.attention_backend),
-                         seed=args.seed)
+    if args.tensor_parallel_size > 1:
+        executor = _tensor_parallel_executor(args, source, device, dtype, window)
+        num_blocks = executor.num_kv_blocks
+    else:
+        executor, num_blocks = _single_executor(args, source, device, dtype, window)
     scheduler = make_scheduler(SchedulerConfig(name=args.scheduler, max_num_seqs=args.max_num_seqs,
                                                max_model_len=window, block_size=args.block_size), num_blocks)
     # The scheduler shrinks the window so one request always fits the cache once others are preempted.
@@ -83,8 +87,44 @@ def create_engine(args: EngineArgs, policy: BudgetPolicy | None = None) -> LLMEn
     tokenizer = Tokenizer.from_dir(source.tokenizer_path) if source.tokenizer_path else None
     eos = source.config.eos_token_ids[0] if source.config.eos_token_ids else (
         tokenizer.eos_token_id if tokenizer else None)
-    return LLMEngine(scheduler, ModelExecutor(runner), policy or FixedBudget(args.token_budget, args.max_chunk),
+    return LLMEngine(scheduler, executor, policy or FixedBudget(args.token_budget, args.max_chunk),
                      tokenizer, max_model_len=window, eos_token_id=eos)
+
+
+def _single_executor(args: EngineArgs, source, device: torch.device, dtype: torch.dtype,
+                     window: int) -> tuple[ModelExecutor, int]:
+    model = build_model(source, device, dtype, max_positions=window)
+    num_blocks = _num_kv_blocks(args, model, device, dtype)
+    runner = ModelRunner(model, num_blocks, args.block_size, select_attention(device, args.attention_backend),
+                         seed=args.seed)
+    return ModelExecutor(runner), num_blocks
+
+
+def _tensor_parallel_executor(args: EngineArgs, source, device: torch.device, dtype: torch.dtype, window: int):
+    """Spawn the workers, build every rank's slice and size the KV cache by the tightest rank.
+    Raises ValueError for a size the model or host cannot take (before anything is spawned).
+    Decode steps run eagerly on every rank (no CUDA graphs across ranks yet)."""
+    from adaptive_sarathi.engine.distributed import check_tensor_parallel_size
+    from adaptive_sarathi.engine.distributed.executor import TensorParallelExecutor
+    from adaptive_sarathi.engine.distributed.session import TensorParallelSession
+
+    check_tensor_parallel_size(source.config, args.tensor_parallel_size)
+    select_attention(device, args.attention_backend)  # a bad backend fails before processes start
+    session = TensorParallelSession(source, args.tensor_parallel_size, device, dtype, max_positions=window,
+                                    attention_backend=args.attention_backend)
+    try:
+        if args.num_kv_blocks is not None:
+            num_blocks = args.num_kv_blocks
+        else:
+            num_blocks = min(session.call("kv_capacity", args.block_size, args.gpu_memory_utilization,
+                                          args.cpu_kv_cache_bytes, gather=True))
+            if num_blocks < 1:
+                raise ValueError("no room for a KV cache beside the model slices: raise "
+                                 f"{'gpu_memory_utilization' if device.type == 'cuda' else 'cpu_kv_cache_bytes'}")
+        return TensorParallelExecutor(session, num_blocks, args.block_size, seed=args.seed)
+    except BaseException:
+        session.shutdown()
+        raise
 
 
 def _num_kv_blocks(args: EngineArgs, model, device: torch.device, dtype: torch.dtype) -> int:
