@@ -16,6 +16,7 @@ EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
     ("sim_fidelity.py", "TBT P99"),
     ("capacity_comparison.py", "adaptive / best fixed"),
     ("cpu_vs_transformers.py", "single-request decode"),
+    ("tp_step_bench.py", "all-reduce/forward"),
 ])
 def test_experiment_smoke(script, expected):
     done = subprocess.run([sys.executable, str(EXPERIMENTS / script), "--smoke"], capture_output=True, text=True,

@@ -43,11 +43,13 @@ class WorkerSpec:
 
 
 class RankState:
-    """One rank's model slice and runner. Owns the KV cache of its runner."""
+    """One rank's model slice and runner. Owns the KV cache of its runner. With group None it is
+    the whole model in this process (the TP=1 baseline of benchmarks, same code path)."""
 
-    def __init__(self, spec: WorkerSpec, group: TensorParallelGroup):
+    def __init__(self, spec: WorkerSpec, group: TensorParallelGroup | None):
         self.spec, self.group = spec, group
-        self.device = group.device
+        self.rank = group.rank if group is not None else 0
+        self.device = group.device if group is not None else spec.device(0)
         self.model = build_model(spec.source, self.device, spec.dtype, spec.max_positions, tp=group)
         self.attention = select_attention(self.device, spec.attention_backend)
         self.runner: ModelRunner | None = None
@@ -62,7 +64,7 @@ class RankState:
         self.release()
         self.runner = ModelRunner(self.model, num_blocks, block_size, self.attention, seed=seed)
         if random_fill:
-            gen = torch.Generator(device=self.device).manual_seed(seed + self.group.rank)
+            gen = torch.Generator(device=self.device).manual_seed(seed + self.rank)
             for k_cache, v_cache in self.runner.kv_caches:
                 k_cache.normal_(generator=gen)
                 v_cache.normal_(generator=gen)
@@ -94,7 +96,7 @@ class RankState:
 
     def time_all_reduce(self, num_tokens: int, calls: int, warmup: int, repeats: int) -> Timing:
         """Timing of `calls` back-to-back all-reduces of a [num_tokens, hidden] activation in the
-        model's dtype: a step's communication measured on its own."""
+        model's dtype: a step's communication measured on its own. Needs a group."""
         hidden = self.model.full_config.hidden_size
         x = torch.randn(num_tokens, hidden, device=self.device).to(self.spec.dtype)
 
