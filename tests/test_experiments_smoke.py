@@ -17,6 +17,7 @@ EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
     ("capacity_comparison.py", "adaptive / best fixed"),
     ("cpu_vs_transformers.py", "single-request decode"),
     ("tp_step_bench.py", "all-reduce/forward"),
+    ("fused_ops_bench.py", "fused ops: "),
 ])
 def test_experiment_smoke(script, expected):
     done = subprocess.run([sys.executable, str(EXPERIMENTS / script), "--smoke"], capture_output=True, text=True,
