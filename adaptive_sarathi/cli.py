@@ -19,6 +19,8 @@ def _add_engine_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-chunk", type=int, default=None, help="most prompt tokens per request per iteration")
     p.add_argument("--device", default="auto")
     p.add_argument("--dtype", default="auto")
+    p.add_argument("--enforce-eager", action="store_true",
+                   help="run decode steps eagerly instead of replaying CUDA graphs (GPU only)")
 
 
 def _add_sampling_flags(p: argparse.ArgumentParser) -> None:
@@ -141,7 +143,7 @@ def _serve(args: argparse.Namespace) -> int:
                                  max_chunk=args.max_chunk, max_num_seqs=args.max_num_seqs,
                                  max_model_len=args.max_model_len, num_kv_blocks=args.num_kv_blocks,
                                  tensor_parallel_size=args.tensor_parallel_size,
-                                 device=args.device, dtype=args.dtype)
+                                 device=args.device, dtype=args.dtype, enforce_eager=args.enforce_eager)
         server_args = ServerArgs(host=args.host, port=args.port, api_key=args.api_key,
                                  max_waiting=args.max_waiting, shutdown_timeout_s=args.shutdown_timeout)
         return run_server(engine_args, server_args, _serve_policy(args))
@@ -208,7 +210,7 @@ def _generate(args: argparse.Namespace) -> int:
         params = SamplingParams(max_tokens=args.max_tokens, temperature=args.temperature, top_p=args.top_p,
                                 seed=args.seed)
         llm = LLM(args.model, scheduler=args.scheduler, token_budget=args.token_budget, max_chunk=args.max_chunk,
-                  device=args.device, dtype=args.dtype)
+                  device=args.device, dtype=args.dtype, enforce_eager=args.enforce_eager)
         if args.command == "generate":
             out = llm.generate(args.prompt, params)[0]
         else:

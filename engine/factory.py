@@ -15,15 +15,18 @@ from adaptive_sarathi.engine.model.build import build_model
 from adaptive_sarathi.engine.model_runner import ModelRunner, kv_block_bytes
 from adaptive_sarathi.engine.schedulers import make_scheduler
 from adaptive_sarathi.engine.tokenizer import Tokenizer
-from adaptive_sarathi.kernels.attention.backends import select_attention
+from adaptive_sarathi.kernels.attention.backends import resolve_backend_name, select_attention
 
+# Decode batches above this run eagerly: their kernels are long enough to hide the launches.
+MAX_GRAPH_BATCH = 256
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 @dataclass(frozen=True)
 class EngineArgs:
     """Everything a user chooses about an engine. model None = the embedded SmolLM2 default;
-    device/dtype "auto" = CUDA in bfloat16 when present, else CPU in float32."""
+    device/dtype "auto" = CUDA in bfloat16 when present, else CPU in float32. Decode-only steps
+    replay CUDA graphs on a GPU with the triton attention backend unless enforce_eager."""
 
     model: str | None = None
     scheduler: str = "sarathi"
@@ -38,6 +41,7 @@ class EngineArgs:
     device: str = "auto"
     dtype: str = "auto"
     attention_backend: str = "auto"
+    enforce_eager: bool = False
     seed: int = 0
     tensor_parallel_size: int = 1  # ranks (GPUs, or CPU processes over gloo) the model is split over
 
@@ -95,8 +99,11 @@ def _single_executor(args: EngineArgs, source, device: torch.device, dtype: torc
                      window: int) -> tuple[ModelExecutor, int]:
     model = build_model(source, device, dtype, max_positions=window)
     num_blocks = _num_kv_blocks(args, model, device, dtype)
+    graphs = (not args.enforce_eager and device.type == "cuda"
+              and resolve_backend_name(device, args.attention_backend) == "triton")
     runner = ModelRunner(model, num_blocks, args.block_size, select_attention(device, args.attention_backend),
-                         seed=args.seed)
+                         seed=args.seed, decode_graphs=min(args.max_num_seqs, MAX_GRAPH_BATCH) if graphs else 0,
+                         max_context_len=window)
     return ModelExecutor(runner), num_blocks
 
 

@@ -4,15 +4,16 @@ Sections, run in this order and printed as markdown tables as they finish:
   (a) floors: device-to-device copy bandwidth (bytes read + written) and the bf16 matmul rate
       (8192^3, random inputs rotated among three pairs);
   (b) decode-only steps, batch 1..256 x context 512..8192 where the KV cache fits, against the
-      bandwidth floor (weights + KV read once);
+      bandwidth floor (weights + KV read once): the eager forward, the forward replayed from the
+      runner's CUDA graph, and the whole step as the engine runs it (inputs, replay, sampling);
   (c) prefill chunks 256..8192 tokens, tile neighbours included (512/520, ...), against the matmul
       floor (2 x params x tokens + attention FLOPs);
   (d) mixed steps (token budget 512 and 2048 holding 32..128 decodes at context 2048 plus one
       chunk) against the larger of the two floors;
-  (e) host overhead: the real engine with many requests decoding; the GPU idles between forwards
-      for step() host time minus the forward's CUDA-event time;
-  (f) the decode steps of (b) replayed from a CUDA graph, which removes kernel-launch gaps: the
-      distance between (b) and (f) is launch overhead, the rest is the kernels'.
+  (e) host overhead: the real engine (CUDA graphs on) with many requests decoding; the GPU idles
+      between forwards for step() host time minus the forward's CUDA-event time;
+  (f) where the GPU time of a decode step (64 x 2048) and a 2048-token prefill goes: kernel
+      time by kernel, from the torch profiler on the eager forward.
 
 Steps of (b)-(d) and (f) are synthetic ScheduledBatches over scattered KV blocks holding random
 values. "forward" is the CUDA-event time of the model forward and LM head on prepared inputs;
@@ -159,6 +160,7 @@ class StepBench:
         self.rng = random.Random(seed)
         self.config = model.config
         self.dtype_bytes = next(model.parameters()).element_size()
+        self.max_context_len = max(sizes.decode_contexts)
 
     def fits(self, shape: ProfileShape) -> bool:
         return shape.num_blocks(BLOCK_SIZE) <= self.capacity
@@ -181,20 +183,19 @@ class StepBench:
         runner, batch = self._batch(shape)
         return forward, time_call(lambda: runner.execute(batch), self.device, 1, self.sizes.repeats)
 
-    def graphed(self, shape: ProfileShape) -> Timing:
-        """Forward timing of `shape` replayed from a captured CUDA graph."""
+    def graphed(self, shape: ProfileShape) -> tuple[Timing, Timing]:
+        """(replay timing, whole-step timing) of a decode-only `shape` through the runner's CUDA
+        graph captured for exactly its batch size, as the engine runs it."""
         runner, batch = self._batch(shape)
-        forward = prepared_forward(runner, batch)
-        side = torch.cuda.Stream(self.device)
-        side.wait_stream(torch.cuda.current_stream(self.device))
-        with torch.cuda.stream(side):  # warm-up off the default stream, as capture requires
-            for _ in range(self.sizes.warmup):
-                forward()
-        torch.cuda.current_stream(self.device).wait_stream(side)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            forward()
-        return time_call(graph.replay, self.device, self.sizes.warmup, self.sizes.repeats)
+        runner.capture_decode_graphs([shape.num_decodes], self.max_context_len)
+        try:
+            inputs = prepare_inputs(batch, runner.block_size)
+            assert runner.graphs.fits(inputs)
+            replay = time_call(lambda: runner.graphs.replay(inputs), self.device, self.sizes.warmup,
+                               self.sizes.repeats)
+            return replay, time_call(lambda: runner.execute(batch), self.device, 1, self.sizes.repeats)
+        finally:
+            runner.graphs = None
 
     def attempt(self, measure: Callable[[], object]) -> object | None:
         """measure(), or None when the device runs out of memory (the KV cache is then freed)."""
@@ -237,25 +238,33 @@ def decode_shapes(sizes: Sizes) -> list[ProfileShape]:
 
 def section_decode(report: Report, bench: StepBench, bandwidth: float | None) -> None:
     rows, data, skipped = [], [], []
+    cuda = bench.device.type == "cuda"
     for shape in decode_shapes(bench.sizes):
         if not bench.fits(shape):
             skipped.append(f"{shape.num_decodes}x{shape.decode_context_len}")
             continue
-        result = bench.attempt(lambda: bench.eager(shape))
+        result = bench.attempt(lambda: (bench.eager(shape), bench.graphed(shape) if cuda else (None, None)))
         if result is None:
             skipped.append(f"{shape.num_decodes}x{shape.decode_context_len} (out of memory)")
             continue
-        forward, step = result
+        (forward, eager_step), (replay, step) = result
+        graph_s = replay.device_s if replay else None
+        step_s = step.wall_s if step else eager_step.wall_s
         cost = step_cost(bench.config, shape, bench.dtype_bytes)
         floor = cost.bytes / bandwidth if bandwidth else None
-        rows.append([str(shape.num_decodes), str(shape.decode_context_len), ms(forward.device_s), ms(step.wall_s),
-                     ms(floor), pct(floor, forward.device_s), f"{cost.bytes / forward.device_s / 1e9:.0f}"])
+        rows.append([str(shape.num_decodes), str(shape.decode_context_len), ms(forward.device_s), ms(graph_s),
+                     ms(step_s), ms(floor), pct(floor, step_s), f"{step_s / floor:.2f}x" if floor else "n/a",
+                     f"{cost.bytes / step_s / 1e9:.0f}"])
         data.append({"batch": shape.num_decodes, "context": shape.decode_context_len, "bytes": cost.bytes,
-                     "forward_s": forward.device_s, "step_s": step.wall_s, "floor_s": floor})
-        print(f"  decode {shape.num_decodes}x{shape.decode_context_len}: forward {ms(forward.device_s)} ms",
-              flush=True)
+                     "forward_s": forward.device_s, "graph_s": graph_s, "eager_step_s": eager_step.wall_s,
+                     "step_s": step_s, "floor_s": floor})
+        print(f"  decode {shape.num_decodes}x{shape.decode_context_len}: eager {ms(forward.device_s)} ms, "
+              f"graph {ms(graph_s)} ms, step {ms(step_s)} ms", flush=True)
     report.section("decode", "(b) Decode-only steps vs the bandwidth floor",
-                   ["batch", "context", "forward ms", "step ms", "floor ms", "floor/forward", "GB/s"], rows, data,
+                   ["batch", "context", "eager forward ms", "graph forward ms", "step ms", "floor ms", "floor/step",
+                    "step/floor", "GB/s"], rows, data,
+                   "step = ModelRunner.execute as the engine calls it (input preparation, copies, graph replay, "
+                   "sampling), host wall time, synchronized; on the CPU the eager step. "
                    f"Skipped (KV cache does not fit): {', '.join(skipped) or 'none'}.")
 
 
@@ -312,15 +321,26 @@ def section_mixed(report: Report, bench: StepBench, bandwidth: float | None, flo
 
 
 class ForwardClock:
-    """Times each model forward (embedding to LM head) inside the engine with hooks: CUDA events
-    on a GPU, the host clock on the CPU. `last_s()` synchronizes and returns the latest one."""
+    """Times the device work of each step inside the engine (the eager forward, or the graph
+    replay with its input copies) by wrapping the runner's two entry points: CUDA events on a
+    GPU, the host clock on the CPU. `last_s()` synchronizes and returns the latest one."""
 
     def __init__(self, runner: ModelRunner):
         self.cuda = runner.device.type == "cuda"
         self.start: torch.cuda.Event | float | None = None
         self.end: torch.cuda.Event | float | None = None
-        self.handles = [runner.model.register_forward_pre_hook(lambda *_: self._mark("start")),
-                        runner.model.lm_head.register_forward_hook(lambda *_: self._mark("end"))]
+        self.wrapped = [(obj, name) for obj, name in ((runner, "_logits"), (runner.graphs, "replay"))
+                        if obj is not None]
+        for obj, name in self.wrapped:
+            setattr(obj, name, self._timed(getattr(obj, name)))
+
+    def _timed(self, fn):
+        def timed(*args, **kwargs):
+            self._mark("start")
+            out = fn(*args, **kwargs)
+            self._mark("end")
+            return out
+        return timed
 
     def _mark(self, which: str) -> None:
         if self.cuda:
@@ -337,8 +357,8 @@ class ForwardClock:
         return self.end - self.start
 
     def remove(self) -> None:
-        for handle in self.handles:
-            handle.remove()
+        for obj, name in self.wrapped:
+            delattr(obj, name)  # the instance attribute shadowed the method
 
 
 def section_engine(report: Report, sizes: Sizes, device: torch.device, seed: int):
@@ -397,35 +417,44 @@ def section_engine(report: Report, sizes: Sizes, device: torch.device, seed: int
         {"requests": s.engine_requests, "prompt_len": s.engine_prompt_len, "token_budget": s.engine_token_budget,
          "steps": len(samples), "step_s": host, "executor_s": executor, "forward_s": forward, "idle_s": idle,
          "samples": samples},
-        "Medians. GPU idle = step() host time - CUDA-event time from the forward's start to its LM head: input "
-        "preparation, sampling, scheduling and output handling. Launch gaps inside the forward are not in it; "
-        "section (f) shows them.")
+        "Medians. GPU idle = step() host time - CUDA-event time of the step's device work (graph replay with its "
+        "input copies, or the eager forward): input preparation, sampling, scheduling and output handling.")
     return model, attention
 
 
-def section_graph(report: Report, bench: StepBench, bandwidth: float | None) -> None:
+def section_kernels(report: Report, bench: StepBench) -> None:
+    """Kernel time by kernel for one decode step and one prefill chunk (eager forwards)."""
     if bench.device.type != "cuda":
-        report.section("decode_graph", "(f) Decode steps replayed from a CUDA graph", ["note"],
-                       [["skipped: needs a CUDA device"]], [])
+        report.section("kernels", "(f) GPU time by kernel", ["note"], [["skipped: needs a CUDA device"]], [])
         return
-    rows, data = [], []
-    for shape in decode_shapes(bench.sizes):
-        if not bench.fits(shape):
-            continue
-        result = bench.attempt(lambda: (bench.forward(shape), bench.graphed(shape)))
-        if result is None:
-            continue
-        eager, graphed = result
-        floor = step_cost(bench.config, shape, bench.dtype_bytes).bytes / bandwidth if bandwidth else None
-        rows.append([str(shape.num_decodes), str(shape.decode_context_len), ms(eager.device_s), ms(graphed.device_s),
-                     pct(eager.device_s - graphed.device_s, eager.device_s), ms(floor),
-                     pct(floor, graphed.device_s)])
-        data.append({"batch": shape.num_decodes, "context": shape.decode_context_len, "eager_s": eager.device_s,
-                     "graph_s": graphed.device_s, "floor_s": floor})
-        print(f"  graph {shape.num_decodes}x{shape.decode_context_len}: {ms(graphed.device_s)} ms", flush=True)
-    report.section("decode_graph", "(f) Decode steps replayed from a CUDA graph",
-                   ["batch", "context", "eager forward ms", "graph ms", "launch share", "floor ms", "floor/graph"],
-                   rows, data)
+    from torch.profiler import ProfilerActivity, profile
+
+    b, ctx = (64, 2048) if 2048 in bench.sizes.decode_contexts else (bench.sizes.decode_batches[0], 512)
+    shapes = {f"decode {b}x{ctx}": ProfileShape(num_decodes=b, decode_context_len=ctx),
+              "prefill 2048": ProfileShape(prefill_chunks=((2048, 0),))}
+    rows, data = [], {}
+    for label, shape in shapes.items():
+        runner, batch = bench._batch(shape)
+        forward = prepared_forward(runner, batch)
+        for _ in range(bench.sizes.warmup):
+            forward()
+        torch.cuda.synchronize(bench.device)
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            forward()
+            torch.cuda.synchronize(bench.device)
+        totals: dict[str, float] = {}
+        for event in prof.events():
+            if event.device_type.name == "CUDA":
+                totals[event.name] = totals.get(event.name, 0.0) + event.device_time / 1e6
+        total = sum(totals.values())
+        top = sorted(totals.items(), key=lambda kv: -kv[1])[:12]
+        data[label] = {"total_s": total, "kernels": totals}
+        rows += [[label, name[:70], ms(t), pct(t, total)] for name, t in top]
+        rows.append([label, "all kernels", ms(total), "100%"])
+        bench.release()
+    report.section("kernels", "(f) GPU time by kernel (eager forward, torch profiler)",
+                   ["step", "kernel", "ms", "share"], rows, data,
+                   "Kernel busy time only; the gaps between kernels are launch overhead, which graphs remove.")
 
 
 def run_section(report: Report, key: str, fn: Callable[[], object]) -> object | None:
@@ -486,7 +515,7 @@ def main() -> None:
     if engine_out is not None:
         free_device_memory(device)
         bench = StepBench(*engine_out, sizes, device, args.seed)
-        run_section(report, "decode_graph", lambda: section_graph(report, bench, bandwidth))
+        run_section(report, "kernels", lambda: section_kernels(report, bench))
         bench.release()
     print(f"\ngpu_step_bench done in {time.perf_counter() - started:.0f} s; wrote {report.json_path} and "
           f"{report.md_path}", flush=True)

@@ -105,7 +105,8 @@ class LlamaForCausalLM(nn.Module):
         return self.norm(h[output_rows])
 
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        return self.lm_head(hidden)
+        """Float32 logits [N, vocab] of hidden [N, hidden_size] (a new tensor)."""
+        return float32_logits(hidden, self.lm_head.weight)
 
     @torch.no_grad()
     def load_hf_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> None:
@@ -131,6 +132,17 @@ class LlamaForCausalLM(nn.Module):
         missing = expected - loaded
         if missing:
             raise ValueError(f"weights are missing {len(missing)} tensors, e.g. {sorted(missing)[:3]}")
+
+
+def float32_logits(hidden: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """hidden @ weight.T with a float32 result. Rounding logits to bf16 (8 mantissa bits, steps of
+    0.125 near 20) makes near-ties common and flips greedy choices; on CUDA the product keeps the
+    fp32 accumulator without an fp32 copy of the weight, elsewhere both are upcast."""
+    if weight.dtype == torch.float32:
+        return F.linear(hidden.float(), weight)
+    if hidden.is_cuda:
+        return torch.mm(hidden.to(weight.dtype), weight.t(), out_dtype=torch.float32)
+    return F.linear(hidden.float(), weight.float())
 
 
 def _map_hf_name(hf_name: str, config: ModelConfig) -> tuple[str, int | None] | None:

@@ -28,15 +28,22 @@ def select_attention(device: torch.device, name: str = "auto"):
     """The attention function for `device`. Raises ValueError naming the backend, why it is
     unusable here and the fix, when `name` is unknown or cannot run on `device`."""
     device = torch.device(device)
-    if name not in ATTENTION_BACKENDS:
-        raise ValueError(f"attention_backend={name!r} is unknown: use one of {', '.join(ATTENTION_BACKENDS)}")
-    if name == "auto":
-        name = "triton" if _triton_fits(device) else "torch"
+    name = resolve_backend_name(device, name)
     if name == "torch":
         return paged_attention_reference
     if name == "triton":
         return _triton_backend(device)
     return _flash_attn_backend(device)
+
+
+def resolve_backend_name(device: torch.device, name: str = "auto") -> str:
+    """The backend `name` stands for on `device` ("auto" resolved). Raises ValueError for an
+    unknown name."""
+    if name not in ATTENTION_BACKENDS:
+        raise ValueError(f"attention_backend={name!r} is unknown: use one of {', '.join(ATTENTION_BACKENDS)}")
+    if name == "auto":
+        return "triton" if _triton_fits(torch.device(device)) else "torch"
+    return name
 
 
 def _triton_fits(device: torch.device) -> bool:

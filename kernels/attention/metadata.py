@@ -44,6 +44,8 @@ class AttentionMetadata:
     slot_mapping[i] is the cache slot (block_id * block_size + offset) where token i's K/V go.
     decode_block_tables is [num_decodes, max_blocks] padded with 0; decode_context_lens counts the
     new token too. Tensors live on the model's device; the caller owns them for the whole step.
+    decode_num_splits, when set, asks split-K decode kernels for that many partitions of each
+    sequence's own context, making the launch independent of the contexts (for CUDA graphs).
     """
 
     slot_mapping: torch.Tensor  # int64 [num_tokens]
@@ -53,6 +55,7 @@ class AttentionMetadata:
     max_decode_context_len: int
     prefills: list[PrefillSpan]
     block_size: int
+    decode_num_splits: int | None = None
 
     def to(self, device: torch.device) -> "AttentionMetadata":
         """A copy with every tensor moved to `device` (non-blocking where possible)."""
@@ -65,6 +68,7 @@ class AttentionMetadata:
             max_decode_context_len=self.max_decode_context_len,
             prefills=[PrefillSpan(p.q_start, p.q_end, p.start_position, move(p.block_table)) for p in self.prefills],
             block_size=self.block_size,
+            decode_num_splits=self.decode_num_splits,
         )
 
     @cached_property

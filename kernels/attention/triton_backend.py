@@ -29,7 +29,7 @@ def triton_paged_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torc
                          f"got {tuple(out.shape)} {out.dtype} strides {out.stride()}")
     if meta.num_decode_tokens:
         decode_attention(q, k_cache, v_cache, meta.decode_block_tables, meta.decode_context_lens,
-                         meta.max_decode_context_len, scale, out)
+                         meta.max_decode_context_len, scale, out, num_splits=meta.decode_num_splits)
     layout = meta.prefill_layout
     if layout is not None:
         prefill_attention(q, k_cache, v_cache, layout, scale, out)

@@ -60,15 +60,25 @@ def _num_sms(device: torch.device) -> int:
     return torch.cuda.get_device_properties(device).multi_processor_count
 
 
-def split_partition(num_decodes: int, kv_heads: int, max_context_len: int, block_n: int, num_sms: int) -> int:
-    """Tokens per split-K partition, a multiple of block_n. The whole longest context (no split)
-    unless the batch gives under TARGET_PROGRAMS_PER_SM programs per SM; then as many splits as
-    fit in that target (rounding down, so the grid stays one wave), none under MIN_PARTITION
-    tokens and at most MAX_SPLITS."""
+def split_count(num_decodes: int, kv_heads: int, max_context_len: int, num_sms: int) -> int:
+    """Split-K partitions per sequence: 1 (no split) unless the batch gives under
+    TARGET_PROGRAMS_PER_SM programs per SM; then as many as fit in that target (rounding down, so
+    the grid stays one wave), none under MIN_PARTITION tokens and at most MAX_SPLITS."""
     programs = num_decodes * kv_heads
     target = TARGET_PROGRAMS_PER_SM * num_sms
-    splits = max(1, min(target // programs, max_context_len // MIN_PARTITION, MAX_SPLITS))
+    return max(1, min(target // programs, max_context_len // MIN_PARTITION, MAX_SPLITS))
+
+
+def split_partition(num_decodes: int, kv_heads: int, max_context_len: int, block_n: int, num_sms: int) -> int:
+    """Tokens per split-K partition for split_count's number of splits, a multiple of block_n."""
+    splits = split_count(num_decodes, kv_heads, max_context_len, num_sms)
     return triton.cdiv(triton.cdiv(max_context_len, splits), block_n) * block_n
+
+
+def graph_num_splits(num_decodes: int, kv_heads: int, max_context_len: int, device: torch.device) -> int:
+    """The num_splits a CUDA graph of `num_decodes` decodes should capture when contexts may reach
+    max_context_len (see decode_attention)."""
+    return split_count(num_decodes, kv_heads, max_context_len, _num_sms(device))
 
 
 @triton.jit
@@ -76,11 +86,13 @@ def _decode_kernel(q, k_cache, v_cache, block_tables, context_lens, out, scratch
                    stride_qt, stride_qh, stride_kb, stride_ks, stride_kh, stride_bt, stride_ot, stride_oh,
                    GROUP: tl.constexpr, GROUP_PAD: tl.constexpr, HEAD_DIM: tl.constexpr,
                    BLOCK_SIZE: tl.constexpr, BLOCK_N: tl.constexpr, SPLIT: tl.constexpr,
-                   DOT_PRECISION: tl.constexpr):
+                   PER_SEQUENCE: tl.constexpr, DOT_PRECISION: tl.constexpr):
     seq = tl.program_id(0)
     kv_head = tl.program_id(1)
     split = tl.program_id(2)
     context_len = tl.load(context_lens + seq)
+    if PER_SEQUENCE:
+        partition = _own_partition(context_len, tl.num_programs(2), BLOCK_N)
     start = split * partition
     end = tl.minimum(start + partition, context_len)  # empty when the sequence ends before start
     full_end = start + tl.maximum(end - start, 0) // BLOCK_N * BLOCK_N
@@ -126,15 +138,26 @@ def _decode_kernel(q, k_cache, v_cache, block_tables, context_lens, out, scratch
 
 
 @triton.jit
+def _own_partition(context_len, num_splits, BLOCK_N: tl.constexpr):
+    # A sequence's context cut into num_splits tile-aligned parts, so short sequences do not run
+    # the longest one's partition size.
+    return tl.cdiv(tl.cdiv(context_len, num_splits), BLOCK_N) * BLOCK_N
+
+
+@triton.jit
 def _merge_kernel(out, scratch, context_lens, partition, num_splits, stride_ot, stride_oh,
-                  HEAD_DIM: tl.constexpr, MERGE_TILE: tl.constexpr):
+                  HEAD_DIM: tl.constexpr, MERGE_TILE: tl.constexpr, BLOCK_N: tl.constexpr,
+                  PER_SEQUENCE: tl.constexpr):
     seq = tl.program_id(0)
     head = tl.program_id(1)
     num_heads = tl.num_programs(1)
     num_parts = tl.num_programs(0).to(tl.int64) * num_heads * num_splits
     part_max = scratch + num_parts * HEAD_DIM
     part_sum = scratch + num_parts * (HEAD_DIM + 1)
-    used = tl.cdiv(tl.load(context_lens + seq), partition)  # partitions this sequence filled
+    context_len = tl.load(context_lens + seq)
+    if PER_SEQUENCE:
+        partition = _own_partition(context_len, num_splits, BLOCK_N)
+    used = tl.cdiv(context_len, partition)  # partitions this sequence filled
     base = (seq.to(tl.int64) * num_heads + head) * num_splits
     offs_s = tl.arange(0, MERGE_TILE)
     offs_d = tl.arange(0, HEAD_DIM)
@@ -161,7 +184,8 @@ def _merge_kernel(out, scratch, context_lens, partition, num_splits, stride_ot, 
 
 def decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, block_tables: torch.Tensor,
                      context_lens: torch.Tensor, max_context_len: int, scale: float, out: torch.Tensor,
-                     partition: int | None = None, config: DecodeConfig | None = None) -> None:
+                     partition: int | None = None, config: DecodeConfig | None = None,
+                     num_splits: int | None = None) -> None:
     """Attention of one query token per sequence, rows [0, B) of q [>= B, heads, D], over its whole
     cached context; B = len(context_lens).
 
@@ -169,18 +193,29 @@ def decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tens
     counting the query token, whose K/V must already be in the cache); max_context_len their max.
     The caches must share one layout. Writes rows [0, B) of out (same shape as q, any strides with a
     contiguous last dim) and nothing else; allocates only the split-K scratch. partition (tokens, a
-    multiple of the tile) overrides the split policy; config the tile."""
+    multiple of the tile) overrides the split policy; config the tile.
+
+    num_splits instead cuts every sequence's own context into that many tile-aligned partitions,
+    read on the device: the launch then depends on nothing but B and num_splits, which is what a
+    CUDA graph replayed for changing contexts needs (max_context_len is ignored)."""
     num_decodes, (num_heads, head_dim) = context_lens.shape[0], q.shape[1:]
     if num_decodes == 0:
         return
     kv_heads, block_size = k_cache.shape[2], k_cache.shape[1]
     group = num_heads // kv_heads
     config = config or decode_config(head_dim, k_cache.dtype)
-    if partition is None:
-        partition = split_partition(num_decodes, kv_heads, max_context_len, config.block_n, _num_sms(q.device))
-    if partition % config.block_n:
-        raise ValueError(f"partition={partition} must be a multiple of the tile's {config.block_n} positions")
-    num_splits = triton.cdiv(max_context_len, partition)
+    per_sequence = num_splits is not None
+    if per_sequence:
+        if num_splits < 1:
+            raise ValueError(f"num_splits={num_splits} is invalid: use an integer >= 1")
+        partition = 0  # each program computes its sequence's own
+    else:
+        if partition is None:
+            partition = split_partition(num_decodes, kv_heads, max_context_len, config.block_n,
+                                        _num_sms(q.device))
+        if partition % config.block_n:
+            raise ValueError(f"partition={partition} must be a multiple of the tile's {config.block_n} positions")
+        num_splits = triton.cdiv(max_context_len, partition)
     split = num_splits > 1
     # One allocation for the split partials (outputs, maxes, sums); unused without a split.
     scratch = torch.empty(num_decodes * num_heads * num_splits * (head_dim + 2) if split else 0,
@@ -190,11 +225,13 @@ def decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tens
         q.stride(0), q.stride(1), k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
         block_tables.stride(0), out.stride(0), out.stride(1),
         GROUP=group, GROUP_PAD=max(16, triton.next_power_of_2(group)), HEAD_DIM=head_dim,
-        BLOCK_SIZE=block_size, BLOCK_N=config.block_n, SPLIT=split, DOT_PRECISION=dot_precision(k_cache.dtype),
+        BLOCK_SIZE=block_size, BLOCK_N=config.block_n, SPLIT=split, PER_SEQUENCE=per_sequence,
+        DOT_PRECISION=dot_precision(k_cache.dtype),
         num_warps=config.num_warps, num_stages=config.num_stages,
     )
     if split:
         _merge_kernel[(num_decodes, num_heads)](
             out, scratch, context_lens, partition, num_splits, out.stride(0), out.stride(1),
-            HEAD_DIM=head_dim, MERGE_TILE=MERGE_TILE, num_warps=4,
+            HEAD_DIM=head_dim, MERGE_TILE=MERGE_TILE, BLOCK_N=config.block_n, PER_SEQUENCE=per_sequence,
+            num_warps=4,
         )

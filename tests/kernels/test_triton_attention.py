@@ -72,6 +72,13 @@ def test_decode_matches_reference(seed, heads, kv_heads, head_dim, block_size):
         decode_attention(case.q, case.k_cache, case.v_cache, meta.decode_block_tables, meta.decode_context_lens,
                          meta.max_decode_context_len, scale, out, partition=partition, config=TINY_DECODE)
         assert_fp32_close(out, ref)
+    # Each sequence cut into its own partitions (the CUDA-graph mode): one, and more than a short
+    # context has tiles.
+    for num_splits in (1, 3, 8):
+        out = poisoned(case.q)
+        decode_attention(case.q, case.k_cache, case.v_cache, meta.decode_block_tables, meta.decode_context_lens,
+                         0, scale, out, config=TINY_DECODE, num_splits=num_splits)
+        assert_fp32_close(out, ref)
 
 
 @pytest.mark.parametrize("seed", range(3))
