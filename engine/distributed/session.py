@@ -183,9 +183,15 @@ class TensorParallelSession:
         self.state = None
         if dist.is_initialized():
             try:
+                if group is not None:
+                    dist.destroy_process_group(group.cpu_group)
                 dist.destroy_process_group()
             except Exception:  # noqa: BLE001
                 pass
+        # Drop the last handles now: C++ threads of process groups and of the rendezvous server
+        # must end while the interpreter is alive, not during its teardown (std::terminate).
+        self.group = None
+        self.store = None
         gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
