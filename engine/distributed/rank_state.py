@@ -98,7 +98,9 @@ class RankState:
         """Timing of `calls` back-to-back all-reduces of a [num_tokens, hidden] activation in the
         model's dtype: a step's communication measured on its own. Needs a group."""
         hidden = self.model.full_config.hidden_size
-        x = torch.randn(num_tokens, hidden, device=self.device).to(self.spec.dtype)
+        # Zeros stay zeros however often they are summed (random values would overflow to inf);
+        # the cost of a ring all-reduce does not depend on the values.
+        x = torch.zeros(num_tokens, hidden, device=self.device, dtype=self.spec.dtype)
 
         def reduce_all() -> None:
             for _ in range(calls):

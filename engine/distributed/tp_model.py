@@ -35,6 +35,8 @@ class TensorParallelLlama(LlamaForCausalLM):
 
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """Float32 logits [N, vocab] over the whole vocabulary (padding rows trimmed)."""
+        if hidden.shape[0] == 0:  # no row samples: every rank sees the same batch, so all skip the gather
+            return torch.empty((0, self.full_config.vocab_size), dtype=torch.float32, device=hidden.device)
         local = super().compute_logits(hidden)
         return self.tp_group.all_gather_last_dim(local)[:, :self.full_config.vocab_size]
 

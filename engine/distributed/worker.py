@@ -10,6 +10,7 @@ Startup status goes through the rendezvous TCPStore: "joined/<rank>", then "read
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import traceback
 from datetime import timedelta
@@ -65,6 +66,9 @@ def worker_main(index: int, spec: WorkerSpec, startup_timeout_s: float) -> None:
     """Entry point of the spawned process for rank index + 1. Exits 0 after STOP, 1 on failure
     (with the traceback in the store and on stderr)."""
     rank = index + 1
+    # Ctrl-C in a terminal reaches the whole process group: the driver decides when workers stop
+    # (a server finishes its in-flight requests first), and they stop when it goes away.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     disable_nvlink_multicast()
     store = None
     try:
