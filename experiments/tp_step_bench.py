@@ -255,7 +255,7 @@ def main() -> None:
     ns, invalid = tp_sizes(sizes, source.config, args.max_tp)
     meta = {"card": device_name(device), "gpus": torch.cuda.device_count() if device.type == "cuda" else 0,
             "torch": torch.__version__, "cuda": torch.version.cuda or "none",
-            "nccl": ".".join(map(str, torch.cuda.nccl.version())) if device.type == "cuda" else "none (gloo)",
+            "nccl": str(torch.cuda.nccl.version()) if device.type == "cuda" else "none (gloo)",
             "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "model": sizes.model,
             "dtype": str(sizes.dtype).removeprefix("torch."), "mode": "smoke" if args.smoke else "full",
             "tp sizes": ", ".join(map(str, ns)) + (f" (not splitting the model: {invalid})" if invalid else ""),

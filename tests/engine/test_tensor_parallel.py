@@ -182,3 +182,28 @@ def test_simulate_flag_splits_the_roofline_and_checks_a_profiles_size(tmp_path, 
     assert main(common + ["--profile", str(profile), "--num-kv-blocks", "1000", "--tensor-parallel-size", "2"]) == 0
     assert main(common + ["--roofline", "h100:llama-3-8b", "--tensor-parallel-size", "3"]) == 2
     assert "tensor_parallel_size=3" in capsys.readouterr().err
+
+
+def test_hf_checkpoint_with_qkv_bias_and_untied_head_loads_sharded(tmp_path):
+    """Real-file loading at TP=2 of a Qwen2-style checkpoint (QKV biases, untied LM head, a vocab
+    of 301 rows padded to 2 x 151): the same logits as TP=1."""
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    config = transformers.Qwen2Config(vocab_size=301, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+                                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+                                      tie_word_embeddings=False)
+    hf = transformers.Qwen2ForCausalLM(config).eval()
+    with torch.no_grad():  # biases start at zero; make them matter
+        for name, p in hf.named_parameters():
+            if name.endswith("bias"):
+                p.normal_(0, 0.5)
+    hf.save_pretrained(tmp_path)
+    kwargs = dict(device="cpu", dtype="float32", num_kv_blocks=64)
+    batch = _prefill_batch([5, 17, 300, 42, 8, 99, 123, 7, 250, 1])
+    baseline = LLM(str(tmp_path), **kwargs)
+    expected = baseline.engine.executor.runner.logits_for(batch)
+    del baseline
+    with LLM(str(tmp_path), tensor_parallel_size=2, **kwargs) as llm:
+        got = llm.engine.executor.logits_for(batch)
+    assert got.shape == expected.shape == (1, 301)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
