@@ -9,9 +9,9 @@ bf16, KV blocks of 16 tokens placed at random) for T in {64, 2048, 8192} tokens 
 Methods:
   triton     kernels/fused, one launch per op;
   reference  kernels/fused/reference.py, the kernels' exact semantics in plain torch;
-  engine     the torch ops engine/model/llama.py runs today for the same work (RMSNorm's code,
-             `h = residual + x` then RMSNorm, F.silu(gate) * up, RotaryEmbedding.forward plus
-             write_kv_cache).
+  engine     the unfused torch ops engine/model/llama.py ran before these kernels (RMSNorm in
+             torch ops, `h = residual + x` then RMSNorm, F.silu(gate) * up, rotary embedding in
+             q's dtype plus write_kv_cache).
 Numbers: the median of 20 timed runs after 5 warm-ups, each timed by CUDA events on an L2 just
 flushed (a 256 MiB write before the run, outside the events), so every op reads from HBM. "MB" is
 what the op must move at the least (each input read once, each output written once; the norm
@@ -118,10 +118,15 @@ def rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:
 
 
 def engine_rms_norm(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """engine/model/llama.py RMSNorm.forward, verbatim."""
+    """RMSNorm as unfused torch ops (the model's code before kernels/fused)."""
     xf = x.float()
     xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + EPS)
     return weight * xf.to(x.dtype)
+
+
+def rotate_half(x: torch.Tensor) -> torch.Tensor:
+    half = x.shape[-1] // 2
+    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
 
 
 def model_config(s: Shapes, max_positions: int):
@@ -223,7 +228,8 @@ def rope_case(s: Shapes, t: int, gen, device, fused) -> Case:
         return fused.rope_and_write_kv(bq, bk, bv, positions, rope.cos, rope.sin, kc, vc, slots, impl=impl)
 
     def engine():
-        q_rot, k_rot = rope(positions, q, k)
+        c, sn = rope.cos[positions].to(q.dtype)[:, None, :], rope.sin[positions].to(q.dtype)[:, None, :]
+        q_rot, k_rot = q * c + rotate_half(q) * sn, k * c + rotate_half(k) * sn
         write_kv_cache(k_rot, v, k_cache, v_cache, slots)
         return q_rot
 

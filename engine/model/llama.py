@@ -14,22 +14,27 @@ from torch import nn
 
 from adaptive_sarathi.engine.model.config import ModelConfig
 from adaptive_sarathi.engine.model.rope import RotaryEmbedding
-from adaptive_sarathi.kernels.attention import AttentionMetadata, write_kv_cache
+from adaptive_sarathi.kernels.attention import AttentionMetadata
+from adaptive_sarathi.kernels.fused import fused_add_rms_norm, rms_norm, rope_and_write_kv, silu_and_mul
 
 AttentionFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, AttentionMetadata, float], torch.Tensor]
 
 
 class RMSNorm(nn.Module):
+    """Normalizes in float32 whatever the activation dtype; the output is in the weight's dtype
+    (the model's compute dtype) even when the residual stream is float32."""
+
     def __init__(self, size: int, eps: float):
         super().__init__()
         self.weight = nn.Parameter(torch.ones(size))
         self.eps = eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # Normalize in float32 whatever the activation dtype, as the reference implementation does.
-        xf = x.float()
-        xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
-        return self.weight * xf.to(x.dtype)
+        return rms_norm(x, self.weight, self.eps, out_dtype=self.weight.dtype)
+
+    def add_and_norm(self, x: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
+        """residual += x (in place), then the norm of the sum."""
+        return fused_add_rms_norm(x, residual, self.weight, self.eps, out_dtype=self.weight.dtype)
 
 
 class Attention(nn.Module):
@@ -47,9 +52,11 @@ class Attention(nn.Module):
                 attention: AttentionFn) -> torch.Tensor:
         q, k, v = self.qkv_proj(x).split([self.q_size, self.kv_size, self.kv_size], dim=-1)
         t = x.shape[0]
-        q, k = rope(positions, q.view(t, self.num_heads, self.head_dim), k.view(t, self.num_kv_heads, self.head_dim))
         k_cache, v_cache = kv_cache
-        write_kv_cache(k, v.view(t, self.num_kv_heads, self.head_dim), k_cache, v_cache, meta.slot_mapping)
+        # Rotates q in place inside the qkv buffer; rotated k and v go straight into the cache.
+        q = rope_and_write_kv(q.view(t, self.num_heads, self.head_dim), k.view(t, self.num_kv_heads, self.head_dim),
+                              v.view(t, self.num_kv_heads, self.head_dim), positions, rope.cos, rope.sin,
+                              k_cache, v_cache, meta.slot_mapping)
         out = attention(q, k_cache, v_cache, meta, self.scale)
         return self.o_proj(out.reshape(t, self.q_size))
 
@@ -62,8 +69,7 @@ class MLP(nn.Module):
         self.down_proj = nn.Linear(config.intermediate_size, config.hidden_size, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        gate, up = self.gate_up_proj(x).split(self.intermediate_size, dim=-1)
-        return self.down_proj(F.silu(gate) * up)
+        return self.down_proj(silu_and_mul(self.gate_up_proj(x)))
 
 
 class DecoderLayer(nn.Module):
@@ -74,9 +80,11 @@ class DecoderLayer(nn.Module):
         self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
         self.mlp = MLP(config)
 
-    def forward(self, x, positions, rope, kv_cache, meta, attention):
-        h = x + self.self_attn(self.input_layernorm(x), positions, rope, kv_cache, meta, attention)
-        return h + self.mlp(self.post_attention_layernorm(h))
+    def forward(self, x, residual, positions, rope, kv_cache, meta, attention):
+        """Adds x (the previous layer's output) to the residual stream in place, runs the layer
+        and returns its output, to be added by the next layer or the final norm."""
+        h = self.self_attn(self.input_layernorm.add_and_norm(x, residual), positions, rope, kv_cache, meta, attention)
+        return self.mlp(self.post_attention_layernorm.add_and_norm(h, residual))
 
 
 class LlamaForCausalLM(nn.Module):
@@ -99,10 +107,15 @@ class LlamaForCausalLM(nn.Module):
                 attention: AttentionFn, output_rows: torch.Tensor) -> torch.Tensor:
         """Run the step's flattened tokens; writes their K/V into kv_caches (mutated); returns the
         normalized hidden states of `output_rows` [N, hidden]."""
-        h = self.embed_tokens(input_ids)
+        x = self.embed_tokens(input_ids)
+        # The residual stream stays in float32 whatever the compute dtype: in bf16 every layer's
+        # add would round the running sum to 8 mantissa bits, the largest error a bf16 forward has
+        # against float32 (measured on SmolLM2: logits' mean relative error 2.2e-2 -> 1.5e-2).
+        residual = torch.zeros(x.shape, dtype=torch.float32, device=x.device)
         for layer, kv in zip(self.layers, kv_caches):
-            h = layer(h, positions, self.rope, kv, meta, attention)
-        return self.norm(h[output_rows])
+            x = layer(x, residual, positions, self.rope, kv, meta, attention)
+        rows = residual[output_rows]
+        return self.norm.add_and_norm(x[output_rows], rows)
 
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """Float32 logits [N, vocab] of hidden [N, hidden_size] (a new tensor)."""

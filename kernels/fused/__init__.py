@@ -37,22 +37,24 @@ IMPLS = ("auto", "torch", "triton")
 INTERPRET_ON_CPU = os.environ.get("ADAPTIVE_SARATHI_FUSED_INTERPRET", "").lower() in ("1", "true", "on", "yes")
 
 
-def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float, impl: str = "auto") -> torch.Tensor:
-    """RMSNorm of each row of x [T, H] with weight [H]: a new [T, H] tensor in x's dtype.
-    Mutates nothing. Rounding: reference.rms_norm_reference."""
+def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float, impl: str = "auto",
+             out_dtype: torch.dtype | None = None) -> torch.Tensor:
+    """RMSNorm of each row of x [T, H] with weight [H]: a new [T, H] tensor in out_dtype (default
+    x's dtype). Mutates nothing. Rounding: reference.rms_norm_reference."""
     if _pick(impl, x, lambda: _norm_module().supports(x.shape[-1]) and x.dim() == 2) == "triton":
-        return _norm_module().rms_norm_triton(x, weight, eps)
-    return rms_norm_reference(x, weight, eps)
+        return _norm_module().rms_norm_triton(x, weight, eps, out_dtype)
+    return rms_norm_reference(x, weight, eps, out_dtype)
 
 
 def fused_add_rms_norm(x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor, eps: float,
-                       impl: str = "auto") -> torch.Tensor:
+                       impl: str = "auto", out_dtype: torch.dtype | None = None) -> torch.Tensor:
     """residual [T, H] += x in place (rounded to residual's dtype), then returns rms_norm of the
-    updated residual: a new [T, H] tensor in residual's dtype. The caller keeps owning residual."""
+    updated residual: a new [T, H] tensor in out_dtype (default residual's dtype). The caller keeps
+    owning residual."""
     if _pick(impl, x, lambda: _norm_module().supports(x.shape[-1]) and x.dim() == 2
              and residual.stride(-1) == 1) == "triton":
-        return _norm_module().fused_add_rms_norm_triton(x, residual, weight, eps)
-    return fused_add_rms_norm_reference(x, residual, weight, eps)
+        return _norm_module().fused_add_rms_norm_triton(x, residual, weight, eps, out_dtype)
+    return fused_add_rms_norm_reference(x, residual, weight, eps, out_dtype)
 
 
 def silu_and_mul(gate_up: torch.Tensor, impl: str = "auto") -> torch.Tensor:

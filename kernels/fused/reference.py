@@ -14,27 +14,29 @@ from __future__ import annotations
 import torch
 
 
-def rms_norm_reference(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+def rms_norm_reference(x: torch.Tensor, weight: torch.Tensor, eps: float,
+                       out_dtype: torch.dtype | None = None) -> torch.Tensor:
     """RMSNorm of each row of x [T, H] (any float dtype) with weight [H]. Returns a new tensor
-    in x's dtype; nothing is mutated.
+    in out_dtype (default x's dtype); nothing is mutated. Below, "x.dtype" means out_dtype.
 
     Rounding (Hugging Face Llama's order): n = x_f32 * rsqrt(mean(x_f32^2) + eps) in fp32, n is
     rounded to x.dtype, then out = round_to_x_dtype(float(weight) * float(n)) -- the product taken
     in fp32 and rounded once. When weight.dtype == x.dtype (bf16/fp16/fp32) the fp32 product of two
     such values is exact, so this equals HF's `weight * n.to(x.dtype)` bit for bit. With an fp32
     weight and half activations HF would return fp32; this returns x.dtype."""
+    out_dtype = out_dtype or x.dtype
     xf = x.float()
-    n = (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)).to(x.dtype)
-    return (weight.float() * n.float()).to(x.dtype)
+    n = (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)).to(out_dtype)
+    return (weight.float() * n.float()).to(out_dtype)
 
 
 def fused_add_rms_norm_reference(x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor,
-                                 eps: float) -> torch.Tensor:
+                                 eps: float, out_dtype: torch.dtype | None = None) -> torch.Tensor:
     """residual += x in place (fp32 sum rounded once to residual's dtype, as torch's own add),
-    then returns rms_norm_reference(residual, weight, eps): a new tensor in residual's dtype.
-    Mutates `residual` [T, H]; x [T, H] is only read."""
+    then returns rms_norm_reference(residual, weight, eps, out_dtype): a new tensor in out_dtype
+    (default residual's dtype). Mutates `residual` [T, H]; x [T, H] is only read."""
     residual.copy_((residual.float() + x.float()).to(residual.dtype))
-    return rms_norm_reference(residual, weight, eps)
+    return rms_norm_reference(residual, weight, eps, out_dtype)
 
 
 def silu_and_mul_reference(gate_up: torch.Tensor) -> torch.Tensor:

@@ -44,7 +44,8 @@ def supports(hidden: int) -> bool:
     return 1 <= hidden <= MAX_HIDDEN
 
 
-def _launch(x: torch.Tensor, residual: torch.Tensor | None, weight: torch.Tensor, eps: float) -> torch.Tensor:
+def _launch(x: torch.Tensor, residual: torch.Tensor | None, weight: torch.Tensor, eps: float,
+            out_dtype: torch.dtype | None) -> torch.Tensor:
     rows = residual if residual is not None else x
     if x.dim() != 2 or weight.shape != (x.shape[1],) or (residual is not None and residual.shape != x.shape):
         raise ValueError(f"expected x [T, H] and weight [H] (and residual like x), got x {tuple(x.shape)}, "
@@ -59,7 +60,7 @@ def _launch(x: torch.Tensor, residual: torch.Tensor | None, weight: torch.Tensor
     if x.stride(-1) != 1:
         x = x.contiguous()
     weight = weight.contiguous()
-    out = torch.empty((t, hidden), dtype=rows.dtype, device=x.device)
+    out = torch.empty((t, hidden), dtype=out_dtype or rows.dtype, device=x.device)
     if t == 0:
         return out
     block = triton.next_power_of_2(hidden)
@@ -70,15 +71,16 @@ def _launch(x: torch.Tensor, residual: torch.Tensor | None, weight: torch.Tensor
     return out
 
 
-def rms_norm_triton(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+def rms_norm_triton(x: torch.Tensor, weight: torch.Tensor, eps: float,
+                    out_dtype: torch.dtype | None = None) -> torch.Tensor:
     """Same contract as reference.rms_norm_reference for x [T, H]: returns a new [T, H] tensor in
-    x's dtype (contiguous); nothing is mutated. Raises ValueError for other shapes."""
-    return _launch(x, None, weight, eps)
+    out_dtype, default x's (contiguous); nothing is mutated. Raises ValueError for other shapes."""
+    return _launch(x, None, weight, eps, out_dtype)
 
 
 def fused_add_rms_norm_triton(x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor,
-                              eps: float) -> torch.Tensor:
+                              eps: float, out_dtype: torch.dtype | None = None) -> torch.Tensor:
     """Same contract as reference.fused_add_rms_norm_reference: residual [T, H] (last dim
     contiguous) += x in place, returns a new [T, H] tensor, rms_norm of the updated residual in
-    residual's dtype. Raises ValueError for other shapes."""
-    return _launch(x, residual, weight, eps)
+    out_dtype (default residual's). Raises ValueError for other shapes."""
+    return _launch(x, residual, weight, eps, out_dtype)

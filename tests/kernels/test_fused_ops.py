@@ -1,5 +1,5 @@
 """The fused elementwise Triton kernels equal their plain-torch references on fresh random inputs,
-and the references equal what the engine's model computes today.
+and the references equal the unfused torch ops they replace.
 
 Without a GPU the kernels run in Triton's interpreter on CPU tensors (tests/kernels/conftest.py
 sets TRITON_INTERPRET=1) at small sizes; with a GPU the same cases run on it, and the `gpu` cases
@@ -278,7 +278,7 @@ def test_import_does_not_load_triton():
     assert done.returncode == 0, done.stderr
 
 
-# ---------------------------------------------------------------- the references vs the engine's model today
+# ---------------------------------------------------------------- the references vs unfused torch ops
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -308,9 +308,21 @@ def test_silu_and_mul_reference_vs_the_engines_mlp(dtype):
     torch.testing.assert_close(silu_and_mul_reference(gate_up), F.silu(gate) * up, **TOL[dtype])
 
 
+def unfused_rope(cos, sin, positions, q, k):
+    """Rotary embedding as plain torch ops in q's dtype (Hugging Face's order): cos/sin rounded to
+    q's dtype first, each product rounded."""
+    c, s = cos[positions].to(q.dtype)[:, None, :], sin[positions].to(q.dtype)[:, None, :]
+
+    def rotate_half(x):
+        half = x.shape[-1] // 2
+        return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+
+    return q * c + rotate_half(q) * s, k * c + rotate_half(k) * s
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_rope_reference_vs_the_engines_rope_and_cache_write(dtype):
-    """engine/model/rope.py multiplies in q's dtype after rounding cos/sin to it; the fp32 math
+def test_rope_reference_vs_unfused_rope_and_cache_write(dtype):
+    """Unfused rotary embedding multiplies in q's dtype after rounding cos/sin to it; the fp32 math
     here is more accurate. Against it: fp32 to 1e-5, half precision to a relative Frobenius error
     of 1e-2 (bf16) / 2e-3 (fp16), a few ulps per element. Padding slots aside, the cache write is
     write_kv_cache's."""
@@ -323,7 +335,7 @@ def test_rope_reference_vs_the_engines_rope_and_cache_write(dtype):
     rope = RotaryEmbedding(config, 256).to(DEVICE)
     _, q, k, v, positions, _, _, k_cache, v_cache, _ = rope_case(23, 12, 9, 3, 64, 4, dtype, max_positions=256)
     slots = torch.randperm(k_cache.shape[0] * 4, device=DEVICE)[:12]  # write_kv_cache has no padding rows
-    q_engine, k_engine = rope(positions, q, k)
+    q_engine, k_engine = unfused_rope(rope.cos, rope.sin, positions, q, k)
     k_cache_engine, v_cache_engine = k_cache.clone(), v_cache.clone()
     write_kv_cache(k_engine, v, k_cache_engine, v_cache_engine, slots)
     rope_and_write_kv_reference(q, k, v, positions, rope.cos, rope.sin, k_cache, v_cache, slots)
