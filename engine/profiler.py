@@ -7,7 +7,8 @@ extra columns the simulator ignores (device_duration_s, decode_context_len, pref
 
 duration_s is what the engine's executor measures for such a step: host wall time of
 ModelRunner.execute (input preparation, forward, sampling) with the device synchronized, median
-of `repeats` runs after `warmup` runs. With tensor_parallel_size > 1 it is the driver's (rank 0's)
+of `repeats` runs after `warmup` runs. Decode-only steps on one GPU replay a CUDA graph, as the
+engine's do. With tensor_parallel_size > 1 it is the driver's (rank 0's)
 wall time of the step run on every rank (the plan broadcast and the logits gather included), and
 the CSV carries a `# tensor_parallel_size: N` tag. Rows are written as they are measured, so a run cut short
 still leaves a usable profile.
@@ -35,7 +36,8 @@ from adaptive_sarathi.engine.profile_shapes import GRID_NAMES, ProfileShape, pro
 from adaptive_sarathi.engine.progress import progress_bar
 from adaptive_sarathi.engine.step_timer import Timing, time_call
 from adaptive_sarathi.engine.synthetic_batch import synthetic_batch
-from adaptive_sarathi.kernels.attention.backends import select_attention
+from adaptive_sarathi.engine.model_runner import ModelRunner
+from adaptive_sarathi.kernels.attention.backends import resolve_backend_name, select_attention
 
 EXTRA_COLUMNS = ("device_duration_s", "decode_context_len", "prefix_tokens")
 
@@ -224,9 +226,25 @@ def _measure(pool: KvPool, shape: ProfileShape, config: ProfileConfig, rng: rand
 def _time_shape(pool: KvPool, shape: ProfileShape, needed: int, config: ProfileConfig, rng: random.Random,
                 device: torch.device) -> Timing:
     runner = pool.runner(needed)
+    if _replays_decodes(runner, shape, config):
+        _capture_for(runner, shape.num_decodes)
     batch = synthetic_batch(shape, pool.scattered_blocks(needed), config.block_size, runner.model.config.vocab_size,
                             rng)
     return time_call(lambda: runner.execute(batch), device, config.warmup, config.repeats)
+
+
+def _replays_decodes(runner, shape: ProfileShape, config: ProfileConfig) -> bool:
+    """Whether the engine would replay this decode-only step from a CUDA graph (single GPU,
+    triton attention), so the profile must time it that way too."""
+    return (isinstance(runner, ModelRunner) and runner.device.type == "cuda" and not shape.prefill_chunks
+            and resolve_backend_name(runner.device, config.attention_backend) == "triton")
+
+
+def _capture_for(runner: ModelRunner, batch_size: int) -> None:
+    """A graph of exactly `batch_size` decodes over the model's whole position table, unless the
+    runner already holds it (captures take a second; the warm-up loop would repeat them)."""
+    if runner.graphs is None or runner.graphs.sizes != [batch_size]:
+        runner.capture_decode_graphs([batch_size], runner.model.rope.cos.shape[0])
 
 
 def _row(shape: ProfileShape, timing: Timing) -> tuple:

@@ -81,9 +81,13 @@ def test_graph_replay_matches_eager_forward_on_random_decode_steps():
 def test_engine_with_graphs_generates_like_eager():
     from adaptive_sarathi import LLM
 
-    prompts = ["The capital of France is", "def quicksort(xs):", "Water boils at", "In 1969, the first humans"]
+    prompts = ["The capital of France is", "def quicksort(xs):", "Water boils at", "In 1969, the first humans",
+               "The three primary colors are", "A haiku about autumn:\n", "import numpy as np\n",
+               "The largest planet in the solar system is"]
     params = SamplingParams(max_tokens=24, ignore_eos=True)
-    graphed = LLM(None, device="cuda", dtype="bfloat16").generate(prompts, params)
-    eager = LLM(None, device="cuda", dtype="bfloat16", enforce_eager=True).generate(prompts, params)
+    # A small cache each, so both engines fit the card at once.
+    graphed = LLM(None, device="cuda", dtype="bfloat16", num_kv_blocks=512).generate(prompts, params)
+    eager = LLM(None, device="cuda", dtype="bfloat16", num_kv_blocks=512, enforce_eager=True).generate(prompts, params)
     same = sum(a.token_ids == b.token_ids for a, b in zip(graphed, eager))
-    assert same >= 3, f"only {same} of 4 prompts agree between graph replay and eager decode"
+    # Split-K partitions differ between the two paths, so a near-tie may round either way.
+    assert same >= 7, f"only {same} of 8 prompts agree between graph replay and eager decode"

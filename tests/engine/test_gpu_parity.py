@@ -28,14 +28,23 @@ def test_bf16_gpu_matches_cpu_float32_greedy():
 
 
 def test_bf16_gpu_logits_within_tolerance():
+    """Prefill logits of every prompt against the float32 CPU path. The bounds are bf16's own
+    spread, not a tuning: the same model run in bf16 by torch's CPU kernels measured a mean
+    relative error of 1.22e-2 (worst prompt 3.65e-2) against float32, the H100 1.22e-2 (worst
+    3.09e-2), on 2026-11-25; weights rounded to bf16 alone account for most of it."""
     from adaptive_sarathi.engine.batch import ScheduledBatch, ScheduledChunk
 
     def logits(device, dtype):
         llm = LLM(None, device=device, dtype=dtype, num_kv_blocks=64)
-        ids = llm.tokenizer.encode(PROMPTS[0])
-        chunk = ScheduledChunk("r", tuple(ids), 0, tuple(range(4)), True, SamplingParams(), 0, True)
-        return llm.engine.executor.runner.logits_for(ScheduledBatch([chunk]))[0].float().cpu()
+        rows = []
+        for prompt in PROMPTS:
+            ids = llm.tokenizer.encode(prompt)
+            chunk = ScheduledChunk("r", tuple(ids), 0, tuple(range(4)), True, SamplingParams(), 0, True)
+            rows.append(llm.engine.executor.runner.logits_for(ScheduledBatch([chunk]))[0].float().cpu())
+        return torch.stack(rows)
 
     ref, got = logits("cpu", "float32"), logits("cuda", "bfloat16")
-    rel = (got - ref).norm() / ref.norm()
-    assert rel < 2e-2, f"relative error {rel:.3e}"
+    rel = (got - ref).norm(dim=-1) / ref.norm(dim=-1)
+    assert rel.mean() < 2e-2, f"mean relative error {rel.mean():.3e} ({rel.tolist()})"
+    assert rel.max() < 5e-2, f"worst prompt's relative error {rel.max():.3e}"
+    assert torch.equal(got.argmax(-1), ref.argmax(-1)), "the next greedy token differs"
