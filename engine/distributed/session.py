@@ -95,8 +95,8 @@ class TensorParallelSession:
         when a worker has died or a collective fails."""
         if self._closed:
             raise RuntimeError(f"the tensor-parallel session is closed ({self._broken or 'shut down'})")
-        self._raise_if_worker_died()
         try:
+            self._raise_if_worker_died()
             dist.broadcast_object_list([(method, args, gather)], src=0, group=self.group.cpu_group)
             result = getattr(self.state, method)(*args)
             if gather:
@@ -170,7 +170,8 @@ class TensorParallelSession:
                 dist.broadcast_object_list([(STOP, (), False)], src=0, group=group.cpu_group)
             except Exception:  # noqa: BLE001 - the workers are stopped below either way
                 pass
-        deadline = time.monotonic() + grace_s
+        # A broken group cannot deliver STOP: whoever is left waits in a collective for good.
+        deadline = time.monotonic() + (grace_s if self._broken is None else min(grace_s, 1.0))
         for p in self.procs:
             p.join(max(0.0, deadline - time.monotonic()))
         for p in self.procs:
