@@ -18,7 +18,9 @@ over the ranks) on inputs already on each device; every rank runs the same forwa
 the collectives keep them in step. "step" is rank 0's host wall time of a whole engine step (plan
 broadcast to the workers, input preparation, forward, sampling), synchronized. Medians of
 --repeats runs after warm-up. TP=1 runs in this process with the plain model (no process group),
-as the engine does; TP=N>1 spawns N-1 workers (engine/distributed).
+as the engine does; TP=N>1 spawns N-1 workers (engine/distributed). Every size runs eagerly: the
+engine replays TP=1 decode steps from CUDA graphs but not yet TP>1 ones, so eager against eager is
+the like-for-like comparison of the split (gpu_step_bench.py measures what graphs add at TP=1).
 
 --profile-grid quick|full additionally writes a latency-profile CSV per size with the engine's
 profiler (<gpu>_<arch>_tp<N>.csv under --profiles-dir, default <out>/profiles).
