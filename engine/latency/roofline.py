@@ -36,9 +36,11 @@ from adaptive_sarathi.engine.model.config import ModelConfig
 H100_NVLINK_BANDWIDTH = 450e9
 LINK_BANDWIDTH: dict[str, float] = {"h100": H100_NVLINK_BANDWIDTH, "h200": H100_NVLINK_BANDWIDTH, "a100": 300e9,
                                     "l40s": 32e9}
-# Fixed cost of one all-reduce call (kernel launch, NCCL protocol handshakes): NCCL's small-message
-# all-reduce latency between NVLink-connected GPUs is of the order of 10 us.
-ALLREDUCE_LATENCY_S = 10e-6
+# Fixed cost of one all-reduce call (kernel launch, NCCL protocol handshakes), measured between two
+# NVLink-connected H100s (experiments/results/tp_step_bench.md, 2026-11-25, eager): the 65
+# all-reduces of a decode step took 34-46 us each whatever the batch, and with this value the
+# model gives 3.2 and 5.0 ms for the prefill steps of 512 and 2048 tokens measured at 3.0 and 5.2.
+ALLREDUCE_LATENCY_S = 40e-6
 
 
 @dataclass(frozen=True)
