@@ -1,5 +1,6 @@
 """The `adaptive-sarathi` command line: generate, chat, serve (an OpenAI-compatible server),
-bench (a load generator against any OpenAI-compatible server) and profile (step latencies)."""
+bench (a load generator against any OpenAI-compatible server), profile (step latencies), and the
+simulator's simulate, capacity and tune (offline Optuna tuning; see sim_cli)."""
 
 from __future__ import annotations
 
@@ -48,6 +49,10 @@ def _add_serve_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--slo", default=None, help="SLO shorthand ttft:MS,tbt:MS (each optionally @pNN)")
     p.add_argument("--profile", default=None, help="latency profile CSV of this GPU and model: the prior of "
                    "the adaptive and slack policies")
+    p.add_argument("--policy-seed", default=None, help="seed file from `adaptive-sarathi tune`: --policy adaptive "
+                   "starts from its entry for --seed-gpu/--seed-model (defaults when none matches)")
+    p.add_argument("--seed-gpu", default=None, help="GPU name to look up in --policy-seed (default: any)")
+    p.add_argument("--seed-model", default=None, help="model name to look up in --policy-seed (default: any)")
     p.add_argument("--tensor-parallel-size", type=int, default=1,
                    help="split the model over this many GPUs of this host (CPU: processes over gloo)")
 
@@ -155,15 +160,24 @@ def _serve(args: argparse.Namespace) -> int:
 def _serve_policy(args: argparse.Namespace):
     """The budget policy `serve` was asked for, or None for the fixed --token-budget."""
     if args.policy is None:
-        if args.slo is not None or args.slo_policy is not None or args.profile is not None:
-            raise ValueError("--slo, --slo-policy and --profile need --policy (e.g. --policy adaptive)")
+        if (args.slo is not None or args.slo_policy is not None or args.profile is not None
+                or args.policy_seed is not None):
+            raise ValueError("--slo, --slo-policy, --profile and --policy-seed need --policy (e.g. --policy adaptive)")
         return None
     from adaptive_sarathi.controller.registry import make_policy
     from adaptive_sarathi.controller.slo import slo_from_flags
     from adaptive_sarathi.engine.latency.profile import load_profile
 
     prior = load_profile(args.profile) if args.profile is not None else None
-    return make_policy(args.policy, slo_from_flags(args.slo, args.slo_policy), prior=prior)
+    params = None
+    if args.policy_seed is not None:
+        from adaptive_sarathi.controller.seed_store import seed_params
+
+        params = seed_params(args.policy_seed, args.seed_gpu, args.seed_model, args.tensor_parallel_size)
+        if params is None:
+            print(f"note: {args.policy_seed} has no adaptive entry for this deployment: default hyperparameters",
+                  file=sys.stderr)
+    return make_policy(args.policy, slo_from_flags(args.slo, args.slo_policy), prior=prior, params=params)
 
 
 def _bench(args: argparse.Namespace) -> int:

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Mapping
 
+from adaptive_sarathi.controller.policy import BudgetPolicy
 from adaptive_sarathi.controller.registry import make_policy
 from adaptive_sarathi.controller.slo import SLOPolicy
 from adaptive_sarathi.engine.config import SchedulerConfig
@@ -20,7 +22,8 @@ from adaptive_sarathi.workloads import WorkloadSpec
 @dataclass(frozen=True)
 class Scenario:
     """Everything but the request rate. `policy` is a spec for controller.registry.make_policy
-    (e.g. "fixed:512", "adaptive"); a fresh policy is built for every run."""
+    (e.g. "fixed:512", "adaptive"); a fresh policy is built for every run. `policy_params`
+    overrides the adaptive policy's hyperparameters (a dict, e.g. from a seed file)."""
 
     workload: WorkloadSpec
     scheduler: SchedulerConfig
@@ -29,15 +32,20 @@ class Scenario:
     num_kv_blocks: int
     slo: SLOPolicy | None = None
     seed: int = 0
+    policy_params: Mapping[str, Any] | None = None
 
     def __post_init__(self) -> None:
         # Fail on a bad policy spec before any simulation runs.
-        make_policy(self.policy, self.slo, prior=self.latency_model, seed=self.seed)
+        self.make_policy()
+
+    def make_policy(self) -> BudgetPolicy:
+        """A fresh, unfitted policy for one run."""
+        return make_policy(self.policy, self.slo, prior=self.latency_model, seed=self.seed, params=self.policy_params)
 
     def run(self, qps_scale: float = 1.0, *, record_steps: bool = False, progress: bool = False) -> SimulationResult:
         """Simulate the workload with every phase's rate multiplied by `qps_scale`. Raises
         ValueError when a request does not fit the context window (see simulate)."""
-        policy = make_policy(self.policy, self.slo, prior=self.latency_model, seed=self.seed)
+        policy = self.make_policy()
         return simulate(self.workload.scaled(qps_scale).generate(), self.scheduler, policy, self.latency_model,
                         num_kv_blocks=self.num_kv_blocks, slo=slo_targets(self.slo), record_steps=record_steps,
                         progress=progress)

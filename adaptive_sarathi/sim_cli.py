@@ -1,5 +1,5 @@
-"""The `simulate` and `capacity` subcommands: the engine's scheduler and controller over a latency
-model, on a trace or a phased workload."""
+"""The `simulate`, `capacity` and `tune` subcommands: the engine's scheduler and controller over a
+latency model, on a trace or a phased workload."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 
 from adaptive_sarathi.engine.config import SCHEDULER_NAMES
 
-SIMULATION_COMMANDS = ("simulate", "capacity")
+SIMULATION_COMMANDS = ("simulate", "capacity", "tune")
 _DEFAULT_NUM_REQUESTS = 1000
 
 
@@ -26,11 +26,32 @@ def add_simulation_commands(sub: argparse._SubParsersAction) -> None:
                                      "scheduling delay <= 2 s (capacity), and the highest rate at which "
                                      "--min-attainment of requests meet every SLO (goodput). A phased workload "
                                      "has every phase's qps scaled by one factor.")
-    for p in (sim, cap):
+    tune = sub.add_parser("tune", help="tune the budget policy's hyperparameters offline (Optuna over the simulator)",
+                          description="Run a seeded Optuna (TPE) study over the adaptive policy's hyperparameters "
+                                      "(or a fixed budget, --tune-policy fixed), each trial scored by simulated "
+                                      "capacity (or goodput at --qps); the defaults are trial 0. Writes the best "
+                                      "parameters to a seed file keyed by GPU, model and tensor-parallel size, "
+                                      "which serve/simulate/capacity read with --policy-seed.")
+    for p in (sim, cap, tune):
         _add_flags(p)
     cap.add_argument("--min-attainment", type=float, default=0.9,
                      help="fraction of requests that must meet every SLO for the goodput rate (default 0.9)")
     cap.add_argument("--tolerance", type=float, default=0.02, help="relative precision of the search (default 0.02)")
+    t = tune.add_argument_group("tuning")
+    t.add_argument("--trials", type=int, default=20, help="Optuna trials, the defaults included (default 20)")
+    t.add_argument("--objective", default="capacity", choices=("capacity", "goodput"),
+                   help="capacity: highest rate meeting P99 TBT and 2 s median scheduling delay (searched from "
+                        "--qps); goodput: requests/s meeting every SLO at --qps (default capacity)")
+    t.add_argument("--tune-policy", default="adaptive", choices=("adaptive", "fixed"),
+                   help="what to tune: the adaptive policy's hyperparameters or, as a baseline, a fixed budget")
+    t.add_argument("--tolerance", type=float, default=0.05, help="relative precision of each trial's capacity "
+                                                                 "search (default 0.05: coarse, so trials stay cheap)")
+    t.add_argument("--out", type=Path, default=Path("policy_seeds.yaml"),
+                   help="seed file to write (entries for other GPUs/models in it are kept)")
+    t.add_argument("--gpu", default=None, help="GPU name of the seed entry (default: from --roofline or the "
+                                                "profile's gpu tag)")
+    t.add_argument("--model-name", default=None, help="model name of the seed entry (default: from --roofline or "
+                                                       "the profile's model tag)")
 
 
 def _add_flags(p: argparse.ArgumentParser) -> None:
@@ -66,6 +87,9 @@ def _add_flags(p: argparse.ArgumentParser) -> None:
     m.add_argument("--tensor-parallel-size", type=int, default=1,
                    help="GPUs the model is split over: the roofline model splits weights, KV and FLOPs and adds "
                         "the all-reduces; a --profile must have been measured at this size")
+    e.add_argument("--policy-seed", default=None, type=Path,
+                   help="seed file from `adaptive-sarathi tune`: the adaptive policy starts from the entry for this "
+                        "GPU, model and tensor-parallel size (defaults when none matches)")
     o = p.add_argument_group("output")
     o.add_argument("--json", default=None, type=Path, help="write the results to this JSON file")
     o.add_argument("--no-progress", action="store_true", help="hide progress bars")
@@ -75,6 +99,8 @@ def run_simulation_command(args: argparse.Namespace) -> int:
     """Run `simulate` or `capacity`; returns the exit code (2 with a message on bad input)."""
     try:
         scenario = _scenario(args)
+        if args.command == "tune":
+            return _tune(args, scenario)
         if args.command == "simulate":
             result = scenario.run(progress=not args.no_progress)
             print(format_simulation(result))
@@ -108,7 +134,71 @@ def _scenario(args: argparse.Namespace):
     if args.num_kv_blocks is not None and args.num_kv_blocks < 1:
         raise ValueError(f"--num-kv-blocks={args.num_kv_blocks} is invalid: use an integer >= 1")
     blocks = args.num_kv_blocks if args.num_kv_blocks is not None else default_kv_blocks(model, args.block_size)
-    return Scenario(_workload(args), config, args.policy, model, blocks, slo, args.seed)
+    params = None
+    if args.policy_seed is not None and args.command != "tune":
+        from adaptive_sarathi.controller.seed_store import seed_params
+
+        gpu, name = deployment(args, model)
+        params = seed_params(args.policy_seed, gpu, name, args.tensor_parallel_size)
+        if params is None:
+            print(f"note: {args.policy_seed} has no adaptive entry for gpu={gpu}, model={name}, tensor_parallel_size="
+                  f"{args.tensor_parallel_size}: using the default hyperparameters", file=sys.stderr)
+    return Scenario(_workload(args), config, args.policy, model, blocks, slo, args.seed, policy_params=params)
+
+
+def deployment(args: argparse.Namespace, model) -> tuple[str | None, str | None]:
+    """(GPU, model) names of the modelled deployment: --gpu/--model-name when given, else from
+    --roofline GPU:ARCH, else the profile's gpu/model tags; None where nothing says."""
+    gpu, name = getattr(args, "gpu", None), getattr(args, "model_name", None)
+    if args.roofline:
+        g, _, arch = args.roofline.partition(":")
+        return gpu or g.lower(), name or arch
+    tags = getattr(model, "tags", {}) or {}
+    return gpu or tags.get("gpu") or None, name or (tags.get("model", "").removeprefix("dummy:") or None)
+
+
+def _tune(args: argparse.Namespace, scenario) -> int:
+    from tqdm import tqdm
+
+    from adaptive_sarathi.controller.seed_store import SeedEntry, save_seed
+    from adaptive_sarathi.controller.tuner import tune
+
+    gpu, name = deployment(args, scenario.latency_model)
+    if gpu is None or name is None:
+        raise ValueError("cannot tell the GPU and model of this profile: pass --gpu NAME and --model-name NAME")
+    bar = tqdm(total=args.trials, desc="tune", unit="trial", disable=args.no_progress)
+    best = [float("-inf")]
+
+    def on_trial(record) -> None:
+        best[0] = max(best[0], record.value)
+        bar.update(1)
+        bar.set_postfix(value=f"{record.value:.3g}", best=f"{best[0]:.3g}")
+
+    with bar:
+        result = tune(scenario, policy=args.tune_policy, objective=args.objective, qps=args.qps, trials=args.trials,
+                      seed=args.seed, rel_tol=args.tolerance, on_trial=on_trial)
+    unit = "qps" if args.objective == "capacity" else "goodput req/s"
+    print(f"{args.tune_policy} {args.objective}: defaults {result.default_value:.3f} {unit}, best "
+          f"{result.best_value:.3f} {unit} ({result.improvement:.3f}x) after {len(result.trials)} trials")
+    print("best params: " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                                      for k, v in result.best_params.items()))
+    params = {k: v for k, v in result.best_params.items() if v is not None}
+    save_seed(args.out, SeedEntry(gpu=gpu, model=name, policy=args.tune_policy, params=params,
+                                  tensor_parallel_size=args.tensor_parallel_size, objective=args.objective,
+                                  value=round(result.best_value, 4),
+                                  workload=str(args.trace or args.workload),
+                                  slo=scenario.slo.name if scenario.slo is not None else "",
+                                  extra={"default_value": round(result.default_value, 4), "trials": args.trials,
+                                         "seed": args.seed}))
+    print(f"wrote {args.out}")
+    if args.json is not None:
+        args.json.write_text(json.dumps(_json_safe({"command": "tune", "config": _config(args, scenario),
+                                                    "policy": result.policy, "objective": result.objective,
+                                                    "best_params": result.best_params,
+                                                    "best_value": result.best_value,
+                                                    "default_value": result.default_value,
+                                                    "trials": [vars(t) for t in result.trials]}), indent=2))
+    return 0
 
 
 def _tensor_parallel(model, size: int):

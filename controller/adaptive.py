@@ -4,6 +4,7 @@ SLO, larger when the waiting queue presses."""
 from __future__ import annotations
 
 import bisect
+import math
 from dataclasses import dataclass
 
 from adaptive_sarathi.controller.closed_loop import QuantileFeedback
@@ -23,11 +24,14 @@ class Decision:
 
     budget: StepBudget
     reason: str
-    pressure: float  # TTFT pressure from the waiting queue, 0..1
+    pressure: float  # queue pressure, 0..1, after the KV-headroom scaling
     planned_gap_s: float  # the token gap budgeted for the tightest decode
     predicted_tail_s: float  # the model's tail time of the chosen step
     tbt_budget: int  # the largest budget whose tail fits the planned gap
     efficient_budget: int  # the smallest budget within efficiency_slack of tbt_budget's tokens per second
+    knee_budget: int = 0  # the largest budget whose step costs at most knee_slack more than the decodes alone
+    kv_budget: int = 0  # decodes + the prompt tokens the free KV cache can take this step (0: no telemetry)
+    flow_budget: int = 0  # decodes + the prefill that keeps a KV-full decode pool refilled (0: lengths unknown)
 
 
 class AdaptiveBudget(BudgetPolicy):
@@ -39,17 +43,33 @@ class AdaptiveBudget(BudgetPolicy):
     - tbt_budget: the largest budget whose predicted tail step time (the latency model's TBT
       percentile) fits the gap planned for the tightest decode in flight,
       TBT target x tbt_factor - max_decode_gap_s;
+    - knee_budget: the largest budget (up to tbt_budget) whose predicted step time is within
+      `knee_slack` of the smallest step's (the decodes alone). Decode steps are memory-bound, so
+      prefill up to the knee rides along almost free; past it every prefill token slows every
+      decode in the step, and slower decodes hold their KV blocks longer, which is what limits
+      the rate once the cache is full;
     - efficient_budget: the smallest budget whose predicted tokens per second is within
-      `efficiency_slack` of tbt_budget's. Beyond it a larger step buys almost no throughput but
-      slows every decode in it, and slower decodes hold their KV blocks longer;
-    - budget = efficient_budget + pressure_gain x pressure x (tbt_budget - efficient_budget),
-      rounded down to the ladder.
+      `efficiency_slack` of tbt_budget's (beyond it a larger step buys almost no throughput);
+    - flow_budget: decodes + P x D / O, with P and O the recent mean prompt and output lengths
+      (learned from the token flows of observed steps) and D the decodes a full KV cache holds.
+      When the cache is the limit about D / O requests finish per step and each needs P prefill
+      tokens to replace it; more prefill than that only lengthens every decode's step. Known once
+      `min_length_samples` requests have finished (see _flow_budget);
+    - upper = min(max(knee, efficient), max(decodes, flow)) once the flow is known, else the knee
+      (during a ramp from idle no request has finished: output lengths, hence how soon the cache
+      fills, are unknown, and the cheap step is the safe one);
+    - budget = lower + min(1, pressure_gain x pressure) x (upper - lower), lower = min(knee,
+      upper), rounded down to the ladder; then at most decodes + kv room.
 
-    pressure (0..1) is TTFT pressure from the waiting queue: (oldest wait + time to clear every
-    pending prefill token at tbt_budget's pace) / (TTFT target x ttft_factor), scaled down once
-    free KV blocks fall below `kv_reserve` of the cache (admitting faster into a full cache only
-    causes preemptions). A queue close to its TTFT target thus gets more of what the TBT target
-    allows. When short prompts wait behind longer running prefills, up to
+    pressure (0..1) is queue pressure: (oldest wait + time to clear every pending prefill token at
+    the knee's pace) / min(TTFT target x ttft_factor, max_queue_delay_s) (the scheduling delay an
+    operator tolerates; 2 s is Sarathi-Serve's capacity bound), scaled down once free KV blocks
+    fall below `kv_reserve` of the cache. kv room = the free blocks above the engine's admission
+    watermark (`kv_watermark`, SchedulerConfig.watermark) less `kv_horizon_steps` tokens per
+    running decode; the chunk is capped by it too. A chunk larger than the free cache is not
+    admitted (the scheduler waits, head of line, and then takes it in one burst), and a running
+    prefill's chunk preempts decodes to find blocks: that is what caused preemption (recompute)
+    storms. When short prompts wait behind longer running prefills, up to
     max_waiting_share x pressure of the prefill room is kept for them by lowering the chunk size.
     With no decodes the TBT constraint does not bind and the max bound is used.
 
@@ -62,25 +82,44 @@ class AdaptiveBudget(BudgetPolicy):
     so the model is never trusted far outside what it has measured.
 
     `latency_model` is an unfitted template (default OnlineLatencyModel()); the policy learns on a
-    clone of it, exposed as `online_model`. The policy draws no random numbers; `seed` is kept for
-    the common constructor signature.
+    clone of it, exposed as `online_model`. `block_tokens` is the KV block size of the engine it
+    drives. The policy draws no random numbers; `seed` is kept for the common constructor signature.
     """
 
     def __init__(self, slo: SLOPolicy, latency_model: OnlineLatencyModel | None = None,
-                 tile_tokens: int | None = None, efficiency_slack: float = 0.1, pressure_gain: float = 0.5,
-                 kv_reserve: float = 0.5, max_waiting_share: float = 0.5, explore_growth: float = 2.0,
-                 stall_decisions: int = 8, feedback_window: int = 256, min_feedback_factor: float = 0.5,
-                 seed: int = 0):
-        if (not 0 <= efficiency_slack < 1 or pressure_gain < 0 or kv_reserve < 0
-                or not 0 <= max_waiting_share <= 1 or explore_growth < 1 or stall_decisions < 1):
-            raise ValueError("AdaptiveBudget needs 0 <= efficiency_slack < 1, pressure_gain >= 0, kv_reserve >= 0, "
+                 tile_tokens: int | None = None, efficiency_slack: float = 0.05, pressure_gain: float = 1.0,
+                 knee_slack: float = 0.15, max_queue_delay_s: float = 2.0, kv_reserve: float = 0.25,
+                 kv_horizon_steps: int = 2, kv_watermark: float = 0.01, block_tokens: int = 16,
+                 length_window_steps: int = 256, min_length_samples: int = 16, max_waiting_share: float = 0.5,
+                 explore_growth: float = 2.0, stall_decisions: int = 8, feedback_window: int = 256,
+                 min_feedback_factor: float = 0.5, seed: int = 0):
+        checks = {"efficiency_slack": 0 <= efficiency_slack < 1, "pressure_gain": pressure_gain >= 0,
+                  "knee_slack": knee_slack >= 0, "max_queue_delay_s": max_queue_delay_s > 0,
+                  "kv_reserve": kv_reserve >= 0, "kv_horizon_steps": kv_horizon_steps >= 0,
+                  "kv_watermark": 0 <= kv_watermark < 1, "length_window_steps": length_window_steps >= 1,
+                  "min_length_samples": min_length_samples >= 1,
+                  "block_tokens": block_tokens >= 1, "max_waiting_share": 0 <= max_waiting_share <= 1,
+                  "explore_growth": explore_growth >= 1, "stall_decisions": stall_decisions >= 1}
+        bad = [name for name, ok in checks.items() if not ok]
+        if bad:
+            raise ValueError(f"AdaptiveBudget: invalid {', '.join(f'{n}={locals()[n]!r}' for n in bad)}; it needs "
+                             "0 <= efficiency_slack < 1, pressure_gain >= 0, knee_slack >= 0, max_queue_delay_s > 0, "
+                             "kv_reserve >= 0, kv_horizon_steps >= 0, 0 <= kv_watermark < 1, block_tokens >= 1, "
+                             "length_window_steps >= 1, min_length_samples >= 1, "
                              "0 <= max_waiting_share <= 1, explore_growth >= 1 and stall_decisions >= 1")
         self.slo = slo
         self.latency_model = latency_model
         self.tile_tokens = tile_tokens
         self.efficiency_slack = efficiency_slack
         self.pressure_gain = pressure_gain
+        self.knee_slack = knee_slack
+        self.max_queue_delay_s = max_queue_delay_s
         self.kv_reserve = kv_reserve
+        self.kv_horizon_steps = kv_horizon_steps
+        self.kv_watermark = kv_watermark
+        self.length_window_steps = length_window_steps
+        self.min_length_samples = min_length_samples
+        self.block_tokens = block_tokens
         self.max_waiting_share = max_waiting_share
         self.explore_growth = explore_growth
         self.stall_decisions = stall_decisions
@@ -97,8 +136,10 @@ class AdaptiveBudget(BudgetPolicy):
         self._ttft_feedback = QuantileFeedback(self._ttft.quantile, feedback_window, min_factor=min_feedback_factor)
         self._fallback = StepBudget(bounds.fallback_token_budget, bounds.clamp_chunk(bounds.fallback_token_budget))
         self._largest_step = 0
+        self._prefill_tokens = self._decode_tokens = self._firsts = self._decode_growth = 0.0
+        self._last_decodes = 0
         self._since_observe = 0
-        self._hints: tuple[int | None, int | None] = (None, None)  # where the next two searches start
+        self._hints: tuple[int | None, int | None, int | None] = (None, None, None)  # where the searches start
         self.last_decision: Decision | None = None
 
     # -- decide -------------------------------------------------------------------------------
@@ -133,8 +174,7 @@ class AdaptiveBudget(BudgetPolicy):
         limit = planned - state.max_decode_gap_s
         top_i = max(0, last_true(candidates, lambda b: step(b)[1] * ratio <= limit, self._hints[0]))
         top = candidates[top_i]
-        pressure = self._pressure(state, *step(top))
-        budget = efficient = top
+        efficient = knee = top
         if top_i > 0:
             tokens, mean = step(top)
             want = (1.0 - self.efficiency_slack) * tokens / mean
@@ -143,23 +183,74 @@ class AdaptiveBudget(BudgetPolicy):
                 n, t = step(b)
                 return n < want * t  # tokens per second below `want`
 
-            efficient = candidates[last_true(candidates[:top_i + 1], slower, self._hints[1]) + 1]
-            target = efficient + self.pressure_gain * pressure * (top - efficient)
-            budget = max(efficient, self._ladder[bisect.bisect_right(self._ladder, target) - 1])
-        self._hints = (top, efficient)
-        return self._record(StepBudget(budget, self._chunk(state, budget, pressure)), "model", pressure, planned,
-                            step(budget)[1] * ratio, top, efficient)
+            efficient = candidates[min(top_i, last_true(candidates[:top_i + 1], slower, self._hints[1]) + 1)]
+            knee_s = (1.0 + self.knee_slack) * step(floor)[1]
+            knee = candidates[max(0, last_true(candidates[:top_i + 1], lambda b: step(b)[1] <= knee_s,
+                                               self._hints[2]))]
+        pressure = self._pressure(state, *step(knee))
+        flow = self._flow_budget(state)
+        # Under queue pressure, the budget that sustains the highest request rate: the flow balance
+        # (bounded by what still buys throughput) once the workload's lengths are known, else the knee.
+        upper = min(max(knee, efficient), max(floor, flow)) if flow else knee
+        lower = min(knee, upper)
+        target = lower + min(1.0, self.pressure_gain * pressure) * (upper - lower)
+        budget = max(lower, self._ladder[bisect.bisect_right(self._ladder, target) - 1])
+        kv_room = self._kv_room(state)
+        chunk = self._chunk(state, budget, pressure)
+        kv_budget = 0
+        if kv_room is not None:
+            # A chunk larger than the free cache cannot be admitted (the scheduler waits, head of
+            # line, until enough blocks free up, then takes it in one burst) and a running prefill's
+            # chunk preempts decodes to find blocks: both waste steps. Feed the cache as it frees.
+            kv_budget = max(floor, state.num_decodes + kv_room)
+            budget = min(budget, kv_budget)
+            chunk = min(chunk, self.slo.bounds.clamp_chunk(max(1, kv_room)))
+        self._hints = (top, efficient, knee)
+        return self._record(StepBudget(budget, chunk), "model", pressure, planned,
+                            step(budget)[1] * ratio, top, efficient, knee, kv_budget, flow)
+
+    def _flow_budget(self, state: EngineState) -> int:
+        """Decodes + P x D / O prompt tokens, where P and O are the recent mean prompt and output
+        lengths and D = the KV cache's tokens / (P + O / 2) the decodes it holds at once. Per step
+        about D / O requests finish when the cache is the limit, and each needs P prefill tokens to
+        replace it: less prefill leaves decode slots empty, more only lengthens the step (every
+        decode in it waits) for prompts the cache cannot hold anyway. Where the cache is not the
+        limit (short outputs) the same rule asks for more prefill, which is then the bottleneck.
+        0 while fewer than `min_length_samples` requests have finished in the window."""
+        # Requests finished in the window: prefills finished less the growth of the decode pool.
+        # Until enough have finished (a ramp from idle), output lengths are unknown: a mean over
+        # requests still decoding would understate them and overstate the prefill to admit.
+        finished = self._firsts - self._decode_growth
+        if finished < self.min_length_samples or not state.num_total_blocks:
+            return 0
+        prompt = self._prefill_tokens / self._firsts
+        output = max(1.0, self._decode_tokens / self._firsts)
+        kv_tokens = state.num_total_blocks * (1.0 - self.kv_watermark) * self.block_tokens
+        pool = kv_tokens / (prompt + output / 2)
+        return state.num_decodes + int(prompt * pool / output)
+
+    def _kv_room(self, state: EngineState) -> int | None:
+        """Prompt tokens the free KV cache can take this step: free blocks above the engine's
+        admission watermark, less kv_horizon_steps tokens for every running decode (the blocks
+        they grow into); None without KV telemetry."""
+        if not state.num_total_blocks:
+            return None
+        usable = state.num_free_blocks - math.ceil(self.kv_watermark * state.num_total_blocks)
+        return max(0, usable * self.block_tokens - state.num_decodes * self.kv_horizon_steps)
+
+    def _queue_target_s(self) -> float:
+        return min(self._ttft.target_s * self._ttft_feedback.factor, self.max_queue_delay_s)
 
     def _age_pressure(self, state: EngineState) -> float:
-        return min(1.0, state.oldest_waiting_age_s / (self._ttft.target_s * self._ttft_feedback.factor))
+        return min(1.0, state.oldest_waiting_age_s / self._queue_target_s())
 
-    def _pressure(self, state: EngineState, top_tokens: int, top_s: float) -> float:
-        """(oldest wait + time to clear the pending prefill at the pace of the largest step the TBT
-        target allows) / effective TTFT target, at most 1."""
-        prefill = top_tokens - min(state.num_decodes, top_tokens)
+    def _pressure(self, state: EngineState, base_tokens: int, base_s: float) -> float:
+        """(oldest wait + time to clear the pending prefill at the pace of the base (knee) step) /
+        the queue-delay target, at most 1."""
+        prefill = base_tokens - min(state.num_decodes, base_tokens)
         pending = state.running_prefill_tokens + state.waiting_prefill_tokens
-        clear_s = pending / prefill * top_s if prefill > 0 else 0.0
-        pressure = (state.oldest_waiting_age_s + clear_s) / (self._ttft.target_s * self._ttft_feedback.factor)
+        clear_s = pending / prefill * base_s if prefill > 0 else 0.0
+        pressure = (state.oldest_waiting_age_s + clear_s) / self._queue_target_s()
         # Admitting faster into a nearly full KV cache only fills it: then no step has room for
         # prefill, decodes run alone and requests get preempted (recomputed), so throughput drops.
         if self.kv_reserve > 0 and state.num_total_blocks:
@@ -177,8 +268,10 @@ class AdaptiveBudget(BudgetPolicy):
         return self.slo.bounds.clamp_chunk(room)
 
     def _record(self, budget: StepBudget, reason: str, pressure: float, planned_s: float, tail_s: float = 0.0,
-                tbt_budget: int = 0, efficient_budget: int = 0) -> StepBudget:
-        self.last_decision = Decision(budget, reason, pressure, planned_s, tail_s, tbt_budget, efficient_budget)
+                tbt_budget: int = 0, efficient_budget: int = 0, knee_budget: int = 0, kv_budget: int = 0,
+                flow_budget: int = 0) -> StepBudget:
+        self.last_decision = Decision(budget, reason, pressure, planned_s, tail_s, tbt_budget, efficient_budget,
+                                      knee_budget, kv_budget, flow_budget)
         return budget
 
     # -- observe ------------------------------------------------------------------------------
@@ -192,6 +285,14 @@ class AdaptiveBudget(BudgetPolicy):
             self._tbt_feedback.update(stats.max_token_gap_s, last.planned_gap_s)
         for ttft in stats.first_token_latencies_s:
             self._ttft_feedback.update(ttft, self._ttft.target_s)
+        # Recent mean prompt and output lengths, from token flows: per request whose prefill
+        # finished, how many prompt and decode tokens the engine processed (decayed sums).
+        keep = 1.0 - 1.0 / self.length_window_steps
+        self._prefill_tokens = keep * self._prefill_tokens + stats.num_prefill_tokens
+        self._decode_tokens = keep * self._decode_tokens + stats.num_decode_tokens
+        self._firsts = keep * self._firsts + len(stats.first_token_latencies_s)
+        self._decode_growth = keep * self._decode_growth + stats.num_decode_tokens - self._last_decodes
+        self._last_decodes = stats.num_decode_tokens
 
     @property
     def tbt_factor(self) -> float:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import inspect
+from typing import Any, Mapping
+
 from adaptive_sarathi.controller.adaptive import AdaptiveBudget
 from adaptive_sarathi.controller.latency_model import OnlineLatencyModel
 from adaptive_sarathi.controller.policy import BudgetPolicy, FixedBudget
@@ -10,6 +13,9 @@ from adaptive_sarathi.controller.slo import SLOPolicy
 from adaptive_sarathi.controller.two_level import TwoLevelBudget
 from adaptive_sarathi.engine.latency.shape import LatencyModel
 
+# The adaptive policy's tunable hyperparameters (what a seed file may set).
+ADAPTIVE_PARAMS = tuple(p for p in inspect.signature(AdaptiveBudget.__init__).parameters
+                        if p not in ("self", "slo", "latency_model", "seed"))
 POLICY_SPECS = ("fixed:<budget>[:<chunk>]", "adaptive", "two_level[:<low>:<high>]", "slack")
 
 
@@ -33,13 +39,14 @@ def _ints(spec: str, args: list[str], usage: str) -> list[int]:
 
 
 def make_policy(spec: str, slo: SLOPolicy | None = None, prior: LatencyModel | None = None,
-                seed: int = 0) -> BudgetPolicy:
+                seed: int = 0, params: Mapping[str, Any] | None = None) -> BudgetPolicy:
     """A fresh policy for `spec`:
       fixed:<budget>[:<chunk>]   the same budget every step (Sarathi-Serve as published)
       adaptive                   AdaptiveBudget over an OnlineLatencyModel with `prior`
       two_level[:<low>:<high>]   TwoLevelBudget (defaults from the SLO's bounds)
       slack                      SlackBudget with `prior` as its offline model (else fitted)
-    Every policy but fixed needs `slo`; with an SLO, a fixed budget must lie within its bounds.
+    `params` overrides adaptive's constructor hyperparameters (e.g. from a seed file); other
+    policies ignore it. Every policy but fixed needs `slo`; with an SLO, a fixed budget must lie within its bounds.
     Raises PolicySpecError (a ValueError) naming the spec, the problem and the choices."""
     name, *args = spec.strip().split(":")
     if name == "fixed":
@@ -69,5 +76,9 @@ def make_policy(spec: str, slo: SLOPolicy | None = None, prior: LatencyModel | N
     if args:
         raise _fail(spec, f"{name} takes no arguments")
     if name == "adaptive":
-        return AdaptiveBudget(slo, OnlineLatencyModel(prior=prior, tile_tokens=slo.bounds.tile_tokens), seed=seed)
+        try:
+            return AdaptiveBudget(slo, OnlineLatencyModel(prior=prior, tile_tokens=slo.bounds.tile_tokens), seed=seed,
+                                  **dict(params or {}))
+        except TypeError as e:  # an unknown hyperparameter name
+            raise _fail(spec, f"{e}; known hyperparameters: {', '.join(ADAPTIVE_PARAMS)}") from None
     return SlackBudget(slo, prior, seed=seed)
