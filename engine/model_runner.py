@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 
 from adaptive_sarathi.engine.batch import ScheduledBatch
@@ -64,6 +66,21 @@ class ModelRunner:
     def logits_for(self, batch: ScheduledBatch) -> torch.Tensor:
         """Logits [N, vocab] of the sampling rows of `batch` (for parity checks); writes the cache."""
         return self._logits(prepare_inputs(batch, self.block_size))
+
+    def prepared_forward(self, batch: ScheduledBatch) -> Callable[[], torch.Tensor]:
+        """A callable running the batch's forward and logits on inputs moved to the device once:
+        the GPU work of a step without its host work, for timing. Each call writes the batch's
+        K/V into the cache again; the logits it returns are new tensors."""
+        inputs = prepare_inputs(batch, self.block_size)
+        dev = self.device
+        args = (inputs.input_ids.to(dev), inputs.positions.to(dev), inputs.attention.to(dev),
+                inputs.output_rows.to(dev))
+
+        @torch.inference_mode()
+        def forward() -> torch.Tensor:
+            return self._forward(*args)
+
+        return forward
 
     def _logits(self, inputs: ModelInputs) -> torch.Tensor:
         dev = self.device

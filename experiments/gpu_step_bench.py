@@ -135,21 +135,6 @@ def pct(part: float | None, whole: float | None) -> str:
     return "n/a" if part is None or not whole else f"{100 * part / whole:.1f}%"
 
 
-def prepared_forward(runner: ModelRunner, batch) -> Callable[[], torch.Tensor]:
-    """The batch's forward and LM head on inputs already on the device (what the GPU must do)."""
-    inputs = prepare_inputs(batch, runner.block_size)
-    dev = runner.device
-    ids, positions = inputs.input_ids.to(dev), inputs.positions.to(dev)
-    meta, rows = inputs.attention.to(dev), inputs.output_rows.to(dev)
-
-    @torch.inference_mode()
-    def forward() -> torch.Tensor:
-        hidden = runner.model(ids, positions, runner.kv_caches, meta, runner.attention, rows)
-        return runner.model.compute_logits(hidden)
-
-    return forward
-
-
 class StepBench:
     """One model on the device and a KV pool sized on demand; times synthetic steps."""
 
@@ -175,7 +160,7 @@ class StepBench:
     def forward(self, shape: ProfileShape) -> Timing:
         """Forward timing of `shape` on inputs already on the device."""
         runner, batch = self._batch(shape)
-        return time_call(prepared_forward(runner, batch), self.device, self.sizes.warmup, self.sizes.repeats)
+        return time_call(runner.prepared_forward(batch), self.device, self.sizes.warmup, self.sizes.repeats)
 
     def eager(self, shape: ProfileShape) -> tuple[Timing, Timing]:
         """(forward timing, whole-step timing) of `shape`."""
@@ -435,7 +420,7 @@ def section_kernels(report: Report, bench: StepBench) -> None:
     rows, data = [], {}
     for label, shape in shapes.items():
         runner, batch = bench._batch(shape)
-        forward = prepared_forward(runner, batch)
+        forward = runner.prepared_forward(batch)
         for _ in range(bench.sizes.warmup):
             forward()
         torch.cuda.synchronize(bench.device)

@@ -12,7 +12,6 @@ import torch
 
 from adaptive_sarathi.engine.batch import ScheduledBatch
 from adaptive_sarathi.engine.distributed.group import TensorParallelGroup
-from adaptive_sarathi.engine.input_prep import prepare_inputs
 from adaptive_sarathi.engine.kv_pool import kv_capacity_blocks
 from adaptive_sarathi.engine.loaders import ModelSource
 from adaptive_sarathi.engine.model.build import build_model
@@ -81,18 +80,7 @@ class RankState:
     def time_forward(self, batch: ScheduledBatch, warmup: int, repeats: int) -> Timing:
         """Timing of the forward and LM head (with the logits gather) on inputs already on the
         device; the runner's KV cache is written, as in a real step."""
-        runner = self.runner
-        inputs = prepare_inputs(batch, runner.block_size)
-        dev = self.device
-        ids, positions = inputs.input_ids.to(dev), inputs.positions.to(dev)
-        meta, rows = inputs.attention.to(dev), inputs.output_rows.to(dev)
-
-        @torch.inference_mode()
-        def forward() -> torch.Tensor:
-            hidden = runner.model(ids, positions, runner.kv_caches, meta, runner.attention, rows)
-            return runner.model.compute_logits(hidden)
-
-        return time_call(forward, dev, warmup, repeats)
+        return time_call(self.runner.prepared_forward(batch), self.device, warmup, repeats)
 
     def time_all_reduce(self, num_tokens: int, calls: int, warmup: int, repeats: int) -> Timing:
         """Timing of `calls` back-to-back all-reduces of a [num_tokens, hidden] activation in the
