@@ -130,7 +130,7 @@ class Experiment:
 
 
 class PhaseOracle(BudgetPolicy):
-    """Not a deployable policy: an upper bound. It knows when each phase's requests start arriving
+    """Not a deployable policy: a hindsight reference. It knows when each phase's requests start arriving
     (`switch_times_s`, ascending) and uses that phase's best fixed budget (`budgets`, one per
     phase) from then on: what a controller that recognised every phase change instantly and
     knew the hindsight-best budget for it would do."""
@@ -224,8 +224,8 @@ def main() -> None:
         chat, summary = (best_fixed(stationary[t, slo]).capacity for t in TRACES)
         phased_specs[slo] = exp.phased(chat, summary)
         phased[slo] = exp.measure("phased", phased_specs[slo], slo, PHASED_CONFIGS, start_qps=min(chat, summary))
-        # Upper bound for any budget controller: switch to each phase's best fixed budget the
-        # moment its requests start arriving.
+        # Hindsight reference for a phase-switching controller: each phase's best stationary
+        # fixed budget from the moment its requests start arriving.
         budgets = tuple(int(best_fixed(stationary[t, slo]).config.split(":")[1]) for t in TRACES) * 2
         base = exp.scenario(phased_specs[slo], "sarathi", "fixed:512", slo)
         result = find_capacity(OracleScenario(base, budgets), start_scale=best_fixed(phased[slo]).result.capacity_scale,
@@ -267,9 +267,10 @@ def main() -> None:
         "the SLO's TBT target and median scheduling delay <= 2 s",
         "- Phased: 4 phases of equal request counts alternating sharegpt_8k and arxiv_4k, each phase's base "
         "rate = the best fixed budget's capacity on its trace under the same SLO; capacity scales all phases "
-        "by one factor (mean qps reported). oracle:A/B (an upper bound, not a policy) switches to each "
-        "phase's best stationary fixed budget (A for sharegpt_8k, B for arxiv_4k) when its first request arrives",
-        f"- Runtime: {runtime / 60:.1f} min on one core", "",
+        "by one factor (mean qps reported). oracle:A/B (not a deployable policy: it knows the phase "
+        "boundaries) switches to each phase's best stationary fixed budget (A for sharegpt_8k, B for arxiv_4k) "
+        "when the phase's first request arrives",
+        f"- Runtime: {runtime / 60:.1f} min (one process)", "",
         "## Capacity", "", *table, *ratios, "", "## Targets", "", *targets, "",
         "Figures: capacity_bars.png, tbt_cdf.png, budget_over_time.png.", ""]
     (args.out / "capacity_comparison.md").write_text("\n".join(text))
