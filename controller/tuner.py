@@ -76,7 +76,8 @@ def policy_spec(policy: str, params: dict[str, Any]) -> tuple[str, dict[str, Any
 def evaluate(scenario: Scenario, policy: str, params: dict[str, Any], objective: str = "capacity",
              qps: float | None = None, rel_tol: float = 0.05) -> float:
     """The objective (higher is better) of `scenario` run with `policy` at `params`. Runs one
-    simulation (goodput) or a capacity search (about 6-10 simulations)."""
+    simulation (goodput) or a capacity search (about 6-10 simulations). Raises ValueError when
+    the capacity search finds no rate that breaks the criteria (the workload is too short)."""
     from adaptive_sarathi.capacity import find_capacity
 
     spec, adaptive_params = policy_spec(policy, params)
@@ -85,7 +86,12 @@ def evaluate(scenario: Scenario, policy: str, params: dict[str, Any], objective:
     if objective == "goodput":
         result = run.run(scale)
         return result.slo.goodput_rps if result.slo is not None else 0.0
-    return find_capacity(run, start_scale=scale, rel_tol=rel_tol).capacity_qps
+    result = find_capacity(run, start_scale=scale, rel_tol=rel_tol)
+    if result.probes and all(p.meets_capacity for p in result.probes):
+        # Every rate passed: the search stopped at its ceiling, which says nothing about the policy.
+        raise ValueError(f"the workload never queued 2 s at any rate up to {result.capacity_qps:.3g} qps, so "
+                         "capacity cannot rank parameters: use more requests (--num-requests)")
+    return result.capacity_qps
 
 
 def default_params(scenario: Scenario, policy: str) -> dict[str, Any]:
