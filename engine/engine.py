@@ -63,14 +63,14 @@ class LLMEngine:
     """
 
     def __init__(self, scheduler: Scheduler, executor: Executor, policy: BudgetPolicy,
-                 tokenizer: Tokenizer | None, max_model_len: int, eos_token_id: int | None,
+                 tokenizer: Tokenizer | None, max_model_len: int, eos_token_ids: tuple[int, ...],
                  clock: Callable[[], float] = time.monotonic):
         self.scheduler = scheduler
         self.executor = executor
         self.policy = policy
         self.tokenizer = tokenizer
         self.max_model_len = max_model_len
-        self.eos_token_id = eos_token_id
+        self.eos_token_ids = tuple(eos_token_ids)
         self.clock = clock
         self.stats_listeners: list[StatsListener] = []
         self._live: dict[str, tuple[Request, _TextState]] = {}
@@ -99,7 +99,7 @@ class LLMEngine:
             raise InvalidRequestError("request_id", f"request_id={request_id!r} is already in flight: use a new id")
         request = Request(request_id, token_ids, params,
                           arrival_time=self.clock() if arrival_time is None else arrival_time,
-                          eos_token_id=self.eos_token_id)
+                          eos_token_ids=self.eos_token_ids)
         self.scheduler.add_request(request)  # first: a refusal there must leave nothing behind here
         self._live[request_id] = (request, _TextState(self.tokenizer, params.stop, token_ids))
         return request_id

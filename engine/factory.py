@@ -89,10 +89,11 @@ def create_engine(args: EngineArgs, policy: BudgetPolicy | None = None) -> LLMEn
     # The scheduler shrinks the window so one request always fits the cache once others are preempted.
     window = scheduler.max_context_len
     tokenizer = Tokenizer.from_dir(source.tokenizer_path) if source.tokenizer_path else None
-    eos = source.config.eos_token_ids[0] if source.config.eos_token_ids else (
-        tokenizer.eos_token_id if tokenizer else None)
+    # Every id the model ends a turn with (Llama 3: <|end_of_text|>, <|eom_id|>, <|eot_id|>).
+    eos = source.config.eos_token_ids or (
+        (tokenizer.eos_token_id,) if tokenizer and tokenizer.eos_token_id is not None else ())
     return LLMEngine(scheduler, executor, policy or FixedBudget(args.token_budget, args.max_chunk),
-                     tokenizer, max_model_len=window, eos_token_id=eos)
+                     tokenizer, max_model_len=window, eos_token_ids=eos)
 
 
 def _single_executor(args: EngineArgs, source, device: torch.device, dtype: torch.dtype,

@@ -312,7 +312,7 @@ class QueueScheduler(Scheduler):
 
     def _stop_reason(self, request: Request, token: int) -> FinishReason | None:
         params = request.sampling_params
-        if token == request.eos_token_id and not params.ignore_eos:
+        if token in request.eos_token_ids and not params.ignore_eos:
             return FinishReason.STOP
         if token in params.stop_token_ids:
             return FinishReason.STOP

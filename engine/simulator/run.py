@@ -82,7 +82,7 @@ def simulate(workload: Sequence[ArrivingRequest], scheduler: str | SchedulerConf
     clock = VirtualClock(0.0)
     executor = SimulatedExecutor(latency_model, clock, num_kv_blocks, config.block_size,
                                  record_schedule=record_schedule)
-    engine = LLMEngine(sched, executor, policy, tokenizer=None, max_model_len=window, eos_token_id=None,
+    engine = LLMEngine(sched, executor, policy, tokenizer=None, max_model_len=window, eos_token_ids=(),
                        clock=clock.now)
     budgets, chunks, tokens = array("q"), array("q"), array("q")
     steps: list[StepStats] = []

@@ -25,9 +25,10 @@ def make(name: str, num_blocks: int = 64, *, block_size: int = 4, max_num_seqs: 
 
 
 def req(rid: str, prompt_len: int, max_tokens: int = 16, arrival: float = 0.0,
-        eos: int | None = None, **params) -> Request:
+        eos: int | tuple[int, ...] | None = None, **params) -> Request:
+    eos_ids = () if eos is None else (eos,) if isinstance(eos, int) else eos
     return Request(rid, list(range(100, 100 + prompt_len)),
-                   SamplingParams(max_tokens=max_tokens, **params), arrival, eos_token_id=eos)
+                   SamplingParams(max_tokens=max_tokens, **params), arrival, eos_token_ids=eos_ids)
 
 
 def add(s: QueueScheduler, *requests: Request) -> None:
@@ -291,6 +292,7 @@ def _finish_one(s: QueueScheduler, r: Request, budget: int = 64) -> list[Request
 
 @pytest.mark.parametrize("prompt_len, kwargs, outputs, reason", [
     (3, dict(eos=TOKEN), 1, FinishReason.STOP),
+    (3, dict(eos=(TOKEN + 1, TOKEN)), 1, FinishReason.STOP),  # any of a model's end ids (Llama 3 has three)
     (3, dict(max_tokens=4, eos=TOKEN, ignore_eos=True), 4, FinishReason.LENGTH),
     (3, dict(stop_token_ids=[5, TOKEN]), 1, FinishReason.STOP),
     (3, dict(max_tokens=5, eos=TOKEN + 1), 5, FinishReason.LENGTH),
@@ -437,7 +439,7 @@ def _random_run(name: str, seed: int) -> int:
         requests.append(Request(
             f"r{i}", [rng.randint(10, 99) for _ in range(rng.randint(1, max_len // 2))],
             SamplingParams(max_tokens=rng.randint(1, 30), ignore_eos=rng.random() < 0.2),
-            arrival_time=t, eos_token_id=EOS))
+            arrival_time=t, eos_token_ids=(EOS,)))
     upfront, later = requests[:30], requests[30:]
     for r in rng.sample(upfront, len(upfront)):  # out of order on purpose
         s.add_request(r)
