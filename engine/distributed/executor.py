@@ -3,7 +3,6 @@ profiler's KV pool over one."""
 
 from __future__ import annotations
 
-import random
 import time
 from types import SimpleNamespace
 
@@ -12,6 +11,7 @@ import torch
 from adaptive_sarathi.engine.batch import ScheduledBatch, StepResult
 from adaptive_sarathi.engine.distributed.session import TensorParallelSession
 from adaptive_sarathi.engine.executor import Executor
+from adaptive_sarathi.engine.kv_pool import GrowingKvPool
 
 
 class TensorParallelExecutor(Executor):
@@ -59,37 +59,19 @@ class _RemoteRunner:
         return self.session.call("execute", batch)
 
 
-class TensorParallelKvPool:
-    """KvPool's interface (runner / resize / scattered_blocks / release / num_blocks) over every
-    rank of a session, for the profiler: each rank's cache grows together, filled with seeded
-    random values."""
+class TensorParallelKvPool(GrowingKvPool):
+    """A GrowingKvPool over every rank of a session, for the profiler: each rank's cache grows
+    together, filled with seeded random values."""
 
     def __init__(self, session: TensorParallelSession, block_size: int, capacity_blocks: int, seed: int = 0):
-        self.session, self.block_size, self.capacity_blocks, self.seed = session, block_size, capacity_blocks, seed
-        self.rng = random.Random(seed)
-        self.current: _RemoteRunner | None = None
+        super().__init__(block_size, capacity_blocks, seed)
+        self.session = session
 
-    @property
-    def num_blocks(self) -> int:
-        return self.current.num_blocks if self.current is not None else 0
-
-    def runner(self, num_blocks: int) -> _RemoteRunner:
-        """A runner with at least `num_blocks` blocks; ValueError beyond capacity_blocks."""
-        if num_blocks > self.capacity_blocks:
-            raise ValueError(f"{num_blocks} KV blocks asked for, capacity is {self.capacity_blocks}")
-        if self.current is None or self.current.num_blocks < num_blocks:
-            self.resize(min(self.capacity_blocks, max(num_blocks, 2 * self.num_blocks)))
-        return self.current
-
-    def resize(self, num_blocks: int) -> None:
-        self.release()
+    def _new_runner(self, num_blocks: int) -> _RemoteRunner:
         self.session.call("make_runner", num_blocks, self.block_size, self.seed, True)
-        self.current = _RemoteRunner(self.session, num_blocks)
-
-    def scattered_blocks(self, count: int) -> list[int]:
-        return self.rng.sample(range(self.num_blocks), count)
+        return _RemoteRunner(self.session, num_blocks)
 
     def release(self) -> None:
-        self.current = None
+        super().release()
         if not self.session._closed:
             self.session.call("release")
