@@ -27,6 +27,14 @@ ForwardFn = Callable[[torch.Tensor, torch.Tensor, AttentionMetadata, torch.Tenso
 SplitsFn = Callable[[int], int]  # batch size -> split-K partitions per sequence to capture
 
 
+def decode_graphs_supported(device: torch.device, attention_backend: str) -> bool:
+    """Whether decode steps on `device` with `attention_backend` ("auto" allowed) can be captured:
+    CUDA with the triton kernels, which never synchronize the host."""
+    from adaptive_sarathi.kernels.attention.backends import resolve_backend_name
+
+    return device.type == "cuda" and resolve_backend_name(device, attention_backend) == "triton"
+
+
 def capture_sizes(max_batch: int) -> list[int]:
     """The padded batch sizes captured for batches of up to max_batch decodes, ascending."""
     if max_batch < 1:

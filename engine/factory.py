@@ -8,6 +8,7 @@ import torch
 
 from adaptive_sarathi.controller.policy import BudgetPolicy, FixedBudget
 from adaptive_sarathi.engine.config import CacheConfig, SchedulerConfig
+from adaptive_sarathi.engine.cuda_graph import decode_graphs_supported
 from adaptive_sarathi.engine.engine import LLMEngine
 from adaptive_sarathi.engine.executor import ModelExecutor
 from adaptive_sarathi.engine.loaders import resolve_model
@@ -15,7 +16,7 @@ from adaptive_sarathi.engine.model.build import build_model
 from adaptive_sarathi.engine.model_runner import ModelRunner, kv_block_bytes
 from adaptive_sarathi.engine.schedulers import make_scheduler
 from adaptive_sarathi.engine.tokenizer import Tokenizer
-from adaptive_sarathi.kernels.attention.backends import resolve_backend_name, select_attention
+from adaptive_sarathi.kernels.attention.backends import select_attention
 
 # Decode batches above this run eagerly: their kernels are long enough to hide the launches.
 MAX_GRAPH_BATCH = 256
@@ -100,8 +101,7 @@ def _single_executor(args: EngineArgs, source, device: torch.device, dtype: torc
                      window: int) -> tuple[ModelExecutor, int]:
     model = build_model(source, device, dtype, max_positions=window)
     num_blocks = _num_kv_blocks(args, model, device, dtype)
-    graphs = (not args.enforce_eager and device.type == "cuda"
-              and resolve_backend_name(device, args.attention_backend) == "triton")
+    graphs = not args.enforce_eager and decode_graphs_supported(device, args.attention_backend)
     runner = ModelRunner(model, num_blocks, args.block_size, select_attention(device, args.attention_backend),
                          seed=args.seed, decode_graphs=min(args.max_num_seqs, MAX_GRAPH_BATCH) if graphs else 0,
                          max_context_len=window)

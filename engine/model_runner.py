@@ -71,10 +71,7 @@ class ModelRunner:
         """A callable running the batch's forward and logits on inputs moved to the device once:
         the GPU work of a step without its host work, for timing. Each call writes the batch's
         K/V into the cache again; the logits it returns are new tensors."""
-        inputs = prepare_inputs(batch, self.block_size)
-        dev = self.device
-        args = (inputs.input_ids.to(dev), inputs.positions.to(dev), inputs.attention.to(dev),
-                inputs.output_rows.to(dev))
+        args = self._on_device(prepare_inputs(batch, self.block_size))
 
         @torch.inference_mode()
         def forward() -> torch.Tensor:
@@ -83,9 +80,12 @@ class ModelRunner:
         return forward
 
     def _logits(self, inputs: ModelInputs) -> torch.Tensor:
+        return self._forward(*self._on_device(inputs))
+
+    def _on_device(self, inputs: ModelInputs) -> tuple:
         dev = self.device
-        return self._forward(inputs.input_ids.to(dev), inputs.positions.to(dev), inputs.attention.to(dev),
-                             inputs.output_rows.to(dev))
+        return (inputs.input_ids.to(dev), inputs.positions.to(dev), inputs.attention.to(dev),
+                inputs.output_rows.to(dev))
 
     def _forward(self, input_ids: torch.Tensor, positions: torch.Tensor, meta: AttentionMetadata,
                  output_rows: torch.Tensor) -> torch.Tensor:

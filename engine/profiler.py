@@ -27,17 +27,18 @@ from typing import Sequence
 
 import torch
 
+from adaptive_sarathi.engine.cuda_graph import decode_graphs_supported
 from adaptive_sarathi.engine.factory import EngineArgs
 from adaptive_sarathi.engine.kv_pool import KvPool, is_out_of_memory, kv_capacity_blocks
 from adaptive_sarathi.engine.latency.profile import PROFILE_COLUMNS
 from adaptive_sarathi.engine.loaders import resolve_model
 from adaptive_sarathi.engine.model.build import build_model
+from adaptive_sarathi.engine.model_runner import ModelRunner
 from adaptive_sarathi.engine.profile_shapes import GRID_NAMES, ProfileShape, profile_grid
 from adaptive_sarathi.engine.progress import progress_bar
 from adaptive_sarathi.engine.step_timer import Timing, time_call
 from adaptive_sarathi.engine.synthetic_batch import synthetic_batch
-from adaptive_sarathi.engine.model_runner import ModelRunner
-from adaptive_sarathi.kernels.attention.backends import resolve_backend_name, select_attention
+from adaptive_sarathi.kernels.attention.backends import select_attention
 
 EXTRA_COLUMNS = ("device_duration_s", "decode_context_len", "prefix_tokens")
 
@@ -236,8 +237,8 @@ def _time_shape(pool: KvPool, shape: ProfileShape, needed: int, config: ProfileC
 def _replays_decodes(runner, shape: ProfileShape, config: ProfileConfig) -> bool:
     """Whether the engine would replay this decode-only step from a CUDA graph (single GPU,
     triton attention), so the profile must time it that way too."""
-    return (isinstance(runner, ModelRunner) and runner.device.type == "cuda" and not shape.prefill_chunks
-            and resolve_backend_name(runner.device, config.attention_backend) == "triton")
+    return (isinstance(runner, ModelRunner) and not shape.prefill_chunks
+            and decode_graphs_supported(runner.device, config.attention_backend))
 
 
 def _capture_for(runner: ModelRunner, batch_size: int) -> None:

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from adaptive_sarathi.engine.batch import ScheduledBatch, ScheduledChunk
-from adaptive_sarathi.engine.cuda_graph import DecodeGraphs, capture_sizes
+from adaptive_sarathi.engine.cuda_graph import DecodeGraphs, capture_sizes, decode_graphs_supported
 from adaptive_sarathi.engine.input_prep import prepare_inputs
 from adaptive_sarathi.engine.sampling_params import SamplingParams
 
@@ -24,6 +24,11 @@ def test_capture_sizes_cover_every_batch_with_little_padding():
     assert capture_sizes(20) == [1, 2, 4, 8, 16, 20]
     with pytest.raises(ValueError, match="max_batch"):
         capture_sizes(0)
+
+
+def test_graphs_need_cuda():
+    assert not decode_graphs_supported(torch.device("cpu"), "auto")
+    assert not decode_graphs_supported(torch.device("cpu"), "torch")
 
 
 def decode_chunk(rid: str, context_len: int, blocks: list[int]) -> ScheduledChunk:
