@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
+
+import numpy as np
 
 from adaptive_sarathi.engine.sampling_params import SamplingParams
 
@@ -29,12 +32,42 @@ class StepBudget:
         return self.token_budget if self.max_chunk is None else min(self.max_chunk, self.token_budget)
 
 
-@dataclass(frozen=True)
+class BlockTable(tuple):
+    """A request's KV block ids in position order: an immutable tuple of ints that also keeps
+    them as a numpy int32 array, built on first use.
+
+    The scheduler hands the same BlockTable to every step until the request's table grows (a
+    decode needs a new block only every block_size tokens), so input preparation converts each
+    table to an array once instead of converting every block id of every request every step.
+    """
+
+    @cached_property
+    def array(self) -> np.ndarray:
+        """The block ids as a read-only int32 array [len(self)], shared by every reader."""
+        array = np.array(self, dtype=np.int32)
+        array.flags.writeable = False
+        return array
+
+    def __reduce__(self):
+        # Pickled (to tensor-parallel workers) as its ids alone; the array is rebuilt on demand.
+        return BlockTable, (tuple(self),)
+
+
+def block_table_array(table: tuple[int, ...]) -> np.ndarray:
+    """`table` as an int32 array: the cached one of a BlockTable (read-only, do not modify), a
+    fresh one for a plain tuple."""
+    return table.array if isinstance(table, BlockTable) else np.array(table, dtype=np.int32)
+
+
+# Not frozen, although nothing may change a chunk once it is scheduled: the scheduler builds one
+# per request per step, and a frozen dataclass takes about five times longer to construct.
+@dataclass(slots=True)
 class ScheduledChunk:
-    """The tokens one request computes in one step.
+    """The tokens one request computes in one step. Read-only once built.
 
     token_ids are the tokens at positions [start_position, start_position + len(token_ids)).
-    block_table lists the KV blocks holding positions [0, context_len). When `sample` is true the
+    block_table lists the KV blocks holding positions [0, context_len) (a BlockTable when the
+    scheduler built the chunk; any tuple of ints is accepted). When `sample` is true the
     chunk reaches the request's last token, so the step produces one new token for it;
     num_output_tokens (outputs already produced) keys seeded sampling so that the same request
     samples the same token whatever the batch or a preemption.

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from adaptive_sarathi.engine.batch import ScheduledBatch, ScheduledChunk
+from adaptive_sarathi.engine.batch import ScheduledBatch, ScheduledChunk, block_table_array
 from adaptive_sarathi.kernels.attention import AttentionMetadata, PrefillSpan
 
 
@@ -33,66 +33,92 @@ class ModelInputs:
 def order_for_attention(batch: ScheduledBatch) -> list[ScheduledChunk]:
     """Single-token chunks first (they attend as decodes), then longer chunks, each group in
     schedule order."""
-    singles = [c for c in batch.chunks if c.num_tokens == 1]
-    multis = [c for c in batch.chunks if c.num_tokens > 1]
+    singles, multis = _split_for_attention(batch)
     return singles + multis
+
+
+def _split_for_attention(batch: ScheduledBatch) -> tuple[list[ScheduledChunk], list[ScheduledChunk]]:
+    """(single-token chunks, longer chunks) of `batch`, each in schedule order; chunks without
+    tokens are left out."""
+    chunks = batch.chunks
+    return [c for c in chunks if len(c.token_ids) == 1], [c for c in chunks if len(c.token_ids) > 1]
 
 
 def prepare_inputs(batch: ScheduledBatch, block_size: int) -> ModelInputs:
     """Positions, slot mapping, block tables and sampling rows for `batch`.
 
     Raises ValueError when a chunk's block table does not cover its context (a scheduler bug)."""
-    # This runs on the host every step while the GPU waits, so lists are built in plain Python and
-    # turned into tensors once each, through numpy (several times faster than torch.tensor).
-    chunks = order_for_attention(batch)
-    input_ids: list[int] = []
-    positions: list[int] = []
-    slots: list[int] = []
-    output_rows: list[int] = []
-    sample_chunks: list[ScheduledChunk] = []
-    decodes: list[ScheduledChunk] = []
+    # This runs on the host every step while the GPU waits. Decode rows (one token each) are
+    # gathered field by field and computed with whole-array numpy operations, prefill rows with
+    # one numpy range per chunk; block tables are copied from each BlockTable's cached array
+    # instead of converting every block id of every request every step.
+    decodes, prefill_chunks = _split_for_attention(batch)
+    num_decodes = len(decodes)
+    decode_positions = np.array([c.start_position for c in decodes], dtype=np.int64)
+    decode_tables = _decode_block_tables(decodes, decode_positions, block_size)
+    decode_slots = (decode_tables[np.arange(num_decodes), decode_positions // block_size].astype(np.int64)
+                    * block_size + decode_positions % block_size)
+    input_ids = [c.token_ids[0] for c in decodes]
+    positions, slots = [decode_positions], [decode_slots]
+    output_rows = [i for i, c in enumerate(decodes) if c.sample]
     prefills: list[PrefillSpan] = []
-    for chunk in chunks:
-        needed_blocks = -(-chunk.context_len // block_size)
-        table = chunk.block_table
-        if len(table) < needed_blocks:
-            raise ValueError(f"request {chunk.request_id}: block table has {len(table)} blocks, "
-                             f"its context of {chunk.context_len} tokens needs {needed_blocks}")
+    for chunk in prefill_chunks:
         q_start = len(input_ids)
-        pos = range(chunk.start_position, chunk.context_len)
+        table = _covering_blocks(chunk, block_size)
+        pos = np.arange(chunk.start_position, chunk.context_len, dtype=np.int64)
         input_ids.extend(chunk.token_ids)
-        positions.extend(pos)
-        slots.extend(table[p // block_size] * block_size + p % block_size for p in pos)
-        if chunk.num_tokens == 1:
-            decodes.append(chunk)
-        else:
-            prefills.append(PrefillSpan(q_start, len(input_ids), chunk.start_position,
-                                        _tensor(table[:needed_blocks], np.int32)))
+        positions.append(pos)
+        slots.append(table[pos // block_size].astype(np.int64) * block_size + pos % block_size)
+        prefills.append(PrefillSpan(q_start, len(input_ids), chunk.start_position, torch.from_numpy(table.copy())))
         if chunk.sample:
             output_rows.append(len(input_ids) - 1)
-            sample_chunks.append(chunk)
-    width = max((len(c.block_table) for c in decodes), default=0)
-    flat_tables: list[int] = []
-    for c in decodes:
-        flat_tables.extend(c.block_table)
-        flat_tables.extend([0] * (width - len(c.block_table)))
-    context_lens = [c.context_len for c in decodes]
+    context_lens = decode_positions + 1
     meta = AttentionMetadata(
-        slot_mapping=_tensor(slots, np.int64),
-        num_decode_tokens=len(decodes),
-        decode_block_tables=_tensor(flat_tables, np.int32).view(len(decodes), width),
-        decode_context_lens=_tensor(context_lens, np.int32),
-        max_decode_context_len=max(context_lens, default=0),
+        slot_mapping=torch.from_numpy(np.concatenate(slots)),
+        num_decode_tokens=num_decodes,
+        decode_block_tables=torch.from_numpy(decode_tables),
+        decode_context_lens=torch.from_numpy(context_lens.astype(np.int32)),
+        max_decode_context_len=int(context_lens.max()) if num_decodes else 0,
         prefills=prefills,
         block_size=block_size,
     )
     return ModelInputs(
         input_ids=_tensor(input_ids, np.int64),
-        positions=_tensor(positions, np.int64),
+        positions=torch.from_numpy(np.concatenate(positions)),
         attention=meta,
         output_rows=_tensor(output_rows, np.int64),
-        sample_chunks=sample_chunks,
+        sample_chunks=[c for c in decodes if c.sample] + [c for c in prefill_chunks if c.sample],
     )
+
+
+def _decode_block_tables(decodes: list[ScheduledChunk], positions: np.ndarray, block_size: int) -> np.ndarray:
+    """Block tables of single-token chunks as a fresh int32 array [len(decodes), longest table],
+    each row padded with 0. Raises ValueError naming the first chunk whose table does not cover
+    its position."""
+    if not decodes:
+        return np.zeros((0, 0), dtype=np.int32)
+    lengths = np.array([len(c.block_table) for c in decodes], dtype=np.int64)
+    short = np.flatnonzero(lengths * block_size <= positions)
+    if short.size:
+        _covering_blocks(decodes[short[0]], block_size)  # raises, naming the request
+    width = int(lengths.max())
+    flat = np.concatenate([block_table_array(c.block_table) for c in decodes])
+    if flat.size == len(decodes) * width:  # every table equally long: no padding to place
+        return flat.reshape(len(decodes), width)
+    tables = np.zeros((len(decodes), width), dtype=np.int32)
+    tables[np.arange(width) < lengths[:, None]] = flat  # row by row, in order
+    return tables
+
+
+def _covering_blocks(chunk: ScheduledChunk, block_size: int) -> np.ndarray:
+    """The blocks of `chunk`'s table that hold its context, as int32 (read-only: copy before
+    handing it out). Raises ValueError when the table is too short (a scheduler bug)."""
+    needed_blocks = -(-chunk.context_len // block_size)
+    table = chunk.block_table
+    if len(table) < needed_blocks:
+        raise ValueError(f"request {chunk.request_id}: block table has {len(table)} blocks, "
+                         f"its context of {chunk.context_len} tokens needs {needed_blocks}")
+    return block_table_array(table)[:needed_blocks]
 
 
 def _tensor(values, dtype) -> torch.Tensor:

@@ -12,7 +12,7 @@ class OrcaScheduler(QueueScheduler):
 
     def _fill(self, step: StepBuilder) -> None:
         for request in self._iter_running():
-            self._schedule_running(step, request, 1)
+            self._schedule_decode(step, request)
         # A step that had to preempt is short of blocks: admitting now would only feed the thrash.
         if not step.batch.preempted_ids:
             self._admit_whole_prompts(step)

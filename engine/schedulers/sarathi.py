@@ -22,7 +22,7 @@ class SarathiScheduler(QueueScheduler):
             if request.is_prefill:
                 prefills.append(request)
             else:
-                self._schedule_running(step, request, 1)
+                self._schedule_decode(step, request)
         for request in prefills:
             if step.num_tokens >= token_budget:
                 break

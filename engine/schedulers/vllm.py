@@ -17,4 +17,4 @@ class VllmScheduler(QueueScheduler):
             self._admit_whole_prompts(step)
             return
         for request in self._iter_running():
-            self._schedule_running(step, request, 1)
+            self._schedule_decode(step, request)
