@@ -1,5 +1,6 @@
-"""The adaptive budget policy: each step, an efficient budget whose predicted tail time keeps the TBT
-SLO, larger when the waiting queue presses."""
+"""The adaptive budget policy: each step, a budget whose predicted tail time keeps the TBT SLO,
+between the knee of the step-time curve and the KV cache's flow balance: the lesser of the two when
+the waiting queue is calm, the greater when it presses."""
 
 from __future__ import annotations
 
@@ -27,11 +28,10 @@ class Decision:
     pressure: float  # queue pressure, 0..1, after the KV-headroom scaling
     planned_gap_s: float  # the token gap budgeted for the tightest decode
     predicted_tail_s: float  # the model's tail time of the chosen step
-    tbt_budget: int  # the largest budget whose tail fits the planned gap
-    efficient_budget: int  # the smallest budget within efficiency_slack of tbt_budget's tokens per second
+    tbt_budget: int  # the largest budget whose tail fits the planned gap less the tbt_margin
     knee_budget: int = 0  # the largest budget whose step costs at most knee_slack more than the decodes alone
     kv_budget: int = 0  # decodes + the prompt tokens the free KV cache can take this step (0: no telemetry)
-    flow_budget: int = 0  # decodes + the prefill that keeps a KV-full decode pool refilled (0: lengths unknown)
+    flow_budget: int = 0  # decodes + the prefill that refills the KV cache as requests finish (0: lengths unknown)
 
 
 class AdaptiveBudget(BudgetPolicy):
@@ -41,25 +41,31 @@ class AdaptiveBudget(BudgetPolicy):
     within the bounds; never below the number of decodes, so every decode runs):
 
     - tbt_budget: the largest budget whose predicted tail step time (the latency model's TBT
-      percentile) fits the gap planned for the tightest decode in flight,
-      TBT target x tbt_factor - max_decode_gap_s;
+      percentile) fits (1 - tbt_margin) of the gap planned for the tightest decode in flight,
+      TBT target x tbt_factor - max_decode_gap_s. The margin absorbs what the model cannot see
+      (candidate_shape undercounts a deep chunk's attention): steps planned right at the edge
+      put P99 TBT a hair over the target (65.1 ms for 65 on arxiv_4k, simulated H100);
     - knee_budget: the largest budget (up to tbt_budget) whose predicted step time is within
       `knee_slack` of the smallest step's (the decodes alone). Decode steps are memory-bound, so
       prefill up to the knee rides along almost free; past it every prefill token slows every
       decode in the step, and slower decodes hold their KV blocks longer, which is what limits
       the rate once the cache is full;
-    - efficient_budget: the smallest budget whose predicted tokens per second is within
-      `efficiency_slack` of tbt_budget's (beyond it a larger step buys almost no throughput);
-    - flow_budget: decodes + P x D / O, with P and O the recent mean prompt and output lengths
-      (learned from the token flows of observed steps) and D the decodes a full KV cache holds.
-      When the cache is the limit about D / O requests finish per step and each needs P prefill
-      tokens to replace it; more prefill than that only lengthens every decode's step. Known once
-      `min_length_samples` requests have finished (see _flow_budget);
-    - upper = min(max(knee, efficient), max(decodes, flow)) once the flow is known, else the knee
-      (during a ramp from idle no request has finished: output lengths, hence how soon the cache
-      fills, are unknown, and the cheap step is the safe one);
-    - budget = lower + min(1, pressure_gain x pressure) x (upper - lower), lower = min(knee,
-      upper), rounded down to the ladder; then at most decodes + kv room.
+    - flow_budget: decodes + (P x D + R) / O, with P and O the recent mean prompt and output
+      lengths (learned from the token flows of observed steps), D the decodes a full KV cache
+      holds and R the cache's spare room. When the cache is the limit about D / O requests
+      finish per step and each needs P prefill tokens to replace it; more prefill than that only
+      lengthens every decode's step. While the cache has room that the running decodes will not
+      grow into (R), filling it over one output length admits more without ever running out.
+      Known once `min_length_samples` requests have finished (see _flow_budget);
+    - once the flow is known, upper = min(tbt_budget, max(knee, flow)) and lower = min(knee,
+      flow): under queue pressure all the prefill that rides free or that the cache can take;
+      with a calm queue (or a full cache, see pressure) no more than the cache needs to stay
+      refilled, since a step past the point where compute catches up with the memory-bound
+      decodes slows every decode, and with a full cache the decodes set the rate. Until then
+      both are the knee (during a ramp from idle no request has finished: output lengths, hence
+      how soon the cache fills, are unknown, and the cheap step is the safe one);
+    - budget = lower + min(1, pressure_gain x pressure) x (upper - lower), rounded down to the
+      ladder; then at most decodes + kv room.
 
     pressure (0..1) is queue pressure: (oldest wait + time to clear every pending prefill token at
     the knee's pace) / min(TTFT target x ttft_factor, max_queue_delay_s) (the scheduling delay an
@@ -87,13 +93,13 @@ class AdaptiveBudget(BudgetPolicy):
     """
 
     def __init__(self, slo: SLOPolicy, latency_model: OnlineLatencyModel | None = None,
-                 tile_tokens: int | None = None, efficiency_slack: float = 0.05, pressure_gain: float = 1.0,
+                 tile_tokens: int | None = None, tbt_margin: float = 0.05, pressure_gain: float = 1.0,
                  knee_slack: float = 0.15, max_queue_delay_s: float = 2.0, kv_reserve: float = 0.25,
                  kv_horizon_steps: int = 2, kv_watermark: float = 0.01, block_tokens: int = 16,
-                 length_window_steps: int = 256, min_length_samples: int = 16, max_waiting_share: float = 0.5,
+                 length_window_steps: int = 256, min_length_samples: int = 8, max_waiting_share: float = 0.5,
                  explore_growth: float = 2.0, stall_decisions: int = 8, feedback_window: int = 256,
                  min_feedback_factor: float = 0.5, seed: int = 0):
-        checks = {"efficiency_slack": 0 <= efficiency_slack < 1, "pressure_gain": pressure_gain >= 0,
+        checks = {"tbt_margin": 0 <= tbt_margin < 1, "pressure_gain": pressure_gain >= 0,
                   "knee_slack": knee_slack >= 0, "max_queue_delay_s": max_queue_delay_s > 0,
                   "kv_reserve": kv_reserve >= 0, "kv_horizon_steps": kv_horizon_steps >= 0,
                   "kv_watermark": 0 <= kv_watermark < 1, "length_window_steps": length_window_steps >= 1,
@@ -103,14 +109,14 @@ class AdaptiveBudget(BudgetPolicy):
         bad = [name for name, ok in checks.items() if not ok]
         if bad:
             raise ValueError(f"AdaptiveBudget: invalid {', '.join(f'{n}={locals()[n]!r}' for n in bad)}; it needs "
-                             "0 <= efficiency_slack < 1, pressure_gain >= 0, knee_slack >= 0, max_queue_delay_s > 0, "
+                             "0 <= tbt_margin < 1, pressure_gain >= 0, knee_slack >= 0, max_queue_delay_s > 0, "
                              "kv_reserve >= 0, kv_horizon_steps >= 0, 0 <= kv_watermark < 1, block_tokens >= 1, "
                              "length_window_steps >= 1, min_length_samples >= 1, "
                              "0 <= max_waiting_share <= 1, explore_growth >= 1 and stall_decisions >= 1")
         self.slo = slo
         self.latency_model = latency_model
         self.tile_tokens = tile_tokens
-        self.efficiency_slack = efficiency_slack
+        self.tbt_margin = tbt_margin
         self.pressure_gain = pressure_gain
         self.knee_slack = knee_slack
         self.max_queue_delay_s = max_queue_delay_s
@@ -139,7 +145,7 @@ class AdaptiveBudget(BudgetPolicy):
         self._prefill_tokens = self._decode_tokens = self._firsts = self._decode_growth = 0.0
         self._last_decodes = 0
         self._since_observe = 0
-        self._hints: tuple[int | None, int | None, int | None] = (None, None, None)  # where the searches start
+        self._hints: tuple[int | None, int | None] = (None, None)  # where the two ladder searches start
         self.last_decision: Decision | None = None
 
     # -- decide -------------------------------------------------------------------------------
@@ -171,28 +177,19 @@ class AdaptiveBudget(BudgetPolicy):
             return memo[budget]
 
         ratio = self.online_model.tail_ratio(self._tbt.quantile)
-        limit = planned - state.max_decode_gap_s
+        limit = (1.0 - self.tbt_margin) * (planned - state.max_decode_gap_s)
         top_i = max(0, last_true(candidates, lambda b: step(b)[1] * ratio <= limit, self._hints[0]))
-        top = candidates[top_i]
-        efficient = knee = top
+        top = knee = candidates[top_i]
         if top_i > 0:
-            tokens, mean = step(top)
-            want = (1.0 - self.efficiency_slack) * tokens / mean
-
-            def slower(b: int) -> bool:
-                n, t = step(b)
-                return n < want * t  # tokens per second below `want`
-
-            efficient = candidates[min(top_i, last_true(candidates[:top_i + 1], slower, self._hints[1]) + 1)]
             knee_s = (1.0 + self.knee_slack) * step(floor)[1]
             knee = candidates[max(0, last_true(candidates[:top_i + 1], lambda b: step(b)[1] <= knee_s,
-                                               self._hints[2]))]
+                                               self._hints[1]))]
         pressure = self._pressure(state, *step(knee))
         flow = self._flow_budget(state)
-        # Under queue pressure, the budget that sustains the highest request rate: the flow balance
-        # (bounded by what still buys throughput) once the workload's lengths are known, else the knee.
-        upper = min(max(knee, efficient), max(floor, flow)) if flow else knee
-        lower = min(knee, upper)
+        # Once the workload's lengths are known: under queue pressure the flow balance or, when it
+        # is below the knee, the knee (prefill up to it is almost free); calm, the lesser of the two.
+        upper = min(top, max(knee, flow)) if flow else knee
+        lower = min(knee, max(floor, flow)) if flow else knee
         target = lower + min(1.0, self.pressure_gain * pressure) * (upper - lower)
         budget = max(lower, self._ladder[bisect.bisect_right(self._ladder, target) - 1])
         kv_room = self._kv_room(state)
@@ -205,29 +202,39 @@ class AdaptiveBudget(BudgetPolicy):
             kv_budget = max(floor, state.num_decodes + kv_room)
             budget = min(budget, kv_budget)
             chunk = min(chunk, self.slo.bounds.clamp_chunk(max(1, kv_room)))
-        self._hints = (top, efficient, knee)
+        self._hints = (top, knee)
         return self._record(StepBudget(budget, chunk), "model", pressure, planned,
-                            step(budget)[1] * ratio, top, efficient, knee, kv_budget, flow)
+                            step(budget)[1] * ratio, top, knee, kv_budget, flow)
 
     def _flow_budget(self, state: EngineState) -> int:
-        """Decodes + P x D / O prompt tokens, where P and O are the recent mean prompt and output
-        lengths and D = the KV cache's tokens / (P + O / 2) the decodes it holds at once. Per step
-        about D / O requests finish when the cache is the limit, and each needs P prefill tokens to
-        replace it: less prefill leaves decode slots empty, more only lengthens the step (every
-        decode in it waits) for prompts the cache cannot hold anyway. Where the cache is not the
-        limit (short outputs) the same rule asks for more prefill, which is then the bottleneck.
+        """Decodes + (P x D + R) / O prompt tokens, where P and O are the recent mean prompt and
+        output lengths, D = the KV cache's tokens / (P + O / 2) the decodes it holds at once and R
+        its spare room: the free tokens above the admission watermark less a whole output O for
+        every running decode (what they may still grow into; in a ramp they are young).
+
+        Per step about D / O requests finish when the cache is the limit, and each needs P prefill
+        tokens to replace it: less prefill leaves decode slots empty, more only lengthens the step
+        (every decode in it waits) for prompts the cache cannot hold anyway. Spare room is filled
+        over one output length, the time the running pool takes to turn over, so what is admitted
+        now never needs blocks that the running decodes will want. Where the cache is not the limit
+        (short outputs) the same rule asks for more prefill, which is then the bottleneck.
         0 while fewer than `min_length_samples` requests have finished in the window."""
         # Requests finished in the window: prefills finished less the growth of the decode pool.
-        # Until enough have finished (a ramp from idle), output lengths are unknown: a mean over
-        # requests still decoding would understate them and overstate the prefill to admit.
         finished = self._firsts - self._decode_growth
         if finished < self.min_length_samples or not state.num_total_blocks:
             return 0
         prompt = self._prefill_tokens / self._firsts
-        output = max(1.0, self._decode_tokens / self._firsts)
+        # Decode tokens per finished request (the exposure estimate, unbiased for memoryless
+        # lengths). Dividing by prefills finished instead counts requests still decoding: in a ramp
+        # that understates O (about half the mean in the first 15 s of sharegpt_8k) and overstates
+        # the prefill to admit, which fills the cache with young requests that all hold their
+        # blocks for a whole output.
+        output = max(1.0, self._decode_tokens / finished)
         kv_tokens = state.num_total_blocks * (1.0 - self.kv_watermark) * self.block_tokens
         pool = kv_tokens / (prompt + output / 2)
-        return state.num_decodes + int(prompt * pool / output)
+        free = (state.num_free_blocks - math.ceil(self.kv_watermark * state.num_total_blocks)) * self.block_tokens
+        room = max(0.0, free - state.num_decodes * output)
+        return state.num_decodes + int((prompt * pool + room) / output)
 
     def _kv_room(self, state: EngineState) -> int | None:
         """Prompt tokens the free KV cache can take this step: free blocks above the engine's
@@ -268,10 +275,9 @@ class AdaptiveBudget(BudgetPolicy):
         return self.slo.bounds.clamp_chunk(room)
 
     def _record(self, budget: StepBudget, reason: str, pressure: float, planned_s: float, tail_s: float = 0.0,
-                tbt_budget: int = 0, efficient_budget: int = 0, knee_budget: int = 0, kv_budget: int = 0,
-                flow_budget: int = 0) -> StepBudget:
-        self.last_decision = Decision(budget, reason, pressure, planned_s, tail_s, tbt_budget, efficient_budget,
-                                      knee_budget, kv_budget, flow_budget)
+                tbt_budget: int = 0, knee_budget: int = 0, kv_budget: int = 0, flow_budget: int = 0) -> StepBudget:
+        self.last_decision = Decision(budget, reason, pressure, planned_s, tail_s, tbt_budget, knee_budget,
+                                      kv_budget, flow_budget)
         return budget
 
     # -- observe ------------------------------------------------------------------------------

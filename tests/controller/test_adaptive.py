@@ -54,12 +54,14 @@ def test_long_context_decodes_lower_the_budget_so_the_tail_fits():
     assert heavy_decision.tbt_budget < policy.last_decision.tbt_budget
     assert BOUNDS.min_token_budget <= small.token_budget <= heavy_decision.tbt_budget
     assert large.token_budget <= policy.last_decision.tbt_budget
-    # tbt_budget is the largest whose predicted tail fits the planned gap: one tile more does not.
+    # tbt_budget is the largest whose predicted tail fits the planned gap less the margin: one tile
+    # more does not.
     model, q, s = policy.online_model, SLO.tbt.quantile, heavy()
     top = heavy_decision.tbt_budget
-    assert model.predict_tail(candidate_shape(s, top, top - 128), q) <= heavy_decision.planned_gap_s
+    fits = (1 - policy.tbt_margin) * heavy_decision.planned_gap_s
+    assert model.predict_tail(candidate_shape(s, top, top - 128), q) <= fits
     bigger = top + BOUNDS.tile_tokens
-    assert model.predict_tail(candidate_shape(s, bigger, bigger - 128), q) > heavy_decision.planned_gap_s
+    assert model.predict_tail(candidate_shape(s, bigger, bigger - 128), q) > fits
     assert small.token_budget <= top and heavy_decision.predicted_tail_s <= heavy_decision.planned_gap_s
     # And the truth agrees: the mean step at that budget is within the TBT target.
     assert TRUTH.step_time(candidate_shape(s, top, top)) < TARGET_S
@@ -90,16 +92,68 @@ def test_without_pressure_the_budget_stays_at_the_knee():
 
 def test_flow_budget_refills_the_decode_pool_a_full_cache_holds():
     policy = with_lengths(trained(), steps=3000)  # long enough to forget the training stream
-    s = heavy()
+    s = heavy(num_free_blocks=100)  # a full cache: nothing free above the 1% watermark
     policy.decide(s)
     d = policy.last_decision
     # 512 prompt and 16 decode tokens per finished request; the cache holds 10000 blocks of 16.
     prompt, output = 512, 16
     pool = 10000 * (1 - policy.kv_watermark) * 16 / (prompt + output / 2)
     assert abs(d.flow_budget - (128 + prompt * pool / output)) < 0.05 * d.flow_budget
-    fresh = trained()
+    fresh = AdaptiveBudget(SLO, OnlineLatencyModel(prior=TRUTH))
+    for _ in range(100):  # steps in which no request finishes
+        fresh.observe(stats())
     fresh.decide(s)
-    assert fresh.last_decision.flow_budget == 0  # lengths unknown until enough prompts finish
+    assert fresh.last_decision.reason == "model"
+    assert fresh.last_decision.flow_budget == 0  # lengths unknown until enough requests finish
+
+
+def test_spare_kv_room_is_filled_over_one_output_length():
+    policy = with_lengths(trained(), steps=3000)
+    full = policy.decide(heavy(num_free_blocks=100)) and policy.last_decision.flow_budget
+    roomy = policy.decide(heavy(num_free_blocks=5000)) and policy.last_decision.flow_budget
+    # 4900 blocks above the watermark, less one 16-token output for each of the 128 decodes.
+    room = 4900 * 16 - 128 * 16
+    assert abs(roomy - full - room / 16) <= 0.02 * room / 16
+    # Decodes that will still grow into the free blocks leave no spare room.
+    crowded = policy.decide(heavy(num_free_blocks=200, num_decodes=5000, num_running=5000)) and \
+        policy.last_decision.flow_budget
+    assert crowded - 5000 <= full - 128
+
+
+def test_calm_queue_and_long_outputs_run_the_flow_balance_below_the_knee():
+    """Long outputs: a cache they fill needs little prefill to stay refilled. With a calm queue the
+    budget is that flow balance, not the knee (past the point where compute catches up with the
+    memory-bound decodes every extra token slows the decodes, which set the rate)."""
+    policy = trained()
+    for k in range(3000):  # 128 decodes; one 128-token prompt per 16 steps: outputs of 2048 tokens
+        policy.observe(stats(num_decode_tokens=128, num_prefill_tokens=8,
+                             first_token_latencies_s=(0.1,) if k % 16 == 0 else ()))
+    # Half the cache is free, but the running decodes will grow into all of it (no spare room).
+    calm = dict(oldest_waiting_age_s=0.0, running_prefill_tokens=0, waiting_prefill_tokens=0, num_waiting=0)
+    budget = policy.decide(heavy(**calm)).token_budget
+    d = policy.last_decision
+    assert d.pressure == 0 and 0 < d.flow_budget < d.knee_budget
+    assert budget < d.knee_budget and budget <= max(d.flow_budget, BOUNDS.clamp_budget(128))
+    # Under pressure with room in the cache, the knee at least.
+    pressed = policy.decide(heavy(oldest_waiting_age_s=0.95 * SLO.ttft.target_s)).token_budget
+    assert policy.last_decision.pressure > 0.9 and pressed >= policy.last_decision.knee_budget
+
+
+def test_output_length_counts_only_finished_requests():
+    """In a ramp the decode pool grows: prefills finish faster than requests do. The output length
+    is decode tokens per finished request (requests still decoding would make outputs look short
+    and the flow budget several times too large)."""
+    # A prior makes the model usable at once; no decay, so the token sums below are exact.
+    policy = AdaptiveBudget(SLO, OnlineLatencyModel(prior=TRUTH), length_window_steps=10**9)
+    # 40 steps, one prefill (512 tokens) finishing each; the pool grows to 20 decodes, then holds
+    # (one request leaves per step): 20 finished, 210 + 20 x 20 = 610 decode tokens.
+    for k in range(1, 41):
+        policy.observe(stats(num_decode_tokens=min(k, 20), first_token_latencies_s=(0.1,)))
+    policy.decide(heavy(num_free_blocks=100))
+    assert policy.last_decision.reason == "model"
+    prompt, output = 512, 610 / 20  # not 610 / 40
+    pool = 10000 * (1 - policy.kv_watermark) * 16 / (prompt + output / 2)
+    assert abs(policy.last_decision.flow_budget - (128 + prompt * pool / output)) <= 1
 
 
 def test_decodes_always_run_and_a_late_decode_shrinks_the_step():
@@ -120,7 +174,7 @@ def test_a_long_queue_leans_to_more_prefill_within_the_tbt_target():
     pressed = policy.decide(heavy(oldest_waiting_age_s=0.95 * SLO.ttft.target_s)).token_budget
     decision = policy.last_decision
     assert decision.pressure > 0.9 and calm < pressed <= decision.tbt_budget
-    assert pressed <= max(decision.knee_budget, decision.efficient_budget, decision.flow_budget)
+    assert pressed <= max(decision.knee_budget, decision.flow_budget)
     assert decision.predicted_tail_s <= TARGET_S
     # ... but never more prompt tokens than the free KV cache takes: a chunk that does not fit
     # waits at the head of the queue, and a running prefill's chunk would preempt decodes.
