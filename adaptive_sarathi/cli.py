@@ -21,7 +21,7 @@ def _add_engine_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--dtype", default="auto")
     p.add_argument("--enforce-eager", action="store_true",
-                   help="run decode steps eagerly instead of replaying CUDA graphs (GPU only)")
+                   help="run every step eagerly instead of replaying CUDA graphs (GPU only)")
 
 
 def _add_sampling_flags(p: argparse.ArgumentParser) -> None:

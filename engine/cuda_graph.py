@@ -3,8 +3,8 @@ with each step's inputs copied into static buffers.
 
 A decode step of a large model launches a few hundred small kernels whose launch gaps, not the
 kernels, set the step time at small and medium batches (measured on an H100 with Llama-3-8B:
-25 ms eager against 8-16 ms replayed). Prefill and mixed steps run eagerly: their shapes vary
-with every chunk and their kernels are long enough to hide the launches.
+25 ms eager against 8-16 ms replayed). Steps with prefill chunks have graphs of their own
+(engine/mixed_graphs.py).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from adaptive_sarathi.kernels.attention import AttentionMetadata
 SMALL_SIZES = (1, 2, 4, 8)
 SIZE_STEP = 16
 
-# (input_ids [B], positions [B], metadata, output_rows [B]) -> float32 logits [B, vocab]
+# (input_ids [T], positions [T], metadata, output_rows [N]) -> final hidden states [N, hidden]
 ForwardFn = Callable[[torch.Tensor, torch.Tensor, AttentionMetadata, torch.Tensor], torch.Tensor]
 SplitsFn = Callable[[int], int]  # batch size -> split-K partitions per sequence to capture
 
@@ -33,6 +33,24 @@ def decode_graphs_supported(device: torch.device, attention_backend: str) -> boo
     from adaptive_sarathi.kernels.attention.backends import resolve_backend_name
 
     return device.type == "cuda" and resolve_backend_name(device, attention_backend) == "triton"
+
+
+def capture_graphs(runs: dict[int, Callable[[], torch.Tensor]], graphs: dict[int, torch.cuda.CUDAGraph],
+                   outputs: dict[int, torch.Tensor], pool=None):
+    """Capture runs[size] for every size into graphs[size], its output into outputs[size]; largest
+    first, all in one memory pool (`pool`, or a new one), so smaller graphs reuse the largest's
+    memory. Runs each once beforehand, outside the capture, to compile kernels. Returns the pool."""
+    for size in sorted(runs, reverse=True):
+        run = runs[size]
+        run()
+        torch.cuda.synchronize()
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, pool=pool):
+            outputs[size] = run()
+        pool = graph.pool()
+        graphs[size] = graph
+    torch.cuda.synchronize()
+    return pool
 
 
 def capture_sizes(max_batch: int) -> list[int]:
@@ -49,7 +67,7 @@ class DecodeGraphs:
     the next captured size; see capture_sizes) whose contexts fit max_context_len tokens.
 
     Padding rows write their K/V into `scratch_block`, a cache block no request owns, and attend
-    to that one position; their logits are dropped. Replayed logits are views into graph-owned
+    to that one position; their outputs are dropped. Replayed outputs are views into graph-owned
     buffers, valid until the next replay.
     """
 
@@ -71,22 +89,13 @@ class DecodeGraphs:
         self.context_lens = torch.ones(n, dtype=torch.int32, device=device)
         self.output_rows = torch.arange(n, dtype=torch.int64, device=device)
         self._graphs: dict[int, torch.cuda.CUDAGraph] = {}
-        self._logits: dict[int, torch.Tensor] = {}
+        self._outputs: dict[int, torch.Tensor] = {}
+        self.pool = None  # the graphs' memory pool, once captured
 
-    def capture(self) -> None:
-        """Capture every size, largest first so the smaller graphs reuse its memory pool. Runs the
-        forward once per size beforehand, outside the capture, to compile kernels."""
-        pool = None
-        for size in reversed(self.sizes):
-            run = self._runner(size)
-            run()
-            torch.cuda.synchronize()
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph, pool=pool):
-                self._logits[size] = run()
-            pool = graph.pool()
-            self._graphs[size] = graph
-        torch.cuda.synchronize()
+    def capture(self, pool=None) -> None:
+        """Capture every size (see capture_graphs) into `pool` (None: a new one), kept as self.pool."""
+        runs = {size: self._runner(size) for size in self.sizes}
+        self.pool = capture_graphs(runs, self._graphs, self._outputs, pool)
 
     def fits(self, inputs: ModelInputs) -> bool:
         """Whether `inputs` is a decode-only step a captured graph can run: one sampled token per
@@ -97,7 +106,7 @@ class DecodeGraphs:
                 and n <= self.sizes[-1] and meta.max_decode_context_len <= self.max_context_len)
 
     def replay(self, inputs: ModelInputs) -> torch.Tensor:
-        """Float32 logits [N, vocab] of a step that `fits` (a view into the graph's buffer)."""
+        """Final hidden states [N, hidden] of a step that `fits` (a view into the graph's buffer)."""
         n = inputs.num_tokens
         size = self.sizes[bisect.bisect_left(self.sizes, n)]
         meta = inputs.attention
@@ -113,7 +122,7 @@ class DecodeGraphs:
             self.slot_mapping[n:size].fill_(self.scratch_slot)
             self.context_lens[n:size].fill_(1)
         self._graphs[size].replay()
-        return self._logits[size][:n]
+        return self._outputs[size][:n]
 
     def _runner(self, size: int) -> Callable[[], torch.Tensor]:
         meta = AttentionMetadata(

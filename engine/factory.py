@@ -12,6 +12,7 @@ from adaptive_sarathi.engine.cuda_graph import decode_graphs_supported
 from adaptive_sarathi.engine.engine import LLMEngine
 from adaptive_sarathi.engine.executor import ModelExecutor
 from adaptive_sarathi.engine.loaders import resolve_model
+from adaptive_sarathi.engine.mixed_graphs import MAX_GRAPH_TOKENS
 from adaptive_sarathi.engine.model.build import build_model
 from adaptive_sarathi.engine.model_runner import ModelRunner, kv_block_bytes
 from adaptive_sarathi.engine.schedulers import make_scheduler
@@ -26,8 +27,9 @@ _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torc
 @dataclass(frozen=True)
 class EngineArgs:
     """Everything a user chooses about an engine. model None = the embedded SmolLM2 default;
-    device/dtype "auto" = CUDA in bfloat16 when present, else CPU in float32. Decode-only steps
-    replay CUDA graphs on a GPU with the triton attention backend unless enforce_eager."""
+    device/dtype "auto" = CUDA in bfloat16 when present, else CPU in float32. Steps of up to
+    MAX_GRAPH_BATCH decodes (plus prefill chunks, up to MAX_GRAPH_TOKENS tokens in all) replay CUDA
+    graphs on a GPU with the triton attention backend unless enforce_eager."""
 
     model: str | None = None
     scheduler: str = "sarathi"
@@ -104,7 +106,9 @@ def _single_executor(args: EngineArgs, source, device: torch.device, dtype: torc
     graphs = not args.enforce_eager and decode_graphs_supported(device, args.attention_backend)
     runner = ModelRunner(model, num_blocks, args.block_size, select_attention(device, args.attention_backend),
                          seed=args.seed, decode_graphs=min(args.max_num_seqs, MAX_GRAPH_BATCH) if graphs else 0,
-                         max_context_len=window)
+                         max_context_len=window, mixed_graph_tokens=MAX_GRAPH_TOKENS if graphs else 0)
+    if graphs:
+        runner.warm_up(window)
     return ModelExecutor(runner), num_blocks
 
 

@@ -6,11 +6,13 @@ from typing import Callable
 
 import torch
 
-from adaptive_sarathi.engine.batch import ScheduledBatch
+from adaptive_sarathi.engine.batch import ScheduledBatch, ScheduledChunk
 from adaptive_sarathi.engine.cuda_graph import DecodeGraphs, capture_sizes
 from adaptive_sarathi.engine.input_prep import ModelInputs, prepare_inputs
+from adaptive_sarathi.engine.mixed_graphs import MixedGraphs, mixed_capture_sizes
 from adaptive_sarathi.engine.model.llama import AttentionFn, LlamaForCausalLM
 from adaptive_sarathi.engine.sampler import sample
+from adaptive_sarathi.engine.sampling_params import SamplingParams
 from adaptive_sarathi.kernels.attention import AttentionMetadata
 
 
@@ -26,11 +28,13 @@ class ModelRunner:
     ScheduledBatches on it.
 
     decode_graphs > 0 captures CUDA graphs (engine/cuda_graph.py) for decode-only steps of up to
-    that many sequences with contexts up to max_context_len; only for CUDA with an attention
-    backend that never synchronizes the host (triton)."""
+    that many sequences with contexts up to max_context_len; mixed_graph_tokens > 0 also captures
+    graphs of steps with prefill chunks (engine/mixed_graphs.py) of up to that many tokens. Only
+    for CUDA with an attention backend that never synchronizes the host (triton)."""
 
     def __init__(self, model: LlamaForCausalLM, num_blocks: int, block_size: int, attention: AttentionFn,
-                 seed: int = 0, decode_graphs: int = 0, max_context_len: int | None = None):
+                 seed: int = 0, decode_graphs: int = 0, max_context_len: int | None = None,
+                 mixed_graph_tokens: int = 0):
         self.model = model
         self.block_size = block_size
         self.num_blocks = num_blocks
@@ -43,18 +47,20 @@ class ModelRunner:
                            torch.zeros(shape, dtype=self.dtype, device=self.device)) for _ in range(c.num_layers)]
         self.generator = torch.Generator(device=self.device).manual_seed(seed)
         self.graphs: DecodeGraphs | None = None
+        self.mixed_graphs: MixedGraphs | None = None
+        window = max_context_len or c.max_position_embeddings
+        if mixed_graph_tokens:
+            # First: the largest graphs' memory pool is then shared with the decode graphs.
+            self.capture_mixed_graphs(mixed_capture_sizes(mixed_graph_tokens), max(decode_graphs, 1), window)
         if decode_graphs:
-            self.capture_decode_graphs(capture_sizes(decode_graphs), max_context_len or c.max_position_embeddings)
+            self.capture_decode_graphs(capture_sizes(decode_graphs), window)
 
     @torch.inference_mode()
     def execute(self, batch: ScheduledBatch) -> dict[str, int]:
         """Run the batch: writes its K/V into the cache; returns request_id -> sampled token for
         every chunk that samples."""
         inputs = prepare_inputs(batch, self.block_size)
-        if self.graphs is not None and self.graphs.fits(inputs):
-            logits = self.graphs.replay(inputs)
-        else:
-            logits = self._logits(inputs)
+        logits = self.step_logits(inputs)
         chunks = inputs.sample_chunks
         if not chunks:
             return {}
@@ -79,6 +85,36 @@ class ModelRunner:
 
         return forward
 
+    @torch.inference_mode()
+    def warm_up(self, max_context_len: int) -> None:
+        """Compile, before the first request, the kernels of the steps that run eagerly (those the
+        CUDA graphs do not cover): decodes with split-K and without, beside a prefill chunk. Their
+        first launch otherwise compiles them mid-serving, a second or more each. Every token of
+        these steps reads and writes only the scratch block (the cache's last), which no request
+        owns."""
+        def chunk(i: int, tokens: int, context: int) -> ScheduledChunk:
+            table = (self.num_blocks,) * -(-context // self.block_size)
+            return ScheduledChunk(f"warm-up-{i}", (0,) * tokens, context - tokens, table, True, SamplingParams(),
+                                  0, tokens > 1)
+
+        long_context = min(max_context_len, 4096)  # long enough for the split-K policy to split
+        steps = [[chunk(0, 1, long_context), chunk(1, 2, 2)],  # one decode: split-K
+                 [chunk(i, 1, 2) for i in range(256)] + [chunk(256, 2, 2)]]  # many: no split
+        for batch in steps:
+            self._logits(prepare_inputs(ScheduledBatch(batch), self.block_size))
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def step_logits(self, inputs: ModelInputs) -> torch.Tensor:
+        """Float32 logits [N, vocab] of the step's sampling rows, from a CUDA graph when one fits
+        the step, else eagerly; writes the step's K/V into the cache."""
+        for graphs in (self.graphs, self.mixed_graphs):
+            if graphs is not None and graphs.fits(inputs):
+                # The LM head runs outside the graphs: a [rows, vocab] float32 output per captured
+                # size would hold gigabytes of graph memory.
+                return self.model.compute_logits(graphs.replay(inputs))
+        return self._logits(inputs)
+
     def _logits(self, inputs: ModelInputs) -> torch.Tensor:
         return self._forward(*self._on_device(inputs))
 
@@ -87,22 +123,44 @@ class ModelRunner:
         return (inputs.input_ids.to(dev), inputs.positions.to(dev), inputs.attention.to(dev),
                 inputs.output_rows.to(dev))
 
+    def _hidden(self, input_ids: torch.Tensor, positions: torch.Tensor, meta: AttentionMetadata,
+                output_rows: torch.Tensor) -> torch.Tensor:
+        return self.model(input_ids, positions, self.kv_caches, meta, self.attention, output_rows)
+
     def _forward(self, input_ids: torch.Tensor, positions: torch.Tensor, meta: AttentionMetadata,
                  output_rows: torch.Tensor) -> torch.Tensor:
-        hidden = self.model(input_ids, positions, self.kv_caches, meta, self.attention, output_rows)
-        return self.model.compute_logits(hidden)
+        return self.model.compute_logits(self._hidden(input_ids, positions, meta, output_rows))
 
     def capture_decode_graphs(self, sizes: list[int], max_context_len: int) -> None:
         """Capture CUDA graphs of decode-only steps of each batch size in `sizes` (contexts up to
         max_context_len) and use them from now on, replacing any captured before. CUDA with the
         triton attention backend only; writes into the scratch block of every layer's cache."""
+        self.graphs = None  # frees the previous graphs' memory pool first
+        graphs = DecodeGraphs(self._hidden, self.device, sizes, max_context_len, self.block_size,
+                              scratch_block=self.num_blocks, splits_for=self._splits_for(max_context_len))
+        with torch.inference_mode():
+            graphs.capture(self._pool())
+        self.graphs = graphs
+
+    def capture_mixed_graphs(self, sizes: list[int], max_decodes: int, max_context_len: int) -> None:
+        """Capture CUDA graphs of steps with prefill chunks, of each token count in `sizes`, with up
+        to max_decodes decodes and contexts up to max_context_len; use them from now on, replacing
+        any captured before. CUDA with the triton attention backend only."""
+        self.mixed_graphs = None
+        graphs = MixedGraphs(self._hidden, self.device, sizes, max_decodes, max_context_len, self.block_size,
+                             splits_for=self._splits_for(max_context_len))
+        with torch.inference_mode():
+            graphs.capture(self._pool())
+        self.mixed_graphs = graphs
+
+    def _pool(self):
+        """The memory pool of the graphs still held, so a new capture shares it (graphs replay one
+        at a time, and each one's logits are read before the next replay)."""
+        held = self.graphs or self.mixed_graphs
+        return held.pool if held is not None else None
+
+    def _splits_for(self, max_context_len: int) -> Callable[[int], int]:
         from adaptive_sarathi.kernels.attention.triton_decode import graph_num_splits
 
-        self.graphs = None  # frees the previous graphs' memory pool first
         kv_heads = self.model.config.num_kv_heads
-        graphs = DecodeGraphs(self._forward, self.device, sizes, max_context_len, self.block_size,
-                              scratch_block=self.num_blocks,
-                              splits_for=lambda b: graph_num_splits(b, kv_heads, max_context_len, self.device))
-        with torch.inference_mode():
-            graphs.capture()
-        self.graphs = graphs
+        return lambda decodes: graph_num_splits(decodes, kv_heads, max_context_len, self.device)

@@ -7,8 +7,8 @@ extra columns the simulator ignores (device_duration_s, decode_context_len, pref
 
 duration_s is what the engine's executor measures for such a step: host wall time of
 ModelRunner.execute (input preparation, forward, sampling) with the device synchronized, median
-of `repeats` runs after `warmup` runs. Decode-only steps on one GPU replay a CUDA graph, as the
-engine's do. With tensor_parallel_size > 1 it is the driver's (rank 0's)
+of `repeats` runs after `warmup` runs. On one GPU, steps replay a CUDA graph wherever the
+engine's would (decode-only steps, and steps with prefill chunks of up to MAX_GRAPH_TOKENS). With tensor_parallel_size > 1 it is the driver's (rank 0's)
 wall time of the step run on every rank (the plan broadcast and the logits gather included), and
 the CSV carries a `# tensor_parallel_size: N` tag. Rows are written as they are measured, so a run cut short
 still leaves a usable profile.
@@ -28,10 +28,11 @@ from typing import Sequence
 import torch
 
 from adaptive_sarathi.engine.cuda_graph import decode_graphs_supported
-from adaptive_sarathi.engine.factory import EngineArgs
+from adaptive_sarathi.engine.factory import MAX_GRAPH_BATCH, EngineArgs
 from adaptive_sarathi.engine.kv_pool import KvPool, is_out_of_memory, kv_capacity_blocks
 from adaptive_sarathi.engine.latency.profile import PROFILE_COLUMNS
 from adaptive_sarathi.engine.loaders import resolve_model
+from adaptive_sarathi.engine.mixed_graphs import MAX_GRAPH_TOKENS, mixed_capture_sizes
 from adaptive_sarathi.engine.model.build import build_model
 from adaptive_sarathi.engine.model_runner import ModelRunner
 from adaptive_sarathi.engine.profile_shapes import GRID_NAMES, ProfileShape, profile_grid
@@ -227,25 +228,28 @@ def _measure(pool: KvPool, shape: ProfileShape, config: ProfileConfig, rng: rand
 def _time_shape(pool: KvPool, shape: ProfileShape, needed: int, config: ProfileConfig, rng: random.Random,
                 device: torch.device) -> Timing:
     runner = pool.runner(needed)
-    if _replays_decodes(runner, shape, config):
-        _capture_for(runner, shape.num_decodes)
     batch = synthetic_batch(shape, pool.scattered_blocks(needed), config.block_size, runner.model.config.vocab_size,
                             rng)
+    if isinstance(runner, ModelRunner) and decode_graphs_supported(runner.device, config.attention_backend):
+        capture_graph_for(runner, shape)
     return time_call(lambda: runner.execute(batch), device, config.warmup, config.repeats)
 
 
-def _replays_decodes(runner, shape: ProfileShape, config: ProfileConfig) -> bool:
-    """Whether the engine would replay this decode-only step from a CUDA graph (single GPU,
-    triton attention), so the profile must time it that way too."""
-    return (isinstance(runner, ModelRunner) and not shape.prefill_chunks
-            and decode_graphs_supported(runner.device, config.attention_backend))
-
-
-def _capture_for(runner: ModelRunner, batch_size: int) -> None:
-    """A graph of exactly `batch_size` decodes over the model's whole position table, unless the
-    runner already holds it (captures take a second; the warm-up loop would repeat them)."""
-    if runner.graphs is None or runner.graphs.sizes != [batch_size]:
-        runner.capture_decode_graphs([batch_size], runner.model.rope.cos.shape[0])
+def capture_graph_for(runner: ModelRunner, shape: ProfileShape) -> None:
+    """Capture the one graph the engine would replay this step from (single GPU, triton
+    attention): decodes of exactly its batch size, or its token count padded as the engine pads
+    it. Over the model's whole position table; kept while the next shape needs the same graph
+    (captures take a second; the warm-up loop would repeat them)."""
+    window = runner.model.rope.cos.shape[0]
+    if not shape.prefill_chunks:
+        if shape.num_decodes > MAX_GRAPH_BATCH:
+            return
+        if runner.graphs is None or runner.graphs.sizes != [shape.num_decodes]:
+            runner.capture_decode_graphs([shape.num_decodes], window)
+        return
+    sizes = [s for s in mixed_capture_sizes(MAX_GRAPH_TOKENS) if s >= shape.num_tokens]
+    if sizes and (runner.mixed_graphs is None or runner.mixed_graphs.sizes != sizes[:1]):
+        runner.capture_mixed_graphs(sizes[:1], MAX_GRAPH_BATCH, window)
 
 
 def _row(shape: ProfileShape, timing: Timing) -> tuple:

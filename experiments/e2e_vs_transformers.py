@@ -37,10 +37,12 @@ import torch
 from adaptive_sarathi.engine.device_floors import copy_bandwidth, matmul_rate
 from adaptive_sarathi.engine.factory import EngineArgs, create_engine
 from adaptive_sarathi.engine.loaders import resolve_model
+from adaptive_sarathi.engine.mixed_graphs import MAX_GRAPH_TOKENS
 from adaptive_sarathi.engine.model.llama import LlamaForCausalLM
 from adaptive_sarathi.engine.profile_shapes import ProfileShape
 from adaptive_sarathi.engine.profiler import device_name
 from adaptive_sarathi.engine.sampling_params import SamplingParams
+from adaptive_sarathi.engine.stats import StepStats
 from adaptive_sarathi.engine.step_cost import step_cost
 from adaptive_sarathi.workloads.traces import load_trace, resolve_trace
 
@@ -72,21 +74,38 @@ def workload(mode: Mode, trace: str | None, seed: int) -> list[list[int]]:
     return [[rng.randrange(vocab) for _ in range(n)] for n in lengths]
 
 
-def run_ours(mode: Mode, prompts: list[list[int]], seed: int) -> tuple[float, list[list[int]], LlamaForCausalLM]:
-    """(seconds from submission to the last token, outputs, the model) on a fresh engine."""
+def run_ours(mode: Mode, prompts: list[list[int]], seed: int) -> tuple[float, list[list[int]], LlamaForCausalLM,
+                                                                      list[dict]]:
+    """(seconds from submission to the last token, outputs, the model, where the time went by
+    step kind) on a fresh engine."""
     args = EngineArgs(model=mode.model, device=mode.device, dtype=mode.dtype, token_budget=mode.token_budget,
                       max_num_seqs=len(prompts), max_model_len=mode.max_prompt + mode.output_tokens + 1,
                       seed=seed)
     engine = create_engine(args)
     params = SamplingParams(max_tokens=mode.output_tokens, ignore_eos=True)
     _drain(engine, [prompts[0][:32]], params)  # compiles the prefill kernels outside the timing
+    stats: list[StepStats] = []
+    engine.stats_listeners.append(stats.append)
     start = time.perf_counter()
     outputs = _drain(engine, prompts, params)
     elapsed = time.perf_counter() - start
     model = engine.executor.runner.model
     del engine
     _free(mode.device)
-    return elapsed, outputs, model
+    return elapsed, outputs, model, step_breakdown(stats)
+
+
+def step_breakdown(stats: list[StepStats]) -> list[dict]:
+    """Steps and executor seconds (prepare, forward, sample; device synchronized) by kind of step:
+    decode-only, and steps with prefill chunks up to and past MAX_GRAPH_TOKENS tokens (on a GPU
+    the first two replay CUDA graphs, the last runs eagerly)."""
+    kinds = {"decode-only": lambda s: not s.num_prefill_tokens,
+             f"with prefill, <= {MAX_GRAPH_TOKENS} tokens": lambda s: 0 < s.num_prefill_tokens
+             and s.num_tokens <= MAX_GRAPH_TOKENS,
+             f"with prefill, > {MAX_GRAPH_TOKENS} tokens": lambda s: s.num_tokens > MAX_GRAPH_TOKENS}
+    return [{"kind": kind, "steps": sum(map(test, stats)),
+             "tokens": sum(s.num_tokens for s in stats if test(s)),
+             "executor_s": sum(s.duration_s for s in stats if test(s))} for kind, test in kinds.items()]
 
 
 def _drain(engine, prompts: list[list[int]], params: SamplingParams) -> list[list[int]]:
@@ -219,9 +238,10 @@ def main() -> None:
                               "requests": len(prompts), "prompt_tokens": prompt_tokens,
                               "output_tokens_each": mode.output_tokens, "token_budget": mode.token_budget,
                               "seed": args.seed, "mode": "smoke" if args.smoke else "full"}}
-    ours_s, ours_out, model = run_ours(mode, prompts, args.seed)
+    ours_s, ours_out, model, steps = run_ours(mode, prompts, args.seed)
     print(f"ours: {ours_s:.2f} s", flush=True)
     results["ours_s"] = ours_s
+    results["ours_steps"] = steps
     results["floor"] = floor_seconds(mode, prompts, model, device, args.smoke)
     if "transformers" in systems:
         hf_s, hf_out, version = run_transformers(mode, prompts, model, args.attn)
@@ -255,6 +275,13 @@ def write_report(results: dict, total_tokens: int, args: argparse.Namespace) -> 
     lines.append(f"\nFloor parts: prefill {f['prefill_floor_s']:.2f} s ({f['prefill_flops'] / 1e15:.2f} PFLOP at "
                  f"{f['matmul_flops_per_s'] / 1e12:.0f} TFLOP/s), decode {f['decode_floor_s']:.2f} s "
                  f"({f['decode_bytes'] / 1e9:.0f} GB at {f['copy_bandwidth_bytes_per_s'] / 1e9:.0f} GB/s).\n")
+    steps = results["ours_steps"]
+    lines += ["Where the engine's time went (executor = input preparation, forward and sampling, device "
+              "synchronized; the rest of the wall time is scheduling and output handling):\n",
+              "| steps | count | tokens | executor s |", "|---|---:|---:|---:|"]
+    lines += [f"| {k['kind']} | {k['steps']} | {k['tokens']} | {k['executor_s']:.2f} |" for k in steps]
+    outside = results["ours_s"] - sum(k["executor_s"] for k in steps)
+    lines.append(f"| outside the executor | | | {outside:.2f} |\n")
     text = "\n".join(lines)
     print(text)
     if args.smoke and not args.out:

@@ -9,7 +9,8 @@ Sections, run in this order and printed as markdown tables as they finish:
   (c) prefill chunks 256..8192 tokens, tile neighbours included (512/520, ...), against the matmul
       floor (2 x params x tokens + attention FLOPs);
   (d) mixed steps (token budget 512 and 2048 holding 32..128 decodes at context 2048 plus one
-      chunk) against the larger of the two floors;
+      chunk) against the larger of the two floors: eager, replayed from the CUDA graph the engine
+      would use (the token count padded), and the whole step;
   (e) host overhead: the real engine (CUDA graphs on) with many requests decoding; the GPU idles
       between forwards for step() host time minus the forward's CUDA-event time;
   (f) where the GPU time of a decode step (64 x 2048) and a 2048-token prefill goes: kernel
@@ -53,7 +54,7 @@ from adaptive_sarathi.engine.loaders import resolve_model
 from adaptive_sarathi.engine.model.build import build_model
 from adaptive_sarathi.engine.model_runner import ModelRunner
 from adaptive_sarathi.engine.profile_shapes import ProfileShape
-from adaptive_sarathi.engine.profiler import device_name
+from adaptive_sarathi.engine.profiler import capture_graph_for, device_name
 from adaptive_sarathi.engine.sampling_params import SamplingParams
 from adaptive_sarathi.engine.step_cost import step_cost
 from adaptive_sarathi.engine.step_timer import Timing, time_call
@@ -169,18 +170,19 @@ class StepBench:
         return forward, time_call(lambda: runner.execute(batch), self.device, 1, self.sizes.repeats)
 
     def graphed(self, shape: ProfileShape) -> tuple[Timing, Timing]:
-        """(replay timing, whole-step timing) of a decode-only `shape` through the runner's CUDA
-        graph captured for exactly its batch size, as the engine runs it."""
+        """(replay timing, whole-step timing) of `shape` through the CUDA graph the engine would
+        replay it from (decodes of exactly its batch size, or its token count padded), the LM head
+        included."""
         runner, batch = self._batch(shape)
-        runner.capture_decode_graphs([shape.num_decodes], self.max_context_len)
+        capture_graph_for(runner, shape)
         try:
             inputs = prepare_inputs(batch, runner.block_size)
-            assert runner.graphs.fits(inputs)
-            replay = time_call(lambda: runner.graphs.replay(inputs), self.device, self.sizes.warmup,
-                               self.sizes.repeats)
+            graphs = runner.mixed_graphs if shape.prefill_chunks else runner.graphs
+            assert graphs is not None and graphs.fits(inputs), f"no graph replays {shape}"
+            replay = time_call(lambda: runner.step_logits(inputs), self.device, self.sizes.warmup, self.sizes.repeats)
             return replay, time_call(lambda: runner.execute(batch), self.device, 1, self.sizes.repeats)
         finally:
-            runner.graphs = None
+            runner.graphs = runner.mixed_graphs = None
 
     def attempt(self, measure: Callable[[], object]) -> object | None:
         """measure(), or None when the device runs out of memory (the KV cache is then freed)."""
@@ -285,39 +287,45 @@ def section_mixed(report: Report, bench: StepBench, bandwidth: float | None, flo
                                  prefill_chunks=((budget - decodes, 0),))
             if not bench.fits(shape):
                 continue
-            result = bench.attempt(lambda: bench.eager(shape))
+            cuda = bench.device.type == "cuda"
+            result = bench.attempt(lambda: (bench.eager(shape), bench.graphed(shape) if cuda else (None, None)))
             if result is None:
-                rows.append([str(budget), str(decodes)] + ["out of memory"] * 6)
+                rows.append([str(budget), str(decodes)] + ["out of memory"] * 8)
                 continue
-            forward, step = result
+            (forward, eager_step), (replay, step) = result
+            graph_s = replay.device_s if replay else None
+            step_s = step.wall_s if step else eager_step.wall_s
             cost = step_cost(bench.config, shape, bench.dtype_bytes)
             bw_floor = cost.bytes / bandwidth if bandwidth else None
             flop_floor = cost.flops / flop_rate if flop_rate else None
             floor = max(bw_floor, flop_floor) if bw_floor and flop_floor else None
-            rows.append([str(budget), str(decodes), str(budget - decodes), ms(forward.device_s), ms(step.wall_s),
-                         ms(bw_floor), ms(flop_floor), pct(floor, forward.device_s)])
+            rows.append([str(budget), str(decodes), str(budget - decodes), ms(forward.device_s), ms(graph_s),
+                         ms(eager_step.wall_s), ms(step_s), ms(bw_floor), ms(flop_floor),
+                         f"{step_s / floor:.2f}x" if floor else "n/a"])
             data.append({"budget": budget, "decodes": decodes, "context": s.mixed_context,
-                         "prefill_tokens": budget - decodes, "forward_s": forward.device_s, "step_s": step.wall_s,
+                         "prefill_tokens": budget - decodes, "forward_s": forward.device_s, "graph_s": graph_s,
+                         "eager_step_s": eager_step.wall_s, "step_s": step_s,
                          "bandwidth_floor_s": bw_floor, "matmul_floor_s": flop_floor})
-            print(f"  mixed {budget}/{decodes}: forward {ms(forward.device_s)} ms", flush=True)
+            print(f"  mixed {budget}/{decodes}: eager {ms(forward.device_s)} ms, graph {ms(graph_s)} ms, "
+                  f"step {ms(step_s)} ms", flush=True)
     report.section("mixed", f"(d) Mixed steps (decodes at context {s.mixed_context} + one chunk) vs the larger floor",
-                   ["budget", "decodes", "chunk", "forward ms", "step ms", "bandwidth floor ms", "matmul floor ms",
-                    "floor/forward"], rows, data)
+                   ["budget", "decodes", "chunk", "eager forward ms", "graph forward ms", "eager step ms", "step ms",
+                    "bandwidth floor ms", "matmul floor ms", "step/floor"], rows, data,
+                   "step = ModelRunner.execute as the engine runs it (from the CUDA graph on a GPU), host wall time, "
+                   "synchronized; eager step = the same without graphs.")
 
 
 class ForwardClock:
     """Times the device work of each step inside the engine (the eager forward, or the graph
-    replay with its input copies) by wrapping the runner's two entry points: CUDA events on a
-    GPU, the host clock on the CPU. `last_s()` synchronizes and returns the latest one."""
+    replay with its input copies, and the LM head) by wrapping the runner's step_logits: CUDA
+    events on a GPU, the host clock on the CPU. `last_s()` synchronizes and returns the latest one."""
 
     def __init__(self, runner: ModelRunner):
         self.cuda = runner.device.type == "cuda"
         self.start: torch.cuda.Event | float | None = None
         self.end: torch.cuda.Event | float | None = None
-        self.wrapped = [(obj, name) for obj, name in ((runner, "_logits"), (runner.graphs, "replay"))
-                        if obj is not None]
-        for obj, name in self.wrapped:
-            setattr(obj, name, self._timed(getattr(obj, name)))
+        self.runner = runner
+        runner.step_logits = self._timed(runner.step_logits)
 
     def _timed(self, fn):
         def timed(*args, **kwargs):
@@ -342,8 +350,7 @@ class ForwardClock:
         return self.end - self.start
 
     def remove(self) -> None:
-        for obj, name in self.wrapped:
-            delattr(obj, name)  # the instance attribute shadowed the method
+        del self.runner.step_logits  # the instance attribute shadowed the method
 
 
 def section_engine(report: Report, sizes: Sizes, device: torch.device, seed: int):

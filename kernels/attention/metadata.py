@@ -26,12 +26,16 @@ class PrefillSpan:
 @dataclass(frozen=True)
 class PrefillLayout:
     """The prefill spans of a step as device tensors, for kernels that handle every chunk in one
-    launch. Row i describes span i; block_tables is padded with 0 past each span's blocks."""
+    launch. Row i describes span i; block_tables is padded with 0 past each span's blocks.
+
+    A layout padded for a CUDA graph may end with spans of q_len 0 and bound num_rows, max_q_len
+    and max_context_len from above instead of giving them exactly."""
 
     q_starts: torch.Tensor  # int32 [num_prefills]
     q_lens: torch.Tensor  # int32 [num_prefills]
     start_positions: torch.Tensor  # int32 [num_prefills]
     block_tables: torch.Tensor  # int32 [num_prefills, max_blocks]
+    num_rows: int  # query tokens of all spans
     max_q_len: int  # tokens
     max_context_len: int  # tokens
 
@@ -46,6 +50,9 @@ class AttentionMetadata:
     new token too. Tensors live on the model's device; the caller owns them for the whole step.
     decode_num_splits, when set, asks split-K decode kernels for that many partitions of each
     sequence's own context, making the launch independent of the contexts (for CUDA graphs).
+    padded_prefills, when set, is the prefill layout itself, prebuilt with padding (see
+    PrefillLayout) in buffers a CUDA graph replays; `prefills` is then empty. Padded decode rows
+    have a context length of 0 and are skipped.
     """
 
     slot_mapping: torch.Tensor  # int64 [num_tokens]
@@ -56,6 +63,7 @@ class AttentionMetadata:
     prefills: list[PrefillSpan]
     block_size: int
     decode_num_splits: int | None = None
+    padded_prefills: PrefillLayout | None = None
 
     def to(self, device: torch.device) -> "AttentionMetadata":
         """A copy with every tensor moved to `device` (non-blocking where possible)."""
@@ -69,6 +77,7 @@ class AttentionMetadata:
             prefills=[PrefillSpan(p.q_start, p.q_end, p.start_position, move(p.block_table)) for p in self.prefills],
             block_size=self.block_size,
             decode_num_splits=self.decode_num_splits,
+            padded_prefills=self.padded_prefills,
         )
 
     @cached_property
@@ -76,6 +85,8 @@ class AttentionMetadata:
         """`prefills` as device tensors on slot_mapping's device; None when the step has no prefill.
         Built on first use and then shared by every layer of the step (a copy made by `to` builds
         its own). The returned tensors belong to this metadata: do not modify them."""
+        if self.padded_prefills is not None:
+            return self.padded_prefills
         if not self.prefills:
             return None
         device = self.slot_mapping.device
@@ -86,5 +97,6 @@ class AttentionMetadata:
         tables = torch.nn.utils.rnn.pad_sequence([p.block_table.to(device, torch.int32) for p in self.prefills],
                                                  batch_first=True)
         return PrefillLayout(q_starts=spans[0], q_lens=spans[1], start_positions=spans[2], block_tables=tables,
+                             num_rows=sum(p.q_end - p.q_start for p in self.prefills),
                              max_q_len=max(p.q_end - p.q_start for p in self.prefills),
                              max_context_len=max(p.context_len for p in self.prefills))

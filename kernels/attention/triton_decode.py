@@ -81,7 +81,9 @@ def graph_num_splits(num_decodes: int, kv_heads: int, max_context_len: int, devi
     return split_count(num_decodes, kv_heads, max_context_len, _num_sms(device))
 
 
-@triton.jit
+# Arguments that vary from step to step are not specialized on: Triton compiles separate kernels
+# for values of 1 and multiples of 16, which compiled new variants mid-serving, a second or more each.
+@triton.jit(do_not_specialize=["partition", "stride_bt"])
 def _decode_kernel(q, k_cache, v_cache, block_tables, context_lens, out, scratch, qk_scale, partition,
                    stride_qt, stride_qh, stride_kb, stride_ks, stride_kh, stride_bt, stride_ot, stride_oh,
                    GROUP: tl.constexpr, GROUP_PAD: tl.constexpr, HEAD_DIM: tl.constexpr,
@@ -91,6 +93,8 @@ def _decode_kernel(q, k_cache, v_cache, block_tables, context_lens, out, scratch
     kv_head = tl.program_id(1)
     split = tl.program_id(2)
     context_len = tl.load(context_lens + seq)
+    if context_len == 0:  # a padding row of a CUDA graph's mixed step: no sequence, nothing to write
+        return
     if PER_SEQUENCE:
         partition = _own_partition(context_len, tl.num_programs(2), BLOCK_N)
     start = split * partition
@@ -144,7 +148,7 @@ def _own_partition(context_len, num_splits, BLOCK_N: tl.constexpr):
     return tl.cdiv(tl.cdiv(context_len, num_splits), BLOCK_N) * BLOCK_N
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["partition", "num_splits"])
 def _merge_kernel(out, scratch, context_lens, partition, num_splits, stride_ot, stride_oh,
                   HEAD_DIM: tl.constexpr, MERGE_TILE: tl.constexpr, BLOCK_N: tl.constexpr,
                   PER_SEQUENCE: tl.constexpr):
@@ -155,6 +159,8 @@ def _merge_kernel(out, scratch, context_lens, partition, num_splits, stride_ot, 
     part_max = scratch + num_parts * HEAD_DIM
     part_sum = scratch + num_parts * (HEAD_DIM + 1)
     context_len = tl.load(context_lens + seq)
+    if context_len == 0:
+        return
     if PER_SEQUENCE:
         partition = _own_partition(context_len, num_splits, BLOCK_N)
     used = tl.cdiv(context_len, partition)  # partitions this sequence filled
@@ -189,8 +195,9 @@ def decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tens
     """Attention of one query token per sequence, rows [0, B) of q [>= B, heads, D], over its whole
     cached context; B = len(context_lens).
 
-    block_tables int32 [B, >= blocks of the longest context]; context_lens int32 [B] (each >= 1,
-    counting the query token, whose K/V must already be in the cache); max_context_len their max.
+    block_tables int32 [B, >= blocks of the longest context]; context_lens int32 [B] (each counting
+    the query token, whose K/V must already be in the cache; 0 marks a row to skip, whose output is
+    left untouched); max_context_len their max.
     The caches must share one layout. Writes rows [0, B) of out (same shape as q, any strides with a
     contiguous last dim) and nothing else; allocates only the split-K scratch. partition (tokens, a
     multiple of the tile) overrides the split policy; config the tile.

@@ -6,9 +6,11 @@ BLOCK_M query rows in registers and streams the keys in tiles of BLOCK_N with an
 
 GQA by head packing: the rows of a tile are (token, head) pairs of the GROUP query heads that share
 one KV head, token-major, so each K/V tile is read once for the whole group and a chunk of n tokens
-is n * GROUP rows. Grid (row tiles of the longest chunk, chunks, kv_heads); programs past the end
-of a shorter chunk exit at once. Keys below the tile's first position are visible to every row and
-run without masks; only the diagonal band is masked.
+is n * GROUP rows. Grid (row tiles, kv_heads): the chunks' row tiles laid end to end, each program
+finding its chunk from the chunks' lengths on the device, so a CUDA graph can be captured for a
+bound on the rows and replayed for any chunks within it (spare programs exit at once). Keys below
+the tile's first position are visible to every row and run without masks; only the diagonal band
+is masked.
 """
 
 from __future__ import annotations
@@ -48,19 +50,40 @@ def prefill_config(head_dim: int, dtype: torch.dtype) -> PrefillConfig:
     return PrefillConfig(block_m=64, block_n=32, num_warps=4, num_stages=2)
 
 
-@triton.jit
-def _prefill_kernel(q, k_cache, v_cache, out, q_starts, q_lens, start_positions, block_tables, qk_scale,
+SPAN_BLOCK = 16  # chunk lengths read per iteration while a program looks for its chunk
+
+
+# num_spans and the block tables' width vary from step to step: specializing on them (Triton
+# compiles separate kernels for values of 1 and multiples of 16) compiled new variants mid-serving,
+# a second or more each.
+@triton.jit(do_not_specialize=["num_spans", "stride_bt"])
+def _prefill_kernel(q, k_cache, v_cache, out, q_starts, q_lens, start_positions, block_tables, qk_scale, num_spans,
                     stride_qt, stride_qh, stride_kb, stride_ks, stride_kh, stride_bt, stride_ot, stride_oh,
                     GROUP: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_SIZE: tl.constexpr,
-                    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, DOT_PRECISION: tl.constexpr):
-    # Last row tiles first: they see the most keys, so starting them early shortens the launch's tail.
-    tile = tl.num_programs(0) - 1 - tl.program_id(0)
-    span = tl.program_id(1)
-    kv_head = tl.program_id(2)
+                    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, SPAN_BLOCK: tl.constexpr,
+                    DOT_PRECISION: tl.constexpr):
+    # Last tiles first: within a chunk they see the most keys, so starting them early shortens the
+    # launch's tail (and the spare programs of a padded grid exit first).
+    pid = tl.num_programs(0) - 1 - tl.program_id(0)
+    kv_head = tl.program_id(1)
+    # This program's chunk: the number of chunks whose tiles all lie before pid; its tile within
+    # the chunk: pid less those chunks' tiles.
+    span = 0
+    tiles_before = 0
+    offset = 0
+    for base in range(0, num_spans, SPAN_BLOCK):
+        offs_s = base + tl.arange(0, SPAN_BLOCK)
+        in_range = offs_s < num_spans
+        span_tiles = (tl.load(q_lens + offs_s, mask=in_range, other=0) * GROUP + BLOCK_M - 1) // BLOCK_M
+        before = in_range & (offset + tl.cumsum(span_tiles, 0) <= pid)
+        span += tl.sum(before.to(tl.int32), 0)
+        tiles_before += tl.sum(tl.where(before, span_tiles, 0), 0)
+        offset += tl.sum(span_tiles, 0)
+    if span >= num_spans:
+        return
+    tile = pid - tiles_before
     q_len = tl.load(q_lens + span)
     r0 = tile * BLOCK_M
-    if r0 >= q_len * GROUP:
-        return
     q_start = tl.load(q_starts + span)
     start_pos = tl.load(start_positions + span)
 
@@ -116,13 +139,17 @@ def prefill_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Ten
     kv_heads, block_size = k_cache.shape[2], k_cache.shape[1]
     group = num_heads // kv_heads
     config = config or prefill_config(head_dim, k_cache.dtype)
-    row_tiles = triton.cdiv(layout.max_q_len * group, config.block_m)
-    num_prefills = layout.q_lens.shape[0]
-    _prefill_kernel[(row_tiles, num_prefills, kv_heads)](
+    num_spans = layout.q_lens.shape[0]
+    if num_spans == 0:
+        return
+    # An upper bound on the chunks' row tiles: sum(ceil(n * group / m)) <= rows * group / m + chunks.
+    tiles = layout.num_rows * group // config.block_m + num_spans
+    _prefill_kernel[(tiles, kv_heads)](
         q, k_cache, v_cache, out, layout.q_starts, layout.q_lens, layout.start_positions, layout.block_tables,
-        scale * LOG2E,
+        scale * LOG2E, num_spans,
         q.stride(0), q.stride(1), k_cache.stride(0), k_cache.stride(1), k_cache.stride(2),
         layout.block_tables.stride(0), out.stride(0), out.stride(1),
         GROUP=group, HEAD_DIM=head_dim, BLOCK_SIZE=block_size, BLOCK_M=config.block_m, BLOCK_N=config.block_n,
-        DOT_PRECISION=dot_precision(k_cache.dtype), num_warps=config.num_warps, num_stages=config.num_stages,
+        SPAN_BLOCK=SPAN_BLOCK, DOT_PRECISION=dot_precision(k_cache.dtype),
+        num_warps=config.num_warps, num_stages=config.num_stages,
     )

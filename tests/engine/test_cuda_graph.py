@@ -74,12 +74,49 @@ def test_graph_replay_matches_eager_forward_on_random_decode_steps():
         inputs = prepare_inputs(ScheduledBatch(chunks), runner.block_size)
         assert runner.graphs.fits(inputs)
         with torch.inference_mode():
-            graphed = runner.graphs.replay(inputs).clone()
+            graphed = runner.model.compute_logits(runner.graphs.replay(inputs))
             eager = runner._logits(inputs)
         rel = ((graphed - eager).norm() / eager.norm()).item()
         assert rel < 1e-2, f"batch {batch_size}: relative error {rel:.2e}"
         agree = (graphed.argmax(-1) == eager.argmax(-1)).float().mean().item()
         assert agree >= 0.9, f"batch {batch_size}: argmax agrees on {agree:.0%} of rows"
+
+
+@pytest.mark.gpu
+def test_mixed_graph_replay_matches_eager_forward_on_random_steps():
+    from adaptive_sarathi.engine.factory import EngineArgs, create_engine
+
+    engine = create_engine(EngineArgs(model="dummy:smollm2-135m", device="cuda", dtype="bfloat16",
+                                      num_kv_blocks=4096, max_model_len=2048, max_num_seqs=48))
+    runner = engine.executor.runner
+    assert runner.mixed_graphs is not None
+    rng = random.Random(1)
+    # (decodes, [(cached, new) per chunk]): one prompt, chunks after a prefix, a full decode batch,
+    # many short prompts, a step of exactly the largest size.
+    steps = [(0, [(0, 100)]), (5, [(0, 300), (200, 50)]), (48, [(100, 400)]), (20, [(0, 37)] * 10),
+             (0, [(0, 2048)])]
+    for decodes, prefills in steps:
+        free = list(range(runner.num_blocks))
+        rng.shuffle(free)
+        chunks = []
+        for i in range(decodes):
+            ctx = rng.randrange(1, 1000)
+            blocks = [free.pop() for _ in range(-(-ctx // 16))]
+            chunks.append(ScheduledChunk(f"d{i}", (rng.randrange(1000),), ctx - 1, tuple(blocks), True,
+                                         SamplingParams(), 1, False))
+        for i, (cached, new) in enumerate(prefills):
+            blocks = [free.pop() for _ in range(-(-(cached + new) // 16))]
+            ids = tuple(rng.randrange(1000) for _ in range(new))
+            chunks.append(ScheduledChunk(f"p{i}", ids, cached, tuple(blocks), True, SamplingParams(), 0, True))
+        inputs = prepare_inputs(ScheduledBatch(chunks), runner.block_size)
+        assert runner.mixed_graphs.fits(inputs)
+        with torch.inference_mode():
+            graphed = runner.model.compute_logits(runner.mixed_graphs.replay(inputs))
+            eager = runner._logits(inputs)
+        rel = ((graphed - eager).norm() / eager.norm()).item()
+        assert rel < 1e-2, f"step {decodes}/{prefills}: relative error {rel:.2e}"
+        agree = (graphed.argmax(-1) == eager.argmax(-1)).float().mean().item()
+        assert agree >= 0.9, f"step {decodes}/{prefills}: argmax agrees on {agree:.0%} of rows"
 
 
 @pytest.mark.gpu

@@ -281,6 +281,8 @@ def test_import_does_not_load_triton():
 # ---------------------------------------------------------------- the references vs unfused torch ops
 
 
+@pytest.mark.skipif(DEVICE == "cuda", reason="on a GPU the engine's RMSNorm runs the Triton kernel, which the "
+                    "kernel tests hold to the reference within tolerance")
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_rms_norm_reference_is_the_engines_rmsnorm(dtype):
     from adaptive_sarathi.engine.model.llama import RMSNorm

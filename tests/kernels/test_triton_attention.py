@@ -11,6 +11,7 @@ import torch
 from paged_case import build_step
 
 from adaptive_sarathi.kernels.attention import paged_attention_reference
+from adaptive_sarathi.kernels.attention.metadata import PrefillLayout
 
 pytest.importorskip("triton")
 
@@ -23,7 +24,7 @@ from adaptive_sarathi.kernels.attention.triton_decode import (  # noqa: E402
     decode_config,
     split_partition,
 )
-from adaptive_sarathi.kernels.attention.triton_prefill import PrefillConfig, prefill_attention  # noqa: E402
+from adaptive_sarathi.kernels.attention.triton_prefill import SPAN_BLOCK, PrefillConfig, prefill_attention  # noqa: E402
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 # Tiles far smaller than the defaults, so that small cases cross many tiles, partitions and blocks.
@@ -117,6 +118,52 @@ def test_each_kernel_writes_only_its_rows():
     prefill_attention(case.q, case.k_cache, case.v_cache, meta.prefill_layout, 0.25, out, config=TINY_PREFILL)
     assert_fp32_close(out, reference(case, 0.25))
 
+
+def test_padded_launch_of_a_cuda_graph():
+    """Kernels launched for more rows than the step has, as a CUDA graph captured at a padded size
+    runs them: decode rows of context 0 and prefill spans of length 0 are skipped, and a grid
+    sized for more prefill rows than there are gives the same output."""
+    gen = torch.Generator().manual_seed(11)
+    case = build_step([(20, 1), (3, 1), (0, 17), (9, 6), (40, 3)], 8, 2, 16, 8, 64, gen, device=DEVICE)
+    meta, layout, nd = case.meta, case.meta.prefill_layout, case.meta.num_decode_tokens
+    spare = 3
+    pad = lambda t, value: torch.cat([t, torch.full((spare, *t.shape[1:]), value, dtype=t.dtype,  # noqa: E731
+                                                    device=t.device)])
+    padded = PrefillLayout(q_starts=pad(layout.q_starts, 0), q_lens=pad(layout.q_lens, 0),
+                           start_positions=pad(layout.start_positions, 0), block_tables=pad(layout.block_tables, 0),
+                           num_rows=layout.num_rows + 40, max_q_len=64, max_context_len=64)
+    for num_splits in (1, 2):  # the decode kernel alone, and with its merge kernel
+        out = poisoned(case.q)
+        out[nd:] = 7.0
+        decode_attention(case.q, case.k_cache, case.v_cache, pad(meta.decode_block_tables, 0),
+                         pad(meta.decode_context_lens, 0), 0, 0.25, out, config=TINY_DECODE, num_splits=num_splits)
+        # Padded decode rows [nd, nd + spare) are prefill rows here: the decode kernels must leave them.
+        assert not out[:nd].isnan().any() and (out[nd:] == 7.0).all()
+    prefill_attention(case.q, case.k_cache, case.v_cache, padded, 0.25, out, config=TINY_PREFILL)
+    assert_fp32_close(out, reference(case, 0.25))
+
+
+
+def test_prefill_of_more_chunks_than_one_span_block():
+    """Programs find their chunk by scanning chunk lengths SPAN_BLOCK at a time: 21 chunks (and a
+    grid padded with 14 empty spans past them) cross two and three such blocks."""
+    gen = torch.Generator().manual_seed(13)
+    lens = torch.randint(2, 12, (21,), generator=gen).tolist()
+    prefixes = torch.randint(0, 30, (21,), generator=gen).tolist()
+    case = build_step(list(zip(prefixes, lens)), 4, 2, 16, 4, 512, gen, device=DEVICE)
+    layout, spare = case.meta.prefill_layout, 14
+    assert layout.q_lens.shape[0] > SPAN_BLOCK
+    ref = reference(case, 0.25)
+    out = poisoned(case.q)
+    prefill_attention(case.q, case.k_cache, case.v_cache, layout, 0.25, out, config=TINY_PREFILL)
+    assert_fp32_close(out, ref)
+    pad = lambda t: torch.cat([t, torch.zeros((spare, *t.shape[1:]), dtype=t.dtype, device=t.device)])  # noqa: E731
+    padded = PrefillLayout(q_starts=pad(layout.q_starts), q_lens=pad(layout.q_lens),
+                           start_positions=pad(layout.start_positions), block_tables=pad(layout.block_tables),
+                           num_rows=layout.num_rows + 16, max_q_len=64, max_context_len=64)
+    out = poisoned(case.q)
+    prefill_attention(case.q, case.k_cache, case.v_cache, padded, 0.25, out, config=TINY_PREFILL)
+    assert_fp32_close(out, ref)
 
 def test_fp16_and_strided_queries():
     """q as the model makes it (a view into a fused QKV projection), fp16, a fresh output."""
