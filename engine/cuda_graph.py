@@ -98,15 +98,17 @@ class DecodeGraphs:
         self.pool = capture_graphs(runs, self._graphs, self._outputs, pool)
 
     def fits(self, inputs: ModelInputs) -> bool:
-        """Whether `inputs` is a decode-only step a captured graph can run: one sampled token per
-        sequence, at most max_batch of them, every context within max_context_len."""
+        """Whether `inputs` is a decode-only step a captured graph can run: one token per sequence
+        (a decode, or a prompt's 1-token chunk), at most max_batch of them, every context within
+        max_context_len."""
         meta = inputs.attention
         n = inputs.num_tokens
-        return (n > 0 and meta.num_decode_tokens == n and len(inputs.sample_chunks) == n
-                and n <= self.sizes[-1] and meta.max_decode_context_len <= self.max_context_len)
+        return (n > 0 and meta.num_decode_tokens == n and n <= self.sizes[-1]
+                and meta.max_decode_context_len <= self.max_context_len)
 
     def replay(self, inputs: ModelInputs) -> torch.Tensor:
-        """Final hidden states [N, hidden] of a step that `fits` (a view into the graph's buffer)."""
+        """Final hidden states [N, hidden] of the sampling rows of a step that `fits` (a view into
+        the graph's buffer when every row samples)."""
         n = inputs.num_tokens
         size = self.sizes[bisect.bisect_left(self.sizes, n)]
         meta = inputs.attention
@@ -122,7 +124,10 @@ class DecodeGraphs:
             self.slot_mapping[n:size].fill_(self.scratch_slot)
             self.context_lens[n:size].fill_(1)
         self._graphs[size].replay()
-        return self._outputs[size][:n]
+        if len(inputs.sample_chunks) == n:
+            return self._outputs[size][:n]
+        # Prompt chunks of one token that do not reach the prompt's end sample nothing.
+        return self._outputs[size][inputs.output_rows.to(self.input_ids.device)]
 
     def _runner(self, size: int) -> Callable[[], torch.Tensor]:
         meta = AttentionMetadata(

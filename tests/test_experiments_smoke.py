@@ -18,6 +18,7 @@ EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
     ("cpu_vs_transformers.py", "single-request decode"),
     ("tp_step_bench.py", "all-reduce/forward"),
     ("fused_ops_bench.py", "fused ops: "),
+    ("sampler_bench.py", "| 4 | temperature 0.8, seeded |"),
     ("e2e_vs_transformers.py", "identical greedy outputs: 4 of 4"),
 ])
 def test_experiment_smoke(script, expected):

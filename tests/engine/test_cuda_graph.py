@@ -44,13 +44,14 @@ def test_only_decode_only_steps_within_the_limits_fit():
     graphs = graphs_for(max_batch=4, max_context_len=32)
     decodes = [decode_chunk(f"r{i}", 9 + i, [i, i + 10, i + 20]) for i in range(4)]
     assert graphs.fits(prepare_inputs(ScheduledBatch(decodes), BLOCK))
-    # Too many sequences, too long a context, a prefill chunk, a 1-token chunk that does not sample.
+    # Too many sequences, too long a context, a prefill chunk.
     assert not graphs_for(max_batch=3, max_context_len=32).fits(prepare_inputs(ScheduledBatch(decodes), BLOCK))
     assert not graphs_for(max_batch=4, max_context_len=11).fits(prepare_inputs(ScheduledBatch(decodes), BLOCK))
     prefill = ScheduledChunk("p", (1, 2, 3), 0, (5,), True, SamplingParams(), 0, True)
     assert not graphs.fits(prepare_inputs(ScheduledBatch(decodes[:2] + [prefill]), BLOCK))
-    silent = ScheduledChunk("s", (1,), 0, (6,), False, SamplingParams(), 0, False)
-    assert not graphs.fits(prepare_inputs(ScheduledBatch([silent]), BLOCK))
+    # A prompt's 1-token chunk that does not sample runs in the graph too (its row is not read).
+    silent = ScheduledChunk("s", (1,), 0, (6,), False, SamplingParams(), 0, True)
+    assert graphs.fits(prepare_inputs(ScheduledBatch(decodes[:2] + [silent]), BLOCK))
 
 
 @pytest.mark.gpu
@@ -69,8 +70,9 @@ def test_graph_replay_matches_eager_forward_on_random_decode_steps():
         for i in range(batch_size):
             ctx = rng.randrange(1, 1000)
             blocks = [free.pop() for _ in range(-(-ctx // 16))]
-            chunks.append(ScheduledChunk(f"r{i}", (rng.randrange(1000),), ctx - 1, tuple(blocks), True,
-                                         SamplingParams(), 1, False))
+            # Every fifth row a prompt's 1-token chunk that samples nothing.
+            chunks.append(ScheduledChunk(f"r{i}", (rng.randrange(1000),), ctx - 1, tuple(blocks), i % 5 != 4,
+                                         SamplingParams(), 1, i % 5 == 4))
         inputs = prepare_inputs(ScheduledBatch(chunks), runner.block_size)
         assert runner.graphs.fits(inputs)
         with torch.inference_mode():

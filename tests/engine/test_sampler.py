@@ -42,3 +42,52 @@ def test_seeded_draw_ignores_batch_and_generator_state():
     # A different output index draws from a different stream.
     draws = {sample(logits[1:2], [p], [i])[0] for i in range(20)}
     assert len(draws) > 1
+
+
+PROBS = torch.tensor([0.5, 0.3, 0.15, 0.05])
+
+
+def frequencies(tokens: list[int]) -> torch.Tensor:
+    return torch.bincount(torch.tensor(tokens), minlength=len(PROBS)).float() / len(tokens)
+
+
+def test_seeded_draws_follow_the_tempered_softmax():
+    """Over 4000 output indices one seeded request draws each token at its probability (4000
+    draws: a standard error under 0.008; the draws are fixed by the seed, so this cannot flake)."""
+    logits = PROBS.log()[None, :]
+    for temperature in (1.0, 2.0):
+        p = SamplingParams(temperature=temperature, seed=7)
+        draws = [sample(logits, [p], [i])[0] for i in range(4000)]
+        expected = torch.softmax(PROBS.log() / temperature, dim=-1)
+        torch.testing.assert_close(frequencies(draws), expected, atol=0.03, rtol=0)
+
+
+def test_unseeded_rows_of_one_batch_draw_independently():
+    logits = PROBS.log().repeat(4000, 1)
+    draws = sample(logits, [SamplingParams(temperature=1.0)] * 4000, [0] * 4000, torch.Generator().manual_seed(4))
+    torch.testing.assert_close(frequencies(draws), PROBS, atol=0.03, rtol=0)
+
+
+def test_top_k_and_top_p_together_renormalize_what_is_left():
+    # top_k 3 keeps {0, 1, 2}; of those (0.5, 0.3, 0.15 / 0.95) the nucleus of 0.7 is {0, 1}.
+    logits = PROBS.log().repeat(4000, 1)
+    p = SamplingParams(temperature=1.0, top_k=3, top_p=0.7)
+    draws = sample(logits, [p] * 4000, [0] * 4000, torch.Generator().manual_seed(5))
+    torch.testing.assert_close(frequencies(draws), torch.tensor([0.625, 0.375, 0.0, 0.0]), atol=0.03, rtol=0)
+
+
+def test_each_row_keeps_its_own_settings_in_a_mixed_batch():
+    logits = torch.randn(6, 200, generator=torch.Generator().manual_seed(6))
+    params = [SamplingParams(), SamplingParams(temperature=3.0, top_k=1), SamplingParams(temperature=3.0, top_k=5),
+              SamplingParams(temperature=3.0, top_p=1e-6), SamplingParams(temperature=3.0, seed=3),
+              SamplingParams(temperature=3.0, top_k=2, seed=4)]
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(50):
+        tokens = sample(logits, params, list(range(6)), gen)
+        assert tokens[:2] == logits[:2].argmax(-1).tolist()
+        assert tokens[2] in torch.topk(logits[2], 5).indices.tolist()
+        assert tokens[3] == int(logits[3].argmax())
+        assert tokens[5] in torch.topk(logits[5], 2).indices.tolist()
+    # Seeded rows ignore the generator: the same output index draws the same token.
+    assert sample(logits, params, list(range(6)), torch.Generator().manual_seed(1))[4:] == \
+        sample(logits, params, list(range(6)), torch.Generator().manual_seed(2))[4:]
