@@ -92,6 +92,7 @@ class ModelRunner:
         first launch otherwise compiles them mid-serving, a second or more each. Every token of
         these steps reads and writes only the scratch block (the cache's last), which no request
         owns."""
+
         def chunk(i: int, tokens: int, context: int) -> ScheduledChunk:
             table = (self.num_blocks,) * -(-context // self.block_size)
             return ScheduledChunk(f"warm-up-{i}", (0,) * tokens, context - tokens, table, True, SamplingParams(),

@@ -52,6 +52,7 @@ from adaptive_sarathi.controller.policy import FixedBudget
 from adaptive_sarathi.engine.batch import ScheduledBatch, StepResult
 from adaptive_sarathi.engine.config import SchedulerConfig
 from adaptive_sarathi.engine.engine import LLMEngine
+from adaptive_sarathi.engine.gc_tuning import YOUNG_THRESHOLD
 from adaptive_sarathi.engine.input_prep import prepare_inputs
 from adaptive_sarathi.engine.latency.shape import StepShape
 from adaptive_sarathi.engine.sampler import sample
@@ -277,8 +278,13 @@ def main() -> None:
     parser.add_argument("--note", default="", help="how the measured code was obtained, kept with the column")
     parser.add_argument("--print-only", action="store_true", help="write no results file")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--tuned-gc", action="store_true",
+                        help="collect young objects as the server does (engine/gc_tuning.py's threshold; the "
+                             "freeze is left out: here the requests exist before timing, in a server they arrive later)")
     args = parser.parse_args()
     torch.manual_seed(args.seed)
+    if args.tuned_gc:
+        gc.set_threshold(YOUNG_THRESHOLD, 50, 50)
     sizes = [int(s) for s in args.sizes.split(",")] if args.sizes else ([8] if args.smoke else [64, 128, 256])
     steps = args.steps or (10 if args.smoke else 300)
     repeats = args.repeats or (1 if args.smoke else 3)

@@ -13,6 +13,7 @@ from aiohttp import web
 from adaptive_sarathi.engine.engine import LLMEngine
 from adaptive_sarathi.controller.policy import BudgetPolicy
 from adaptive_sarathi.engine.factory import EngineArgs, create_engine
+from adaptive_sarathi.engine.gc_tuning import tune_garbage_collection
 from adaptive_sarathi.engine.loaders.default_model import DEFAULT_NAME
 from adaptive_sarathi.metrics import ServerMetrics
 from adaptive_sarathi.server.app import build_app
@@ -103,6 +104,7 @@ def run_server(engine_args: EngineArgs, args: ServerArgs, policy: BudgetPolicy |
     `policy` decides each step's budget (None: fixed at engine_args' token budget)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     engine = create_engine(engine_args, policy)
+    tune_garbage_collection()
     try:
         asyncio.run(serve(engine, args, engine_args.model or DEFAULT_NAME))
     except OSError as err:
