@@ -174,7 +174,7 @@ def test_a_long_queue_leans_to_more_prefill_within_the_tbt_target():
     pressed = policy.decide(heavy(oldest_waiting_age_s=0.95 * SLO.ttft.target_s)).token_budget
     decision = policy.last_decision
     assert decision.pressure > 0.9 and calm < pressed <= decision.tbt_budget
-    assert pressed <= max(decision.knee_budget, decision.flow_budget)
+    assert pressed <= max(decision.knee_budget, int(policy.flow_headroom * decision.flow_budget))
     assert decision.predicted_tail_s <= TARGET_S
     # ... but never more prompt tokens than the free KV cache takes: a chunk that does not fit
     # waits at the head of the queue, and a running prefill's chunk would preempt decodes.
@@ -184,6 +184,21 @@ def test_a_long_queue_leans_to_more_prefill_within_the_tbt_target():
     assert d.kv_budget == 128 + max(room, 0)
     assert full.token_budget <= max(d.kv_budget, BOUNDS.clamp_budget(128)) < pressed
     assert full.chunk_limit <= max(room, BOUNDS.min_chunk)
+
+
+def test_under_pressure_the_flow_balance_gets_headroom_to_drain_the_queue():
+    """The flow budget is a steady-state rate: a queue that has built up needs more to drain."""
+    budgets = {}
+    for headroom in (1.0, 2.0):
+        policy = trained(flow_headroom=headroom)
+        for k in range(3000):  # 128 decodes; one 128-token prompt per 3 steps: outputs of 384 tokens
+            policy.observe(stats(num_decode_tokens=128, num_prefill_tokens=43,
+                                 first_token_latencies_s=(0.1,) if k % 3 == 0 else ()))
+        budgets[headroom] = policy.decide(heavy(oldest_waiting_age_s=0.95 * SLO.ttft.target_s)).token_budget
+        d = policy.last_decision
+        assert d.pressure > 0.9 and d.knee_budget < d.flow_budget
+        assert budgets[headroom] <= min(d.tbt_budget, int(headroom * d.flow_budget))
+    assert budgets[2.0] > budgets[1.0]
 
 
 def test_short_prompts_behind_a_long_prefill_get_part_of_the_room():
