@@ -22,7 +22,9 @@ PROMPTS = [
 def test_bf16_gpu_matches_cpu_float32_greedy():
     params = SamplingParams(max_tokens=32, ignore_eos=True)
     cpu = LLM(None, device="cpu", dtype="float32").generate(PROMPTS, params)
-    gpu = LLM(None, device="cuda", dtype="bfloat16").generate(PROMPTS, params)
+    # A small cache: the default takes 90% of the card, which stays held until the engine's
+    # reference cycles are collected and starves the tests after this one.
+    gpu = LLM(None, device="cuda", dtype="bfloat16", num_kv_blocks=512).generate(PROMPTS, params)
     same = sum(a.token_ids == b.token_ids for a, b in zip(cpu, gpu))
     assert same >= 6, f"only {same} of 8 prompts agree over 32 tokens"
 
