@@ -106,15 +106,22 @@ class ModelRunner:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
 
+    def graphs_for(self, inputs: ModelInputs) -> DecodeGraphs | MixedGraphs | None:
+        """The captured graphs that can run this step, or None when it runs eagerly."""
+        for graphs in (self.graphs, self.mixed_graphs):
+            if graphs is not None and graphs.fits(inputs):
+                return graphs
+        return None
+
     def step_logits(self, inputs: ModelInputs) -> torch.Tensor:
         """Float32 logits [N, vocab] of the step's sampling rows, from a CUDA graph when one fits
         the step, else eagerly; writes the step's K/V into the cache."""
-        for graphs in (self.graphs, self.mixed_graphs):
-            if graphs is not None and graphs.fits(inputs):
-                # The LM head runs outside the graphs: a [rows, vocab] float32 output per captured
-                # size would hold gigabytes of graph memory.
-                return self.model.compute_logits(graphs.replay(inputs))
-        return self._logits(inputs)
+        graphs = self.graphs_for(inputs)
+        if graphs is None:
+            return self._logits(inputs)
+        # The LM head runs outside the graphs: a [rows, vocab] float32 output per captured size
+        # would hold gigabytes of graph memory.
+        return self.model.compute_logits(graphs.replay(inputs))
 
     def _logits(self, inputs: ModelInputs) -> torch.Tensor:
         return self._forward(*self._on_device(inputs))

@@ -29,6 +29,7 @@ import torch
 
 from adaptive_sarathi.engine.cuda_graph import decode_graphs_supported
 from adaptive_sarathi.engine.factory import MAX_GRAPH_BATCH, EngineArgs
+from adaptive_sarathi.engine.input_prep import ModelInputs, prepare_inputs
 from adaptive_sarathi.engine.kv_pool import KvPool, is_out_of_memory, kv_capacity_blocks
 from adaptive_sarathi.engine.latency.profile import PROFILE_COLUMNS
 from adaptive_sarathi.engine.loaders import resolve_model
@@ -231,25 +232,22 @@ def _time_shape(pool: KvPool, shape: ProfileShape, needed: int, config: ProfileC
     batch = synthetic_batch(shape, pool.scattered_blocks(needed), config.block_size, runner.model.config.vocab_size,
                             rng)
     if isinstance(runner, ModelRunner) and decode_graphs_supported(runner.device, config.attention_backend):
-        capture_graph_for(runner, shape)
+        capture_graph_for(runner, prepare_inputs(batch, config.block_size))
     return time_call(lambda: runner.execute(batch), device, config.warmup, config.repeats)
 
 
-def capture_graph_for(runner: ModelRunner, shape: ProfileShape) -> None:
+def capture_graph_for(runner: ModelRunner, inputs: ModelInputs) -> None:
     """Capture the one graph the engine would replay this step from (single GPU, triton
     attention): decodes of exactly its batch size, or its token count padded as the engine pads
-    it. Over the model's whole position table; kept while the next shape needs the same graph
+    it. Over the model's whole position table; kept while the next step needs the same graph
     (captures take a second; the warm-up loop would repeat them)."""
     window = runner.model.rope.cos.shape[0]
-    # Chunks of one token attend as decodes (input_prep.order_for_attention).
-    single_rows = shape.num_decodes + sum(1 for tokens, _ in shape.prefill_chunks if tokens == 1)
-    if single_rows == shape.num_tokens:
-        if single_rows > MAX_GRAPH_BATCH:
-            return
-        if runner.graphs is None or runner.graphs.sizes != [single_rows]:
-            runner.capture_decode_graphs([single_rows], window)
+    tokens = inputs.num_tokens
+    if not inputs.attention.prefills:  # decode-only, as the kernels see it (1-token chunks attend as decodes)
+        if tokens <= MAX_GRAPH_BATCH and (runner.graphs is None or runner.graphs.sizes != [tokens]):
+            runner.capture_decode_graphs([tokens], window)
         return
-    sizes = [s for s in mixed_capture_sizes(MAX_GRAPH_TOKENS) if s >= shape.num_tokens]
+    sizes = [s for s in mixed_capture_sizes(MAX_GRAPH_TOKENS) if s >= tokens]
     if sizes and (runner.mixed_graphs is None or runner.mixed_graphs.sizes != sizes[:1]):
         runner.capture_mixed_graphs(sizes[:1], MAX_GRAPH_BATCH, window)
 

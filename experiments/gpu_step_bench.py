@@ -174,11 +174,10 @@ class StepBench:
         replay it from (decodes of exactly its batch size, or its token count padded), the LM head
         included."""
         runner, batch = self._batch(shape)
-        capture_graph_for(runner, shape)
+        inputs = prepare_inputs(batch, runner.block_size)
+        capture_graph_for(runner, inputs)
         try:
-            inputs = prepare_inputs(batch, runner.block_size)
-            graphs = runner.mixed_graphs if shape.prefill_chunks else runner.graphs
-            assert graphs is not None and graphs.fits(inputs), f"no graph replays {shape}"
+            assert runner.graphs_for(inputs) is not None, f"no graph replays {shape}"
             replay = time_call(lambda: runner.step_logits(inputs), self.device, self.sizes.warmup, self.sizes.repeats)
             return replay, time_call(lambda: runner.execute(batch), self.device, 1, self.sizes.repeats)
         finally:
