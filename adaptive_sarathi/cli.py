@@ -37,6 +37,7 @@ def _add_serve_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-num-seqs", type=int, default=256, help="most requests in the running batch")
     p.add_argument("--max-model-len", type=int, default=None, help="context window (default: the model's)")
     p.add_argument("--num-kv-blocks", type=int, default=None, help="KV cache blocks (default: sized to memory)")
+    p.add_argument("--block-size", type=int, default=16, help="KV cache block size in tokens")
     p.add_argument("--max-waiting", type=int, default=None,
                    help="most requests waiting for admission; beyond it requests get 429 (default: no limit)")
     p.add_argument("--api-key", default=os.environ.get("ADAPTIVE_SARATHI_API_KEY"),
@@ -139,16 +140,22 @@ def main(argv: list[str] | None = None) -> int:
     return _generate(args)
 
 
-def _serve(args: argparse.Namespace) -> int:
+def _serve_engine_args(args: argparse.Namespace):
+    """The EngineArgs of `serve`'s flags. Raises ValueError naming a bad flag."""
     from adaptive_sarathi.engine.factory import EngineArgs
+
+    return EngineArgs(model=args.model, scheduler=args.scheduler, token_budget=args.token_budget,
+                      max_chunk=args.max_chunk, max_num_seqs=args.max_num_seqs,
+                      max_model_len=args.max_model_len, num_kv_blocks=args.num_kv_blocks, block_size=args.block_size,
+                      tensor_parallel_size=args.tensor_parallel_size,
+                      device=args.device, dtype=args.dtype, enforce_eager=args.enforce_eager)
+
+
+def _serve(args: argparse.Namespace) -> int:
     from adaptive_sarathi.server import ServerArgs, run_server
 
     try:
-        engine_args = EngineArgs(model=args.model, scheduler=args.scheduler, token_budget=args.token_budget,
-                                 max_chunk=args.max_chunk, max_num_seqs=args.max_num_seqs,
-                                 max_model_len=args.max_model_len, num_kv_blocks=args.num_kv_blocks,
-                                 tensor_parallel_size=args.tensor_parallel_size,
-                                 device=args.device, dtype=args.dtype, enforce_eager=args.enforce_eager)
+        engine_args = _serve_engine_args(args)
         server_args = ServerArgs(host=args.host, port=args.port, api_key=args.api_key,
                                  max_waiting=args.max_waiting, shutdown_timeout_s=args.shutdown_timeout)
         return run_server(engine_args, server_args, _serve_policy(args))

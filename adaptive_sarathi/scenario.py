@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-from adaptive_sarathi.controller.policy import BudgetPolicy
+from adaptive_sarathi.engine.budget import BudgetPolicy
 from adaptive_sarathi.controller.registry import make_policy
 from adaptive_sarathi.controller.slo import SLOPolicy
 from adaptive_sarathi.engine.config import SchedulerConfig

@@ -161,7 +161,7 @@ def _tune(args: argparse.Namespace, scenario) -> int:
     from tqdm import tqdm
 
     from adaptive_sarathi.controller.seed_store import SeedEntry, save_seed
-    from adaptive_sarathi.controller.tuner import tune
+    from adaptive_sarathi.tuning import tune_scenario
 
     gpu, name = deployment(args, scenario.latency_model)
     if gpu is None or name is None:
@@ -175,7 +175,7 @@ def _tune(args: argparse.Namespace, scenario) -> int:
         bar.set_postfix(value=f"{record.value:.3g}", best=f"{best[0]:.3g}")
 
     with bar:
-        result = tune(scenario, policy=args.tune_policy, objective=args.objective, qps=args.qps, trials=args.trials,
+        result = tune_scenario(scenario, policy=args.tune_policy, objective=args.objective, qps=args.qps, trials=args.trials,
                       seed=args.seed, rel_tol=args.tolerance, on_trial=on_trial)
     unit = "qps" if args.objective == "capacity" else "goodput req/s"
     print(f"{args.tune_policy} {args.objective}: defaults {result.default_value:.3f} {unit}, best "

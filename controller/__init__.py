@@ -1,14 +1,14 @@
-"""The budget controller: SLO policies, the online latency model and the budget policies.
+"""The budget controller: SLO policies, the online latency model and the budget policies that
+implement the engine's budget contract (adaptive_sarathi.engine.budget: StepBudget, BudgetPolicy,
+FixedBudget). The controller imports the engine's contracts and never the service layer
+(adaptive_sarathi.*): tests/test_import_floors.py checks it.
 
-Public names are imported lazily, so that the engine's import of `controller.policy` does not load
-river and the policies.
+Public names are imported lazily, so that importing one policy does not load river and the others.
 """
 
 from typing import Any
 
 _EXPORTS = {
-    "BudgetPolicy": "adaptive_sarathi.controller.policy",
-    "FixedBudget": "adaptive_sarathi.controller.policy",
     "AdaptiveBudget": "adaptive_sarathi.controller.adaptive",
     "TwoLevelBudget": "adaptive_sarathi.controller.two_level",
     "SlackBudget": "adaptive_sarathi.controller.slack",

@@ -5,15 +5,13 @@ the waiting queue is calm, the greater when it presses."""
 from __future__ import annotations
 
 import bisect
-import math
 from dataclasses import dataclass
 
 from adaptive_sarathi.controller.closed_loop import QuantileFeedback
 from adaptive_sarathi.controller.ladder import budget_ladder, candidate_shape, ladder_candidates, last_true
 from adaptive_sarathi.controller.latency_model import OnlineLatencyModel
-from adaptive_sarathi.controller.policy import BudgetPolicy
+from adaptive_sarathi.engine.budget import BudgetPolicy, StepBudget
 from adaptive_sarathi.controller.slo import SLOPolicy
-from adaptive_sarathi.engine.batch import StepBudget
 from adaptive_sarathi.engine.stats import EngineState, StepStats
 
 
@@ -99,23 +97,23 @@ class AdaptiveBudget(BudgetPolicy):
     def __init__(self, slo: SLOPolicy, latency_model: OnlineLatencyModel | None = None,
                  tile_tokens: int | None = None, tbt_margin: float = 0.05, pressure_gain: float = 1.0,
                  flow_headroom: float = 2.0, knee_slack: float = 0.15, max_queue_delay_s: float = 2.0, kv_reserve: float = 0.25,
-                 kv_horizon_steps: int = 2, kv_watermark: float = 0.01, block_tokens: int = 16,
+                 kv_horizon_steps: int = 2,
                  length_window_steps: int = 256, min_length_samples: int = 8, max_waiting_share: float = 0.5,
                  explore_growth: float = 2.0, stall_decisions: int = 8, feedback_window: int = 256,
                  min_feedback_factor: float = 0.5, seed: int = 0):
         checks = {"tbt_margin": 0 <= tbt_margin < 1, "pressure_gain": pressure_gain >= 0,
                   "flow_headroom": flow_headroom >= 1, "knee_slack": knee_slack >= 0, "max_queue_delay_s": max_queue_delay_s > 0,
                   "kv_reserve": kv_reserve >= 0, "kv_horizon_steps": kv_horizon_steps >= 0,
-                  "kv_watermark": 0 <= kv_watermark < 1, "length_window_steps": length_window_steps >= 1,
+                  "length_window_steps": length_window_steps >= 1,
                   "min_length_samples": min_length_samples >= 1,
-                  "block_tokens": block_tokens >= 1, "max_waiting_share": 0 <= max_waiting_share <= 1,
+                  "max_waiting_share": 0 <= max_waiting_share <= 1,
                   "explore_growth": explore_growth >= 1, "stall_decisions": stall_decisions >= 1}
         bad = [name for name, ok in checks.items() if not ok]
         if bad:
             raise ValueError(f"AdaptiveBudget: invalid {', '.join(f'{n}={locals()[n]!r}' for n in bad)}; it needs "
                              "0 <= tbt_margin < 1, pressure_gain >= 0, flow_headroom >= 1, knee_slack >= 0, "
                              "max_queue_delay_s > 0, "
-                             "kv_reserve >= 0, kv_horizon_steps >= 0, 0 <= kv_watermark < 1, block_tokens >= 1, "
+                             "kv_reserve >= 0, kv_horizon_steps >= 0, "
                              "length_window_steps >= 1, min_length_samples >= 1, "
                              "0 <= max_waiting_share <= 1, explore_growth >= 1 and stall_decisions >= 1")
         self.slo = slo
@@ -128,10 +126,8 @@ class AdaptiveBudget(BudgetPolicy):
         self.max_queue_delay_s = max_queue_delay_s
         self.kv_reserve = kv_reserve
         self.kv_horizon_steps = kv_horizon_steps
-        self.kv_watermark = kv_watermark
         self.length_window_steps = length_window_steps
         self.min_length_samples = min_length_samples
-        self.block_tokens = block_tokens
         self.max_waiting_share = max_waiting_share
         self.explore_growth = explore_growth
         self.stall_decisions = stall_decisions
@@ -237,10 +233,8 @@ class AdaptiveBudget(BudgetPolicy):
         # the prefill to admit, which fills the cache with young requests that all hold their
         # blocks for a whole output.
         output = max(1.0, self._decode_tokens / finished)
-        kv_tokens = state.num_total_blocks * (1.0 - self.kv_watermark) * self.block_tokens
-        pool = kv_tokens / (prompt + output / 2)
-        free = (state.num_free_blocks - math.ceil(self.kv_watermark * state.num_total_blocks)) * self.block_tokens
-        room = max(0.0, free - state.num_decodes * output)
+        pool = state.admissible_kv_tokens / (prompt + output / 2)
+        room = max(0.0, state.admissible_free_tokens - state.num_decodes * output)
         return state.num_decodes + int((prompt * pool + room) / output)
 
     def _kv_room(self, state: EngineState) -> int | None:
@@ -249,8 +243,7 @@ class AdaptiveBudget(BudgetPolicy):
         they grow into); None without KV telemetry."""
         if not state.num_total_blocks:
             return None
-        usable = state.num_free_blocks - math.ceil(self.kv_watermark * state.num_total_blocks)
-        return max(0, usable * self.block_tokens - state.num_decodes * self.kv_horizon_steps)
+        return max(0, state.admissible_free_tokens - state.num_decodes * self.kv_horizon_steps)
 
     def _queue_target_s(self) -> float:
         return min(self._ttft.target_s * self._ttft_feedback.factor, self.max_queue_delay_s)

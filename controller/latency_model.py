@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from river import drift, linear_model, metrics, utils
 
-from adaptive_sarathi.controller.estimator import Estimator
+from adaptive_sarathi.engine.estimator import Estimator
 from adaptive_sarathi.controller.latency_features import step_features
 from adaptive_sarathi.controller.rolling_quantile import RollingQuantile
 from adaptive_sarathi.engine.latency.shape import LatencyModel, StepShape
@@ -153,7 +153,7 @@ class OnlineLatencyModel(Estimator):
 
     def observe(self, stats: StepStats) -> None:
         """learn_one() from a finished engine step (stats is not mutated)."""
-        self.learn_one(StepShape.from_stats(stats), stats.duration_s)
+        self.learn_one(stats.shape, stats.duration_s)
 
     def learn_one(self, shape: StepShape, duration_s: float) -> None:
         """Score the prediction for `shape` against `duration_s` (the online error), then learn

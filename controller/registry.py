@@ -7,7 +7,7 @@ from typing import Any, Mapping
 
 from adaptive_sarathi.controller.adaptive import AdaptiveBudget
 from adaptive_sarathi.controller.latency_model import OnlineLatencyModel
-from adaptive_sarathi.controller.policy import BudgetPolicy, FixedBudget
+from adaptive_sarathi.engine.budget import BudgetPolicy, FixedBudget
 from adaptive_sarathi.controller.slack import SlackBudget
 from adaptive_sarathi.controller.slo import SLOPolicy
 from adaptive_sarathi.controller.two_level import TwoLevelBudget

@@ -29,6 +29,10 @@ from adaptive_sarathi.controller.registry import ADAPTIVE_PARAMS
 
 SEED_POLICIES = ("adaptive", "fixed")
 FIXED_PARAMS = ("token_budget", "max_chunk")
+# Names older seed files may hold that are deployment facts, not hyperparameters: the policy now
+# reads them from the engine state. Refused with a message saying so, rather than silently
+# dropped, so that nobody believes a seed file still sets them.
+DEPLOYMENT_FACTS = {"block_tokens": "the engine's --block-size", "kv_watermark": "SchedulerConfig.watermark"}
 
 
 class SeedFileError(ValueError):
@@ -72,6 +76,11 @@ def _entry(raw: Any, where: str) -> SeedEntry:
     params = raw.get("params", {})
     if not isinstance(params, dict):
         raise SeedFileError(f"{where}: field 'params' must be a mapping of hyperparameter names to values")
+    facts = sorted(set(params) & set(DEPLOYMENT_FACTS))
+    if facts:
+        raise SeedFileError(f"{where}: params {', '.join(facts)} are deployment facts, not tunable: the policy reads "
+                            f"them from the engine ({', '.join(DEPLOYMENT_FACTS[f] for f in facts)}); delete them "
+                            "from the seed file")
     known = ADAPTIVE_PARAMS if policy == "adaptive" else FIXED_PARAMS
     unknown = sorted(set(params) - set(known))
     if unknown:

@@ -5,9 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from adaptive_sarathi.controller.ladder import budget_ladder, candidate_shape, search_ladder
-from adaptive_sarathi.controller.policy import BudgetPolicy
+from adaptive_sarathi.engine.budget import BudgetPolicy, StepBudget
 from adaptive_sarathi.controller.slo import SLOPolicy
-from adaptive_sarathi.engine.batch import StepBudget
 from adaptive_sarathi.engine.latency.shape import LatencyModel, StepShape
 from adaptive_sarathi.engine.stats import EngineState, StepStats
 
@@ -71,7 +70,7 @@ class SlackBudget(BudgetPolicy):
     def observe(self, stats: StepStats) -> None:
         if self.prior is not None or self.coefficients is not None or stats.duration_s <= 0:
             return
-        self._rows.append(_row(StepShape.from_stats(stats)))
+        self._rows.append(_row(stats.shape))
         self._durations.append(stats.duration_s)
         if len(self._rows) >= self.fit_steps:
             solution = np.linalg.lstsq(np.array(self._rows), np.array(self._durations), rcond=None)[0]

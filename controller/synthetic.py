@@ -12,8 +12,7 @@ import math
 import random
 from dataclasses import dataclass, field
 
-from adaptive_sarathi.controller.policy import BudgetPolicy
-from adaptive_sarathi.engine.batch import StepBudget
+from adaptive_sarathi.engine.budget import BudgetPolicy, StepBudget
 from adaptive_sarathi.engine.latency.shape import LatencyModel, StepShape
 from adaptive_sarathi.engine.stats import EngineState, StepStats
 
@@ -93,7 +92,9 @@ class SyntheticStream:
         return EngineState(
             now_s=self.now_s, num_waiting=len(self._waiting), num_running=len(self._running),
             num_decodes=len(decodes), num_free_blocks=max(0, 100_000 - self._used_blocks()),
-            num_total_blocks=100_000, decode_context_tokens=sum(r.computed + r.generated for r in decodes),
+            num_total_blocks=100_000, block_size=16,
+            admissible_free_tokens=max(0, 100_000 - 1000 - self._used_blocks()) * 16, admissible_kv_tokens=99_000 * 16,
+            decode_context_tokens=sum(r.computed + r.generated for r in decodes),
             running_prefill_tokens=sum(r.prompt - r.computed for r in self._running if r.in_prefill),
             waiting_prefill_tokens=sum(r.prompt for r in self._waiting),
             oldest_waiting_age_s=self.now_s - self._waiting[0].arrival_s if self._waiting else 0.0,
@@ -142,9 +143,7 @@ class SyntheticStream:
         self._running = [r for r in self._running if r.generated < r.output]
         stats = StepStats(
             step_index=self._step, start_time_s=start, duration_s=duration,
-            num_decode_tokens=len(decodes), num_prefill_tokens=shape.num_prefill_tokens,
-            num_seqs=len(contexts), num_prefill_seqs=len(chunks), sum_context_tokens=shape.sum_context_tokens,
-            max_context_tokens=max(contexts, default=0), num_waiting=len(self._waiting),
+            shape=shape, num_seqs=len(contexts), num_waiting=len(self._waiting),
             num_running=len(self._running), num_free_blocks=max(0, 100_000 - self._used_blocks()),
             num_total_blocks=100_000, num_preempted=0, token_budget=budget.token_budget,
             max_chunk=budget.chunk_limit, first_token_latencies_s=tuple(ttfts), max_token_gap_s=max(gaps, default=0.0))

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from adaptive_sarathi.controller.policy import BudgetPolicy
+from adaptive_sarathi.engine.budget import BudgetPolicy, StepBudget
 from adaptive_sarathi.controller.slo import SLOPolicy
-from adaptive_sarathi.engine.batch import StepBudget
 from adaptive_sarathi.engine.stats import EngineState
 
 

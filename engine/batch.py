@@ -1,4 +1,5 @@
-"""Contracts between the controller, the scheduler and the executor for one engine step."""
+"""Contracts between the scheduler and the executor for one engine step (the budget a step runs
+under is in engine/budget.py)."""
 
 from __future__ import annotations
 
@@ -8,28 +9,6 @@ from functools import cached_property
 import numpy as np
 
 from adaptive_sarathi.engine.sampling_params import SamplingParams
-
-
-@dataclass(frozen=True)
-class StepBudget:
-    """Limits for one iteration, decided by the controller before each step.
-
-    token_budget: most tokens (decodes count 1 each, plus prefill chunks) the step may process.
-    max_chunk: most prompt tokens one request may take in this step; None = token_budget.
-    """
-
-    token_budget: int
-    max_chunk: int | None = None
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.token_budget, int) or self.token_budget < 1:
-            raise ValueError(f"StepBudget.token_budget={self.token_budget!r}: use an integer >= 1")
-        if self.max_chunk is not None and (not isinstance(self.max_chunk, int) or self.max_chunk < 1):
-            raise ValueError(f"StepBudget.max_chunk={self.max_chunk!r}: use an integer >= 1 or None")
-
-    @property
-    def chunk_limit(self) -> int:
-        return self.token_budget if self.max_chunk is None else min(self.max_chunk, self.token_budget)
 
 
 class BlockTable(tuple):

@@ -41,6 +41,17 @@ class BlockManager:
         return len(self._free)
 
     @property
+    def num_admissible_free_blocks(self) -> int:
+        """Free blocks an admission may take: those above `watermark_blocks` (the rule
+        `can_allocate(..., use_watermark=True)` applies); never negative."""
+        return max(0, len(self._free) - self.watermark_blocks)
+
+    @property
+    def num_admissible_blocks(self) -> int:
+        """Blocks admissions may ever fill: all but `watermark_blocks`."""
+        return self._num_blocks - self.watermark_blocks
+
+    @property
     def usage(self) -> float:
         """Fraction of blocks owned by some request, in [0, 1]."""
         return 1.0 - len(self._free) / self._num_blocks
@@ -63,8 +74,7 @@ class BlockManager:
         leave `watermark_blocks` free. Mutates nothing.
         """
         need = self.num_new_blocks(request_id, num_tokens_total)
-        reserve = self.watermark_blocks if use_watermark else 0
-        return need == 0 or need <= len(self._free) - reserve
+        return need == 0 or need <= (self.num_admissible_free_blocks if use_watermark else len(self._free))
 
     def allocate(self, request_id: str, num_tokens_total: int) -> None:
         """Grow the request's table (created if absent) to cover `num_tokens_total` positions.

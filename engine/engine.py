@@ -6,14 +6,16 @@ import itertools
 import time
 from typing import Callable
 
-from adaptive_sarathi.controller.policy import BudgetPolicy
+from adaptive_sarathi.engine.budget import BudgetPolicy, StepBudget
+from adaptive_sarathi.engine.batch import ScheduledBatch, StepResult
 from adaptive_sarathi.engine.executor import Executor
+from adaptive_sarathi.engine.latency.shape import StepShape
 from adaptive_sarathi.engine.outputs import RequestOutput
 from adaptive_sarathi.engine.request import FinishReason, Request
 from adaptive_sarathi.engine.sampling_params import SamplingParams
 from adaptive_sarathi.engine.schedulers.base import RequestUpdate, Scheduler
 from adaptive_sarathi.engine.state import snapshot_state
-from adaptive_sarathi.engine.stats import StepStats
+from adaptive_sarathi.engine.stats import EngineState, StepStats
 from adaptive_sarathi.engine.stop_strings import find_stop
 from adaptive_sarathi.engine.tokenizer import Tokenizer
 
@@ -119,13 +121,34 @@ class LLMEngine:
             raise InvalidRequestError("prompt", f"token id {bad} is outside the vocabulary [0, {vocab})")
         return list(prompt)
 
-    def abort_request(self, request_id: str) -> bool:
-        """Stop a request and free its KV blocks. Returns False when it is unknown or finished."""
-        self._live.pop(request_id, None)
-        return self.scheduler.finish_request(request_id, FinishReason.ABORT, self.clock())
+    def abort_request(self, request_id: str) -> RequestOutput | None:
+        """Stop a request and free its KV blocks. Returns its final output (finish reason abort,
+        no new tokens, the text detokenized so far), or None when it is unknown or finished
+        (nothing changes then)."""
+        live = self._live.get(request_id)
+        if live is None or not self.scheduler.finish_request(request_id, FinishReason.ABORT, self.clock()):
+            return None
+        del self._live[request_id]
+        request, text_state = live
+        return RequestOutput(request_id, request.prompt_token_ids, list(request.output_token_ids), [],
+                             text_state.text, "", True, FinishReason.ABORT, request.timeline, request.num_preemptions)
 
     def has_unfinished_requests(self) -> bool:
         return self.scheduler.has_unfinished()
+
+    def state(self) -> EngineState:
+        """What the budget policy sees now (the snapshot step() hands it); reads, never mutates."""
+        return snapshot_state(self.scheduler, self.clock())
+
+    @property
+    def num_waiting(self) -> int:
+        """Requests queued for admission (new or preempted), including any not yet arrived."""
+        return self.scheduler.num_waiting
+
+    @property
+    def num_running(self) -> int:
+        """Requests admitted and holding KV blocks."""
+        return self.scheduler.num_running
 
     @property
     def num_steps(self) -> int:
@@ -138,42 +161,33 @@ class LLMEngine:
         """Run one iteration. Returns the outputs of requests that advanced; an empty list when
         nothing could run (e.g. every waiting request arrives in the future)."""
         start = self.clock()
-        sched = self.scheduler
-        budget = self.policy.decide(snapshot_state(sched, start))
-        batch = sched.schedule(budget, start)
+        budget = self.policy.decide(snapshot_state(self.scheduler, start))
+        batch = self.scheduler.schedule(budget, start)
         if batch.is_empty:
             return []
         result = self.executor.execute(batch)
         end = self.clock()
-        updates = sched.update(result, end)
-        decode_tokens = prefill_tokens = prefill_seqs = sum_context = max_context = 0
-        for c in batch.chunks:  # one pass: this runs every step, and simulated steps are cheap
-            n = len(c.token_ids)
-            context = c.start_position + n
-            sum_context += context
-            if context > max_context:
-                max_context = context
-            if c.is_prefill:
-                prefill_tokens += n
-                prefill_seqs += 1
-            else:
-                decode_tokens += n
-        first_token_latencies, max_gap = _token_latencies(updates, self._live, end)
-        stats = StepStats(
-            step_index=self._step_index, start_time_s=start, duration_s=result.duration_s,
-            num_decode_tokens=decode_tokens, num_prefill_tokens=prefill_tokens,
-            num_seqs=len(batch.chunks), num_prefill_seqs=prefill_seqs,
-            sum_context_tokens=sum_context, max_context_tokens=max_context,
-            num_waiting=sched.num_waiting, num_running=sched.num_running,
-            num_free_blocks=sched.block_manager.num_free_blocks,
-            num_total_blocks=sched.block_manager.num_total_blocks,
-            num_preempted=len(batch.preempted_ids), token_budget=budget.token_budget,
-            max_chunk=budget.chunk_limit, first_token_latencies_s=first_token_latencies, max_token_gap_s=max_gap)
+        updates = self.scheduler.update(result, end)
+        stats = self._stats(budget, batch, result, updates, start, end)
         self._step_index += 1
         self.policy.observe(stats)
         for listener in self.stats_listeners:
             listener(stats)
         return [self._output(u, end) for u in updates]
+
+    def _stats(self, budget: StepBudget, batch: ScheduledBatch, result: StepResult, updates: list[RequestUpdate],
+               start: float, end: float) -> StepStats:
+        """The StepStats of the step just updated (queue and KV counts as the update left them)."""
+        sched = self.scheduler
+        first_token_latencies, max_gap = _token_latencies(updates, self._live, end)
+        return StepStats(
+            step_index=self._step_index, start_time_s=start, duration_s=result.duration_s,
+            shape=StepShape.from_batch(batch), num_seqs=len(batch.chunks),
+            num_waiting=sched.num_waiting, num_running=sched.num_running,
+            num_free_blocks=sched.block_manager.num_free_blocks,
+            num_total_blocks=sched.block_manager.num_total_blocks,
+            num_preempted=len(batch.preempted_ids), token_budget=budget.token_budget,
+            max_chunk=budget.chunk_limit, first_token_latencies_s=first_token_latencies, max_token_gap_s=max_gap)
 
     def _output(self, update: RequestUpdate, now: float) -> RequestOutput:
         request, text_state = self._live[update.request_id]

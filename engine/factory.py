@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
-from adaptive_sarathi.controller.policy import BudgetPolicy, FixedBudget
+from adaptive_sarathi.engine.budget import BudgetPolicy, FixedBudget
 from adaptive_sarathi.engine.config import CacheConfig, SchedulerConfig
 from adaptive_sarathi.engine.cuda_graph import decode_graphs_supported
 from adaptive_sarathi.engine.engine import LLMEngine

@@ -8,6 +8,14 @@ from dataclasses import dataclass, field
 from adaptive_sarathi.engine.sampling_params import SamplingParams
 
 
+def in_prefill(num_output_tokens: int, num_pending_tokens: int) -> bool:
+    """The one is-prefill rule: a request is in prefill while it has no output yet or more than one
+    token is pending. A preempted request recomputes its prompt and outputs (all pending again), so
+    its recompute counts as prefill; a request with outputs and exactly one pending token (its
+    last output) decodes."""
+    return num_output_tokens == 0 or num_pending_tokens > 1
+
+
 class RequestStatus(enum.Enum):
     WAITING = "waiting"
     RUNNING = "running"
@@ -91,8 +99,9 @@ class Request:
 
     @property
     def is_prefill(self) -> bool:
+        """See in_prefill."""
         outputs = self.output_token_ids
-        return not outputs or len(self.prompt_token_ids) + len(outputs) - self.num_computed_tokens > 1
+        return in_prefill(len(outputs), len(self.prompt_token_ids) + len(outputs) - self.num_computed_tokens)
 
     @property
     def is_finished(self) -> bool:

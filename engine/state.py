@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from adaptive_sarathi.engine.request import in_prefill
 from adaptive_sarathi.engine.schedulers.common import QueueScheduler
 from adaptive_sarathi.engine.stats import EngineState
 
@@ -14,11 +15,11 @@ def snapshot_state(scheduler: QueueScheduler, now: float) -> EngineState:
     running_prefill = 0
     max_gap = 0.0
     for r in scheduler.running:
-        # Request.is_prefill and num_pending_tokens, written out: this runs every step.
+        # num_pending_tokens written out (this runs every step), the rule not.
         outputs = r.output_token_ids
         num_tokens = len(r.prompt_token_ids) + len(outputs)
         pending = num_tokens - r.num_computed_tokens
-        if not outputs or pending > 1:
+        if in_prefill(len(outputs), pending):
             running_prefill += pending
         else:
             decodes += 1
@@ -38,6 +39,8 @@ def snapshot_state(scheduler: QueueScheduler, now: float) -> EngineState:
     bm = scheduler.block_manager
     return EngineState(
         now_s=now, num_waiting=num_arrived, num_running=scheduler.num_running, num_decodes=decodes,
-        num_free_blocks=bm.num_free_blocks, num_total_blocks=bm.num_total_blocks,
+        num_free_blocks=bm.num_free_blocks, num_total_blocks=bm.num_total_blocks, block_size=bm.block_size,
+        admissible_free_tokens=bm.num_admissible_free_blocks * bm.block_size,
+        admissible_kv_tokens=bm.num_admissible_blocks * bm.block_size,
         decode_context_tokens=decode_context, running_prefill_tokens=running_prefill,
         waiting_prefill_tokens=waiting_tokens, oldest_waiting_age_s=oldest_age, max_decode_gap_s=max_gap)

@@ -4,20 +4,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from adaptive_sarathi.engine.latency.shape import StepShape
+
 
 @dataclass(frozen=True)
 class StepStats:
-    """Shape, cost and queue state of one iteration. Units are in the field names or noted."""
+    """Shape, cost and queue state of one iteration. Units are in the field names or noted.
+
+    `shape` is computed once per step from the scheduled batch (StepShape.from_batch); the token
+    counts below are read from it, and latency models learn from it as it is."""
 
     step_index: int
     start_time_s: float
     duration_s: float
-    num_decode_tokens: int
-    num_prefill_tokens: int
+    shape: StepShape
     num_seqs: int
-    num_prefill_seqs: int
-    sum_context_tokens: int  # context lengths attended, summed over the step's sequences
-    max_context_tokens: int
     num_waiting: int
     num_running: int
     num_free_blocks: int
@@ -30,7 +31,24 @@ class StepStats:
 
     @property
     def num_tokens(self) -> int:
-        return self.num_decode_tokens + self.num_prefill_tokens
+        return self.shape.num_tokens
+
+    @property
+    def num_decode_tokens(self) -> int:
+        return self.shape.num_decode_tokens
+
+    @property
+    def num_prefill_tokens(self) -> int:
+        return self.shape.num_prefill_tokens
+
+    @property
+    def num_prefill_seqs(self) -> int:
+        return self.shape.num_prefill_seqs
+
+    @property
+    def sum_context_tokens(self) -> int:
+        """Context lengths attended, summed over the step's sequences."""
+        return self.shape.sum_context_tokens
 
 
 @dataclass(frozen=True)
@@ -44,6 +62,11 @@ class EngineState:
     num_decodes: int  # running requests whose next step is a single decode token
     num_free_blocks: int
     num_total_blocks: int
+    # Deployment facts, from the block manager (the scheduler's own admission rule): a policy reads
+    # them here, never from its constructor. 0 for all three means no KV telemetry.
+    block_size: int  # tokens per KV block
+    admissible_free_tokens: int  # free KV tokens above the admission watermark (what admissions may take now)
+    admissible_kv_tokens: int  # KV tokens admissions may ever fill (the cache less the watermark)
     decode_context_tokens: int = 0  # summed context of those decodes (what a decode step attends)
     running_prefill_tokens: int = 0  # pending prompt tokens of admitted, still-prefilling requests
     waiting_prefill_tokens: int = 0  # pending tokens of arrived waiting requests

@@ -48,8 +48,7 @@ import numpy as np
 from adaptive_sarathi.capacity import CapacityResult, find_capacity
 from adaptive_sarathi.controller.slo import load_slo_policy
 from adaptive_sarathi.engine.config import SchedulerConfig
-from adaptive_sarathi.controller.policy import BudgetPolicy
-from adaptive_sarathi.engine.batch import StepBudget
+from adaptive_sarathi.engine.budget import BudgetPolicy, StepBudget
 from adaptive_sarathi.engine.simulator import SimulationResult, simulate
 from adaptive_sarathi.engine.stats import EngineState
 from adaptive_sarathi.scenario import Scenario, default_kv_blocks, latency_model, slo_targets

@@ -48,7 +48,7 @@ from pathlib import Path
 import torch
 
 import adaptive_sarathi.engine.engine as engine_module
-from adaptive_sarathi.controller.policy import FixedBudget
+from adaptive_sarathi.engine.budget import FixedBudget
 from adaptive_sarathi.engine.batch import ScheduledBatch, StepResult
 from adaptive_sarathi.engine.config import SchedulerConfig
 from adaptive_sarathi.engine.engine import LLMEngine

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from adaptive_sarathi.controller.policy import FixedBudget
+from adaptive_sarathi.engine.budget import FixedBudget
 from adaptive_sarathi.engine.factory import EngineArgs, create_engine
 from adaptive_sarathi.engine.latency import LinearLatencyModel, StepShape
 from adaptive_sarathi.engine.latency.linear import FEATURES
@@ -92,7 +92,7 @@ def main() -> None:
     engine = create_engine(EngineArgs(device="cpu", dtype="float32", token_budget=args.token_budget, seed=args.seed))
     real_timelines, stats = serve_in_real_time(engine, workload, args.seed)
     model = LinearLatencyModel.fit(stats)
-    fit_error = float(np.mean([abs(model.step_time(StepShape.from_stats(s)) - s.duration_s) / s.duration_s
+    fit_error = float(np.mean([abs(model.step_time(s.shape) - s.duration_s) / s.duration_s
                                for s in stats]))
     sim = simulate(workload, engine.scheduler.config, FixedBudget(args.token_budget), model,
                    num_kv_blocks=engine.executor.num_kv_blocks)

@@ -20,7 +20,7 @@ import time
 from datetime import date
 from pathlib import Path
 
-from adaptive_sarathi.controller.policy import FixedBudget
+from adaptive_sarathi.engine.budget import FixedBudget
 from adaptive_sarathi.engine.config import SchedulerConfig
 from adaptive_sarathi.engine.latency.roofline import roofline_from_spec
 from adaptive_sarathi.engine.simulator import simulate

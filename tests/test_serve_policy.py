@@ -5,8 +5,8 @@ import argparse
 import pytest
 
 from adaptive_sarathi import SamplingParams
-from adaptive_sarathi.cli import _serve_policy, build_parser
-from adaptive_sarathi.controller.policy import FixedBudget
+from adaptive_sarathi.cli import _serve_engine_args, _serve_policy, build_parser
+from adaptive_sarathi.engine.budget import FixedBudget
 from adaptive_sarathi.engine.factory import EngineArgs, create_engine
 
 
@@ -47,3 +47,23 @@ def test_default_is_the_fixed_token_budget():
 def test_bad_policy_flags_name_the_problem(flags, fragment):
     with pytest.raises(ValueError, match=fragment):
         _serve_policy(serve_args(*flags))
+
+
+def test_serve_block_size_32_with_the_adaptive_policy_plans_kv_room_in_blocks_of_32():
+    args = serve_args("--model", "dummy:tiny", "--num-kv-blocks", "200", "--block-size", "32",
+                      "--policy", "adaptive", "--slo-policy", "smollm2-cpu-strict")
+    engine = create_engine(_serve_engine_args(args), _serve_policy(args))
+    for i in range(3):
+        engine.add_request(list(range(1, 50 + 20 * i)), SamplingParams(max_tokens=8, ignore_eos=True))
+    for _ in range(3):
+        engine.step()
+    state = engine.state()
+    blocks = engine.scheduler.block_manager
+    assert state.block_size == 32 and blocks.block_size == 32
+    # Blocks above the scheduler's admission watermark (floor(1%) of 200 = 2), 32 tokens each.
+    assert state.admissible_free_tokens == (blocks.num_free_blocks - 2) * 32
+    assert state.admissible_kv_tokens == 198 * 32
+    assert state.num_decodes > 0
+    # The policy's KV-room arithmetic plans with those 32-token blocks.
+    horizon = engine.policy.kv_horizon_steps
+    assert engine.policy._kv_room(state) == (blocks.num_free_blocks - 2) * 32 - state.num_decodes * horizon

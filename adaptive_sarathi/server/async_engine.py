@@ -19,7 +19,6 @@ from typing import Protocol
 
 from adaptive_sarathi.engine.engine import InvalidRequestError, LLMEngine
 from adaptive_sarathi.engine.outputs import RequestOutput
-from adaptive_sarathi.engine.request import FinishReason
 from adaptive_sarathi.engine.sampling_params import SamplingParams
 from adaptive_sarathi.engine.stats import EngineState, StepStats
 from adaptive_sarathi.engine.tokenizer import Tokenizer
@@ -273,10 +272,9 @@ class AsyncEngine:
         return True
 
     def _submit(self, command: _Submit) -> None:
-        scheduler = self.engine.scheduler
-        if self.max_waiting is not None and scheduler.num_waiting + len(command.prompts) > self.max_waiting:
+        if self.max_waiting is not None and self.engine.num_waiting + len(command.prompts) > self.max_waiting:
             self._loop.call_soon_threadsafe(self._resolve, command.accepted, QueueFullError(
-                f"{scheduler.num_waiting} requests are waiting (--max-waiting {self.max_waiting})"))
+                f"{self.engine.num_waiting} requests are waiting (--max-waiting {self.max_waiting})"))
             return
         added: list[str] = []
         try:
@@ -295,18 +293,8 @@ class AsyncEngine:
 
     def _abort(self, request_ids: Sequence[str]) -> list[RequestOutput]:
         """Abort requests the engine holds; returns their final outputs (finish reason abort)."""
-        finals = []
-        for rid in request_ids:
-            request = self.engine.scheduler.get_request(rid)
-            if request is None or not self.engine.abort_request(rid):
-                continue
-            # The engine keeps the detokenized text private; streams only need the empty delta.
-            finals.append(RequestOutput(
-                request_id=rid, prompt_token_ids=request.prompt_token_ids,
-                token_ids=list(request.output_token_ids), new_token_ids=[], text="", delta_text="",
-                finished=True, finish_reason=FinishReason.ABORT, timeline=request.timeline,
-                num_preemptions=request.num_preemptions))
-        return finals
+        finals = (self.engine.abort_request(rid) for rid in request_ids)
+        return [f for f in finals if f is not None]
 
     def _emit(self, outputs: list[RequestOutput]) -> None:
         if not outputs:
@@ -319,8 +307,4 @@ class AsyncEngine:
         self._loop.call_soon_threadsafe(self._deliver, outputs)
 
     def _state(self) -> EngineState:
-        scheduler = self.engine.scheduler
-        blocks = scheduler.block_manager
-        return EngineState(now_s=self.clock(), num_waiting=scheduler.num_waiting,
-                           num_running=scheduler.num_running, num_decodes=scheduler.num_decodes,
-                           num_free_blocks=blocks.num_free_blocks, num_total_blocks=blocks.num_total_blocks)
+        return self.engine.state()

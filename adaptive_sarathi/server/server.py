@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from adaptive_sarathi.engine.engine import LLMEngine
-from adaptive_sarathi.controller.policy import BudgetPolicy
+from adaptive_sarathi.engine.budget import BudgetPolicy
 from adaptive_sarathi.engine.factory import EngineArgs, create_engine
 from adaptive_sarathi.engine.gc_tuning import tune_garbage_collection
 from adaptive_sarathi.engine.loaders.default_model import DEFAULT_NAME

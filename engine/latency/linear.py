@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
 from adaptive_sarathi.engine.latency.shape import StepShape
-from adaptive_sarathi.engine.stats import StepStats
+
+if TYPE_CHECKING:  # stats imports the latency package (StepShape): only the annotation needs StepStats
+    from adaptive_sarathi.engine.stats import StepStats
 
 FEATURES = ("intercept", "num_prefill_tokens", "num_decode_tokens", "num_prefill_seqs", "sum_context_tokens")
 

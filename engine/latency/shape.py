@@ -6,7 +6,6 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from adaptive_sarathi.engine.batch import ScheduledBatch
-from adaptive_sarathi.engine.stats import StepStats
 
 
 @dataclass(frozen=True)
@@ -27,12 +26,8 @@ class StepShape:
         return self.num_prefill_tokens + self.num_decode_tokens
 
     @classmethod
-    def from_stats(cls, stats: StepStats) -> "StepShape":
-        return cls(stats.num_prefill_tokens, stats.num_decode_tokens, stats.num_prefill_seqs,
-                   stats.sum_context_tokens)
-
-    @classmethod
     def from_batch(cls, batch: ScheduledBatch) -> "StepShape":
+        """The shape of `batch` (prefill or decode as each chunk's is_prefill says); one pass."""
         prefill_tokens = decode_tokens = prefill_seqs = context = 0
         for c in batch.chunks:  # the simulator calls this every step: no property calls inside
             n = len(c.token_ids)

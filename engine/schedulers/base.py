@@ -5,7 +5,8 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
-from adaptive_sarathi.engine.batch import ScheduledBatch, StepBudget, StepResult
+from adaptive_sarathi.engine.batch import ScheduledBatch, StepResult
+from adaptive_sarathi.engine.budget import StepBudget
 from adaptive_sarathi.engine.request import FinishReason, Request
 
 

@@ -6,10 +6,11 @@ from abc import abstractmethod
 from collections import deque
 from collections.abc import Iterator
 
-from adaptive_sarathi.engine.batch import BlockTable, ScheduledBatch, ScheduledChunk, StepBudget, StepResult
+from adaptive_sarathi.engine.batch import BlockTable, ScheduledBatch, ScheduledChunk, StepResult
+from adaptive_sarathi.engine.budget import StepBudget
 from adaptive_sarathi.engine.block_manager import BlockManager
 from adaptive_sarathi.engine.config import SchedulerConfig
-from adaptive_sarathi.engine.request import FinishReason, Request, RequestStatus
+from adaptive_sarathi.engine.request import FinishReason, Request, RequestStatus, in_prefill
 from adaptive_sarathi.engine.schedulers.base import RequestUpdate, Scheduler
 
 
@@ -286,8 +287,8 @@ class QueueScheduler(Scheduler):
         outputs = request.output_token_ids
         position = request.num_computed_tokens
         table = self._block_tables.get(request.request_id)
-        if (table is None or len(table) * self._block_size <= position or not outputs
-                or len(request.prompt_token_ids) + len(outputs) - position != 1):
+        if (table is None or len(table) * self._block_size <= position
+                or in_prefill(len(outputs), len(request.prompt_token_ids) + len(outputs) - position)):
             return self._schedule_running(step, request, 1)
         assert request.request_id not in step.scheduled_ids, "a request is scheduled twice in a step"
         # Positional, in field order: the last output, sampled, not a prefill.
@@ -327,7 +328,7 @@ class QueueScheduler(Scheduler):
         # Positional, in field order: this runs for every chunk of every step.
         step.add(ScheduledChunk(request.request_id, tuple(request.token_ids_slice(start, end)), start, block_table,
                                 end == num_all, request.sampling_params, len(outputs),
-                                not outputs or num_all - start > 1))
+                                in_prefill(len(outputs), num_all - start)))
 
     def _stop_reason(self, request: Request, token: int) -> FinishReason | None:
         params = request.sampling_params

@@ -11,7 +11,7 @@ from typing import Protocol, Sequence
 import numpy as np
 from tqdm import tqdm
 
-from adaptive_sarathi.controller.policy import BudgetPolicy
+from adaptive_sarathi.engine.budget import BudgetPolicy
 from adaptive_sarathi.engine.config import SchedulerConfig
 from adaptive_sarathi.engine.engine import LLMEngine
 from adaptive_sarathi.engine.latency.shape import LatencyModel

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from adaptive_sarathi.controller.policy import BudgetPolicy
+from adaptive_sarathi.engine.budget import BudgetPolicy
 from adaptive_sarathi.controller.registry import make_policy
 from adaptive_sarathi.controller.slo import SLOPolicy, load_slo_policy
 from adaptive_sarathi.controller.synthetic import ToyLatency
@@ -29,25 +29,33 @@ def build(spec: str, with_prior: bool, seed: int = 0, slo: SLOPolicy = SLO) -> B
     return make_policy(spec, slo, prior=TRUTH if with_prior else None, seed=seed)
 
 
-def state(**fields) -> EngineState:
-    """An EngineState with plausible defaults (16 decodes of 1k context, a short queue)."""
+WATERMARK = 0.01  # SchedulerConfig.watermark's default
+
+
+def state(block_size: int = 16, **fields) -> EngineState:
+    """An EngineState with plausible defaults (16 decodes of 1k context, a short queue); the
+    admissible KV tokens follow from the block counts by the scheduler's watermark rule
+    (floor(WATERMARK x blocks) reserved) unless given."""
     values = dict(now_s=10.0, num_waiting=4, num_running=17, num_decodes=16, num_free_blocks=5000,
                   num_total_blocks=10000, decode_context_tokens=16 * 1024, running_prefill_tokens=800,
                   waiting_prefill_tokens=4000, oldest_waiting_age_s=0.1, max_decode_gap_s=0.0)
     values.update(fields)
-    return EngineState(**values)
+    reserved = int(WATERMARK * values["num_total_blocks"])
+    values.setdefault("admissible_free_tokens", max(0, values["num_free_blocks"] - reserved) * block_size)
+    values.setdefault("admissible_kv_tokens", (values["num_total_blocks"] - reserved) * block_size)
+    return EngineState(block_size=block_size, **values)
 
 
 def stats(**fields) -> StepStats:
     """A StepStats of a mixed step (16 decodes + 512 prefill tokens) with its ToyLatency duration."""
-    values = dict(step_index=0, start_time_s=10.0, duration_s=0.0, num_decode_tokens=16, num_prefill_tokens=512,
-                  num_seqs=17, num_prefill_seqs=1, sum_context_tokens=16 * 1024 + 512, max_context_tokens=1100,
+    shape = dict(num_prefill_tokens=512, num_decode_tokens=16, num_prefill_seqs=1, sum_context_tokens=16 * 1024 + 512)
+    shape.update({k: fields.pop(k) for k in list(fields) if k in shape})
+    values = dict(step_index=0, start_time_s=10.0, duration_s=0.0, shape=StepShape(**shape), num_seqs=17,
                   num_waiting=4, num_running=17, num_free_blocks=5000, num_total_blocks=10000, num_preempted=0,
                   token_budget=528, max_chunk=512, first_token_latencies_s=(), max_token_gap_s=0.03)
     values.update(fields)
     if not values["duration_s"]:
-        values["duration_s"] = TRUTH.step_time(StepShape(values["num_prefill_tokens"], values["num_decode_tokens"],
-                                                         values["num_prefill_seqs"], values["sum_context_tokens"]))
+        values["duration_s"] = TRUTH.step_time(values["shape"])
     return StepStats(**values)
 
 

@@ -97,7 +97,7 @@ def test_flow_budget_refills_the_decode_pool_a_full_cache_holds():
     d = policy.last_decision
     # 512 prompt and 16 decode tokens per finished request; the cache holds 10000 blocks of 16.
     prompt, output = 512, 16
-    pool = 10000 * (1 - policy.kv_watermark) * 16 / (prompt + output / 2)
+    pool = (10000 - 100) * 16 / (prompt + output / 2)  # the scheduler reserves floor(1%) of the blocks
     assert abs(d.flow_budget - (128 + prompt * pool / output)) < 0.05 * d.flow_budget
     fresh = AdaptiveBudget(SLO, OnlineLatencyModel(prior=TRUTH))
     for _ in range(100):  # steps in which no request finishes
@@ -152,7 +152,7 @@ def test_output_length_counts_only_finished_requests():
     policy.decide(heavy(num_free_blocks=100))
     assert policy.last_decision.reason == "model"
     prompt, output = 512, 610 / 20  # not 610 / 40
-    pool = 10000 * (1 - policy.kv_watermark) * 16 / (prompt + output / 2)
+    pool = (10000 - 100) * 16 / (prompt + output / 2)  # the scheduler reserves floor(1%) of the blocks
     assert abs(policy.last_decision.flow_budget - (128 + prompt * pool / output)) <= 1
 
 

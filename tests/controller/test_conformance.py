@@ -9,7 +9,7 @@ import pickle
 import pytest
 
 from adaptive_sarathi.controller.synthetic import SyntheticStream
-from adaptive_sarathi.engine.batch import StepBudget
+from adaptive_sarathi.engine.budget import StepBudget
 
 from policy_fixtures import POLICY_CASES, SLO, TRUTH, build, extreme_states
 

@@ -8,14 +8,13 @@ import pytest
 
 from adaptive_sarathi.controller.adaptive import AdaptiveBudget
 from adaptive_sarathi.controller.ladder import budget_ladder, candidate_shape, search_ladder
-from adaptive_sarathi.controller.policy import FixedBudget
+from adaptive_sarathi.engine.budget import FixedBudget, StepBudget
 from adaptive_sarathi.controller.registry import POLICY_SPECS, PolicySpecError, make_policy
 from adaptive_sarathi.controller.rolling_quantile import RollingQuantile
 from adaptive_sarathi.controller.slack import SlackBudget
 from adaptive_sarathi.controller.slo import BudgetBounds
 from adaptive_sarathi.controller.synthetic import SyntheticStream
 from adaptive_sarathi.controller.two_level import TwoLevelBudget
-from adaptive_sarathi.engine.batch import StepBudget
 
 from policy_fixtures import SLO, TRUTH, state
 

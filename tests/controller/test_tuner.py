@@ -10,7 +10,7 @@ from adaptive_sarathi.controller.adaptive import AdaptiveBudget
 from adaptive_sarathi.controller.registry import PolicySpecError, make_policy
 from adaptive_sarathi.controller.seed_store import SeedEntry, SeedFileError, load_seeds, save_seed, seed_params
 from adaptive_sarathi.controller.slo import load_slo_policy
-from adaptive_sarathi.controller.tuner import evaluate, tune
+from adaptive_sarathi.tuning import evaluate, tune_scenario as tune
 from adaptive_sarathi.engine.config import SchedulerConfig
 from adaptive_sarathi.scenario import Scenario, latency_model
 from adaptive_sarathi.workloads import LogNormal, SyntheticLengths, single_phase
@@ -140,3 +140,11 @@ def test_serve_policy_starts_from_a_seed(tmp_path):
     assert fallback.knee_slack == AdaptiveBudget(SLO).knee_slack  # no entry: the defaults
     with pytest.raises(ValueError, match="need --policy"):
         _serve_policy(build_parser().parse_args(["serve", "--policy-seed", str(path)]))
+
+
+@pytest.mark.parametrize("name", ["block_tokens", "kv_watermark"])
+def test_an_old_seed_naming_a_deployment_fact_is_refused_with_the_reason(tmp_path, name):
+    path = tmp_path / "old.yaml"
+    path.write_text(f"seeds: [{{gpu: h100, model: m, policy: adaptive, params: {{knee_slack: 0.2, {name}: 16}}}}]")
+    with pytest.raises(SeedFileError, match=f"{name} are deployment facts.*delete them"):
+        load_seeds(path)

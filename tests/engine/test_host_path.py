@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 import torch
 
-from adaptive_sarathi.engine.batch import (
-    BlockTable, ScheduledBatch, ScheduledChunk, StepBudget, StepResult, block_table_array)
+from adaptive_sarathi.engine.batch import BlockTable, ScheduledBatch, ScheduledChunk, StepResult, block_table_array
+from adaptive_sarathi.engine.budget import StepBudget
 from adaptive_sarathi.engine.config import SCHEDULER_NAMES, SchedulerConfig
 from adaptive_sarathi.engine.input_prep import order_for_attention, prepare_inputs
 from adaptive_sarathi.engine.request import Request

@@ -98,8 +98,8 @@ def test_profile_errors_name_the_line_and_the_fix(tmp_path):
 # -- linear fit and replay ----------------------------------------------------------------------
 
 def stats(prefill_tokens: int, decodes: int, seqs: int, context: int, duration: float) -> StepStats:
-    return StepStats(0, 0.0, duration, decodes, prefill_tokens, decodes + seqs, seqs, context, context, 0, 0, 0, 1, 0,
-                     512, 512)
+    return StepStats(0, 0.0, duration, StepShape(prefill_tokens, decodes, seqs, context), decodes + seqs, 0, 0, 0, 1,
+                     0, 512, 512)
 
 
 def test_linear_model_recovers_known_coefficients():

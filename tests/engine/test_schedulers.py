@@ -6,7 +6,8 @@ import random
 
 import pytest
 
-from adaptive_sarathi.engine.batch import ScheduledBatch, StepBudget, StepResult
+from adaptive_sarathi.engine.batch import ScheduledBatch, StepResult
+from adaptive_sarathi.engine.budget import StepBudget
 from adaptive_sarathi.engine.config import SCHEDULER_NAMES, SchedulerConfig
 from adaptive_sarathi.engine.request import FinishReason, Request, RequestStatus
 from adaptive_sarathi.engine.sampling_params import SamplingParams

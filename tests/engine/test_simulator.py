@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from adaptive_sarathi.controller.policy import FixedBudget
+from adaptive_sarathi.engine.budget import FixedBudget
 from adaptive_sarathi.engine.batch import ScheduledBatch, ScheduledChunk
 from adaptive_sarathi.engine.config import SchedulerConfig
 from adaptive_sarathi.engine.latency import StepShape

@@ -7,8 +7,8 @@ import random
 
 import pytest
 
-from adaptive_sarathi.controller.policy import BudgetPolicy, FixedBudget
-from adaptive_sarathi.engine.batch import ScheduledBatch, StepBudget, StepResult
+from adaptive_sarathi.engine.budget import BudgetPolicy, FixedBudget, StepBudget
+from adaptive_sarathi.engine.batch import ScheduledBatch, StepResult
 from adaptive_sarathi.engine.executor import Executor
 from adaptive_sarathi.engine.factory import EngineArgs, create_engine
 from adaptive_sarathi.engine.latency import ReplayLatencyModel, StepShape

@@ -1,4 +1,4 @@
-"""River's estimator habits for controller components: parameters from the constructor, clone()."""
+"""River's estimator habits for budget policies and their parts: parameters from the constructor, clone()."""
 
 from __future__ import annotations
 

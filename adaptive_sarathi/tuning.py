@@ -1,0 +1,69 @@
+"""Tuning objectives measured in the simulator: what `adaptive-sarathi tune` hands the controller's
+offline tuner (adaptive_sarathi.controller.tuner), which knows nothing of scenarios.
+
+Objectives:
+  capacity  the highest Poisson rate with P99 TBT <= the TBT target and median scheduling delay
+            <= 2 s (adaptive_sarathi.capacity.find_capacity), searched from `qps`;
+  goodput   requests per second meeting every SLO target in one simulation at `qps`.
+
+Trials are kept cheap by the caller's scenario (e.g. a few hundred requests) and a coarse search
+tolerance. Nothing here talks to a GPU; the latency model inside the scenario stands for it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+from adaptive_sarathi.capacity import find_capacity
+from adaptive_sarathi.controller.tuner import Objective, TrialRecord, TuneResult, policy_spec, tune
+from adaptive_sarathi.scenario import Scenario
+
+OBJECTIVES = ("capacity", "goodput")
+
+
+def scenario_objective(scenario: Scenario, objective: str = "capacity", qps: float | None = None,
+                       rel_tol: float = 0.05) -> Objective:
+    """The tuner's objective: (policy spec, adaptive params) -> `objective` of `scenario` run with
+    that policy. Each call runs one simulation (goodput) or a capacity search (about 6-10). Raises
+    ValueError naming the argument for an unknown objective or goodput without `qps`; a call
+    raises ValueError when the capacity search finds no rate that breaks the criteria."""
+    if objective not in OBJECTIVES:
+        raise ValueError(f"objective={objective!r} is unknown: use one of {', '.join(OBJECTIVES)}")
+    if objective == "goodput" and qps is None:
+        raise ValueError("the goodput objective is measured at one rate: pass --qps")
+    scale = 1.0 if qps is None else qps / scenario.workload.mean_qps
+
+    def measure(spec: str, adaptive_params: dict[str, Any] | None) -> float:
+        run = dataclasses.replace(scenario, policy=spec, policy_params=adaptive_params)
+        if objective == "goodput":
+            result = run.run(scale)
+            return result.slo.goodput_rps if result.slo is not None else 0.0
+        result = find_capacity(run, start_scale=scale, rel_tol=rel_tol)
+        if result.probes and all(p.meets_capacity for p in result.probes):
+            # Every rate passed: the search stopped at its ceiling, which says nothing about the policy.
+            raise ValueError(f"the workload never queued 2 s at any rate up to {result.capacity_qps:.3g} qps, so "
+                             "capacity cannot rank parameters: use more requests (--num-requests)")
+        return result.capacity_qps
+
+    return measure
+
+
+def evaluate(scenario: Scenario, policy: str, params: dict[str, Any], objective: str = "capacity",
+             qps: float | None = None, rel_tol: float = 0.05) -> float:
+    """The objective (higher is better) of `scenario` run with `policy` ("adaptive" or "fixed") at
+    `params`, as one tuner trial measures it."""
+    return scenario_objective(scenario, objective, qps, rel_tol)(*policy_spec(policy, params))
+
+
+def tune_scenario(scenario: Scenario, *, policy: str = "adaptive", objective: str = "capacity",
+                  qps: float | None = None, trials: int = 20, seed: int = 0, rel_tol: float = 0.05,
+                  progress: bool = False, on_trial: Callable[[TrialRecord], None] | None = None) -> TuneResult:
+    """controller.tuner.tune over `scenario` (its `policy` field replaced per trial). Raises
+    ValueError naming the argument for a scenario without an SLO policy, an unknown objective,
+    goodput without a rate, an unknown policy or fewer than 1 trial."""
+    if scenario.slo is None:
+        raise ValueError("tuning needs SLO targets: pass --slo-policy NAME|FILE or --slo ttft:MS,tbt:MS")
+    measure = scenario_objective(scenario, objective, qps, rel_tol)
+    return tune(measure, scenario.slo, policy=policy, objective_name=objective, trials=trials, seed=seed,
+                progress=progress, on_trial=on_trial)

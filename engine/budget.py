@@ -1,0 +1,67 @@
+"""The budget contract: what a step may process (StepBudget), who decides it (BudgetPolicy) and the
+constant policy that is the default (FixedBudget, Sarathi-Serve as published).
+
+It lives beside the engine so that the engine depends on the contract only; the adaptive and
+baseline policies in controller/ implement it. A policy reads deployment facts (block size,
+admissible free KV) from the EngineState it is handed, never from its own constructor.
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from dataclasses import dataclass
+
+from adaptive_sarathi.engine.estimator import Estimator
+from adaptive_sarathi.engine.stats import EngineState, StepStats
+
+
+@dataclass(frozen=True)
+class StepBudget:
+    """Limits for one iteration, decided by the controller before each step.
+
+    token_budget: most tokens (decodes count 1 each, plus prefill chunks) the step may process.
+    max_chunk: most prompt tokens one request may take in this step; None = token_budget.
+    """
+
+    token_budget: int
+    max_chunk: int | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.token_budget, int) or self.token_budget < 1:
+            raise ValueError(f"StepBudget.token_budget={self.token_budget!r}: use an integer >= 1")
+        if self.max_chunk is not None and (not isinstance(self.max_chunk, int) or self.max_chunk < 1):
+            raise ValueError(f"StepBudget.max_chunk={self.max_chunk!r}: use an integer >= 1 or None")
+
+    @property
+    def chunk_limit(self) -> int:
+        return self.token_budget if self.max_chunk is None else min(self.max_chunk, self.token_budget)
+
+
+class BudgetPolicy(Estimator):
+    """Decides each step's StepBudget and learns from each step's StepStats.
+
+    Hyperparameters are constructor arguments kept as same-named attributes (get_params/clone
+    rebuild an unfitted copy); a `seed` argument; decide() answers safely before any observation
+    and never mutates its input. decide() and observe() may update the policy's own state.
+    """
+
+    @abstractmethod
+    def decide(self, state: EngineState) -> StepBudget:
+        """The budget for the next step."""
+
+    def observe(self, stats: StepStats) -> None:
+        """Learn from a finished step. The default ignores it."""
+
+
+class FixedBudget(BudgetPolicy):
+    """The same token budget and chunk size every step. Raises ValueError for a budget < 1 or a
+    chunk < 1."""
+
+    def __init__(self, token_budget: int = 512, max_chunk: int | None = None, seed: int = 0):
+        self.token_budget = token_budget
+        self.max_chunk = max_chunk
+        self.seed = seed  # a constant policy draws no random numbers; kept for the common signature
+        self.budget = StepBudget(token_budget, max_chunk)
+
+    def decide(self, state: EngineState) -> StepBudget:
+        return self.budget
