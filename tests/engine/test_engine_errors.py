@@ -88,3 +88,37 @@ def test_abort_frees_blocks_and_reports_abort(llm):
     assert not engine.has_unfinished_requests()
     bm = engine.scheduler.block_manager
     assert bm.num_free_blocks == bm.num_total_blocks
+
+
+class _LetterTokenizer:
+    """Token t reads as the letter chr(97 + t % 26): enough for the engine's text bookkeeping."""
+
+    def incremental_detokenizer(self, prompt_token_ids=()):
+        return self
+
+    def push(self, ids):
+        return "".join(chr(97 + t % 26) for t in ids)
+
+    def flush(self):
+        return ""
+
+
+def test_abort_returns_the_final_output_with_the_text_so_far():
+    from adaptive_sarathi.engine.factory import create_engine
+    from adaptive_sarathi.engine.request import FinishReason
+
+    engine = create_engine(EngineArgs(model="dummy:tiny", num_kv_blocks=32))
+    engine.tokenizer = _LetterTokenizer()
+    rid = engine.add_request([1, 2, 3, 4], SamplingParams(max_tokens=50, ignore_eos=True))
+    text = ""
+    for _ in range(4):
+        text += "".join(o.delta_text for o in engine.step())
+    assert engine.num_running == 1 and engine.num_waiting == 0
+    final = engine.abort_request(rid)
+    assert final is not None and final.finished and final.finish_reason is FinishReason.ABORT
+    assert len(final.token_ids) == 4 and final.new_token_ids == [] and final.delta_text == ""
+    assert final.text == text == _LetterTokenizer().push(final.token_ids)
+    assert engine.abort_request(rid) is None and engine.abort_request("unknown") is None
+    state = engine.state()
+    assert (state.num_running, state.num_waiting) == (0, 0)
+    assert state.admissible_free_tokens == (32 - int(0.01 * 32)) * state.block_size

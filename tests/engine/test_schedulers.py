@@ -484,3 +484,11 @@ def _random_run(name: str, seed: int) -> int:
 def test_randomized_no_lost_request(name):
     preemptions = [_random_run(name, seed) for seed in range(8)]
     assert sum(preemptions) > 0
+
+
+def test_the_is_prefill_rule_counts_a_recompute_as_prefill():
+    from adaptive_sarathi.engine.request import in_prefill
+
+    assert in_prefill(0, 1)  # a one-token prompt, nothing output yet
+    assert in_prefill(3, 10)  # preempted after 3 outputs: prompt and outputs recompute
+    assert not in_prefill(3, 1)  # only the last output pending: a decode
