@@ -35,63 +35,35 @@ class Decision:
 class AdaptiveBudget(BudgetPolicy):
     """Sarathi-Serve's budget, chosen every step instead of once per deployment.
 
-    Each step, over the budget ladder (multiples of `tile_tokens`, default the SLO bounds' tile,
-    within the bounds; never below the number of decodes, so every decode runs):
+    Principle: the largest step is the one whose predicted tail time still keeps the TBT target
+    for the tightest decode in flight (tbt_budget, less a tbt_margin for what the model cannot
+    see); below it lie two cheaper references. The knee: decode steps are memory-bound, so prefill
+    rides along almost free until the step costs knee_slack more than the decodes alone; past it
+    every prefill token slows every decode. The flow balance: once the cache is the limit, about
+    D / O requests finish per step (D decodes the cache holds, O the mean output length) and each
+    needs P prompt tokens to be replaced, so decodes + (P x D + spare room) / O prefill keeps the
+    cache full without overfilling it (see _flow_budget). With a calm queue the policy runs the
+    lesser of knee and flow; under queue pressure it moves toward the greater (the flow with
+    flow_headroom, since a built-up queue needs more than the steady rate to drain), capped by
+    tbt_budget. Until requests have finished (lengths unknown) both are the knee.
 
-    - tbt_budget: the largest budget whose predicted tail step time (the latency model's TBT
-      percentile) fits (1 - tbt_margin) of the gap planned for the tightest decode in flight,
-      TBT target x tbt_factor - max_decode_gap_s. The margin absorbs what the model cannot see
-      (candidate_shape undercounts a deep chunk's attention): steps planned right at the edge
-      put P99 TBT a hair over the target (65.1 ms for 65 on arxiv_4k, simulated H100);
-    - knee_budget: the largest budget (up to tbt_budget) whose predicted step time is within
-      `knee_slack` of the smallest step's (the decodes alone). Decode steps are memory-bound, so
-      prefill up to the knee rides along almost free; past it every prefill token slows every
-      decode in the step, and slower decodes hold their KV blocks longer, which is what limits
-      the rate once the cache is full;
-    - flow_budget: decodes + (P x D + R) / O, with P and O the recent mean prompt and output
-      lengths (learned from the token flows of observed steps), D the decodes a full KV cache
-      holds and R the cache's spare room. When the cache is the limit about D / O requests
-      finish per step and each needs P prefill tokens to replace it; more prefill than that only
-      lengthens every decode's step. While the cache has room that the running decodes will not
-      grow into (R), filling it over one output length admits more without ever running out.
-      Known once `min_length_samples` requests have finished (see _flow_budget);
-    - once the flow is known, upper = min(tbt_budget, max(knee, flow_headroom x flow)) and
-      lower = min(knee, flow): under queue pressure all the prefill that rides free or that the
-      cache can take, with headroom because the flow is a steady-state rate and a queue that
-      built up needs more to drain (at 1x, on the measured H100 profile, sharegpt_8k's capacity
-      was 0.91x the best fixed budget's: the queue never caught up where steps are costly and the
-      cache does not fill);
-      with a calm queue (or a full cache, see pressure) no more than the cache needs to stay
-      refilled, since a step past the point where compute catches up with the memory-bound
-      decodes slows every decode, and with a full cache the decodes set the rate. Until then
-      both are the knee (during a ramp from idle no request has finished: output lengths, hence
-      how soon the cache fills, are unknown, and the cheap step is the safe one);
-    - budget = lower + min(1, pressure_gain x pressure) x (upper - lower), rounded down to the
-      ladder; then at most decodes + kv room.
+    Queue pressure (0..1) is the oldest wait plus the time to clear pending prefill at the knee's
+    pace, over the queue-delay target (the TTFT target, at most max_queue_delay_s); it is scaled
+    down once free KV falls below kv_reserve of the cache, since admitting into a full cache only
+    causes preemption. The step and the chunk never exceed the KV room: the engine state's
+    admissible free tokens (above the scheduler's admission watermark) less kv_horizon_steps
+    tokens per running decode. Short prompts waiting behind long running prefills keep up to
+    max_waiting_share x pressure of the prefill room. With no decodes the max bound is used.
 
-    pressure (0..1) is queue pressure: (oldest wait + time to clear every pending prefill token at
-    the knee's pace) / min(TTFT target x ttft_factor, max_queue_delay_s) (the scheduling delay an
-    operator tolerates; 2 s is Sarathi-Serve's capacity bound), scaled down once free KV blocks
-    fall below `kv_reserve` of the cache. kv room = the free blocks above the engine's admission
-    watermark (`kv_watermark`, SchedulerConfig.watermark) less `kv_horizon_steps` tokens per
-    running decode; the chunk is capped by it too. A chunk larger than the free cache is not
-    admitted (the scheduler waits, head of line, and then takes it in one burst), and a running
-    prefill's chunk preempts decodes to find blocks: that is what caused preemption (recompute)
-    storms. When short prompts wait behind longer running prefills, up to
-    max_waiting_share x pressure of the prefill room is kept for them by lowering the chunk size.
-    With no decodes the TBT constraint does not bind and the max bound is used.
+    tbt_factor and ttft_factor close the loop on observed token gaps and TTFTs (QuantileFeedback,
+    last feedback_window samples). The SLO's fallback budget is used while the latency model is
+    unsure and when more than stall_decisions decisions pass without observe(); the budget grows
+    at most explore_growth x beyond the largest step seen.
 
-    tbt_factor and ttft_factor close the loop (QuantileFeedback): observed token gaps against the
-    planned ones, observed TTFTs against the target, over the last `feedback_window` samples.
-
-    Safe fallback to the SLO's fallback_token_budget: while the latency model is not confident
-    (too few steps, or a large recent error) and when more than `stall_decisions` decisions pass
-    without an observe(). The budget grows at most `explore_growth` x beyond the largest step seen,
-    so the model is never trusted far outside what it has measured.
-
-    `latency_model` is an unfitted template (default OnlineLatencyModel()); the policy learns on a
-    clone of it, exposed as `online_model`. `block_tokens` is the KV block size of the engine it
-    drives. The policy draws no random numbers; `seed` is kept for the common constructor signature.
+    Deployment facts (block size, watermark, cache size) come from the EngineState, never from the
+    constructor. `latency_model` is an unfitted template (default OnlineLatencyModel()); the
+    policy learns on a clone, `online_model`. No random numbers are drawn; `seed` is kept for the
+    common signature. Measured results of these choices: experiments/results/capacity_comparison.md.
     """
 
     def __init__(self, slo: SLOPolicy, latency_model: OnlineLatencyModel | None = None,
