@@ -26,7 +26,7 @@ import torch
 
 from adaptive_sarathi.engine.budget import FixedBudget
 from adaptive_sarathi.engine.factory import EngineArgs, create_engine
-from adaptive_sarathi.engine.latency import LinearLatencyModel, StepShape
+from adaptive_sarathi.engine.latency import LinearLatencyModel
 from adaptive_sarathi.engine.latency.linear import FEATURES
 from adaptive_sarathi.engine.sampling_params import SamplingParams
 from adaptive_sarathi.engine.simulator import simulate
