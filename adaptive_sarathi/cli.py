@@ -22,6 +22,13 @@ def _add_engine_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dtype", default="auto")
     p.add_argument("--enforce-eager", action="store_true",
                    help="run every step eagerly instead of replaying CUDA graphs (GPU only)")
+    _add_threads_flag(p)
+
+
+def _add_threads_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--num-threads", type=int, default=None,
+                   help="torch threads of a CPU engine (default: 1 on hosts of up to 4 CPUs, else half the "
+                        "CPUs, at most 4)")
 
 
 def _add_sampling_flags(p: argparse.ArgumentParser) -> None:
@@ -101,6 +108,7 @@ def _add_profile_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--attention-backend", default="auto", help="as for serve: the backend the profile describes")
     p.add_argument("--tensor-parallel-size", type=int, default=1,
                    help="split the model over this many GPUs of this host (CPU: processes over gloo)")
+    _add_threads_flag(p)
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
@@ -148,7 +156,8 @@ def _serve(args: argparse.Namespace) -> int:
                                  max_chunk=args.max_chunk, max_num_seqs=args.max_num_seqs,
                                  max_model_len=args.max_model_len, num_kv_blocks=args.num_kv_blocks,
                                  tensor_parallel_size=args.tensor_parallel_size,
-                                 device=args.device, dtype=args.dtype, enforce_eager=args.enforce_eager)
+                                 device=args.device, dtype=args.dtype, enforce_eager=args.enforce_eager,
+                                 num_threads=args.num_threads)
         server_args = ServerArgs(host=args.host, port=args.port, api_key=args.api_key,
                                  max_waiting=args.max_waiting, shutdown_timeout_s=args.shutdown_timeout)
         return run_server(engine_args, server_args, _serve_policy(args))
@@ -200,6 +209,12 @@ def _profile(args: argparse.Namespace) -> int:
     from adaptive_sarathi.engine.profiler import ProfileConfig, run_profile
 
     try:
+        if args.num_threads is not None:
+            if args.num_threads < 1:
+                raise ValueError(f"--num-threads={args.num_threads} is invalid: use an integer >= 1")
+            import torch
+
+            torch.set_num_threads(args.num_threads)
         config = ProfileConfig(model=args.model, device=args.device, dtype=args.dtype, out=args.out, grid=args.grid,
                                repeats=args.repeats, block_size=args.block_size,
                                attention_backend=args.attention_backend,
@@ -224,7 +239,8 @@ def _generate(args: argparse.Namespace) -> int:
         params = SamplingParams(max_tokens=args.max_tokens, temperature=args.temperature, top_p=args.top_p,
                                 seed=args.seed)
         llm = LLM(args.model, scheduler=args.scheduler, token_budget=args.token_budget, max_chunk=args.max_chunk,
-                  device=args.device, dtype=args.dtype, enforce_eager=args.enforce_eager)
+                  device=args.device, dtype=args.dtype, enforce_eager=args.enforce_eager,
+                  num_threads=args.num_threads)
         if args.command == "generate":
             out = llm.generate(args.prompt, params)[0]
         else:
