@@ -8,6 +8,7 @@ import argparse
 import os
 import sys
 
+from adaptive_sarathi import exit_codes
 from adaptive_sarathi.engine.config import SCHEDULER_NAMES
 from adaptive_sarathi.sim_cli import SIMULATION_COMMANDS, add_simulation_commands, run_simulation_command
 
@@ -135,7 +136,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one subcommand; returns its exit code (adaptive_sarathi.exit_codes)."""
     args = build_parser().parse_args(argv)
+    try:
+        return _dispatch(args)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return exit_codes.INTERRUPTED
+
+
+def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "serve":
         return _serve(args)
     if args.command == "bench":
@@ -163,7 +173,7 @@ def _serve(args: argparse.Namespace) -> int:
         return run_server(engine_args, server_args, _serve_policy(args))
     except ValueError as err:  # bad flags and ModelLoadError
         print(f"error: {err}", file=sys.stderr)
-        return 2
+        return exit_codes.USAGE
 
 
 def _serve_policy(args: argparse.Namespace):
@@ -201,7 +211,7 @@ def _bench(args: argparse.Namespace) -> int:
             json_path=args.json, progress=not args.no_progress)
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
-        return 2
+        return exit_codes.USAGE
     return run_benchmark_cli(config)
 
 
@@ -222,12 +232,12 @@ def _profile(args: argparse.Namespace) -> int:
         summary = run_profile(config, progress=not args.no_progress)
     except ValueError as err:  # bad flags and ModelLoadError
         print(f"error: {err}", file=sys.stderr)
-        return 2
+        return exit_codes.USAGE
     print(f"wrote {summary.num_rows} rows to {summary.path} in {summary.elapsed_s:.0f} s; "
           f"skipped {len(summary.skipped)} shapes", file=sys.stderr)
     for shape, reason in summary.skipped:
         print(f"  skipped {shape}: {reason}", file=sys.stderr)
-    return 0
+    return exit_codes.OK
 
 
 def _generate(args: argparse.Namespace) -> int:
@@ -249,14 +259,14 @@ def _generate(args: argparse.Namespace) -> int:
             out = llm.chat(messages, params)[0]
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
-        return 2
+        return exit_codes.USAGE
     print(out.text if args.command == "chat" else args.prompt + out.text)
     t = out.timeline
     decode_s = t.finished_time - t.first_token_time
     tps = (len(out.token_ids) - 1) / decode_s if decode_s > 0 else 0.0
     print(f"[{len(out.token_ids)} tokens, finish={out.finish_reason_str}, TTFT {t.ttft * 1000:.0f} ms, "
           f"{tps:.1f} tokens/s]", file=sys.stderr)
-    return 0
+    return exit_codes.OK
 
 
 if __name__ == "__main__":
