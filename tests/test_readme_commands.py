@@ -25,9 +25,6 @@ REPO = Path(__file__).resolve().parents[1]
 COMMAND_TIMEOUT_S = 120
 SERVER_START_TIMEOUT_S = 90
 
-pytestmark = pytest.mark.slow
-
-
 def readme_commands(text: str) -> list[list[str]]:
     """The argument lists of the commands in the ```bash blocks of `text`: continuation lines
     joined, comments dropped, blank lines skipped."""
@@ -89,6 +86,7 @@ def test_readme_commands_extracted():
     assert any(c[0] == "curl" for c in commands)
 
 
+@pytest.mark.slow
 def test_readme_commands_run(tmp_path):
     venv = REPO / ".venv" if (REPO / ".venv").is_dir() else Path(sys.prefix)
     (tmp_path / ".venv").symlink_to(venv)
