@@ -61,7 +61,7 @@ def _add_flags(p: argparse.ArgumentParser) -> None:
                    help="request-length CSV (num_prefill_tokens,num_decode_tokens) or a name in ../shared/traces, "
                         "e.g. sharegpt_8k")
     w.add_argument("--workload", default=None, type=Path,
-                   help="phased workload YAML: phases: [{trace: NAME|CSV (or synthetic: {prompt: .., output: ..}), "
+                   help="phased workload YAML, or the name of an example in examples/workloads (chat, summarize, phases): phases: [{trace: NAME|CSV (or synthetic: {prompt: .., output: ..}), "
                         "qps: Q, duration_s: S (or num_requests: N)}, ...]")
     w.add_argument("--qps", type=float, default=None,
                    help="mean request rate with --trace (capacity: where the search starts, default 1)")
