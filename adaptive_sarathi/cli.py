@@ -8,6 +8,7 @@ import argparse
 import os
 import sys
 
+from adaptive_sarathi import exit_codes
 from adaptive_sarathi.engine.config import SCHEDULER_NAMES
 from adaptive_sarathi.sim_cli import SIMULATION_COMMANDS, add_simulation_commands, run_simulation_command
 
@@ -22,6 +23,13 @@ def _add_engine_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dtype", default="auto")
     p.add_argument("--enforce-eager", action="store_true",
                    help="run every step eagerly instead of replaying CUDA graphs (GPU only)")
+    _add_threads_flag(p)
+
+
+def _add_threads_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--num-threads", type=int, default=None,
+                   help="torch threads of a CPU engine (default: 1 on hosts of up to 4 CPUs, else half the "
+                        "CPUs, at most 4)")
 
 
 def _add_sampling_flags(p: argparse.ArgumentParser) -> None:
@@ -102,6 +110,7 @@ def _add_profile_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--attention-backend", default="auto", help="as for serve: the backend the profile describes")
     p.add_argument("--tensor-parallel-size", type=int, default=1,
                    help="split the model over this many GPUs of this host (CPU: processes over gloo)")
+    _add_threads_flag(p)
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
@@ -128,7 +137,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one subcommand; returns its exit code (adaptive_sarathi.exit_codes)."""
     args = build_parser().parse_args(argv)
+    try:
+        return _dispatch(args)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return exit_codes.INTERRUPTED
+
+
+def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "serve":
         return _serve(args)
     if args.command == "bench":
@@ -148,7 +166,8 @@ def _serve_engine_args(args: argparse.Namespace):
                       max_chunk=args.max_chunk, max_num_seqs=args.max_num_seqs,
                       max_model_len=args.max_model_len, num_kv_blocks=args.num_kv_blocks, block_size=args.block_size,
                       tensor_parallel_size=args.tensor_parallel_size,
-                      device=args.device, dtype=args.dtype, enforce_eager=args.enforce_eager)
+                      device=args.device, dtype=args.dtype, enforce_eager=args.enforce_eager,
+                      num_threads=args.num_threads)
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -161,7 +180,7 @@ def _serve(args: argparse.Namespace) -> int:
         return run_server(engine_args, server_args, _serve_policy(args))
     except ValueError as err:  # bad flags and ModelLoadError
         print(f"error: {err}", file=sys.stderr)
-        return 2
+        return exit_codes.USAGE
 
 
 def _serve_policy(args: argparse.Namespace):
@@ -199,7 +218,7 @@ def _bench(args: argparse.Namespace) -> int:
             json_path=args.json, progress=not args.no_progress)
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
-        return 2
+        return exit_codes.USAGE
     return run_benchmark_cli(config)
 
 
@@ -207,6 +226,12 @@ def _profile(args: argparse.Namespace) -> int:
     from adaptive_sarathi.engine.profiler import ProfileConfig, run_profile
 
     try:
+        if args.num_threads is not None:
+            if args.num_threads < 1:
+                raise ValueError(f"--num-threads={args.num_threads} is invalid: use an integer >= 1")
+            import torch
+
+            torch.set_num_threads(args.num_threads)
         config = ProfileConfig(model=args.model, device=args.device, dtype=args.dtype, out=args.out, grid=args.grid,
                                repeats=args.repeats, block_size=args.block_size,
                                attention_backend=args.attention_backend,
@@ -214,12 +239,12 @@ def _profile(args: argparse.Namespace) -> int:
         summary = run_profile(config, progress=not args.no_progress)
     except ValueError as err:  # bad flags and ModelLoadError
         print(f"error: {err}", file=sys.stderr)
-        return 2
+        return exit_codes.USAGE
     print(f"wrote {summary.num_rows} rows to {summary.path} in {summary.elapsed_s:.0f} s; "
           f"skipped {len(summary.skipped)} shapes", file=sys.stderr)
     for shape, reason in summary.skipped:
         print(f"  skipped {shape}: {reason}", file=sys.stderr)
-    return 0
+    return exit_codes.OK
 
 
 def _generate(args: argparse.Namespace) -> int:
@@ -231,7 +256,8 @@ def _generate(args: argparse.Namespace) -> int:
         params = SamplingParams(max_tokens=args.max_tokens, temperature=args.temperature, top_p=args.top_p,
                                 seed=args.seed)
         llm = LLM(args.model, scheduler=args.scheduler, token_budget=args.token_budget, max_chunk=args.max_chunk,
-                  device=args.device, dtype=args.dtype, enforce_eager=args.enforce_eager)
+                  device=args.device, dtype=args.dtype, enforce_eager=args.enforce_eager,
+                  num_threads=args.num_threads)
         if args.command == "generate":
             out = llm.generate(args.prompt, params)[0]
         else:
@@ -240,14 +266,14 @@ def _generate(args: argparse.Namespace) -> int:
             out = llm.chat(messages, params)[0]
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
-        return 2
+        return exit_codes.USAGE
     print(out.text if args.command == "chat" else args.prompt + out.text)
     t = out.timeline
     decode_s = t.finished_time - t.first_token_time
     tps = (len(out.token_ids) - 1) / decode_s if decode_s > 0 else 0.0
     print(f"[{len(out.token_ids)} tokens, finish={out.finish_reason_str}, TTFT {t.ttft * 1000:.0f} ms, "
           f"{tps:.1f} tokens/s]", file=sys.stderr)
-    return 0
+    return exit_codes.OK
 
 
 if __name__ == "__main__":

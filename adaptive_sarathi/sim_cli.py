@@ -9,6 +9,7 @@ import math
 import sys
 from pathlib import Path
 
+from adaptive_sarathi import exit_codes
 from adaptive_sarathi.engine.config import SCHEDULER_NAMES
 
 SIMULATION_COMMANDS = ("simulate", "capacity", "tune")
@@ -60,7 +61,7 @@ def _add_flags(p: argparse.ArgumentParser) -> None:
                    help="request-length CSV (num_prefill_tokens,num_decode_tokens) or a name in ../shared/traces, "
                         "e.g. sharegpt_8k")
     w.add_argument("--workload", default=None, type=Path,
-                   help="phased workload YAML: phases: [{trace: NAME|CSV (or synthetic: {prompt: .., output: ..}), "
+                   help="phased workload YAML, or the name of an example in examples/workloads (chat, summarize, phases): phases: [{trace: NAME|CSV (or synthetic: {prompt: .., output: ..}), "
                         "qps: Q, duration_s: S (or num_requests: N)}, ...]")
     w.add_argument("--qps", type=float, default=None,
                    help="mean request rate with --trace (capacity: where the search starts, default 1)")
@@ -96,7 +97,7 @@ def _add_flags(p: argparse.ArgumentParser) -> None:
 
 
 def run_simulation_command(args: argparse.Namespace) -> int:
-    """Run `simulate` or `capacity`; returns the exit code (2 with a message on bad input)."""
+    """Run `simulate` or `capacity`; returns the exit code (exit_codes.USAGE with a message on bad input)."""
     try:
         scenario = _scenario(args)
         if args.command == "tune":
@@ -114,11 +115,11 @@ def run_simulation_command(args: argparse.Namespace) -> int:
             payload = outcome.to_dict()
     except (ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
-        return 2
+        return exit_codes.USAGE
     if args.json is not None:
         payload = {"command": args.command, "config": _config(args, scenario), **payload}
         args.json.write_text(json.dumps(_json_safe(payload), indent=2))
-    return 0
+    return exit_codes.OK
 
 
 def _scenario(args: argparse.Namespace):
@@ -198,7 +199,7 @@ def _tune(args: argparse.Namespace, scenario) -> int:
                                                     "best_value": result.best_value,
                                                     "default_value": result.default_value,
                                                     "trials": [vars(t) for t in result.trials]}), indent=2))
-    return 0
+    return exit_codes.OK
 
 
 def _tensor_parallel(model, size: int):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import torch
@@ -47,8 +48,12 @@ class EngineArgs:
     enforce_eager: bool = False
     seed: int = 0
     tensor_parallel_size: int = 1  # ranks (GPUs, or CPU processes over gloo) the model is split over
+    num_threads: int | None = None  # torch intra-op threads of a CPU engine; None = default_num_threads()
 
     def __post_init__(self) -> None:
+        if self.num_threads is not None and (not isinstance(self.num_threads, int) or self.num_threads < 1):
+            raise ValueError(f"num_threads={self.num_threads!r} is invalid: use an integer >= 1, or None for "
+                             "the default")
         if not isinstance(self.tensor_parallel_size, int) or self.tensor_parallel_size < 1:
             raise ValueError(f"tensor_parallel_size={self.tensor_parallel_size!r} is invalid: use an integer >= 1")
         if self.dtype != "auto" and self.dtype not in _DTYPES:
@@ -74,11 +79,23 @@ class EngineArgs:
         return _DTYPES[self.dtype]
 
 
+def default_num_threads(cpu_count: int | None = None) -> int:
+    """Torch threads for a CPU engine when EngineArgs.num_threads is None: 1 on hosts of up to
+    4 logical CPUs, else half of them, at most 4. Small models' steps are short, so extra threads
+    mostly wait for each other, and on a host whose cores are busy they wait for the scheduler
+    (experiments/results/cpu_threads.md)."""
+    cpus = cpu_count if cpu_count is not None else (os.cpu_count() or 1)
+    return 1 if cpus <= 4 else min(4, cpus // 2)
+
+
 def create_engine(args: EngineArgs, policy: BudgetPolicy | None = None) -> LLMEngine:
-    """Load the model and build the engine. Raises ModelLoadError for a bad model spec and
-    ValueError (naming the field) for inconsistent settings."""
+    """Load the model and build the engine. On a CPU device it sets torch's process-wide thread
+    count (args.num_threads, else default_num_threads()). Raises ModelLoadError for a bad model
+    spec and ValueError (naming the field) for inconsistent settings."""
     source = resolve_model(args.model)
     device = args.resolved_device()
+    if device.type == "cpu":
+        torch.set_num_threads(args.num_threads or default_num_threads())
     dtype = args.resolved_dtype(device)
     window = min(args.max_model_len or source.config.max_position_embeddings,
                  source.config.max_position_embeddings)

@@ -20,6 +20,7 @@ EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
     ("fused_ops_bench.py", "fused ops: "),
     ("sampler_bench.py", "| 4 | temperature 0.8, seeded |"),
     ("e2e_vs_transformers.py", "identical greedy outputs: 4 of 4"),
+    ("cpu_threads.py", "threads=1: "),
 ])
 def test_experiment_smoke(script, expected):
     done = subprocess.run([sys.executable, str(EXPERIMENTS / script), "--smoke"], capture_output=True, text=True,

@@ -150,3 +150,30 @@ def test_missing_and_malformed_traces(tmp_path):
     bad.write_text("num_prefill_tokens,num_decode_tokens\n1,2\n0,3\n")
     with pytest.raises(WorkloadError, match="line 3: token counts must be >= 1"):
         load_trace(bad)
+
+
+def test_shipped_example_workloads_load_by_name_and_path():
+    from adaptive_sarathi.workloads import EXAMPLE_WORKLOADS, resolve_workload
+
+    names = sorted(p.stem for p in EXAMPLE_WORKLOADS.glob("*.yaml"))
+    assert {"chat", "chat_short", "summarize", "phases"} <= set(names)
+    for name in names:
+        assert resolve_workload(name) == EXAMPLE_WORKLOADS / f"{name}.yaml"
+        assert resolve_workload(f"{name}.yaml") == EXAMPLE_WORKLOADS / f"{name}.yaml"
+        spec = load_workload(name)
+        assert spec.phases and all(p.lengths is not None for p in spec.phases)
+
+
+def test_example_chat_lengths_match_the_sharegpt_statistics():
+    import numpy as np
+
+    prompt, output = load_workload("chat").phases[0].lengths.sample(np.random.default_rng(0), 20000)
+    # sharegpt_8k published: prompt median 1730, P90 5696, max 8141; output median 415, P90 834, max 1024
+    assert abs(np.median(prompt) / 1730 - 1) < 0.05 and abs(np.percentile(prompt, 90) / 5696 - 1) < 0.05
+    assert abs(np.median(output) / 415 - 1) < 0.05 and abs(np.percentile(output, 90) / 834 - 1) < 0.05
+    assert prompt.max() <= 8141 and output.max() <= 1024
+
+
+def test_unknown_workload_name_lists_the_examples():
+    with pytest.raises(FileNotFoundError, match="chat"):
+        load_workload("no_such_workload")

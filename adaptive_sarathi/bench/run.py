@@ -13,6 +13,7 @@ from typing import Any
 import aiohttp
 from tqdm import tqdm
 
+from adaptive_sarathi import exit_codes
 from adaptive_sarathi.bench.client import RequestResult, send_completion
 from adaptive_sarathi.bench.report import format_report, summarize
 from adaptive_sarathi.bench.slo import SLO_KEYS
@@ -64,11 +65,24 @@ class BenchConfig:
 class BenchResult:
     summary: dict[str, Any]
     results: list[RequestResult]
+    interrupted: bool = False  # stopped by Ctrl-C: summary and results cover the finished requests
 
 
-async def run_benchmark(config: BenchConfig) -> BenchResult:
-    """Send the whole workload and wait for every answer. Raises aiohttp.ClientError when the
-    server's model list cannot be read (only needed when config.model is None)."""
+@dataclass
+class BenchProgress:
+    """What a running benchmark has finished, readable when it is interrupted: start_s is the
+    perf_counter time of the first send (None before it), finished in completion order."""
+
+    start_s: float | None = None
+    finished: list[RequestResult] = field(default_factory=list)
+
+
+async def run_benchmark(config: BenchConfig, progress: BenchProgress | None = None) -> BenchResult:
+    """Send the whole workload and wait for every answer, appending each finished request to
+    `progress` (when given) as it ends. Raises ValueError/FileNotFoundError for a bad trace before
+    anything is sent, and aiohttp.ClientError when the server's model list cannot be read (only
+    needed when config.model is None)."""
+    progress = progress if progress is not None else BenchProgress()
     lengths = request_lengths(config.num_requests, config.trace, config.input_len, config.output_len,
                               config.max_total_len, config.seed)
     requests = make_requests(lengths, config.vocab_size, config.seed)
@@ -82,7 +96,7 @@ async def run_benchmark(config: BenchConfig) -> BenchResult:
         model = config.model or await _first_model(session, base, headers)
         url = f"{base}/v1/completions"
         bar = tqdm(total=len(requests), desc="bench", disable=not config.progress)
-        start = time.perf_counter()
+        start = progress.start_s = time.perf_counter()
 
         async def one(request, offset: float) -> RequestResult:
             await asyncio.sleep(max(0.0, start + offset - time.perf_counter()))
@@ -92,6 +106,7 @@ async def run_benchmark(config: BenchConfig) -> BenchResult:
                 async with limit:
                     result = await send_completion(session, url, model, request, headers,
                                                    time.perf_counter() - start)
+            progress.finished.append(result)
             bar.update(1)
             return result
 
@@ -110,23 +125,40 @@ async def _first_model(session: aiohttp.ClientSession, base: str, headers: dict[
 def write_json(path: str, config: BenchConfig, result: BenchResult) -> None:
     """The config, the summary and every request's timings (seconds) as one JSON document."""
     settings = {k: (None if isinstance(v, float) and math.isinf(v) else v) for k, v in asdict(config).items()}
-    document = {"config": settings, "summary": result.summary,
+    document = {"config": settings, "interrupted": result.interrupted, "summary": result.summary,
                 "requests": [{**asdict(r), "tpot_s": r.tpot_s} for r in result.results]}
     with open(path, "w") as f:
         json.dump(document, f, indent=1)
 
 
 def run_benchmark_cli(config: BenchConfig) -> int:
-    """Run, print the report (and write config.json_path); 0 when any request succeeded."""
+    """Run, print the report (and write config.json_path). Returns exit_codes.OK when any request
+    succeeded, USAGE for a bad trace, FAILURE when the server cannot be reached or nothing
+    succeeded, INTERRUPTED after Ctrl-C (the finished requests are reported and written)."""
+    progress = BenchProgress()
     try:
-        result = asyncio.run(run_benchmark(config))
-    except (aiohttp.ClientError, OSError, ValueError) as err:
+        result = asyncio.run(run_benchmark(config, progress))
+    except KeyboardInterrupt:
+        if progress.start_s is None:
+            print("interrupted before the first request: nothing to report", file=sys.stderr)
+            return exit_codes.INTERRUPTED
+        finished = list(progress.finished)
+        result = BenchResult(summarize(finished, time.perf_counter() - progress.start_s, config.slo_ms),
+                             finished, interrupted=True)
+    except (ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
-        return 1
+        return exit_codes.USAGE
+    except (aiohttp.ClientError, OSError) as err:
+        print(f"error: cannot reach {config.base_url}: {err}", file=sys.stderr)
+        return exit_codes.FAILURE
     print(format_report(result.summary))
     if config.json_path:
         write_json(config.json_path, config, result)
     failures = [r.error for r in result.results if not r.success]
     if failures:
         print(f"{len(failures)} requests failed; first error: {failures[0]}", file=sys.stderr)
-    return 0 if result.summary["completed"] else 1
+    if result.interrupted:
+        print(f"interrupted: reported the {len(result.results)} of {config.num_requests} requests that finished"
+              + (f"; wrote {config.json_path}" if config.json_path else ""), file=sys.stderr)
+        return exit_codes.INTERRUPTED
+    return exit_codes.OK if result.summary["completed"] else exit_codes.FAILURE

@@ -5,10 +5,10 @@ from adaptive_sarathi.workloads.lengths import Fixed, LengthSource, LogNormal, S
 from adaptive_sarathi.workloads.request import Workload, WorkloadError, WorkloadRequest
 from adaptive_sarathi.workloads.spec import Phase, WorkloadSpec, single_phase
 from adaptive_sarathi.workloads.traces import SHARED_TRACES, RequestLengths, load_trace, resolve_trace
-from adaptive_sarathi.workloads.yaml_file import load_workload, parse_workload
+from adaptive_sarathi.workloads.yaml_file import EXAMPLE_WORKLOADS, load_workload, parse_workload, resolve_workload
 
 __all__ = [
-    "ArrivalProcess", "Fixed", "LengthSource", "LogNormal", "Phase", "RequestLengths", "SHARED_TRACES",
+    "EXAMPLE_WORKLOADS", "ArrivalProcess", "Fixed", "LengthSource", "LogNormal", "Phase", "RequestLengths", "SHARED_TRACES",
     "SyntheticLengths", "TraceLengths", "Uniform", "Workload", "WorkloadError", "WorkloadRequest", "WorkloadSpec",
-    "load_trace", "load_workload", "parse_workload", "resolve_trace", "single_phase",
+    "load_trace", "load_workload", "parse_workload", "resolve_trace", "resolve_workload", "single_phase",
 ]

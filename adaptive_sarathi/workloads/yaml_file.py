@@ -27,14 +27,19 @@ from adaptive_sarathi.workloads.request import WorkloadError
 from adaptive_sarathi.workloads.spec import Phase, WorkloadSpec
 from adaptive_sarathi.workloads.traces import resolve_trace
 
+# The example workloads of a source checkout (examples/workloads beside the package): bare names
+# such as "chat" resolve there, so that `--workload chat` works from any directory.
+EXAMPLE_WORKLOADS = Path(__file__).resolve().parents[2] / "examples" / "workloads"
+
 _PHASE_KEYS = {"trace", "synthetic", "qps", "duration_s", "num_requests", "cv", "max_prompt_tokens",
                "max_output_tokens"}
 
 
 def load_workload(path: Path | str, seed: int = 0) -> WorkloadSpec:
     """Parse a workload file. Raises WorkloadError ("<file>: <field>: <problem>: <fix>") on bad
-    YAML or fields, FileNotFoundError when the file or a named trace is missing."""
-    path = Path(path)
+    YAML or fields, FileNotFoundError when the file or a named trace is missing. `path` may
+    also be the bare name of an example workload ("chat" or "chat.yaml" in EXAMPLE_WORKLOADS)."""
+    path = resolve_workload(path)
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as err:
@@ -43,6 +48,23 @@ def load_workload(path: Path | str, seed: int = 0) -> WorkloadSpec:
         return parse_workload(data, base_dir=path.parent, seed=seed)
     except WorkloadError as err:
         raise WorkloadError(f"{path}: {err}") from None
+
+
+def resolve_workload(name_or_path: Path | str) -> Path:
+    """The YAML file a workload argument names: an existing path, else for a bare name the file of
+    that name in EXAMPLE_WORKLOADS (".yaml" added when it has no suffix). Raises FileNotFoundError
+    saying where it looked and what exists."""
+    path = Path(name_or_path).expanduser()
+    candidates = [path]
+    if path.parent == Path("."):
+        candidates.append(EXAMPLE_WORKLOADS / (path.name if path.suffix else path.name + ".yaml"))
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    examples = sorted(p.stem for p in EXAMPLE_WORKLOADS.glob("*.yaml"))
+    raise FileNotFoundError(f"workload {str(name_or_path)!r} not found (looked at "
+                            f"{', '.join(str(c) for c in candidates)}): pass a YAML path"
+                            + (f" or an example name ({', '.join(examples)})" if examples else ""))
 
 
 def parse_workload(data: Any, base_dir: Path, seed: int = 0) -> WorkloadSpec:

@@ -64,3 +64,50 @@ def test_bench_reports_a_bad_slo_flag():
     result = subprocess.run([sys.executable, "-m", "adaptive_sarathi.cli", "bench", "--slo", "latency:5"],
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 2 and "ttft" in result.stderr
+
+
+def _bench_cli(*args, timeout=60):
+    return subprocess.run([sys.executable, "-m", "adaptive_sarathi.cli", "bench", "--no-progress", *args],
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_bench_exit_codes_bad_input_2_unreachable_1(tmp_path):
+    missing = _bench_cli("--trace", str(tmp_path / "missing.csv"), "--base-url", f"http://127.0.0.1:{_free_port()}")
+    assert missing.returncode == 2 and "not found" in missing.stderr and "Traceback" not in missing.stderr
+    down = _bench_cli("--num-requests", "2", "--base-url", f"http://127.0.0.1:{_free_port()}")
+    assert down.returncode == 1 and "cannot reach" in down.stderr and "Traceback" not in down.stderr
+
+
+def test_bench_ctrl_c_writes_the_finished_requests_and_exits_130(server, tmp_path):
+    import signal
+    import time
+
+    def finished() -> float:
+        return sum(v for k, v in server.metrics().items() if k.startswith(f"{M}request_success_total"))
+
+    out = tmp_path / "bench.json"
+    before = finished()
+    bench = subprocess.Popen([sys.executable, "-m", "adaptive_sarathi.cli", "bench", "--base-url", server.url,
+                              "--num-requests", "200", "--max-concurrency", "1", "--input-len", "16",
+                              "--output-len", "8", "--no-progress", "--json", str(out)],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and finished() < before + 1:
+        time.sleep(0.2)
+    time.sleep(0.5)
+    bench.send_signal(signal.SIGINT)
+    stdout, stderr = bench.communicate(timeout=30)
+    assert bench.returncode == 130, stderr
+    assert "Traceback" not in stderr and "interrupted" in stderr
+    doc = json.loads(out.read_text())
+    assert doc["interrupted"] is True
+    assert 1 <= len(doc["requests"]) < 200 and doc["summary"]["completed"] == len(doc["requests"])
+    assert "Successful requests" in stdout
