@@ -99,8 +99,12 @@ def parse_chat_request(body: Any, tokenizer: Tokenizer | None, max_model_len: in
 
 def _parse(body: dict, prompts: list[Prompt], chat: bool, max_model_len: int) -> GenerateRequest:
     for name, harmless in _UNSUPPORTED.items():
-        if body.get(name) not in harmless:
+        value = body.get(name)
+        # By type too: true == 1 and 0 == False, but `best_of: true` asks for nothing sensible.
+        if not any(value == h and type(value) is type(h) for h in harmless):
             raise bad_request(name, f"'{name}' is not supported by this server: leave it out")
+    if not isinstance(body.get("user", ""), str):
+        raise bad_request("user", "'user' must be a string")
     model = body.get("model")
     if model is not None and not isinstance(model, str):
         raise bad_request("model", "'model' must be a string naming a model from GET /v1/models")
