@@ -151,8 +151,14 @@ class Tally:
 async def send_valid(session: aiohttp.ClientSession, url: str, path: str, body: bytes, stream: bool,
                      tally: Tally) -> None:
     tally.valid_sent += 1
-    async with session.post(url + path, data=body, headers={"Content-Type": "application/json"}) as resp:
-        raw = await resp.read()
+    try:
+        async with session.post(url + path, data=body, headers={"Content-Type": "application/json"},
+                                timeout=aiohttp.ClientTimeout(total=300)) as resp:
+            raw = await resp.read()
+    except asyncio.TimeoutError:
+        tally.count("valid", "no answer in 300 s")
+        tally.failures.append(f"valid {path}: no answer in 300 s")
+        return
     tally.count("valid", resp.status)
     ok = resp.status == 200
     if ok and stream:
@@ -174,6 +180,8 @@ async def send_hostile(session: aiohttp.ClientSession, url: str, kind: str, path
         tally.count(kind, resp.status)
     except aiohttp.ClientError as err:  # the server may close on a body over the limit
         tally.count(kind, f"closed ({type(err).__name__})")
+    except asyncio.TimeoutError:  # e.g. a chat whose max_tokens was fuzzed away runs to the window
+        tally.count(kind, "client gave up (60 s)")
 
 
 async def send_garbage(port: int, data: bytes, tally: Tally) -> None:
@@ -227,7 +235,7 @@ async def fuzz(url: str, port: int, args: argparse.Namespace, process: subproces
     deaths = 0
     limit = asyncio.Semaphore(args.concurrency)
     deadline = time.monotonic() + args.time_limit
-    timeout = aiohttp.ClientTimeout(total=120)
+    timeout = aiohttp.ClientTimeout(total=60)
     async with aiohttp.ClientSession(timeout=timeout) as session:
         async def one(i: int) -> None:
             async with limit:

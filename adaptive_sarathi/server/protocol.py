@@ -113,16 +113,15 @@ def _parse(body: dict, prompts: list[Prompt], chat: bool, max_model_len: int) ->
         raise bad_request("n", f"n={_show(n)} is not supported: this server returns one choice per prompt (n=1)")
     stream = _boolean(body, "stream", False)
     include_usage = _stream_options(body, stream)
-    max_tokens_field = None
-    for name in ("max_completion_tokens", "max_tokens"):
-        max_tokens = _integer(body, name, low=1)
-        if max_tokens is not None:
-            max_tokens_field = name
-            if max_tokens >= max_model_len:
-                raise bad_request(name, f"'{name}'={max_tokens} exceeds the context window of {max_model_len} "
+    max_tokens_field = max_tokens = None
+    for name in ("max_tokens", "max_completion_tokens"):  # both checked; the newer name wins
+        value = _integer(body, name, low=1)
+        if value is not None:
+            if value >= max_model_len:
+                raise bad_request(name, f"'{name}'={value} exceeds the context window of {max_model_len} "
                                         f"tokens: ask for at most {max_model_len - 1}")
-            break
-    else:
+            max_tokens_field, max_tokens = name, value
+    if max_tokens is None:
         # Chat runs to the end of the context window by default, as OpenAI's does.
         max_tokens = max_model_len if chat else _COMPLETION_DEFAULT_MAX_TOKENS
     temperature = _number(body, "temperature", 0.0, 2.0, default=1.0)
