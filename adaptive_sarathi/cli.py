@@ -46,8 +46,12 @@ def _add_serve_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-model-len", type=int, default=None, help="context window (default: the model's)")
     p.add_argument("--num-kv-blocks", type=int, default=None, help="KV cache blocks (default: sized to memory)")
     p.add_argument("--block-size", type=int, default=16, help="KV cache block size in tokens")
-    p.add_argument("--max-waiting", type=int, default=None,
-                   help="most requests waiting for admission; beyond it requests get 429 (default: no limit)")
+    p.add_argument("--max-waiting", type=int, default=256,
+                   help="most requests waiting for admission; beyond it requests get 429 (0: no limit)")
+    p.add_argument("--max-prompts-per-request", type=int, default=64,
+                   help="most prompts in one completions body (or messages in one chat); beyond it 400")
+    p.add_argument("--max-prompt-chars", type=int, default=200_000,
+                   help="most characters in one text prompt or chat message; beyond it 400")
     p.add_argument("--api-key", default=os.environ.get("ADAPTIVE_SARATHI_API_KEY"),
                    help="require 'Authorization: Bearer <key>' on /v1 routes (default: $ADAPTIVE_SARATHI_API_KEY)")
     p.add_argument("--shutdown-timeout", type=float, default=10.0,
@@ -176,7 +180,9 @@ def _serve(args: argparse.Namespace) -> int:
     try:
         engine_args = _serve_engine_args(args)
         server_args = ServerArgs(host=args.host, port=args.port, api_key=args.api_key,
-                                 max_waiting=args.max_waiting, shutdown_timeout_s=args.shutdown_timeout)
+                                 max_waiting=args.max_waiting or None, shutdown_timeout_s=args.shutdown_timeout,
+                                 max_prompts_per_request=args.max_prompts_per_request,
+                                 max_prompt_chars=args.max_prompt_chars)
         return run_server(engine_args, server_args, _serve_policy(args))
     except ValueError as err:  # bad flags and ModelLoadError
         print(f"error: {err}", file=sys.stderr)

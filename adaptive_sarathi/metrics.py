@@ -25,6 +25,8 @@ _GAP_BUCKETS = (0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.025, 0.03, 0.
                 0.1, 0.125, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5, 5.0)
 _E2E_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 40.0, 50.0, 60.0,
                 120.0, 240.0, 480.0, 960.0, 1920.0)
+_REJECTION_REASONS = {400: "bad_request", 401: "unauthorized", 404: "not_found", 405: "method_not_allowed",
+                      413: "too_large", 429: "queue_full", 503: "unavailable"}
 _TOKEN_BUCKETS = tuple(float(2 ** k) for k in range(18))  # 1 .. 131072 tokens
 
 
@@ -52,6 +54,12 @@ class ServerMetrics:
         self.num_preemptions = make(Counter, "num_preemptions", "Requests preempted (to be recomputed)")
         self._request_success = make(Counter, "request_success", "Finished requests by finish reason",
                                      labelnames=("finished_reason",))
+        self._request_rejected = make(Counter, "request_rejected", "Requests refused before reaching the engine, "
+                                      "by reason (queue_full: 429, bad_request: 400, too_large: 413, ...)",
+                                      labelnames=("reason",))
+        self._rejected = {status: self._request_rejected.labels(model_name=model_name, reason=reason)
+                          for status, reason in _REJECTION_REASONS.items()}
+        self._rejected_other = self._request_rejected.labels(model_name=model_name, reason="other")
         self._success = {reason: self._request_success.labels(model_name=model_name, finished_reason=reason.value)
                          for reason in FinishReason}
         self.ttft = make(Histogram, "time_to_first_token_seconds", "Arrival to first output token",
@@ -106,6 +114,10 @@ class ServerMetrics:
                 self.e2e_latency.observe(timeline.finished_time - timeline.arrival_time)
                 self.request_prompt_tokens.observe(len(output.prompt_token_ids))
                 self.request_generation_tokens.observe(len(output.token_ids))
+
+    def observe_rejection(self, status: int) -> None:
+        """A request answered with an error status (4xx, 503) before or instead of generating."""
+        self._rejected.get(status, self._rejected_other).inc()
 
     # -- exposition ------------------------------------------------------------------------------
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import logging
 import time
 from typing import Callable
 
@@ -20,6 +21,8 @@ from adaptive_sarathi.engine.stop_strings import find_stop
 from adaptive_sarathi.engine.tokenizer import Tokenizer
 
 StatsListener = Callable[[StepStats], None]
+
+logger = logging.getLogger(__name__)
 
 
 class InvalidRequestError(ValueError):
@@ -87,7 +90,7 @@ class LLMEngine:
         for an empty or over-long prompt, token ids outside the vocabulary, a duplicate id, or
         text/stop strings on a model without a tokenizer."""
         params = params or SamplingParams()
-        token_ids = self._tokenize(prompt)
+        token_ids = self.tokenize(prompt)
         if not token_ids:
             raise InvalidRequestError("prompt", "prompt is empty: send at least one token of text")
         if len(token_ids) >= self.max_model_len:
@@ -106,11 +109,18 @@ class LLMEngine:
         self._live[request_id] = (request, _TextState(self.tokenizer, params.stop, token_ids))
         return request_id
 
-    def _tokenize(self, prompt: str | list[int]) -> list[int]:
+    def tokenize(self, prompt: str | list[int]) -> list[int]:
+        """Token ids of a text prompt, or a token-id prompt checked against the vocabulary (a new
+        list). Raises InvalidRequestError (field "prompt"). Reads only the tokenizer and the
+        vocabulary size, so other threads may call it while the engine steps."""
         if isinstance(prompt, str):
             if self.tokenizer is None:
                 raise InvalidRequestError("prompt", "this model has no tokenizer: send the prompt as token ids")
-            return self.tokenizer.encode(prompt)
+            _check_encodable(prompt)
+            try:
+                return self.tokenizer.encode(prompt)
+            except Exception as err:  # the Rust tokenizer raises TypeError, ValueError, ...
+                raise InvalidRequestError("prompt", f"the tokenizer cannot encode this prompt: {err}") from err
         # Checks run over the distinct types and the extremes, at C speed: prompts can be long.
         if not isinstance(prompt, (list, tuple)) or not all(issubclass(t, int) and not issubclass(t, bool)
                                                           for t in set(map(type, prompt))):
@@ -191,7 +201,16 @@ class LLMEngine:
 
     def _output(self, update: RequestUpdate, now: float) -> RequestOutput:
         request, text_state = self._live[update.request_id]
-        delta, stopped = text_state.append(update.new_token_ids, update.finished)
+        error = None
+        try:
+            delta, stopped = text_state.append(update.new_token_ids, update.finished)
+        except Exception as err:  # detokenizing or stop strings failed: end this request alone
+            logger.exception("request %s failed while detokenizing", update.request_id)
+            error = f"the output of this request could not be detokenized: {err!r}"
+            delta, stopped = "", False
+            if not update.finished:
+                self.scheduler.finish_request(update.request_id, FinishReason.ABORT, now)
+            update = RequestUpdate(update.request_id, update.new_token_ids, True, FinishReason.ABORT)
         finished, reason = update.finished, update.finish_reason
         if stopped and not finished:
             self.scheduler.finish_request(update.request_id, FinishReason.STOP, now)
@@ -204,7 +223,17 @@ class LLMEngine:
         # delta_text, finished, finish_reason, timeline, num_preemptions): one per request per step.
         return RequestOutput(update.request_id, request.prompt_token_ids, list(request.output_token_ids),
                              update.new_token_ids, text_state.text, delta, finished, reason, request.timeline,
-                             request.num_preemptions)
+                             request.num_preemptions, error)
+
+
+def _check_encodable(prompt: str) -> None:
+    """Refuse text that has no UTF-8 form (a lone UTF-16 surrogate such as JSON's "\\ud800")."""
+    try:
+        prompt.encode("utf-8")
+    except UnicodeEncodeError as err:
+        raise InvalidRequestError(
+            "prompt", f"the prompt holds a lone UTF-16 surrogate {prompt[err.start]!r} at character "
+                      f"{err.start}: send valid Unicode (surrogates only in pairs)") from None
 
 
 def _token_latencies(updates: list[RequestUpdate], live: dict[str, tuple[Request, _TextState]],

@@ -12,7 +12,8 @@ from adaptive_sarathi.engine.request import FinishReason, RequestTimeline
 @dataclass(slots=True)
 class RequestOutput:
     """A request's state after a step. token_ids/text are cumulative; new_token_ids/delta_text are
-    what this step added (delta_text may lag tokens while a multi-byte character is incomplete)."""
+    what this step added (delta_text may lag tokens while a multi-byte character is incomplete).
+    error: why the engine ended this request on its own (finish reason abort), else None."""
 
     request_id: str
     prompt_token_ids: list[int]
@@ -24,6 +25,7 @@ class RequestOutput:
     finish_reason: FinishReason | None
     timeline: RequestTimeline
     num_preemptions: int = 0
+    error: str | None = None
 
     @property
     def finish_reason_str(self) -> str | None:

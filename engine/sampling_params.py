@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+# Below this temperature sampling is greedy: logits / 1e-38 overflow to inf and the softmax of
+# infinities is NaN, so the draw would be garbage rather than the argmax (vLLM uses the same bound).
+GREEDY_TEMPERATURE = 1e-5
+
 
 @dataclass(frozen=True)
 class SamplingParams:
     """How one request's tokens are chosen and when it stops.
 
-    temperature 0 means greedy. top_k 0 (or -1) and top_p 1.0 disable those filters. A seed makes
+    temperature 0 (or below GREEDY_TEMPERATURE) means greedy. top_k 0 (or -1) and top_p 1.0 disable those filters. A seed makes
     sampling reproducible whatever the batch composition (and across preemption).
     Raises ValueError naming the field and the allowed range on a bad value.
     """
@@ -45,7 +49,7 @@ class SamplingParams:
 
     @property
     def greedy(self) -> bool:
-        return self.temperature == 0.0
+        return self.temperature < GREEDY_TEMPERATURE
 
 
 def _check(ok: bool, name: str, value: object, expected: str) -> None:

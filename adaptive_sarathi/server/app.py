@@ -18,8 +18,9 @@ from adaptive_sarathi.engine.engine import InvalidRequestError
 from adaptive_sarathi.metrics import ServerMetrics
 from adaptive_sarathi.server.async_engine import AsyncEngine
 from adaptive_sarathi.server.errors import (APIError, EngineDeadError, EngineStoppedError, QueueFullError,
-                                            bad_request)
-from adaptive_sarathi.server.protocol import GenerateRequest, parse_chat_request, parse_completion_request
+                                            RequestFailedError, bad_request)
+from adaptive_sarathi.server.protocol import (GenerateRequest, RequestLimits, parse_chat_request,
+                                              parse_completion_request)
 from adaptive_sarathi.server.responses import ResponseHeader, collect, stream_chunks
 
 logger = logging.getLogger(__name__)
@@ -31,13 +32,15 @@ _ERROR_TYPES = {401: "authentication_error", 404: "not_found_error", 429: "rate_
 
 
 def build_app(engine: AsyncEngine, metrics: ServerMetrics, model_name: str, api_key: str | None = None,
-              max_body_bytes: int = 1 << 20, retry_after_s: int = 1) -> web.Application:
+              max_body_bytes: int = 1 << 20, retry_after_s: int = 1,
+              limits: RequestLimits = RequestLimits()) -> web.Application:
     """The application serving `engine` under `model_name`. With `api_key`, every /v1 route needs
     "Authorization: Bearer <api_key>"; /health and /metrics stay open (for probes and scrapers).
-    Bodies over `max_body_bytes` get a 413."""
-    routes = _Routes(engine, metrics, model_name, retry_after_s)
+    Bodies over `max_body_bytes` get a 413; requests over `limits` a 400. Every refused request
+    (4xx) is counted in metrics.request_rejected by reason."""
+    routes = _Routes(engine, metrics, model_name, retry_after_s, limits)
     app = web.Application(client_max_size=max_body_bytes,
-                          middlewares=[_error_middleware, _auth_middleware(api_key)])
+                          middlewares=[_error_middleware(metrics), _auth_middleware(api_key)])
     app.router.add_post("/v1/completions", routes.completions)
     app.router.add_post("/v1/chat/completions", routes.chat_completions)
     app.router.add_get("/v1/models", routes.models)
@@ -50,21 +53,26 @@ def error_response(err: APIError) -> web.Response:
     return web.json_response(err.body(), status=err.status, headers=err.headers)
 
 
-@web.middleware
-async def _error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    try:
-        return await handler(request)
-    except APIError as err:
-        return error_response(err)
-    except web.HTTPException as exc:  # aiohttp's own: unknown route, wrong method, body too large
-        if exc.status < 400:
-            raise
-        message = exc.text if exc.text and not exc.text.startswith(f"{exc.status}:") else exc.reason
-        return error_response(APIError(exc.status, f"{message} ({request.method} {request.path})",
-                                       type=_ERROR_TYPES.get(exc.status, "invalid_request_error")))
-    except Exception:
-        logger.exception("unexpected error on %s %s", request.method, request.path)
-        return error_response(APIError(500, "internal server error", type="internal_error"))
+def _error_middleware(metrics: ServerMetrics):
+    @web.middleware
+    async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except APIError as err:
+            metrics.observe_rejection(err.status)
+            return error_response(err)
+        except web.HTTPException as exc:  # aiohttp's own: unknown route, wrong method, body too large
+            if exc.status < 400:
+                raise
+            metrics.observe_rejection(exc.status)
+            message = exc.text if exc.text and not exc.text.startswith(f"{exc.status}:") else exc.reason
+            return error_response(APIError(exc.status, f"{message} ({request.method} {request.path})",
+                                           type=_ERROR_TYPES.get(exc.status, "invalid_request_error")))
+        except Exception:
+            logger.exception("unexpected error on %s %s", request.method, request.path)
+            return error_response(APIError(500, "internal server error", type="internal_error"))
+
+    return errors
 
 
 def _auth_middleware(api_key: str | None):
@@ -83,8 +91,10 @@ def _auth_middleware(api_key: str | None):
 
 
 class _Routes:
-    def __init__(self, engine: AsyncEngine, metrics: ServerMetrics, model_name: str, retry_after_s: int):
+    def __init__(self, engine: AsyncEngine, metrics: ServerMetrics, model_name: str, retry_after_s: int,
+                 limits: RequestLimits):
         self.engine = engine
+        self.limits = limits
         self._metrics = metrics
         self.model_name = model_name
         self.retry_after_s = retry_after_s
@@ -93,13 +103,13 @@ class _Routes:
     async def completions(self, request: web.Request) -> web.StreamResponse:
         arrival = self.engine.clock()
         body = await _read_json(request)
-        parsed = parse_completion_request(body, self.engine.max_model_len)
+        parsed = parse_completion_request(body, self.engine.max_model_len, self.limits)
         return await self._generate(request, parsed, arrival)
 
     async def chat_completions(self, request: web.Request) -> web.StreamResponse:
         arrival = self.engine.clock()
         body = await _read_json(request)
-        parsed = parse_chat_request(body, self.engine.tokenizer, self.engine.max_model_len)
+        parsed = parse_chat_request(body, self.engine.tokenizer, self.engine.max_model_len, self.limits)
         return await self._generate(request, parsed, arrival)
 
     async def models(self, request: web.Request) -> web.Response:
@@ -122,9 +132,13 @@ class _Routes:
         if parsed.model is not None and parsed.model != self.model_name:
             raise APIError(404, f"model '{parsed.model}' does not exist: this server serves '{self.model_name}'",
                            param="model", code="model_not_found")
+        if not self.engine.is_serving:  # before any work: tokenizing would be wasted
+            raise _unavailable(self.engine)
         header = ResponseHeader(parsed.chat, self.model_name)
         try:
-            async with self.engine.open(parsed.prompts, parsed.params, arrival) as stream:
+            prompts = await self.engine.tokenize(parsed.prompts)
+            _check_context(parsed, prompts, self.engine.max_model_len)
+            async with self.engine.open(prompts, parsed.params, arrival) as stream:
                 if parsed.stream:
                     return await _send_events(request, stream_chunks(header, stream, parsed.include_usage))
                 return web.json_response(await collect(header, stream_chunks(header, stream, include_usage=True)))
@@ -134,10 +148,33 @@ class _Routes:
         except QueueFullError as err:
             raise APIError(429, f"the server is at capacity ({err}): retry later", type="rate_limit_error",
                            code="queue_full", headers={"Retry-After": str(self.retry_after_s)}) from None
-        except EngineStoppedError as err:
-            raise APIError(503, str(err), type="service_unavailable_error") from None
-        except EngineDeadError as err:
+        except EngineStoppedError:
+            raise _unavailable(self.engine) from None
+        except (EngineDeadError, RequestFailedError) as err:  # it failed on its way: a server error
             raise APIError(500, str(err), type="internal_error") from None
+
+
+def _unavailable(engine: AsyncEngine) -> APIError:
+    # 503, not 500: a dead engine makes the process exit (see server.serve) and a supervisor
+    # restarts it; clients should retry elsewhere or later.
+    if engine.error is not None:
+        return APIError(503, f"the engine failed and the server is exiting: {engine.error!r}",
+                        type="service_unavailable_error")
+    return APIError(503, "the server is shutting down", type="service_unavailable_error")
+
+
+def _check_context(parsed: GenerateRequest, prompts: list[list[int]], max_model_len: int) -> None:
+    """A 400 when an explicit max_tokens cannot fit after a prompt in the context window."""
+    if not parsed.max_tokens_given:
+        return
+    field = "max_completion_tokens" if parsed.max_tokens_field == "max_completion_tokens" else "max_tokens"
+    for index, prompt in enumerate(prompts):
+        # A prompt that alone fills the window is the prompt's fault: the engine names it.
+        if len(prompt) < max_model_len < len(prompt) + parsed.params.max_tokens:
+            where = "" if len(prompts) == 1 else f" (prompt {index})"
+            raise bad_request(field, f"'{field}'={parsed.params.max_tokens} plus the prompt's {len(prompt)} tokens"
+                                     f"{where} exceed the context window of {max_model_len} tokens: ask for at most "
+                                     f"{max(max_model_len - len(prompt), 0)} tokens or shorten the prompt")
 
 
 async def _read_json(request: web.Request) -> Any:
@@ -159,7 +196,7 @@ async def _send_events(request: web.Request, chunks: AsyncIterator[dict[str, Any
         await response.write(b"data: [DONE]\n\n")
     except ConnectionResetError:
         return response
-    except EngineDeadError as err:  # too late for a status code: say it in the stream
+    except (EngineDeadError, RequestFailedError) as err:  # too late for a status code: say it in the stream
         await response.write(_event(APIError(500, str(err), type="internal_error").body()))
     await response.write_eof()
     return response

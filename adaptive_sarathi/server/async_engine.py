@@ -2,7 +2,9 @@
 
 The engine is not thread-safe, so only the engine thread touches it. The event loop submits and
 aborts through a thread-safe inbox that the engine thread drains before every step (and blocks on
-while idle); outputs come back through `loop.call_soon_threadsafe`, once per step.
+while idle); outputs come back through `loop.call_soon_threadsafe`, once per step. Text prompts
+are tokenized on a small thread pool before submission (`tokenize`), so a long prompt delays only
+its own request, never the step loop.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import itertools
 import logging
 import queue
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -22,7 +25,7 @@ from adaptive_sarathi.engine.outputs import RequestOutput
 from adaptive_sarathi.engine.sampling_params import SamplingParams
 from adaptive_sarathi.engine.stats import EngineState, StepStats
 from adaptive_sarathi.engine.tokenizer import Tokenizer
-from adaptive_sarathi.server.errors import EngineDeadError, EngineStoppedError, QueueFullError
+from adaptive_sarathi.server.errors import EngineDeadError, EngineStoppedError, QueueFullError, RequestFailedError
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +47,8 @@ class EngineObserver(Protocol):
 
 class RequestStream:
     """The outputs of one submitted group of prompts, as (prompt index, RequestOutput) pairs, until
-    every prompt's request has finished. Raises EngineDeadError if the engine dies meanwhile."""
+    every prompt's request has finished. Raises EngineDeadError if the engine dies meanwhile, and
+    RequestFailedError when the engine ended one of its requests on an error."""
 
     def __init__(self, request_ids: Sequence[str]):
         self.request_ids = tuple(request_ids)
@@ -66,6 +70,8 @@ class RequestStream:
             raise item
         if item[1].finished:
             self._open.discard(item[1].request_id)
+            if item[1].error is not None:
+                raise RequestFailedError(item[1].error)
         return item
 
 
@@ -91,12 +97,14 @@ class AsyncEngine:
     """Serves an LLMEngine to asyncio code. Call `start()` on the event loop before `open()`.
 
     max_waiting: most requests the engine's waiting queue may hold; a submission that would
-    exceed it is refused with QueueFullError (None = unbounded).
+    exceed it is refused with QueueFullError (None = unbounded). tokenizer_threads: threads that
+    tokenize text prompts off the engine thread.
     """
 
     def __init__(self, engine: LLMEngine, max_waiting: int | None = None,
-                 observer: EngineObserver | None = None):
+                 observer: EngineObserver | None = None, tokenizer_threads: int = 2):
         self.engine = engine
+        self._tokenizer_pool = ThreadPoolExecutor(max_workers=tokenizer_threads, thread_name_prefix="tokenize")
         self.max_waiting = max_waiting
         self.observer = observer
         self.error: BaseException | None = None
@@ -110,6 +118,7 @@ class AsyncEngine:
         self._routes: dict[str, tuple[RequestStream, int]] = {}
         self._pending: set[asyncio.Future] = set()
         self._idle: asyncio.Event | None = None
+        self.failed: asyncio.Event | None = None  # set once the engine thread has died
         # Engine-thread state: requests the engine holds.
         self._live: set[str] = set()
         if observer is not None:
@@ -122,6 +131,7 @@ class AsyncEngine:
         self._loop = asyncio.get_running_loop()
         self._idle = asyncio.Event()
         self._idle.set()
+        self.failed = asyncio.Event()
         self._thread = threading.Thread(target=self._run, name="engine", daemon=True)
         self._thread.start()
 
@@ -149,6 +159,14 @@ class AsyncEngine:
     def clock(self) -> float:
         """The engine clock (seconds); arrival times passed to `open` use it."""
         return self.engine.clock()
+
+    async def tokenize(self, prompts: Sequence[Prompt]) -> list[list[int]]:
+        """Token ids of each prompt: text is encoded on the tokenizer threads (token-id prompts
+        pass through unchanged). Raises InvalidRequestError (field "prompt") for text the tokenizer
+        cannot encode or a model without a tokenizer; mutates nothing."""
+        loop = asyncio.get_running_loop()
+        return [await loop.run_in_executor(self._tokenizer_pool, self.engine.tokenize, p)
+                if isinstance(p, str) else p for p in prompts]
 
     @asynccontextmanager
     async def open(self, prompts: Sequence[Prompt], params: SamplingParams,
@@ -201,6 +219,7 @@ class AsyncEngine:
             logger.info("aborting %d requests still in flight", len(self._routes))
         self._inbox.put(_Stop())
         await asyncio.to_thread(self._thread.join)
+        self._tokenizer_pool.shutdown(wait=False, cancel_futures=True)
 
     def _forget(self, ids: Sequence[str], abort: bool) -> None:
         unfinished = [rid for rid in ids if self._routes.pop(rid, None) is not None]
@@ -236,6 +255,7 @@ class AsyncEngine:
             stream.push(error)
         self._routes.clear()
         self._idle.set()
+        self.failed.set()
 
     # -- engine-thread side ---------------------------------------------------------------------
 
@@ -282,10 +302,16 @@ class AsyncEngine:
                 self.engine.add_request(prompt, command.params, request_id=rid,
                                         arrival_time=command.arrival_time)
                 added.append(rid)
-        except ValueError as err:
+        except Exception as err:  # this submission alone fails; the engine holds nothing of it
             for rid in added:
                 self.engine.abort_request(rid)
-            error = err if isinstance(err, InvalidRequestError) else InvalidRequestError("prompt", str(err))
+            if isinstance(err, InvalidRequestError):
+                error: Exception = err
+            elif isinstance(err, (ValueError, TypeError)):
+                error = InvalidRequestError("prompt", f"the engine refused the request: {err}")
+            else:
+                logger.exception("request %s failed on admission", command.request_ids[0])
+                error = RequestFailedError(f"the request could not be admitted: {err!r}")
             self._loop.call_soon_threadsafe(self._resolve, command.accepted, error)
             return
         self._live.update(added)

@@ -43,3 +43,8 @@ class EngineDeadError(Exception):
 
 class EngineStoppedError(Exception):
     """The engine is shutting down and takes no new requests."""
+
+
+class RequestFailedError(Exception):
+    """One request failed inside the engine (e.g. its output could not be detokenized); the
+    engine and every other request carry on."""

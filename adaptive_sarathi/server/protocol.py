@@ -1,8 +1,11 @@
 """Parse and validate OpenAI request bodies into prompts and SamplingParams.
 
-Every refusal is an APIError 400 whose `param` names the offending field. Beyond the OpenAI
-fields, `ignore_eos` (bool) is accepted as an extension: generation then runs to max_tokens
-whatever the model samples, so benchmarks get exact output lengths.
+Every refusal is an APIError 400 whose `param` names the offending field: a field the server does
+not know or does not implement, a value of the wrong type or out of range, text that is not valid
+Unicode (a lone UTF-16 surrogate), more prompts or longer prompts than RequestLimits allow. Beyond
+the OpenAI fields, vLLM's `top_k` (int, 0 or -1 = off), `stop_token_ids` (list of ints) and
+`ignore_eos` (bool: generation runs to max_tokens whatever the model samples, so benchmarks get
+exact output lengths) are accepted.
 """
 
 from __future__ import annotations
@@ -23,9 +26,32 @@ Prompt = str | list[int]
 _UNSUPPORTED: dict[str, tuple[Any, ...]] = {
     "echo": (None, False), "logprobs": (None, False), "top_logprobs": (None, 0), "best_of": (None, 1),
     "suffix": (None, ""), "logit_bias": (None, {}), "tools": (None, []), "presence_penalty": (None, 0),
-    "frequency_penalty": (None, 0), "response_format": (None, {"type": "text"}),
+    "frequency_penalty": (None, 0), "response_format": (None, {"type": "text"}), "functions": (None, []),
+    "function_call": (None, "none"), "tool_choice": (None, "none"), "parallel_tool_calls": (None,),
 }
+_FIELDS = {"model", "n", "stream", "stream_options", "max_tokens", "max_completion_tokens", "temperature",
+           "top_p", "top_k", "seed", "stop", "stop_token_ids", "ignore_eos",
+           "user"}  # `user` only labels the request for the caller's own bookkeeping
+_COMPLETION_FIELDS = _FIELDS | {"prompt"}
+_CHAT_FIELDS = _FIELDS | {"messages"}
 _COMPLETION_DEFAULT_MAX_TOKENS = 16  # OpenAI's default for /v1/completions
+_INT64 = 1 << 63  # seeds and token ids: what OpenAI's and vLLM's schemas accept
+_MAX_STOPS = 16
+
+
+@dataclass(frozen=True)
+class RequestLimits:
+    """Work one request may ask for: prompts per request (a list prompt makes one engine request
+    each) and characters per text prompt (or per chat message content)."""
+
+    max_prompts: int = 64
+    max_prompt_chars: int = 200_000
+
+    def __post_init__(self) -> None:
+        if self.max_prompts < 1:
+            raise ValueError(f"max_prompts={self.max_prompts} is invalid: use an integer >= 1")
+        if self.max_prompt_chars < 1:
+            raise ValueError(f"max_prompt_chars={self.max_prompt_chars} is invalid: use an integer >= 1")
 
 
 @dataclass(frozen=True)
@@ -38,19 +64,28 @@ class GenerateRequest:
     params: SamplingParams
     stream: bool
     include_usage: bool
+    max_tokens_field: str | None = None  # the field that set max_tokens; None: the default applies
+
+    @property
+    def max_tokens_given(self) -> bool:
+        return self.max_tokens_field is not None
 
 
-def parse_completion_request(body: Any, max_model_len: int) -> GenerateRequest:
+def parse_completion_request(body: Any, max_model_len: int,
+                             limits: RequestLimits = RequestLimits()) -> GenerateRequest:
     """A /v1/completions body. `prompt` is a string, a list of strings, a list of token ids or a
     list of token-id lists; each prompt becomes one choice."""
     body = _object(body)
-    return _parse(body, _prompts(body), chat=False, max_model_len=max_model_len)
+    _known(body, _COMPLETION_FIELDS)
+    return _parse(body, _prompts(body, limits), chat=False, max_model_len=max_model_len)
 
 
-def parse_chat_request(body: Any, tokenizer: Tokenizer | None, max_model_len: int) -> GenerateRequest:
+def parse_chat_request(body: Any, tokenizer: Tokenizer | None, max_model_len: int,
+                       limits: RequestLimits = RequestLimits()) -> GenerateRequest:
     """A /v1/chat/completions body; `messages` are rendered through the model's chat template."""
     body = _object(body)
-    messages = _messages(body)
+    _known(body, _CHAT_FIELDS)
+    messages = _messages(body, limits)
     request = _parse(body, [], chat=True, max_model_len=max_model_len)
     if tokenizer is None:
         raise bad_request("messages", "'messages' need a chat template and this model has no tokenizer: "
@@ -64,8 +99,12 @@ def parse_chat_request(body: Any, tokenizer: Tokenizer | None, max_model_len: in
 
 def _parse(body: dict, prompts: list[Prompt], chat: bool, max_model_len: int) -> GenerateRequest:
     for name, harmless in _UNSUPPORTED.items():
-        if body.get(name) not in harmless:
+        value = body.get(name)
+        # By type too: true == 1 and 0 == False, but `best_of: true` asks for nothing sensible.
+        if not any(value == h and type(value) is type(h) for h in harmless):
             raise bad_request(name, f"'{name}' is not supported by this server: leave it out")
+    if not isinstance(body.get("user", ""), str):
+        raise bad_request("user", "'user' must be a string")
     model = body.get("model")
     if model is not None and not isinstance(model, str):
         raise bad_request("model", "'model' must be a string naming a model from GET /v1/models")
@@ -74,20 +113,50 @@ def _parse(body: dict, prompts: list[Prompt], chat: bool, max_model_len: int) ->
         raise bad_request("n", f"n={_show(n)} is not supported: this server returns one choice per prompt (n=1)")
     stream = _boolean(body, "stream", False)
     include_usage = _stream_options(body, stream)
-    max_tokens = _integer(body, "max_completion_tokens", low=1)
-    if max_tokens is None:
-        max_tokens = _integer(body, "max_tokens", low=1)
+    max_tokens_field = max_tokens = None
+    for name in ("max_tokens", "max_completion_tokens"):  # both checked; the newer name wins
+        value = _integer(body, name, low=1)
+        if value is not None:
+            if value >= max_model_len:
+                raise bad_request(name, f"'{name}'={value} exceeds the context window of {max_model_len} "
+                                        f"tokens: ask for at most {max_model_len - 1}")
+            max_tokens_field, max_tokens = name, value
     if max_tokens is None:
         # Chat runs to the end of the context window by default, as OpenAI's does.
         max_tokens = max_model_len if chat else _COMPLETION_DEFAULT_MAX_TOKENS
     temperature = _number(body, "temperature", 0.0, 2.0, default=1.0)
     top_p = _number(body, "top_p", 0.0, 1.0, default=1.0, low_open=True)
+    top_k = _integer(body, "top_k", low=-1, high=_INT64 - 1)
     params = SamplingParams(
         max_tokens=max_tokens, temperature=float(temperature), top_p=float(top_p),
-        seed=_integer(body, "seed"), stop=_stop(body),
-        ignore_eos=_boolean(body, "ignore_eos", False))
+        top_k=0 if top_k is None else top_k, seed=_integer(body, "seed", low=-_INT64, high=_INT64 - 1),
+        stop=_stop(body), stop_token_ids=_stop_token_ids(body), ignore_eos=_boolean(body, "ignore_eos", False))
     return GenerateRequest(chat=chat, model=model, prompts=prompts, params=params, stream=stream,
-                           include_usage=include_usage)
+                           include_usage=include_usage, max_tokens_field=max_tokens_field)
+
+
+def _known(body: dict, fields: set[str]) -> None:
+    for name in body:
+        if name not in fields and name not in _UNSUPPORTED:
+            raise bad_request(str(name), f"'{_show_text(name)}' is not a field this server knows: leave it out "
+                                         f"(fields: {', '.join(sorted(fields))})")
+
+
+def _text(value: str, field: str, limits: RequestLimits | None = None) -> str:
+    """`value` when it has a UTF-8 form (and fits the character limit), else a 400 naming `field`."""
+    if limits is not None and len(value) > limits.max_prompt_chars:
+        raise bad_request(field, f"{field} has {len(value)} characters, more than the limit of "
+                                 f"{limits.max_prompt_chars} (--max-prompt-chars): shorten it")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as err:
+        raise bad_request(field, f"{field} holds a lone UTF-16 surrogate {value[err.start]!r} at character "
+                                 f"{err.start}: send valid Unicode (surrogates only in pairs)") from None
+    return value
+
+
+def _show_text(value: str) -> str:
+    return value.encode("utf-8", "backslashreplace").decode()[:60]
 
 
 def _object(body: Any) -> dict:
@@ -96,32 +165,47 @@ def _object(body: Any) -> dict:
     return body
 
 
-def _prompts(body: dict) -> list[Prompt]:
+def _prompts(body: dict, limits: RequestLimits) -> list[Prompt]:
     if "prompt" not in body:
         raise bad_request("prompt", "'prompt' is required: a string, a list of strings or token ids")
     prompt = body["prompt"]
     if isinstance(prompt, str):
-        return [prompt]
+        return [_text(prompt, "prompt", limits)]
     if isinstance(prompt, list) and prompt:
-        if all(_is_int(t) for t in prompt):
+        if all(_is_token_id(t) for t in prompt):
             return [prompt]
+        if len(prompt) > limits.max_prompts:
+            raise bad_request("prompt", f"'prompt' holds {len(prompt)} prompts, more than the limit of "
+                                        f"{limits.max_prompts} per request (--max-prompts-per-request): "
+                                        "split them over several requests")
         if all(isinstance(p, str) for p in prompt):
-            return list(prompt)
-        if all(isinstance(p, list) and p and all(_is_int(t) for t in p) for p in prompt):
+            return [_text(p, f"prompt[{i}]", limits) for i, p in enumerate(prompt)]
+        if all(isinstance(p, list) and p and all(_is_token_id(t) for t in p) for p in prompt):
             return list(prompt)
     raise bad_request("prompt", "'prompt' must be a string, a non-empty list of strings, a non-empty "
                                 "list of token ids or a list of such lists")
 
 
-def _messages(body: dict) -> list[dict[str, str]]:
+def _messages(body: dict, limits: RequestLimits) -> list[dict[str, str]]:
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise bad_request("messages", "'messages' must be a non-empty list of {\"role\", \"content\"} objects")
+    if len(messages) > limits.max_prompts:
+        raise bad_request("messages", f"'messages' holds {len(messages)} messages, more than the limit of "
+                                      f"{limits.max_prompts} (--max-prompts-per-request)")
     flat = []
     for i, message in enumerate(messages):
         if not isinstance(message, dict) or not isinstance(message.get("role"), str):
             raise bad_request("messages", f"messages[{i}] must be an object with a string 'role'")
-        flat.append({**message, "content": _content(message.get("content"), i)})
+        # Only role and content reach the template: other keys (name, tool_calls, ...) are not
+        # implemented, and a template would render them unchecked.
+        for key in message:
+            if key not in ("role", "content", "name"):
+                raise bad_request("messages", f"messages[{i}].{_show_text(str(key))} is not supported: "
+                                              "send only 'role' and 'content'")
+        role = _text(message["role"], f"messages[{i}].role", limits)
+        content = _text(_content(message.get("content"), i), f"messages[{i}].content", limits)
+        flat.append({"role": role, "content": content})
     return flat
 
 
@@ -157,11 +241,25 @@ def _stop(body: dict) -> tuple[str, ...]:
     stops = [stop] if isinstance(stop, str) else stop
     if not isinstance(stops, list) or not all(isinstance(s, str) and s for s in stops):
         raise bad_request("stop", "'stop' must be a non-empty string or a list of them")
-    return tuple(stops)
+    if len(stops) > _MAX_STOPS or any(len(s) > 1000 for s in stops):
+        raise bad_request("stop", f"'stop' allows at most {_MAX_STOPS} strings of at most 1000 characters")
+    return tuple(_text(s, "stop") for s in stops)
+
+
+def _stop_token_ids(body: dict) -> tuple[int, ...]:
+    ids = body.get("stop_token_ids")
+    if ids is None:
+        return ()
+    if not isinstance(ids, list) or len(ids) > 1024 or not all(_is_token_id(t) for t in ids):
+        raise bad_request("stop_token_ids", "'stop_token_ids' must be a list of at most 1024 token ids "
+                                            "(integers >= 0)")
+    return tuple(ids)
 
 
 def _show(value: Any) -> str:
-    text = repr(value)
+    if _is_int(value) and value.bit_length() > 64:  # repr() of a huge one is slow or refused
+        return f"an integer of {value.bit_length()} bits"
+    text = repr(value) if not isinstance(value, (dict, list)) else type(value).__name__
     return text if len(text) <= 40 else text[:37] + "..."
 
 
@@ -169,14 +267,20 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _integer(body: dict, name: str, low: int | None = None) -> int | None:
+def _is_token_id(value: Any) -> bool:
+    # Bounded so that no later step (a tensor of ids, a vocabulary check) meets a number it cannot hold.
+    return _is_int(value) and 0 <= value < _INT64
+
+
+def _integer(body: dict, name: str, low: int | None = None, high: int | None = None) -> int | None:
     value = body.get(name)
     if value is None:
         return None
     if not _is_int(value):
         raise bad_request(name, f"'{name}' must be an integer, got {_show(value)}")
-    if low is not None and value < low:
-        raise bad_request(name, f"'{name}'={value} is out of range: use an integer >= {low}")
+    if (low is not None and value < low) or (high is not None and value > high):
+        bounds = f">= {low}" if high is None else f"in [{low}, {high}]"
+        raise bad_request(name, f"'{name}'={_show(value)} is out of range: use an integer {bounds}")
     return value
 
 
@@ -185,11 +289,12 @@ def _number(body: dict, name: str, low: float, high: float, *, default: float,
     value = body.get(name)
     if value is None:
         return default
-    if not (_is_int(value) or isinstance(value, float)) or not math.isfinite(value):
+    # An integer is compared as it is: float() of a 400-digit one raises OverflowError.
+    if not (_is_int(value) or (isinstance(value, float) and math.isfinite(value))):
         raise bad_request(name, f"'{name}' must be a finite number, got {_show(value)}")
     if not (low < value if low_open else low <= value) or value > high:
         interval = f"{'(' if low_open else '['}{low}, {high}]"
-        raise bad_request(name, f"'{name}'={value} is out of range: use a number in {interval}")
+        raise bad_request(name, f"'{name}'={_show(value)} is out of range: use a number in {interval}")
     return value
 
 

@@ -18,6 +18,7 @@ from adaptive_sarathi.engine.loaders.default_model import DEFAULT_NAME
 from adaptive_sarathi.metrics import ServerMetrics
 from adaptive_sarathi.server.app import build_app
 from adaptive_sarathi.server.async_engine import AsyncEngine
+from adaptive_sarathi.server.protocol import RequestLimits
 
 logger = logging.getLogger(__name__)
 
@@ -27,15 +28,18 @@ class ServerArgs:
     """How the HTTP server listens and protects itself.
 
     port 0 picks a free port. max_waiting: most requests the engine may hold waiting before new
-    ones get 429 (None = no limit). shutdown_timeout_s: how long in-flight requests may run on
-    after SIGTERM before they are aborted.
+    ones get 429 (None = no limit). max_prompts_per_request / max_prompt_chars: the RequestLimits
+    of one body (400 beyond them). shutdown_timeout_s: how long in-flight requests may run on
+    after SIGTERM before they are aborted. docs/server-limits.md states the defaults and why.
     """
 
     host: str = "127.0.0.1"
     port: int = 8000
     api_key: str | None = None
-    max_waiting: int | None = None
+    max_waiting: int | None = 256
     max_body_bytes: int = 1 << 20
+    max_prompts_per_request: int = 64
+    max_prompt_chars: int = 200_000
     shutdown_timeout_s: float = 10.0
     retry_after_s: int = 1
 
@@ -44,6 +48,7 @@ class ServerArgs:
             raise ValueError(f"port={self.port} is invalid: use 0 (any free port) to 65535")
         if self.max_waiting is not None and self.max_waiting < 1:
             raise ValueError(f"max_waiting={self.max_waiting} is invalid: use an integer >= 1 or leave it unset")
+        RequestLimits(self.max_prompts_per_request, self.max_prompt_chars)  # raises naming the bad one
         if self.shutdown_timeout_s < 0:
             raise ValueError(f"shutdown_timeout_s={self.shutdown_timeout_s} is invalid: use seconds >= 0")
 
@@ -57,7 +62,8 @@ class Server:
         self.metrics = ServerMetrics(model_name)
         self.engine = AsyncEngine(engine, max_waiting=args.max_waiting, observer=self.metrics)
         self.app = build_app(self.engine, self.metrics, model_name, api_key=args.api_key,
-                             max_body_bytes=args.max_body_bytes, retry_after_s=args.retry_after_s)
+                             max_body_bytes=args.max_body_bytes, retry_after_s=args.retry_after_s,
+                             limits=RequestLimits(args.max_prompts_per_request, args.max_prompt_chars))
         self._runner: web.AppRunner | None = None
 
     async def start(self) -> int:
@@ -82,8 +88,10 @@ class Server:
             await self._runner.cleanup()
 
 
-async def serve(engine: LLMEngine, args: ServerArgs, model_name: str) -> None:
-    """Serve until SIGTERM or SIGINT, then stop gracefully."""
+async def serve(engine: LLMEngine, args: ServerArgs, model_name: str) -> bool:
+    """Serve until SIGTERM or SIGINT (then stop gracefully, returning True) or until the engine
+    thread dies (then stop at once and return False, so the process can exit non-zero and a
+    supervisor restart it rather than it answering 503s for ever)."""
     server = Server(engine, args, model_name)
     port = await server.start()
     print(f"adaptive-sarathi: serving {model_name} on http://{args.host}:{port}", flush=True)
@@ -91,23 +99,33 @@ async def serve(engine: LLMEngine, args: ServerArgs, model_name: str) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+    waits = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(server.engine.failed.wait())]
+    await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    for wait in waits:
+        wait.cancel()
     for sig in (signal.SIGTERM, signal.SIGINT):  # a second signal ends the process at once
         loop.remove_signal_handler(sig)
+    if server.engine.error is not None:
+        print(f"adaptive-sarathi: the engine failed, exiting: {server.engine.error!r}", file=sys.stderr, flush=True)
+        if server._runner is not None:
+            await server._runner.cleanup()
+        return False
     print(f"adaptive-sarathi: shutting down ({server.engine.num_in_flight} requests in flight)",
           file=sys.stderr, flush=True)
     await server.stop()
+    return True
 
 
 def run_server(engine_args: EngineArgs, args: ServerArgs, policy: BudgetPolicy | None = None) -> int:
-    """Load the model, serve until a signal and return the exit status (0 after a clean stop).
+    """Load the model, serve until a signal and return the exit status (0 after a clean stop, 1
+    when the port cannot be bound, 3 when the engine failed while serving).
     `policy` decides each step's budget (None: fixed at engine_args' token budget)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     engine = create_engine(engine_args, policy)
     tune_garbage_collection()
     try:
-        asyncio.run(serve(engine, args, engine_args.model or DEFAULT_NAME))
+        clean = asyncio.run(serve(engine, args, engine_args.model or DEFAULT_NAME))
     except OSError as err:
         print(f"error: cannot listen on {args.host}:{args.port}: {err}", file=sys.stderr)
         return 1
-    return 0
+    return 0 if clean else 3

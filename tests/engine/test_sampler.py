@@ -1,5 +1,6 @@
 """Sampling: greedy is argmax, filters restrict the support, seeds make draws reproducible."""
 
+import pytest
 import torch
 
 from adaptive_sarathi.engine.sampler import sample
@@ -91,3 +92,12 @@ def test_each_row_keeps_its_own_settings_in_a_mixed_batch():
     # Seeded rows ignore the generator: the same output index draws the same token.
     assert sample(logits, params, list(range(6)), torch.Generator().manual_seed(1))[4:] == \
         sample(logits, params, list(range(6)), torch.Generator().manual_seed(2))[4:]
+
+
+@pytest.mark.parametrize("temperature", [1e-38, 5e-324, 1e-6])
+def test_temperatures_too_small_to_divide_by_are_greedy(temperature):
+    # logits / 1e-38 overflow to inf and the softmax of infinities is NaN: such rows must take
+    # the argmax, not a draw from garbage.
+    logits = torch.randn(4, 50, generator=torch.Generator().manual_seed(0)) * 10
+    params = [SamplingParams(temperature=temperature, seed=s) for s in range(4)]
+    assert sample(logits, params, [0] * 4) == logits.argmax(dim=-1).tolist()

@@ -59,6 +59,29 @@ BAD_REQUESTS = [
     ("chat on a model without chat template", CHAT, {"messages": USER}, 400, "messages"),
     ("chat max_tokens negative", CHAT, {"messages": USER, "max_tokens": -5}, 400, "max_tokens"),
     ("unknown route", "/v1/embeddings", {"input": "x"}, 404, None),
+    # Numbers no float can hold, or that a float conversion would overflow on.
+    ("temperature a huge integer", COMPLETIONS, b'{"prompt": [1], "temperature": 1' + b"0" * 400 + b"}", 400,
+     "temperature"),
+    ("top_p a huge integer", COMPLETIONS, good(top_p=10 ** 400), 400, "top_p"),
+    ("temperature -inf", COMPLETIONS, b'{"prompt": [1], "temperature": -1e400}', 400, "temperature"),
+    ("top_p 1e308", COMPLETIONS, good(top_p=1e308), 400, "top_p"),
+    ("seed beyond 64 bits", COMPLETIONS, good(seed=2 ** 70), 400, "seed"),
+    ("max_tokens a huge integer", COMPLETIONS, good(max_tokens=10 ** 300), 400, "max_tokens"),
+    ("token id a huge integer", COMPLETIONS, good(prompt=[1, 10 ** 30]), 400, "prompt"),
+    # Fields that would otherwise be accepted and ignored.
+    ("top_k a string", COMPLETIONS, good(top_k="banana"), 400, "top_k"),
+    ("top_k below -1", COMPLETIONS, good(top_k=-2), 400, "top_k"),
+    ("stop_token_ids not ids", COMPLETIONS, good(stop_token_ids=["a"]), 400, "stop_token_ids"),
+    ("unknown field", COMPLETIONS, good(repetition_penalty=1.2), 400, "repetition_penalty"),
+    ("legacy functions", CHAT, {"messages": USER, "functions": [{"name": "f"}]}, 400, "functions"),
+    ("tool_choice", CHAT, {"messages": USER, "tool_choice": "auto"}, 400, "tool_choice"),
+    ("parallel_tool_calls", CHAT, {"messages": USER, "parallel_tool_calls": False}, 400, "parallel_tool_calls"),
+    ("max_tokens past the context window", COMPLETIONS, good(max_tokens=2048), 400, "max_tokens"),
+    ("max_tokens plus prompt past the context window", COMPLETIONS, good(prompt=[7] * 2000, max_tokens=100),
+     400, "max_tokens"),
+    # Bounds on the work of one request.
+    ("too many prompts", COMPLETIONS, good(prompt=[[1]] * 2000), 400, "prompt"),
+    ("too many text prompts", COMPLETIONS, good(prompt=["x"] * 2000), 400, "prompt"),
 ]
 
 
@@ -142,6 +165,27 @@ def test_full_waiting_queue_answers_429_with_retry_after(guarded):
     status, headers, body = guarded.request("POST", COMPLETIONS, GOOD, headers=AUTH)
     assert status == 429 and int(headers["Retry-After"]) >= 1
     assert body["error"]["type"] == "rate_limit_error"
+    assert guarded.metrics()["adaptive_sarathi:request_rejected_total{reason=queue_full}"] == 1
     for conn, _ in (running, waiting):
         conn.close()
     assert guarded.wait_until(lambda: guarded.request("POST", COMPLETIONS, GOOD, headers=AUTH)[0] == 200)
+
+
+def test_max_tokens_past_the_window_names_both_numbers(server):
+    status, _, body = server.request("POST", COMPLETIONS, good(prompt=[7] * 2000, max_tokens=100))
+    assert status == 400
+    message = body["error"]["message"]
+    assert "100" in message and "2000" in message and "2048" in message, message
+
+
+def test_refusals_are_counted_by_reason(server):
+    before = server.metrics().get("adaptive_sarathi:request_rejected_total{reason=bad_request}", 0)
+    assert server.request("POST", COMPLETIONS, good(top_k="banana"))[0] == 400
+    after = server.metrics()["adaptive_sarathi:request_rejected_total{reason=bad_request}"]
+    assert after == before + 1
+
+
+def test_the_waiting_queue_is_bounded_by_default():
+    from adaptive_sarathi.server import ServerArgs
+
+    assert ServerArgs().max_waiting == 256
