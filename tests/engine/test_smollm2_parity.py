@@ -10,6 +10,8 @@ transformers = pytest.importorskip("transformers")
 from adaptive_sarathi import LLM, SamplingParams  # noqa: E402
 from adaptive_sarathi.engine.loaders import resolve_model  # noqa: E402
 
+pytestmark = pytest.mark.embedded_model
+
 NEW_TOKENS = 32
 PROMPTS = [
     "The capital of France is",

@@ -102,6 +102,7 @@ def test_sizes_that_do_not_split_the_heads_are_refused():
         EngineArgs(tensor_parallel_size=0)
 
 
+@pytest.mark.embedded_model
 def test_engine_refuses_a_size_that_does_not_divide_the_default_models_heads():
     with pytest.raises(ValueError, match=r"tensor_parallel_size=2 cannot split .*num_heads=9.*valid sizes: 1, 3"):
         create_engine(EngineArgs(model=None, device="cpu", tensor_parallel_size=2))
@@ -109,6 +110,7 @@ def test_engine_refuses_a_size_that_does_not_divide_the_default_models_heads():
 
 # -- processes over gloo ----------------------------------------------------------------------------
 
+@pytest.mark.embedded_model
 def test_smollm2_tp3_generates_the_tp1_greedy_tokens():
     assert resolve_model(None).config.num_heads == 9
     kwargs = dict(device="cpu", dtype="float32", num_kv_blocks=32)
