@@ -67,7 +67,13 @@ def test_profile_loads_in_the_simulators_latency_model(tmp_path):
     model = latency.load_profile(summary.path)
     assert len(model.rows) == len(SHAPES)
     assert model.tags["model"] == "dummy:tiny"
-    assert model.step_time(StepShape(16, 2, 1, 60)) >= 0.0
+    # Five shapes over four prefill-token knots leave the fit exact: at every profiled shape the model
+    # must give back the duration measured there, which holds only if each column landed in its field.
+    rows = read_profile(summary.path)[2]
+    measured = {tuple(int(r[c]) for c in PROFILE_COLUMNS[:4]): float(r["duration_s"]) for r in rows}
+    for shape in SHAPES:
+        step = shape.step_shape()
+        assert model.step_time(step) == pytest.approx(measured[tuple(vars(step).values())], rel=1e-6, abs=1e-9)
 
 
 def test_shapes_beyond_the_window_or_the_kv_capacity_are_skipped(tmp_path):
