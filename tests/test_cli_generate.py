@@ -5,6 +5,9 @@ import sys
 
 import pytest
 
+# Each test starts the CLI in a fresh interpreter (torch import, model load): seconds apiece.
+pytestmark = pytest.mark.slow
+
 
 def run_cli(*args):
     return subprocess.run([sys.executable, "-m", "adaptive_sarathi.cli", *args], capture_output=True, text=True,

@@ -44,12 +44,14 @@ def transformers_gguf_model(path: Path) -> tuple[torch.nn.Module, dict[str, torc
     return model.eval(), tensors
 
 
-@pytest.fixture(scope="session")
+# Module scope: the transformers model (about 0.5 GB of float32 weights) is released after this file.
+@pytest.fixture(scope="module")
 def smollm2_from_transformers():
     return transformers_gguf_model(default_gguf_path())
 
 
 @pytest.mark.embedded_model
+@pytest.mark.slow
 def test_default_weights_equal_transformers_gguf_loading(default_source, smollm2_from_transformers):
     _, reference = smollm2_from_transformers
     ours = dict(iter_safetensors(default_source.weights_path))
@@ -76,6 +78,7 @@ def test_default_config_matches_smollm2_preset(default_source):
 
 
 @pytest.mark.embedded_model
+@pytest.mark.slow
 def test_converted_dir_gives_transformers_identical_logits(default_source, smollm2_from_transformers):
     reference, _ = smollm2_from_transformers
     ours = transformers.AutoModelForCausalLM.from_pretrained(str(default_source.weights_path), dtype=torch.float32)
