@@ -44,6 +44,7 @@ def backend(tokenizer_dir: Path) -> tokenizers.Tokenizer:
     return tokenizers.Tokenizer.from_file(str(tokenizer_dir / "tokenizer.json"))
 
 
+@pytest.mark.slow
 @pytest.mark.embedded_model
 def test_encode_matches_transformers_gguf_tokenizer(tokenizer):
     transformers = pytest.importorskip("transformers")
