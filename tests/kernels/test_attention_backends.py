@@ -42,7 +42,6 @@ def test_flash_attn_missing_is_a_clear_error():
         select_attention(torch.device("cuda"), "flash_attn")
 
 
-@pytest.mark.slow
 def test_importing_kernels_imports_neither_triton_nor_flash_attn():
     code = ("import sys, torch; from adaptive_sarathi.kernels.attention.backends import select_attention; "
             "import adaptive_sarathi.kernels; select_attention(torch.device('cpu')); "

@@ -25,7 +25,6 @@ def run_bench(server, tmp_path, *args):
     return json.loads(out.read_text()), result
 
 
-@pytest.mark.slow
 def test_bench_ttft_matches_the_server_histogram(server, tmp_path):
     before = server.metrics()
     doc, result = run_bench(server, tmp_path, "--num-requests", "40", "--qps", "40", "--input-len", "48",

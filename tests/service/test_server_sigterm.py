@@ -37,7 +37,6 @@ def events(response):
     return [json.loads(e.strip()[6:]) for e in response.read().split(b"\n\n") if e.strip().startswith(b"data: {")]
 
 
-@pytest.mark.slow
 def test_sigterm_aborts_in_flight_streams_and_exits_0():
     proc, port = start_server("--shutdown-timeout", "0")
     try:
@@ -52,7 +51,6 @@ def test_sigterm_aborts_in_flight_streams_and_exits_0():
         proc.kill()
 
 
-@pytest.mark.slow
 def test_sigterm_lets_in_flight_streams_finish_within_the_grace_period():
     proc, port = start_server("--shutdown-timeout", "30")
     try:
