@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test
+.PHONY: run test test-fast
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -20,5 +20,10 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(VENV)/bin/adaptive-sarathi serve --host $(HOST) --port $(PORT)
 
+# The full suite CI runs (everything but GPU tests); docs/testing.md describes the markers.
 test: $(STAMP)
 	$(VENV)/bin/pytest -m "not gpu" -q
+
+# The inner loop: leaves out the tests marked slow (subprocess CLIs, servers, experiment smoke runs).
+test-fast: $(STAMP)
+	$(VENV)/bin/pytest -m "not gpu and not slow" -q

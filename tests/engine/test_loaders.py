@@ -44,11 +44,14 @@ def transformers_gguf_model(path: Path) -> tuple[torch.nn.Module, dict[str, torc
     return model.eval(), tensors
 
 
-@pytest.fixture(scope="session")
+# Module scope: the transformers model (about 0.5 GB of float32 weights) is released after this file.
+@pytest.fixture(scope="module")
 def smollm2_from_transformers():
     return transformers_gguf_model(default_gguf_path())
 
 
+@pytest.mark.embedded_model
+@pytest.mark.slow
 def test_default_weights_equal_transformers_gguf_loading(default_source, smollm2_from_transformers):
     _, reference = smollm2_from_transformers
     ours = dict(iter_safetensors(default_source.weights_path))
@@ -58,6 +61,7 @@ def test_default_weights_equal_transformers_gguf_loading(default_source, smollm2
         assert torch.equal(tensor, reference[name]), name
 
 
+@pytest.mark.embedded_model
 def test_default_config_matches_smollm2_preset(default_source):
     config = default_source.config
     preset = DUMMY_PRESETS["smollm2-135m"]
@@ -73,6 +77,8 @@ def test_default_config_matches_smollm2_preset(default_source):
     assert generation["eos_token_id"] == [2]
 
 
+@pytest.mark.embedded_model
+@pytest.mark.slow
 def test_converted_dir_gives_transformers_identical_logits(default_source, smollm2_from_transformers):
     reference, _ = smollm2_from_transformers
     ours = transformers.AutoModelForCausalLM.from_pretrained(str(default_source.weights_path), dtype=torch.float32)
@@ -81,6 +87,7 @@ def test_converted_dir_gives_transformers_identical_logits(default_source, smoll
         assert torch.equal(ours.eval()(ids).logits, reference(ids).logits)
 
 
+@pytest.mark.embedded_model
 def test_second_resolve_reuses_the_cache(default_source, tmp_path_factory):
     weights = default_source.weights_path / "model.safetensors"
     before = weights.stat().st_mtime_ns
@@ -259,6 +266,7 @@ def test_llama3_rope_scaling_is_recovered_from_rope_freqs(tmp_path):
                                    "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}
 
 
+@pytest.mark.embedded_model
 def test_hf_directory_is_used_in_place(default_source):
     source = resolve_model(str(default_source.weights_path))
     assert source.weights_path == source.tokenizer_path == default_source.weights_path

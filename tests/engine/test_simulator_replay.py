@@ -106,5 +106,7 @@ def test_replaying_measured_durations_reproduces_the_real_schedule(scheduler, ma
     assert_replay_matches("dummy:tiny", scheduler, make_policy)
 
 
+@pytest.mark.slow
+@pytest.mark.embedded_model
 def test_replay_reproduces_the_schedule_of_smollm2():
     assert_replay_matches(None, "sarathi", QueueAwareBudget, num_requests=10)

@@ -10,6 +10,9 @@ transformers = pytest.importorskip("transformers")
 from adaptive_sarathi import LLM, SamplingParams  # noqa: E402
 from adaptive_sarathi.engine.loaders import resolve_model  # noqa: E402
 
+# Each test generates 8 prompts x 32 tokens on the 135M model in float32: tens of seconds apiece.
+pytestmark = [pytest.mark.embedded_model, pytest.mark.slow]
+
 NEW_TOKENS = 32
 PROMPTS = [
     "The capital of France is",

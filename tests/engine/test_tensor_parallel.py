@@ -102,6 +102,7 @@ def test_sizes_that_do_not_split_the_heads_are_refused():
         EngineArgs(tensor_parallel_size=0)
 
 
+@pytest.mark.embedded_model
 def test_engine_refuses_a_size_that_does_not_divide_the_default_models_heads():
     with pytest.raises(ValueError, match=r"tensor_parallel_size=2 cannot split .*num_heads=9.*valid sizes: 1, 3"):
         create_engine(EngineArgs(model=None, device="cpu", tensor_parallel_size=2))
@@ -109,6 +110,8 @@ def test_engine_refuses_a_size_that_does_not_divide_the_default_models_heads():
 
 # -- processes over gloo ----------------------------------------------------------------------------
 
+@pytest.mark.embedded_model
+@pytest.mark.slow
 def test_smollm2_tp3_generates_the_tp1_greedy_tokens():
     assert resolve_model(None).config.num_heads == 9
     kwargs = dict(device="cpu", dtype="float32", num_kv_blocks=32)
@@ -124,6 +127,7 @@ def _prefill_batch(tokens: list[int]) -> ScheduledBatch:
 
 
 @pytest.mark.parametrize("size", [2, 4])
+@pytest.mark.slow
 def test_dummy_tiny_tp_generates_the_tp1_greedy_tokens(size):
     kwargs = dict(device="cpu", dtype="float32", num_kv_blocks=64)
     baseline = LLM("dummy:tiny", **kwargs)
@@ -151,6 +155,7 @@ def test_a_dead_worker_makes_the_driver_raise_and_shut_down():
     assert not torch.distributed.is_initialized()
 
 
+@pytest.mark.slow
 def test_profiler_runs_at_tp2_and_tags_the_csv(tmp_path):
     from adaptive_sarathi.engine.latency.profile import load_profile
     from adaptive_sarathi.engine.profile_shapes import ProfileShape
@@ -184,6 +189,7 @@ def test_simulate_flag_splits_the_roofline_and_checks_a_profiles_size(tmp_path, 
     assert "tensor_parallel_size=3" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_hf_checkpoint_with_qkv_bias_and_untied_head_loads_sharded(tmp_path):
     """Real-file loading at TP=2 of a Qwen2-style checkpoint (QKV biases, untied LM head, a vocab
     of 301 rows padded to 2 x 151): the same logits as TP=1."""

@@ -44,6 +44,8 @@ def backend(tokenizer_dir: Path) -> tokenizers.Tokenizer:
     return tokenizers.Tokenizer.from_file(str(tokenizer_dir / "tokenizer.json"))
 
 
+@pytest.mark.slow
+@pytest.mark.embedded_model
 def test_encode_matches_transformers_gguf_tokenizer(tokenizer):
     transformers = pytest.importorskip("transformers")
     path = default_gguf_path()
@@ -59,6 +61,7 @@ def test_encode_matches_transformers_gguf_tokenizer(tokenizer):
     assert [tokenizer.decode([i]) for i in digits] == [" ", "1", "2", "3", "4", "5"]
 
 
+@pytest.mark.embedded_model
 def test_special_tokens_map_to_their_ids(tokenizer):
     assert tokenizer.encode("<|im_start|>assistant<|im_end|>")[0] == 1
     assert tokenizer.encode("<|im_end|>") == [2]
@@ -66,15 +69,18 @@ def test_special_tokens_map_to_their_ids(tokenizer):
     assert tokenizer.encode("Hi")[0] != tokenizer.bos_token_id  # SmolLM2 adds no BOS
 
 
+@pytest.mark.embedded_model
 @pytest.mark.parametrize("text", TEXTS)
 def test_decode_round_trips(tokenizer, text):
     assert tokenizer.decode(tokenizer.encode(text), skip_special_tokens=False) == text
 
 
+@pytest.mark.embedded_model
 def test_decode_skips_special_tokens_by_default(tokenizer):
     assert tokenizer.decode(tokenizer.encode("<|im_start|>user\nHi<|im_end|>")) == "user\nHi"
 
 
+@pytest.mark.embedded_model
 def test_chat_template_renders_smollm2_format(tokenizer):
     messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}]
     assert tokenizer.apply_chat_template(messages) == (
@@ -84,6 +90,7 @@ def test_chat_template_renders_smollm2_format(tokenizer):
     assert without_system.endswith("<|im_start|>user\nHi<|im_end|>\n")
 
 
+@pytest.mark.embedded_model
 @pytest.mark.parametrize("messages, field", [
     ("hello", "messages"),
     ([], "messages"),
@@ -96,6 +103,7 @@ def test_invalid_messages_name_the_field(tokenizer, messages, field):
         tokenizer.apply_chat_template(messages)
 
 
+@pytest.mark.embedded_model
 def test_template_raise_exception_and_bos_variables(tokenizer_dir):
     template = ("{% if messages[0]['role'] != 'user' %}{{ raise_exception('first must be user') }}{% endif %}"
                 "{{ bos_token }}{% for m in messages %}{{ m['content'] | tojson }}{% endfor %}{{ eos_token }}")
@@ -105,6 +113,7 @@ def test_template_raise_exception_and_bos_variables(tokenizer_dir):
         custom.apply_chat_template([{"role": "assistant", "content": "x"}])
 
 
+@pytest.mark.embedded_model
 def test_template_cannot_escape_the_sandbox(tokenizer_dir):
     template = "{{ messages.__class__.__mro__[1].__subclasses__() }}"
     custom = Tokenizer(backend(tokenizer_dir), {}, template)
@@ -112,6 +121,7 @@ def test_template_cannot_escape_the_sandbox(tokenizer_dir):
         custom.apply_chat_template([{"role": "user", "content": "x"}])
 
 
+@pytest.mark.embedded_model
 def test_add_bos_token_is_honoured_once(tokenizer, tokenizer_dir):
     with_bos = Tokenizer(backend(tokenizer_dir), {"bos_token": "<|im_start|>", "add_bos_token": True})
     hi = tokenizer.encode("Hi")
@@ -120,6 +130,7 @@ def test_add_bos_token_is_honoured_once(tokenizer, tokenizer_dir):
     assert with_bos.encode("Hi", add_special_tokens=False) == hi
 
 
+@pytest.mark.embedded_model
 def test_post_processor_bos_is_not_doubled(tokenizer, tokenizer_dir):
     # Llama 3 style: the tokenizer.json itself prepends BOS.
     prepends_bos = backend(tokenizer_dir)
@@ -137,6 +148,7 @@ def stream(tokenizer: Tokenizer, ids: list[int], prompt_ids: list[int] = ()) -> 
     return deltas + [detok.flush()]
 
 
+@pytest.mark.embedded_model
 @pytest.mark.parametrize("text", TEXTS)
 def test_incremental_detokenizer_equals_full_decode(tokenizer, text):
     ids = tokenizer.encode(text)
@@ -145,6 +157,7 @@ def test_incremental_detokenizer_equals_full_decode(tokenizer, text):
     assert not any("\ufffd" in delta for delta in deltas)
 
 
+@pytest.mark.embedded_model
 def test_emoji_split_across_tokens_is_held_back(tokenizer):
     ids = tokenizer.encode("🦙")
     assert len(ids) > 1 and tokenizer.decode(ids[:1]).endswith("\ufffd")
@@ -152,6 +165,7 @@ def test_emoji_split_across_tokens_is_held_back(tokenizer):
     assert deltas[:len(ids) - 1] == [""] * (len(ids) - 1) and deltas[len(ids) - 1] == "🦙"
 
 
+@pytest.mark.embedded_model
 def test_incremental_detokenizer_with_prompt_context(tokenizer):
     prompt = tokenizer.encode("The answer is")
     output = tokenizer.encode(" forty-two 🤗 done")
@@ -159,6 +173,7 @@ def test_incremental_detokenizer_with_prompt_context(tokenizer):
     assert "".join(stream(tokenizer, output, prompt)) == full[len(tokenizer.decode(prompt)):]
 
 
+@pytest.mark.embedded_model
 def test_flush_emits_an_incomplete_character(tokenizer):
     first = tokenizer.encode("🦙")[0]
     detok = tokenizer.incremental_detokenizer()

@@ -1,10 +1,13 @@
 """The official openai client against the server on the embedded SmolLM2: chat through the chat
 template and text completions, streamed and not, with usage counts and stop strings."""
 
-import openai
 import pytest
 
+openai = pytest.importorskip("openai")
+
 from adaptive_sarathi.engine.factory import EngineArgs
+
+pytestmark = pytest.mark.embedded_model
 
 MESSAGES = [{"role": "user", "content": "What is the capital of France?"}]
 
