@@ -197,7 +197,7 @@ def _bench(args: argparse.Namespace) -> int:
 
 
 def _profile(args: argparse.Namespace) -> int:
-    from adaptive_sarathi.engine.profiler import ProfileConfig, run_profile
+    from adaptive_sarathi.engine.profiling.profiler import ProfileConfig, run_profile
 
     try:
         config = ProfileConfig(model=args.model, device=args.device, dtype=args.dtype, out=args.out, grid=args.grid,

@@ -30,16 +30,17 @@ import torch
 from adaptive_sarathi.engine.cuda_graph import decode_graphs_supported
 from adaptive_sarathi.engine.factory import MAX_GRAPH_BATCH, EngineArgs
 from adaptive_sarathi.engine.input_prep import ModelInputs, prepare_inputs
-from adaptive_sarathi.engine.kv_pool import KvPool, is_out_of_memory, kv_capacity_blocks
+from adaptive_sarathi.engine.kv_sizing import kv_capacity_blocks
 from adaptive_sarathi.engine.latency.profile import PROFILE_COLUMNS
 from adaptive_sarathi.engine.loaders import resolve_model
 from adaptive_sarathi.engine.mixed_graphs import MAX_GRAPH_TOKENS, mixed_capture_sizes
 from adaptive_sarathi.engine.model.build import build_model
 from adaptive_sarathi.engine.model_runner import ModelRunner
-from adaptive_sarathi.engine.profile_shapes import GRID_NAMES, ProfileShape, profile_grid
+from adaptive_sarathi.engine.profiling.kv_pool import KvPool, is_out_of_memory
+from adaptive_sarathi.engine.profiling.profile_shapes import GRID_NAMES, ProfileShape, profile_grid
+from adaptive_sarathi.engine.profiling.step_timer import Timing, time_call
+from adaptive_sarathi.engine.profiling.synthetic_batch import synthetic_batch
 from adaptive_sarathi.engine.progress import progress_bar
-from adaptive_sarathi.engine.step_timer import Timing, time_call
-from adaptive_sarathi.engine.synthetic_batch import synthetic_batch
 from adaptive_sarathi.kernels.attention.backends import select_attention
 
 EXTRA_COLUMNS = ("device_duration_s", "decode_context_len", "prefix_tokens")
@@ -121,7 +122,7 @@ def run_profile(config: ProfileConfig, shapes: Sequence[ProfileShape] | None = N
         session, capacity = _start_session(config, source, device, dtype, max_positions)
     else:
         model = build_model(source, device, dtype, max_positions=max_positions)
-        capacity = kv_capacity_blocks(model, config.block_size, config.gpu_memory_utilization,
+        capacity = kv_capacity_blocks(model, config.block_size, device, dtype, config.gpu_memory_utilization,
                                       config.cpu_kv_cache_bytes)
     fitting = []
     for shape in todo:
@@ -133,7 +134,7 @@ def run_profile(config: ProfileConfig, shapes: Sequence[ProfileShape] | None = N
     # Increasing KV need: the cache grows a few times, and long chunks run while it is small.
     fitting.sort(key=lambda s: (s.num_blocks(config.block_size), s.num_tokens))
     if session is not None:
-        from adaptive_sarathi.engine.distributed.executor import TensorParallelKvPool
+        from adaptive_sarathi.engine.profiling.tp_kv_pool import TensorParallelKvPool
 
         pool = TensorParallelKvPool(session, config.block_size, capacity, seed=config.seed)
     else:
