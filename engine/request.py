@@ -94,10 +94,6 @@ class Request:
         outputs = self.output_token_ids
         return not outputs or len(self.prompt_token_ids) + len(outputs) - self.num_computed_tokens > 1
 
-    @property
-    def is_finished(self) -> bool:
-        return self.status is RequestStatus.FINISHED
-
     def token_ids_slice(self, start: int, end: int) -> list[int]:
         """Tokens [start, end) of prompt + outputs."""
         p = len(self.prompt_token_ids)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import csv
 import platform
 import random
+import sys
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -26,6 +27,7 @@ from pathlib import Path
 from typing import Sequence
 
 import torch
+from tqdm import tqdm
 
 from adaptive_sarathi.engine.cuda_graph import decode_graphs_supported
 from adaptive_sarathi.engine.factory import MAX_GRAPH_BATCH, EngineArgs
@@ -40,7 +42,6 @@ from adaptive_sarathi.engine.profiling.kv_pool import KvPool, is_out_of_memory
 from adaptive_sarathi.engine.profiling.profile_shapes import GRID_NAMES, ProfileShape, profile_grid
 from adaptive_sarathi.engine.profiling.step_timer import Timing, time_call
 from adaptive_sarathi.engine.profiling.synthetic_batch import synthetic_batch
-from adaptive_sarathi.engine.progress import progress_bar
 from adaptive_sarathi.kernels.attention.backends import select_attention
 
 EXTRA_COLUMNS = ("device_duration_s", "decode_context_len", "prefix_tokens")
@@ -175,7 +176,9 @@ def _sweep(pool: KvPool, shapes: list[ProfileShape], config: ProfileConfig, tags
     """Time `shapes` in order, appending each row to the CSV as soon as it is measured."""
     rng = random.Random(config.seed)
     summary.path.parent.mkdir(parents=True, exist_ok=True)
-    bar = progress_bar(len(shapes), desc="profile", enabled=progress)
+    # Redrawing often fills captured logs when stderr is not a terminal.
+    bar = tqdm(total=len(shapes), desc="profile", file=sys.stderr, disable=not progress,
+               mininterval=0.5 if sys.stderr.isatty() else 15.0)
     with summary.path.open("w", newline="") as f:
         for key, value in tags.items():
             f.write(f"# {key}: {value}\n")

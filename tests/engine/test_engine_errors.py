@@ -62,6 +62,9 @@ def test_bad_sampling_params_name_the_field(kwargs, fragment):
     (dict(dtype="int3"), "dtype"),
     (dict(device="tpu"), "device"),
     (dict(block_size=12), "block_size"),
+    (dict(num_kv_blocks=0), "num_kv_blocks=0"),
+    (dict(gpu_memory_utilization=1.5), "gpu_memory_utilization"),
+    (dict(cpu_kv_cache_bytes=0), "cpu_kv_cache_bytes"),
 ])
 def test_bad_engine_args_name_the_field(kwargs, fragment):
     with pytest.raises(ValueError, match=fragment):
@@ -88,3 +91,12 @@ def test_abort_frees_blocks_and_reports_abort(llm):
     assert not engine.has_unfinished_requests()
     bm = engine.scheduler.block_manager
     assert bm.num_free_blocks == bm.num_total_blocks
+
+
+def test_close_shuts_the_executor_down(monkeypatch):
+    llm = LLM("dummy:tiny", max_model_len=64, num_kv_blocks=32)
+    calls = []
+    monkeypatch.setattr(llm.engine.executor, "shutdown", lambda: calls.append("shutdown"))
+    with llm:
+        pass
+    assert calls == ["shutdown"]
