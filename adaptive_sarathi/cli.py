@@ -229,7 +229,7 @@ def _bench(args: argparse.Namespace) -> int:
 
 
 def _profile(args: argparse.Namespace) -> int:
-    from adaptive_sarathi.engine.profiler import ProfileConfig, run_profile
+    from adaptive_sarathi.engine.profiling.profiler import ProfileConfig, run_profile
 
     try:
         if args.num_threads is not None:

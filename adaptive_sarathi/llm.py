@@ -31,9 +31,7 @@ class LLM:
     def close(self) -> None:
         """Release the engine's worker processes (tensor_parallel_size > 1); a no-op otherwise.
         The LLM is unusable afterwards. Also runs at interpreter exit."""
-        shutdown = getattr(self.engine.executor, "shutdown", None)
-        if shutdown is not None:
-            shutdown()
+        self.engine.executor.shutdown()
 
     def __enter__(self) -> "LLM":
         return self

@@ -28,21 +28,3 @@ class SchedulerConfig:
         if not 0.0 <= self.watermark < 1.0:
             raise ValueError(f"watermark={self.watermark!r} is invalid: use a fraction in [0, 1)")
 
-
-@dataclass(frozen=True)
-class CacheConfig:
-    """KV cache sizing: an explicit block count, or bytes (CPU), or a fraction of free GPU memory."""
-
-    block_size: int = 16
-    num_blocks: int | None = None
-    cpu_kv_cache_bytes: int = 1 << 30
-    gpu_memory_utilization: float = 0.90
-
-    def __post_init__(self) -> None:
-        if self.block_size < 1 or self.block_size & (self.block_size - 1):
-            raise ValueError(f"block_size={self.block_size!r} is invalid: use a power of two >= 1")
-        if self.num_blocks is not None and self.num_blocks < 1:
-            raise ValueError(f"num_blocks={self.num_blocks!r} is invalid: use an integer >= 1 or None")
-        if not 0.0 < self.gpu_memory_utilization <= 1.0:
-            raise ValueError(
-                f"gpu_memory_utilization={self.gpu_memory_utilization!r} is invalid: use a fraction in (0, 1]")

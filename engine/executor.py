@@ -24,6 +24,11 @@ class Executor(ABC):
         """Compute the batch; returns sampled tokens (one per sampling chunk) and the duration in
         seconds. Raises on device failure; the engine treats that as fatal."""
 
+    def shutdown(self) -> None:
+        """Release what the executor holds outside this process (worker processes); the executor
+        is unusable afterwards. A no-op for executors that hold nothing of the kind; safe to call
+        more than once."""
+
 
 class ModelExecutor(Executor):
     """Executes on a ModelRunner, timing each step on the host clock (synchronizing the GPU)."""

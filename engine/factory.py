@@ -8,10 +8,11 @@ from dataclasses import dataclass
 import torch
 
 from adaptive_sarathi.engine.budget import BudgetPolicy, FixedBudget
-from adaptive_sarathi.engine.config import CacheConfig, SchedulerConfig
+from adaptive_sarathi.engine.config import SchedulerConfig
 from adaptive_sarathi.engine.cuda_graph import decode_graphs_supported
 from adaptive_sarathi.engine.engine import LLMEngine
 from adaptive_sarathi.engine.executor import ModelExecutor
+from adaptive_sarathi.engine.kv_sizing import kv_capacity_blocks
 from adaptive_sarathi.engine.loaders import resolve_model
 from adaptive_sarathi.engine.mixed_graphs import MAX_GRAPH_TOKENS
 from adaptive_sarathi.engine.model.build import build_model
@@ -64,8 +65,15 @@ class EngineArgs:
             raise ValueError(f"max_model_len={self.max_model_len!r} is invalid: use an integer >= 2 or None")
         # Validate scheduler and budget eagerly so a bad flag fails before the model loads.
         SchedulerConfig(name=self.scheduler, max_num_seqs=self.max_num_seqs, block_size=self.block_size)
-        CacheConfig(block_size=self.block_size, num_blocks=self.num_kv_blocks,
-                    gpu_memory_utilization=self.gpu_memory_utilization)
+        if self.block_size & (self.block_size - 1):
+            raise ValueError(f"block_size={self.block_size!r} is invalid: use a power of two >= 1")
+        if self.num_kv_blocks is not None and (not isinstance(self.num_kv_blocks, int) or self.num_kv_blocks < 1):
+            raise ValueError(f"num_kv_blocks={self.num_kv_blocks!r} is invalid: use an integer >= 1 or None")
+        if not 0.0 < self.gpu_memory_utilization <= 1.0:
+            raise ValueError(
+                f"gpu_memory_utilization={self.gpu_memory_utilization!r} is invalid: use a fraction in (0, 1]")
+        if self.cpu_kv_cache_bytes < 1:
+            raise ValueError(f"cpu_kv_cache_bytes={self.cpu_kv_cache_bytes!r} is invalid: use bytes >= 1")
         FixedBudget(self.token_budget, self.max_chunk)
 
     def resolved_device(self) -> torch.device:
@@ -157,17 +165,11 @@ def _tensor_parallel_executor(args: EngineArgs, source, device: torch.device, dt
 
 
 def _num_kv_blocks(args: EngineArgs, model, device: torch.device, dtype: torch.dtype) -> int:
-    per_block = kv_block_bytes(model, args.block_size, dtype)
     if args.num_kv_blocks is not None:
         return args.num_kv_blocks
-    if device.type == "cuda":
-        free, total = torch.cuda.mem_get_info(device)
-        # Leave (1 - utilization) of the card plus room for activations of the largest step.
-        budget = free - (1 - args.gpu_memory_utilization) * total
-        blocks = int(budget // per_block)
-    else:
-        blocks = args.cpu_kv_cache_bytes // per_block
+    blocks = kv_capacity_blocks(model, args.block_size, device, dtype, args.gpu_memory_utilization,
+                                args.cpu_kv_cache_bytes)
     if blocks < 1:
-        raise ValueError(f"no room for a KV cache ({per_block} bytes per block): raise "
-                         f"{'gpu_memory_utilization' if device.type == 'cuda' else 'cpu_kv_cache_bytes'}")
-    return int(blocks)
+        raise ValueError(f"no room for a KV cache ({kv_block_bytes(model, args.block_size, dtype)} bytes per "
+                         f"block): raise {'gpu_memory_utilization' if device.type == 'cuda' else 'cpu_kv_cache_bytes'}")
+    return blocks

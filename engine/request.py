@@ -103,10 +103,6 @@ class Request:
         outputs = self.output_token_ids
         return in_prefill(len(outputs), len(self.prompt_token_ids) + len(outputs) - self.num_computed_tokens)
 
-    @property
-    def is_finished(self) -> bool:
-        return self.status is RequestStatus.FINISHED
-
     def token_ids_slice(self, start: int, end: int) -> list[int]:
         """Tokens [start, end) of prompt + outputs."""
         p = len(self.prompt_token_ids)

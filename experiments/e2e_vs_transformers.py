@@ -9,7 +9,7 @@ sharegpt_8k capped at 4096 (223,895 prompt tokens) with 256 outputs each.
 
 Floor: every prompt's prefill FLOPs at the measured matmul rate, plus 256 decode steps of all
 requests in lock-step, each reading the weights once and every request's KV once, at the
-measured copy bandwidth (engine/step_cost.py). No real schedule reaches it: prefill and decode
+measured copy bandwidth (engine/profiling/step_cost.py). No real schedule reaches it: prefill and decode
 overlap in hybrid batches, which the floor counts twice, and decodes of finished prompts cannot
 wait for the longest one.
 
@@ -34,16 +34,16 @@ from pathlib import Path
 
 import torch
 
-from adaptive_sarathi.engine.device_floors import copy_bandwidth, matmul_rate
 from adaptive_sarathi.engine.factory import EngineArgs, create_engine
 from adaptive_sarathi.engine.loaders import resolve_model
 from adaptive_sarathi.engine.mixed_graphs import MAX_GRAPH_TOKENS
 from adaptive_sarathi.engine.model.llama import LlamaForCausalLM
-from adaptive_sarathi.engine.profile_shapes import ProfileShape
-from adaptive_sarathi.engine.profiler import device_name
+from adaptive_sarathi.engine.profiling.device_floors import copy_bandwidth, matmul_rate
+from adaptive_sarathi.engine.profiling.profile_shapes import ProfileShape
+from adaptive_sarathi.engine.profiling.profiler import device_name
+from adaptive_sarathi.engine.profiling.step_cost import step_cost
 from adaptive_sarathi.engine.sampling_params import SamplingParams
 from adaptive_sarathi.engine.stats import StepStats
-from adaptive_sarathi.engine.step_cost import step_cost
 from adaptive_sarathi.workloads.traces import load_trace, resolve_trace
 
 

@@ -46,19 +46,20 @@ from typing import Callable
 
 import torch
 
-from adaptive_sarathi.engine.device_floors import Floor, copy_bandwidth, matmul_rate
 from adaptive_sarathi.engine.factory import EngineArgs, create_engine
 from adaptive_sarathi.engine.input_prep import prepare_inputs
-from adaptive_sarathi.engine.kv_pool import KvPool, is_out_of_memory, kv_capacity_blocks
+from adaptive_sarathi.engine.kv_sizing import kv_capacity_blocks
 from adaptive_sarathi.engine.loaders import resolve_model
 from adaptive_sarathi.engine.model.build import build_model
 from adaptive_sarathi.engine.model_runner import ModelRunner
-from adaptive_sarathi.engine.profile_shapes import ProfileShape
-from adaptive_sarathi.engine.profiler import capture_graph_for, device_name
+from adaptive_sarathi.engine.profiling.device_floors import Floor, copy_bandwidth, matmul_rate
+from adaptive_sarathi.engine.profiling.kv_pool import KvPool, is_out_of_memory
+from adaptive_sarathi.engine.profiling.profile_shapes import ProfileShape
+from adaptive_sarathi.engine.profiling.profiler import capture_graph_for, device_name
+from adaptive_sarathi.engine.profiling.step_cost import step_cost
+from adaptive_sarathi.engine.profiling.step_timer import Timing, time_call
+from adaptive_sarathi.engine.profiling.synthetic_batch import synthetic_batch
 from adaptive_sarathi.engine.sampling_params import SamplingParams
-from adaptive_sarathi.engine.step_cost import step_cost
-from adaptive_sarathi.engine.step_timer import Timing, time_call
-from adaptive_sarathi.engine.synthetic_batch import synthetic_batch
 from adaptive_sarathi.kernels.attention.backends import select_attention
 
 BLOCK_SIZE = 16
@@ -141,7 +142,8 @@ class StepBench:
 
     def __init__(self, model, attention, sizes: Sizes, device: torch.device, seed: int):
         self.sizes, self.device = sizes, device
-        self.capacity = kv_capacity_blocks(model, BLOCK_SIZE)
+        param = next(model.parameters())
+        self.capacity = kv_capacity_blocks(model, BLOCK_SIZE, param.device, param.dtype)
         self.pool = KvPool(model, attention, BLOCK_SIZE, self.capacity, seed)
         self.rng = random.Random(seed)
         self.config = model.config

@@ -52,7 +52,6 @@ from adaptive_sarathi.engine.budget import FixedBudget
 from adaptive_sarathi.engine.batch import ScheduledBatch, StepResult
 from adaptive_sarathi.engine.config import SchedulerConfig
 from adaptive_sarathi.engine.engine import LLMEngine
-from adaptive_sarathi.engine.gc_tuning import YOUNG_THRESHOLD
 from adaptive_sarathi.engine.input_prep import prepare_inputs
 from adaptive_sarathi.engine.latency.shape import StepShape
 from adaptive_sarathi.engine.sampler import sample
@@ -60,6 +59,7 @@ from adaptive_sarathi.engine.sampling_params import SamplingParams
 from adaptive_sarathi.engine.schedulers import make_scheduler
 from adaptive_sarathi.engine.simulator.clock import VirtualClock
 from adaptive_sarathi.engine.simulator.executor import DUMMY_TOKEN, SimulatedExecutor
+from adaptive_sarathi.server.gc_tuning import YOUNG_THRESHOLD
 
 RESULTS = Path(__file__).parent / "results" / "host_overhead_bench"
 BLOCK_SIZE = 16
@@ -279,7 +279,7 @@ def main() -> None:
     parser.add_argument("--print-only", action="store_true", help="write no results file")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--tuned-gc", action="store_true",
-                        help="collect young objects as the server does (engine/gc_tuning.py's threshold; the "
+                        help="collect young objects as the server does (adaptive_sarathi/server/gc_tuning.py's threshold; the "
                              "freeze is left out: here the requests exist before timing, in a server they arrive later)")
     args = parser.parse_args()
     torch.manual_seed(args.seed)

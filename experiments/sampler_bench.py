@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from adaptive_sarathi.engine.profiler import device_name
+from adaptive_sarathi.engine.profiling.profiler import device_name
 from adaptive_sarathi.engine.sampler import sample
 from adaptive_sarathi.engine.sampling_params import SamplingParams
 

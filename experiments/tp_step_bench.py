@@ -3,7 +3,7 @@ of this host, against each rank's own floors, with the all-reduce time of each s
 
 For every tensor-parallel size that splits the model (1, 2, 4, 8 up to the GPUs present):
   (a) floors, measured once on GPU 0: device-to-device copy bandwidth and the bf16 matmul rate
-      (engine/device_floors.py);
+      (engine/profiling/device_floors.py);
   (b) decode-only steps, batch 1/32/64/128 at context 2048, against the per-rank bandwidth floor:
       the bytes one rank must read (its 1/N of the weights, its KV heads of every attended
       token) over the copy bandwidth;
@@ -51,7 +51,6 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from gpu_step_bench import Report, ms, pct  # noqa: E402  (shared table/report helpers)
 
-from adaptive_sarathi.engine.device_floors import copy_bandwidth, matmul_rate  # noqa: E402
 from adaptive_sarathi.engine.distributed import ShardSpec, valid_tensor_parallel_sizes  # noqa: E402
 from adaptive_sarathi.engine.distributed.env import disable_nvlink_multicast  # noqa: E402
 from adaptive_sarathi.engine.distributed.rank_state import RankState, WorkerSpec  # noqa: E402
@@ -59,11 +58,12 @@ from adaptive_sarathi.engine.distributed.session import TensorParallelSession  #
 from adaptive_sarathi.engine.latency.hardware import GPUS, gpu_spec  # noqa: E402
 from adaptive_sarathi.engine.latency.roofline import RooflineModel  # noqa: E402
 from adaptive_sarathi.engine.loaders import resolve_model  # noqa: E402
-from adaptive_sarathi.engine.profile_shapes import ProfileShape  # noqa: E402
-from adaptive_sarathi.engine.profiler import ProfileConfig, device_name, run_profile  # noqa: E402
-from adaptive_sarathi.engine.step_cost import step_cost  # noqa: E402
-from adaptive_sarathi.engine.step_timer import time_call  # noqa: E402
-from adaptive_sarathi.engine.synthetic_batch import synthetic_batch  # noqa: E402
+from adaptive_sarathi.engine.profiling.device_floors import copy_bandwidth, matmul_rate  # noqa: E402
+from adaptive_sarathi.engine.profiling.profile_shapes import ProfileShape  # noqa: E402
+from adaptive_sarathi.engine.profiling.profiler import ProfileConfig, device_name, run_profile  # noqa: E402
+from adaptive_sarathi.engine.profiling.step_cost import step_cost  # noqa: E402
+from adaptive_sarathi.engine.profiling.step_timer import time_call  # noqa: E402
+from adaptive_sarathi.engine.profiling.synthetic_batch import synthetic_batch  # noqa: E402
 
 BLOCK_SIZE = 16
 

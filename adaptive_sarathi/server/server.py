@@ -13,7 +13,7 @@ from aiohttp import web
 from adaptive_sarathi.engine.engine import LLMEngine
 from adaptive_sarathi.engine.budget import BudgetPolicy
 from adaptive_sarathi.engine.factory import EngineArgs, create_engine
-from adaptive_sarathi.engine.gc_tuning import tune_garbage_collection
+from adaptive_sarathi.server.gc_tuning import tune_garbage_collection
 from adaptive_sarathi.engine.loaders.default_model import DEFAULT_NAME
 from adaptive_sarathi.metrics import ServerMetrics
 from adaptive_sarathi.server.app import build_app

@@ -1,17 +1,14 @@
-"""TensorParallelExecutor (step 3 of the engine loop over a tensor-parallel group) and the
-profiler's KV pool over one."""
+"""TensorParallelExecutor: step 3 of the engine loop over a tensor-parallel group."""
 
 from __future__ import annotations
 
 import time
-from types import SimpleNamespace
 
 import torch
 
 from adaptive_sarathi.engine.batch import ScheduledBatch, StepResult
 from adaptive_sarathi.engine.distributed.session import TensorParallelSession
 from adaptive_sarathi.engine.executor import Executor
-from adaptive_sarathi.engine.kv_pool import GrowingKvPool
 
 
 class TensorParallelExecutor(Executor):
@@ -46,32 +43,3 @@ class TensorParallelExecutor(Executor):
     def shutdown(self) -> None:
         """Stop the workers; the executor is unusable afterwards."""
         self.session.shutdown()
-
-
-class _RemoteRunner:
-    """What the profiler needs of a runner: execute(batch) and model.config.vocab_size."""
-
-    def __init__(self, session: TensorParallelSession, num_blocks: int):
-        self.session, self.num_blocks = session, num_blocks
-        self.model = SimpleNamespace(config=session.config)
-
-    def execute(self, batch: ScheduledBatch) -> dict[str, int]:
-        return self.session.call("execute", batch)
-
-
-class TensorParallelKvPool(GrowingKvPool):
-    """A GrowingKvPool over every rank of a session, for the profiler: each rank's cache grows
-    together, filled with seeded random values."""
-
-    def __init__(self, session: TensorParallelSession, block_size: int, capacity_blocks: int, seed: int = 0):
-        super().__init__(block_size, capacity_blocks, seed)
-        self.session = session
-
-    def _new_runner(self, num_blocks: int) -> _RemoteRunner:
-        self.session.call("make_runner", num_blocks, self.block_size, self.seed, True)
-        return _RemoteRunner(self.session, num_blocks)
-
-    def release(self) -> None:
-        super().release()
-        if not self.session._closed:
-            self.session.call("release")

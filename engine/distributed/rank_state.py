@@ -7,17 +7,20 @@ from __future__ import annotations
 
 import gc
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
 from adaptive_sarathi.engine.batch import ScheduledBatch
 from adaptive_sarathi.engine.distributed.group import TensorParallelGroup
-from adaptive_sarathi.engine.kv_pool import kv_capacity_blocks
+from adaptive_sarathi.engine.kv_sizing import kv_capacity_blocks
 from adaptive_sarathi.engine.loaders import ModelSource
 from adaptive_sarathi.engine.model.build import build_model
 from adaptive_sarathi.engine.model_runner import ModelRunner
-from adaptive_sarathi.engine.step_timer import Timing, time_call
 from adaptive_sarathi.kernels.attention.backends import select_attention
+
+if TYPE_CHECKING:
+    from adaptive_sarathi.engine.profiling.step_timer import Timing
 
 
 @dataclass(frozen=True)
@@ -55,7 +58,8 @@ class RankState:
 
     def kv_capacity(self, block_size: int, gpu_memory_utilization: float, cpu_kv_cache_bytes: int) -> int:
         """KV blocks this rank could hold beside its slice (the engine factory's rule)."""
-        return kv_capacity_blocks(self.model, block_size, gpu_memory_utilization, cpu_kv_cache_bytes)
+        return kv_capacity_blocks(self.model, block_size, self.device, self.spec.dtype, gpu_memory_utilization,
+                                  cpu_kv_cache_bytes)
 
     def make_runner(self, num_blocks: int, block_size: int, seed: int, random_fill: bool = False) -> None:
         """Replace the runner by one with a fresh KV cache of `num_blocks` blocks (the old cache is
@@ -80,11 +84,17 @@ class RankState:
     def time_forward(self, batch: ScheduledBatch, warmup: int, repeats: int) -> Timing:
         """Timing of the forward and LM head (with the logits gather) on inputs already on the
         device; the runner's KV cache is written, as in a real step."""
+        # Imported here: only the profiler calls the timing collectives, and the engine's core
+        # (which serving loads) does not depend on the profiling package.
+        from adaptive_sarathi.engine.profiling.step_timer import time_call
+
         return time_call(self.runner.prepared_forward(batch), self.device, warmup, repeats)
 
     def time_all_reduce(self, num_tokens: int, calls: int, warmup: int, repeats: int) -> Timing:
         """Timing of `calls` back-to-back all-reduces of a [num_tokens, hidden] activation in the
         model's dtype: a step's communication measured on its own. Needs a group."""
+        from adaptive_sarathi.engine.profiling.step_timer import time_call
+
         hidden = self.model.full_config.hidden_size
         # Zeros stay zeros however often they are summed (random values would overflow to inf);
         # the cost of a ring all-reduce does not depend on the values.

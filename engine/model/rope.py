@@ -10,18 +10,19 @@ import torch
 from adaptive_sarathi.engine.model.config import ModelConfig
 
 
-def inverse_frequencies(config: ModelConfig) -> tuple[torch.Tensor, float]:
-    """(inv_freq [head_dim/2] float32, position scale). Raises ValueError on an unknown rope_type."""
+def inverse_frequencies(config: ModelConfig) -> torch.Tensor:
+    """inv_freq [head_dim/2] float32, scaled as config.rope_scaling says. Raises ValueError on an
+    unknown rope_type."""
     dim = config.head_dim
     inv_freq = 1.0 / (config.rope_theta ** (torch.arange(0, dim, 2, dtype=torch.int64).float() / dim))
     scaling = config.rope_scaling
     if not scaling:
-        return inv_freq, 1.0
+        return inv_freq
     rope_type = scaling.get("rope_type", scaling.get("type"))
     if rope_type == "llama3":
-        return _llama3_inv_freq(inv_freq, scaling), 1.0
+        return _llama3_inv_freq(inv_freq, scaling)
     if rope_type == "linear":
-        return inv_freq / float(scaling["factor"]), 1.0
+        return inv_freq / float(scaling["factor"])
     raise ValueError(f"rope_scaling.rope_type={rope_type!r} is unsupported: use default, linear or llama3")
 
 
@@ -44,7 +45,7 @@ class RotaryEmbedding(torch.nn.Module):
 
     def __init__(self, config: ModelConfig, max_positions: int):
         super().__init__()
-        inv_freq, _ = inverse_frequencies(config)
+        inv_freq = inverse_frequencies(config)
         t = torch.arange(max_positions, dtype=torch.float32)
         freqs = torch.outer(t, inv_freq)
         emb = torch.cat((freqs, freqs), dim=-1)

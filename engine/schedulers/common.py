@@ -133,10 +133,6 @@ class QueueScheduler(Scheduler):
         self._finish(request, reason, now)
         return True
 
-    def abort_request(self, request_id: str, now: float) -> bool:
-        """finish_request with FinishReason.ABORT. Returns False for unknown or finished ids."""
-        return self.finish_request(request_id, FinishReason.ABORT, now)
-
     # -- queries -----------------------------------------------------------------------------
 
     @property

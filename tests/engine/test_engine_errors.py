@@ -62,6 +62,9 @@ def test_bad_sampling_params_name_the_field(kwargs, fragment):
     (dict(dtype="int3"), "dtype"),
     (dict(device="tpu"), "device"),
     (dict(block_size=12), "block_size"),
+    (dict(num_kv_blocks=0), "num_kv_blocks=0"),
+    (dict(gpu_memory_utilization=1.5), "gpu_memory_utilization"),
+    (dict(cpu_kv_cache_bytes=0), "cpu_kv_cache_bytes"),
 ])
 def test_bad_engine_args_name_the_field(kwargs, fragment):
     with pytest.raises(ValueError, match=fragment):
@@ -122,3 +125,12 @@ def test_abort_returns_the_final_output_with_the_text_so_far():
     state = engine.state()
     assert (state.num_running, state.num_waiting) == (0, 0)
     assert state.admissible_free_tokens == (32 - int(0.01 * 32)) * state.block_size
+
+
+def test_close_shuts_the_executor_down(monkeypatch):
+    llm = LLM("dummy:tiny", max_model_len=64, num_kv_blocks=32)
+    calls = []
+    monkeypatch.setattr(llm.engine.executor, "shutdown", lambda: calls.append("shutdown"))
+    with llm:
+        pass
+    assert calls == ["shutdown"]

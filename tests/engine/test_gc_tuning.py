@@ -2,7 +2,7 @@
 
 import gc
 
-from adaptive_sarathi.engine.gc_tuning import YOUNG_THRESHOLD, tune_garbage_collection
+from adaptive_sarathi.server.gc_tuning import YOUNG_THRESHOLD, tune_garbage_collection
 
 
 def test_tune_garbage_collection_freezes_and_raises_the_threshold():

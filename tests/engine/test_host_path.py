@@ -18,7 +18,7 @@ from adaptive_sarathi.engine.batch import BlockTable, ScheduledBatch, ScheduledC
 from adaptive_sarathi.engine.budget import StepBudget
 from adaptive_sarathi.engine.config import SCHEDULER_NAMES, SchedulerConfig
 from adaptive_sarathi.engine.input_prep import order_for_attention, prepare_inputs
-from adaptive_sarathi.engine.request import Request
+from adaptive_sarathi.engine.request import FinishReason, Request
 from adaptive_sarathi.engine.sampling_params import SamplingParams
 from adaptive_sarathi.engine.schedulers import QueueScheduler, make_scheduler
 
@@ -70,7 +70,7 @@ def _drive(s: QueueScheduler, rng: random.Random, steps: int, on_batch=None) -> 
         previous = {c.request_id: c.block_table for c in batch.chunks}
         if rng.random() < 0.03:
             victim = rng.choice([r.request_id for r in (*s.running, *s.waiting)])
-            s.abort_request(victim, now)
+            s.finish_request(victim, FinishReason.ABORT, now)
         s.update(StepResult({c.request_id: _fake_token(c) for c in batch.chunks if c.sample}, 0.01), now)
         s.check_invariants()
         batches.append(batch)

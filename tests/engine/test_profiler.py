@@ -11,16 +11,16 @@ import pytest
 import torch
 
 from adaptive_sarathi.cli import main
-from adaptive_sarathi.engine import profiler
 from adaptive_sarathi.engine.input_prep import prepare_inputs
-from adaptive_sarathi.engine.kv_pool import KvPool
 from adaptive_sarathi.engine.latency.shape import StepShape
 from adaptive_sarathi.engine.loaders import resolve_model
 from adaptive_sarathi.engine.model.build import build_model
-from adaptive_sarathi.engine.profile_shapes import ProfileShape, profile_grid
-from adaptive_sarathi.engine.profiler import EXTRA_COLUMNS, ProfileConfig, run_profile
-from adaptive_sarathi.engine.step_cost import kv_bytes_per_token, layer_matmul_params, step_cost, weight_bytes
-from adaptive_sarathi.engine.synthetic_batch import synthetic_batch
+from adaptive_sarathi.engine.profiling import profiler
+from adaptive_sarathi.engine.profiling.kv_pool import KvPool
+from adaptive_sarathi.engine.profiling.profile_shapes import ProfileShape, profile_grid
+from adaptive_sarathi.engine.profiling.profiler import EXTRA_COLUMNS, ProfileConfig, run_profile
+from adaptive_sarathi.engine.profiling.step_cost import kv_bytes_per_token, layer_matmul_params, step_cost, weight_bytes
+from adaptive_sarathi.engine.profiling.synthetic_batch import synthetic_batch
 from adaptive_sarathi.kernels.attention.backends import select_attention
 
 REPO = Path(__file__).resolve().parents[2]

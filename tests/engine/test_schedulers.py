@@ -339,14 +339,14 @@ def test_abort_frees_blocks_of_running_and_removes_waiting():
     add(s, a, b)
     step(s, 16)
     assert s.block_manager.num_free_blocks == 5
-    assert s.abort_request("a", now=1.0)
+    assert s.finish_request("a", FinishReason.ABORT, now=1.0)
     assert a.status is RequestStatus.FINISHED and a.finish_reason is FinishReason.ABORT
     assert a.timeline.finished_time == 1.0
     assert s.block_manager.num_free_blocks == 8
     assert s.finish_request("b", FinishReason.STOP, now=1.0)
     assert not s.has_unfinished()
-    assert not s.abort_request("a", now=1.0)
-    assert not s.abort_request("nope", now=1.0)
+    assert not s.finish_request("a", FinishReason.ABORT, now=1.0)
+    assert not s.finish_request("nope", FinishReason.ABORT, now=1.0)
     s.check_invariants()
 
 
@@ -354,7 +354,7 @@ def test_abort_between_schedule_and_update_is_skipped():
     s = make("sarathi")
     add(s, req("a", 3), req("b", 3))
     batch = s.schedule(StepBudget(16), 0.0)
-    assert s.abort_request("a", 0.0)
+    assert s.finish_request("a", FinishReason.ABORT, 0.0)
     updates = s.update(StepResult({c.request_id: TOKEN for c in batch.chunks}, 0.0), 0.0)
     assert [u.request_id for u in updates] == ["b"]
     s.check_invariants()
@@ -463,7 +463,7 @@ def _random_run(name: str, seed: int) -> int:
             assert now is not None
         if rng.random() < 0.02 and s.has_unfinished():
             victim = rng.choice([r for r in requests if s.get_request(r.request_id) is not None])
-            assert s.abort_request(victim.request_id, now)
+            assert s.finish_request(victim.request_id, FinishReason.ABORT, now)
             aborted.add(victim.request_id)
         s.update(StepResult({c.request_id: _fake_token(c.request_id, c.num_output_tokens)
                                for c in batch.chunks if c.sample}, 0.01), now)

@@ -158,8 +158,8 @@ def test_a_dead_worker_makes_the_driver_raise_and_shut_down():
 @pytest.mark.slow
 def test_profiler_runs_at_tp2_and_tags_the_csv(tmp_path):
     from adaptive_sarathi.engine.latency.profile import load_profile
-    from adaptive_sarathi.engine.profile_shapes import ProfileShape
-    from adaptive_sarathi.engine.profiler import ProfileConfig, run_profile
+    from adaptive_sarathi.engine.profiling.profile_shapes import ProfileShape
+    from adaptive_sarathi.engine.profiling.profiler import ProfileConfig, run_profile
 
     config = ProfileConfig(model="dummy:tiny", device="cpu", out=str(tmp_path / "tp2.csv"), repeats=2, warmup=1,
                            cpu_kv_cache_bytes=1 << 22, tensor_parallel_size=2)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import csv
 import platform
 import random
+import sys
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -26,20 +27,21 @@ from pathlib import Path
 from typing import Sequence
 
 import torch
+from tqdm import tqdm
 
 from adaptive_sarathi.engine.cuda_graph import decode_graphs_supported
 from adaptive_sarathi.engine.factory import MAX_GRAPH_BATCH, EngineArgs
 from adaptive_sarathi.engine.input_prep import ModelInputs, prepare_inputs
-from adaptive_sarathi.engine.kv_pool import KvPool, is_out_of_memory, kv_capacity_blocks
+from adaptive_sarathi.engine.kv_sizing import kv_capacity_blocks
 from adaptive_sarathi.engine.latency.profile import PROFILE_COLUMNS
 from adaptive_sarathi.engine.loaders import resolve_model
 from adaptive_sarathi.engine.mixed_graphs import MAX_GRAPH_TOKENS, mixed_capture_sizes
 from adaptive_sarathi.engine.model.build import build_model
 from adaptive_sarathi.engine.model_runner import ModelRunner
-from adaptive_sarathi.engine.profile_shapes import GRID_NAMES, ProfileShape, profile_grid
-from adaptive_sarathi.engine.progress import progress_bar
-from adaptive_sarathi.engine.step_timer import Timing, time_call
-from adaptive_sarathi.engine.synthetic_batch import synthetic_batch
+from adaptive_sarathi.engine.profiling.kv_pool import KvPool, is_out_of_memory
+from adaptive_sarathi.engine.profiling.profile_shapes import GRID_NAMES, ProfileShape, profile_grid
+from adaptive_sarathi.engine.profiling.step_timer import Timing, time_call
+from adaptive_sarathi.engine.profiling.synthetic_batch import synthetic_batch
 from adaptive_sarathi.kernels.attention.backends import select_attention
 
 EXTRA_COLUMNS = ("device_duration_s", "decode_context_len", "prefix_tokens")
@@ -121,7 +123,7 @@ def run_profile(config: ProfileConfig, shapes: Sequence[ProfileShape] | None = N
         session, capacity = _start_session(config, source, device, dtype, max_positions)
     else:
         model = build_model(source, device, dtype, max_positions=max_positions)
-        capacity = kv_capacity_blocks(model, config.block_size, config.gpu_memory_utilization,
+        capacity = kv_capacity_blocks(model, config.block_size, device, dtype, config.gpu_memory_utilization,
                                       config.cpu_kv_cache_bytes)
     fitting = []
     for shape in todo:
@@ -133,7 +135,7 @@ def run_profile(config: ProfileConfig, shapes: Sequence[ProfileShape] | None = N
     # Increasing KV need: the cache grows a few times, and long chunks run while it is small.
     fitting.sort(key=lambda s: (s.num_blocks(config.block_size), s.num_tokens))
     if session is not None:
-        from adaptive_sarathi.engine.distributed.executor import TensorParallelKvPool
+        from adaptive_sarathi.engine.profiling.tp_kv_pool import TensorParallelKvPool
 
         pool = TensorParallelKvPool(session, config.block_size, capacity, seed=config.seed)
     else:
@@ -174,7 +176,9 @@ def _sweep(pool: KvPool, shapes: list[ProfileShape], config: ProfileConfig, tags
     """Time `shapes` in order, appending each row to the CSV as soon as it is measured."""
     rng = random.Random(config.seed)
     summary.path.parent.mkdir(parents=True, exist_ok=True)
-    bar = progress_bar(len(shapes), desc="profile", enabled=progress)
+    # Redrawing often fills captured logs when stderr is not a terminal.
+    bar = tqdm(total=len(shapes), desc="profile", file=sys.stderr, disable=not progress,
+               mininterval=0.5 if sys.stderr.isatty() else 15.0)
     with summary.path.open("w", newline="") as f:
         for key, value in tags.items():
             f.write(f"# {key}: {value}\n")

@@ -8,23 +8,7 @@ import random
 import torch
 
 from adaptive_sarathi.engine.model.llama import AttentionFn, LlamaForCausalLM
-from adaptive_sarathi.engine.model_runner import ModelRunner, kv_block_bytes
-
-
-def kv_capacity_blocks(model: LlamaForCausalLM, block_size: int, gpu_memory_utilization: float = 0.9,
-                       cpu_kv_cache_bytes: int = 1 << 30) -> int:
-    """KV blocks the engine would give this model on its device with the model already loaded:
-    on CUDA, free memory minus (1 - gpu_memory_utilization) of the card; on the CPU,
-    cpu_kv_cache_bytes. The same rule as the engine factory, so a profile covers the shapes the
-    engine can hold. Returns 0 when nothing fits."""
-    param = next(model.parameters())
-    per_block = kv_block_bytes(model, block_size, param.dtype)
-    if param.device.type == "cuda":
-        free, total = torch.cuda.mem_get_info(param.device)
-        budget = free - (1 - gpu_memory_utilization) * total
-    else:
-        budget = cpu_kv_cache_bytes
-    return max(0, int(budget // per_block))
+from adaptive_sarathi.engine.model_runner import ModelRunner
 
 
 def is_out_of_memory(err: BaseException) -> bool:

@@ -6,7 +6,7 @@ import random
 from typing import Sequence
 
 from adaptive_sarathi.engine.batch import ScheduledBatch, ScheduledChunk
-from adaptive_sarathi.engine.profile_shapes import ProfileShape
+from adaptive_sarathi.engine.profiling.profile_shapes import ProfileShape
 from adaptive_sarathi.engine.sampling_params import SamplingParams
 
 _GREEDY = SamplingParams()

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from adaptive_sarathi.engine.model.config import ModelConfig
-from adaptive_sarathi.engine.profile_shapes import ProfileShape
+from adaptive_sarathi.engine.profiling.profile_shapes import ProfileShape
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
-from adaptive_sarathi.engine.step_timer import time_call
+from adaptive_sarathi.engine.profiling.step_timer import time_call
 
 
 @dataclass(frozen=True)
