@@ -120,6 +120,13 @@ class IncrementalDetokenizer:
 
     The concatenated deltas plus flush() equal decode(all output ids). Text ending in an incomplete
     UTF-8 character (U+FFFD) is held back until a later token completes it.
+
+    Not `tokenizers.decoders.DecodeStream` (0.23), which gives the same text on well-formed
+    streams but (a) emits the prompt context along with the first output token when the prompt
+    ends inside a character (a token-id prompt can), and (b) raises "Invalid prefix encountered"
+    on byte-fallback tokenizers (Llama 2 style) when a window's decoded text does not start with
+    the previous one's (byte tokens followed by <unk>); this decoder slices by length instead.
+    Both cases are pinned in tests/engine/test_tokenizer.py.
     """
 
     def __init__(self, tokenizer: Tokenizer, prompt_token_ids: Sequence[int] = (),

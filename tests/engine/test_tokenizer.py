@@ -190,3 +190,51 @@ def test_tokenizer_without_chat_template_says_so():
     bare = Tokenizer(tokenizers.Tokenizer(tokenizers.models.BPE()), {})
     with pytest.raises(ValueError, match="no chat template"):
         bare.apply_chat_template([{"role": "user", "content": "x"}])
+
+
+def test_prompt_ending_inside_a_character_is_not_repeated(tokenizer):
+    # A token-id prompt may stop inside a character; its text must not leak into the output.
+    prompt = tokenizer.encode("qualifying") + tokenizer.encode("🦙", add_special_tokens=False)[:1]
+    output = tokenizer.encode(" done", add_special_tokens=False)
+    assert "".join(stream(tokenizer, output, prompt)) == " done"
+
+
+def byte_fallback_tokenizer() -> Tokenizer:
+    """A SentencePiece-style BPE with byte fallback (<0xNN> tokens), as Llama 2 and Mistral."""
+    from tokenizers import decoders, models, normalizers
+
+    vocab = {"<unk>": 0, "<s>": 1, "</s>": 2}
+    vocab.update({f"<0x{b:02X}>": 3 + b for b in range(256)})
+    for piece in ["▁", "▁hello", "▁world", "h", "e", "l", "o", "w", "r", "d", "▁the", "é", "日"]:
+        vocab[piece] = len(vocab)
+    raw = tokenizers.Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token="<unk>", byte_fallback=True,
+                                          fuse_unk=True))
+    raw.normalizer = normalizers.Sequence([normalizers.Prepend("▁"), normalizers.Replace(" ", "▁")])
+    raw.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse(),
+                                     decoders.Strip(" ", 1, 0)])
+    raw.add_special_tokens(["<s>", "</s>"])
+    return Tokenizer(raw, {"bos_token": "<s>", "eos_token": "</s>"})
+
+
+@pytest.mark.parametrize("text", ["hello 🦙 world", "the 日本 é ñ", "ünï 😀😀"])
+def test_byte_fallback_tokens_stream_as_full_decode(text):
+    tok = byte_fallback_tokenizer()
+    ids = tok.encode(text, add_special_tokens=False)
+    assert any(3 <= i < 259 for i in ids)  # the text needs byte tokens
+    deltas = stream(tok, ids)
+    assert "".join(deltas) == tok.decode(ids) == text
+    assert not any("\ufffd" in delta for delta in deltas)
+
+
+def test_byte_tokens_then_unknown_token_do_not_break_the_stream():
+    # Stray byte tokens, then <unk>: the decoded window stops starting with the text before it
+    # (tokenizers' DecodeStream raises "Invalid prefix" here); the deltas still add up.
+    tok = byte_fallback_tokenizer()
+    prompt = [86]
+    ids = [122, 89, 206, 10, 69, 126, 235, 196, 188, 253, 32, 261, 256, 170, 52, 107, 238, 59, 9, 232, 0]
+    joined = "".join(stream(tok, ids, prompt))
+    full = tok.decode(prompt + ids)[len(tok.decode(prompt)):]
+    # A run of bytes that is not UTF-8 decodes to U+FFFD per byte token in one decode, while the
+    # stream emitted its valid leading bytes ("wV") before the run broke: equal only in length.
+    assert len(joined) == len(full) and joined.startswith("wV")
+    assert joined[joined.index(" world"):] == full[full.index(" world"):] == " world" + "\ufffd" * 8 + "<unk>"
