@@ -159,6 +159,10 @@ async def send_valid(session: aiohttp.ClientSession, url: str, path: str, body: 
         tally.count("valid", "no answer in 300 s")
         tally.failures.append(f"valid {path}: no answer in 300 s")
         return
+    except aiohttp.ClientError as err:  # refused, reset or not accepted in time: a failure, counted
+        tally.count("valid", f"connection failed ({type(err).__name__})")
+        tally.failures.append(f"valid {path}: {err!r}")
+        return
     tally.count("valid", resp.status)
     ok = resp.status == 200
     if ok and stream:
