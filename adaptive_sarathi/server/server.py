@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import faulthandler
 import logging
 import signal
 import sys
@@ -121,6 +122,9 @@ def run_server(engine_args: EngineArgs, args: ServerArgs, policy: BudgetPolicy |
     when the port cannot be bound, 3 when the engine failed while serving).
     `policy` decides each step's budget (None: fixed at engine_args' token budget)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # `kill -USR1 <pid>` prints every thread's stack to stderr: how a server that stops answering
+    # is diagnosed without stopping it.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     engine = create_engine(engine_args, policy)
     tune_garbage_collection()
     try:
