@@ -27,6 +27,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections import Counter, defaultdict
 from datetime import datetime, timezone
@@ -337,7 +338,10 @@ def main() -> int:
     load_start = os.getloadavg()
     command = [sys.executable, "-m", "adaptive_sarathi.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
                "--num-kv-blocks", "256"]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    # The server's log goes to a file: a pipe nobody reads fills up (64 KiB) and then blocks the
+    # server's event loop on its next log line, which looks exactly like a hung server.
+    log = tempfile.TemporaryFile(mode="w+")
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log, text=True)
     try:
         wait_ready(url, process, timeout_s=300)
         result = asyncio.run(fuzz(url, port, args, process))
@@ -350,7 +354,8 @@ def main() -> int:
             process.kill()
             process.wait()
     result["exit_code"] = process.returncode
-    stderr = process.stderr.read() if process.stderr else ""
+    log.seek(0)
+    stderr = log.read()
     text = table(result, args, (load_start, os.getloadavg()))
     print(text)
     tally: Tally = result["tally"]
