@@ -97,7 +97,7 @@ def test_bench_ctrl_c_writes_the_finished_requests_and_exits_130(server, tmp_pat
     # More requests than any machine finishes before the signal: the run must be cut short.
     before = finished()
     bench = subprocess.Popen([sys.executable, "-m", "adaptive_sarathi.cli", "bench", "--base-url", server.url,
-                              "--num-requests", "100000", "--max-concurrency", "1", "--input-len", "16",
+                              "--num-requests", "1000", "--max-concurrency", "1", "--input-len", "16",
                               "--output-len", "8", "--no-progress", "--json", str(out)],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 60
@@ -110,5 +110,5 @@ def test_bench_ctrl_c_writes_the_finished_requests_and_exits_130(server, tmp_pat
     assert "Traceback" not in stderr and "interrupted" in stderr
     doc = json.loads(out.read_text())
     assert doc["interrupted"] is True
-    assert 1 <= len(doc["requests"]) < 100000 and doc["summary"]["completed"] == len(doc["requests"])
+    assert 1 <= len(doc["requests"]) < 1000 and doc["summary"]["completed"] == len(doc["requests"])
     assert "Successful requests" in stdout
