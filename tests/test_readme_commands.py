@@ -96,8 +96,10 @@ def test_readme_commands_run(tmp_path):
     assert len(serves) == 1, "the test starts exactly one README serve command"
     port = _free_port()
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    # The log goes to a file: an unread pipe fills at 64 KiB and then blocks the server's event loop.
+    log = (tmp_path / "serve.log").open("w+")
     server = subprocess.Popen([*serves[0], "--port", str(port)], cwd=tmp_path, env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                              stdout=subprocess.DEVNULL, stderr=log, text=True)
     try:
         _wait_healthy(port, server)
         for args in commands:
@@ -117,4 +119,5 @@ def test_readme_commands_run(tmp_path):
         except subprocess.TimeoutExpired:
             server.kill()
             server.wait()
-    assert server.returncode == 0, server.stderr.read()[-3000:]
+    log.seek(0)
+    assert server.returncode == 0, log.read()[-3000:]
