@@ -9,14 +9,16 @@ import torch
 
 from adaptive_sarathi.engine.batch import ScheduledBatch, ScheduledChunk, block_table_array
 from adaptive_sarathi.kernels.attention import AttentionMetadata, PrefillSpan
+from adaptive_sarathi.kernels.attention.metadata import PrefillLayout
 
 
 @dataclass
 class ModelInputs:
     """Flattened tokens of one step, decodes first then prefill chunks.
 
-    output_rows[i] is the row whose hidden state samples for sample_chunks[i]. All tensors are
-    fresh CPU tensors the caller owns.
+    output_rows[i] is the row whose hidden state samples for sample_chunks[i]. prepare_inputs
+    makes fresh CPU tensors the caller owns, the prefill layout included (built once, for the
+    eager kernels and the CUDA graphs alike).
     """
 
     input_ids: torch.Tensor  # int64 [T]
@@ -28,6 +30,20 @@ class ModelInputs:
     @property
     def num_tokens(self) -> int:
         return int(self.input_ids.shape[0])
+
+    def tensors(self) -> list[torch.Tensor]:
+        """Every tensor of the step, in the order `with_tensors` takes them back."""
+        return [self.input_ids, self.positions, self.output_rows] + self.attention.tensors()
+
+    def with_tensors(self, tensors: list[torch.Tensor]) -> "ModelInputs":
+        """The same step over `tensors` (same contents as `tensors()`, e.g. copies on a device)."""
+        input_ids, positions, output_rows, *attention = tensors
+        return ModelInputs(input_ids, positions, self.attention.with_tensors(attention), output_rows,
+                           self.sample_chunks)
+
+    def to(self, device: torch.device) -> "ModelInputs":
+        """A copy on `device` (each tensor copied on its own; the runner stages them in one copy)."""
+        return self.with_tensors([t.to(device, non_blocking=True) for t in self.tensors()])
 
 
 def order_for_attention(batch: ScheduledBatch) -> list[ScheduledChunk]:
@@ -62,14 +78,16 @@ def prepare_inputs(batch: ScheduledBatch, block_size: int) -> ModelInputs:
     positions, slots = [decode_positions], [decode_slots]
     output_rows = [i for i, c in enumerate(decodes) if c.sample]
     prefills: list[PrefillSpan] = []
-    for chunk in prefill_chunks:
+    covering = [_covering_blocks(chunk, block_size) for chunk in prefill_chunks]
+    tables = _padded(covering)
+    for chunk, table, row in zip(prefill_chunks, covering, tables):
         q_start = len(input_ids)
-        table = _covering_blocks(chunk, block_size)
         pos = np.arange(chunk.start_position, chunk.context_len, dtype=np.int64)
         input_ids.extend(chunk.token_ids)
         positions.append(pos)
         slots.append(table[pos // block_size].astype(np.int64) * block_size + pos % block_size)
-        prefills.append(PrefillSpan(q_start, len(input_ids), chunk.start_position, torch.from_numpy(table.copy())))
+        prefills.append(PrefillSpan(q_start, len(input_ids), chunk.start_position,
+                                    torch.from_numpy(row[:len(table)])))
         if chunk.sample:
             output_rows.append(len(input_ids) - 1)
     context_lens = decode_positions + 1
@@ -81,6 +99,7 @@ def prepare_inputs(batch: ScheduledBatch, block_size: int) -> ModelInputs:
         max_decode_context_len=int(context_lens.max()) if num_decodes else 0,
         prefills=prefills,
         block_size=block_size,
+        prefill_layout=_layout(prefills, tables),
     )
     return ModelInputs(
         input_ids=_tensor(input_ids, np.int64),
@@ -110,9 +129,26 @@ def _decode_block_tables(decodes: list[ScheduledChunk], positions: np.ndarray, b
     return tables
 
 
+def _padded(tables: list[np.ndarray]) -> np.ndarray:
+    """The int32 tables as rows of one fresh array, each padded with 0 to the longest."""
+    padded = np.zeros((len(tables), max((len(t) for t in tables), default=0)), dtype=np.int32)
+    for row, table in zip(padded, tables):
+        row[:len(table)] = table
+    return padded
+
+
+def _layout(prefills: list[PrefillSpan], tables: np.ndarray) -> PrefillLayout | None:
+    """The step's prefill layout on the host over the padded `tables`; None without prefills."""
+    if not prefills:
+        return None
+    spans = np.array([[p.q_start for p in prefills], [p.q_end - p.q_start for p in prefills],
+                      [p.start_position for p in prefills]], dtype=np.int32)
+    return PrefillLayout(torch.from_numpy(spans), torch.from_numpy(tables), num_rows=int(spans[1].sum()),
+                         max_q_len=int(spans[1].max()), max_context_len=max(p.context_len for p in prefills))
+
+
 def _covering_blocks(chunk: ScheduledChunk, block_size: int) -> np.ndarray:
-    """The blocks of `chunk`'s table that hold its context, as int32 (read-only: copy before
-    handing it out). Raises ValueError when the table is too short (a scheduler bug)."""
+    """The blocks of `chunk`'s table that hold its context, as int32 (read-only). Raises ValueError when the table is too short (a scheduler bug)."""
     needed_blocks = -(-chunk.context_len // block_size)
     table = chunk.block_table
     if len(table) < needed_blocks:

@@ -21,7 +21,6 @@ from __future__ import annotations
 import bisect
 from typing import Callable
 
-import numpy as np
 import torch
 
 from adaptive_sarathi.engine.cuda_graph import ForwardFn, SplitsFn, capture_graphs
@@ -118,27 +117,25 @@ class MixedGraphs:
             self.decode_tables[:nd, :width].copy_(meta.decode_block_tables[:, :width], non_blocking=True)
             self.decode_lens[:nd].copy_(meta.decode_context_lens, non_blocking=True)
         self.decode_lens[nd:].zero_()
-        spans = np.zeros((3, self.max_prefills), dtype=np.int32)
-        tables = np.zeros((len(meta.prefills), self.prefill_tables.shape[1]), dtype=np.int32)
-        for i, p in enumerate(meta.prefills):
-            spans[:, i] = (p.q_start, p.q_end - p.q_start, p.start_position)
-            tables[i, :p.block_table.shape[0]] = p.block_table.numpy()
-        self.spans.copy_(torch.from_numpy(spans), non_blocking=True)
-        self.prefill_tables[:len(meta.prefills)].copy_(torch.from_numpy(tables), non_blocking=True)
+        layout = meta.prefill_layout
+        count, width = layout.block_tables.shape
+        self.spans[:, :count].copy_(layout.spans, non_blocking=True)
+        self.spans[:, count:].zero_()  # spare spans have q_len 0
+        # Columns past a span's blocks may hold stale ids: the kernel reads only the blocks its context covers.
+        self.prefill_tables[:count, :width].copy_(layout.block_tables, non_blocking=True)
         return size
 
     def padded_forward(self, size: int) -> Callable[[], torch.Tensor]:
         """The forward a graph of `size` tokens captures, over the static buffers (callable
         without a graph too, e.g. to check the padding on a CPU)."""
         decodes = min(size, self.max_decodes)
-        layout = PrefillLayout(q_starts=self.spans[0], q_lens=self.spans[1], start_positions=self.spans[2],
-                               block_tables=self.prefill_tables, num_rows=size, max_q_len=size,
+        layout = PrefillLayout(self.spans, self.prefill_tables, num_rows=size, max_q_len=size,
                                max_context_len=self.max_context_len)
         meta = AttentionMetadata(
             slot_mapping=self.slot_mapping[:size], num_decode_tokens=decodes,
             decode_block_tables=self.decode_tables[:decodes], decode_context_lens=self.decode_lens[:decodes],
             max_decode_context_len=self.max_context_len, prefills=[], block_size=self.block_size,
-            decode_num_splits=self.splits_for(decodes), padded_prefills=layout)
+            decode_num_splits=self.splits_for(decodes), prefill_layout=layout)
         ids, pos = self.input_ids[:size], self.positions[:size]
         rows = self.output_rows[:min(size, self.output_rows.shape[0])]
         return lambda: self.forward(ids, pos, meta, rows)

@@ -8,6 +8,7 @@ import torch
 
 from adaptive_sarathi.engine.batch import ScheduledBatch, ScheduledChunk
 from adaptive_sarathi.engine.cuda_graph import DecodeGraphs, capture_sizes
+from adaptive_sarathi.engine.host_staging import PinnedStaging
 from adaptive_sarathi.engine.input_prep import ModelInputs, prepare_inputs
 from adaptive_sarathi.engine.mixed_graphs import MixedGraphs, mixed_capture_sizes
 from adaptive_sarathi.engine.model.llama import AttentionFn, LlamaForCausalLM
@@ -46,6 +47,7 @@ class ModelRunner:
         self.kv_caches = [(torch.zeros(shape, dtype=self.dtype, device=self.device),
                            torch.zeros(shape, dtype=self.dtype, device=self.device)) for _ in range(c.num_layers)]
         self.generator = torch.Generator(device=self.device).manual_seed(seed)
+        self.staging = PinnedStaging(self.device) if self.device.type == "cuda" else None
         self.graphs: DecodeGraphs | None = None
         self.mixed_graphs: MixedGraphs | None = None
         window = max_context_len or c.max_position_embeddings
@@ -59,8 +61,37 @@ class ModelRunner:
     def execute(self, batch: ScheduledBatch) -> dict[str, int]:
         """Run the batch: writes its K/V into the cache; returns request_id -> sampled token for
         every chunk that samples."""
+        inputs = self.prepare(batch)
+        return self.sample(inputs, self.forward(inputs))
+
+    def prepare(self, batch: ScheduledBatch) -> ModelInputs:
+        """The batch's inputs on the model's device: laid out on the host once (prepare_inputs),
+        then, on CUDA, moved in one copy through pinned memory; valid until the next prepare."""
         inputs = prepare_inputs(batch, self.block_size)
-        logits = self.step_logits(inputs)
+        if self.staging is None:
+            return inputs.to(self.device)
+        return inputs.with_tensors(self.staging.move(inputs.tensors()))
+
+    def forward(self, inputs: ModelInputs) -> torch.Tensor:
+        """Float32 logits [N, vocab] of the step's sampling rows, from a CUDA graph when one fits
+        the step, else eagerly; writes the step's K/V into the cache."""
+        graphs = self.graphs_for(inputs)
+        if graphs is None:
+            return self.eager_forward(inputs)
+        # The LM head runs outside the graphs: a [rows, vocab] float32 output per captured size
+        # would hold gigabytes of graph memory.
+        return self.model.compute_logits(graphs.replay(inputs))
+
+    def eager_forward(self, inputs: ModelInputs) -> torch.Tensor:
+        """forward() without graphs: what a graph's replay must reproduce."""
+        return self.model.compute_logits(self.hidden(inputs))
+
+    def hidden(self, inputs: ModelInputs) -> torch.Tensor:
+        """Final hidden states [N, hidden] of the step's sampling rows, eagerly."""
+        return self._hidden(inputs.input_ids, inputs.positions, inputs.attention, inputs.output_rows)
+
+    def sample(self, inputs: ModelInputs, logits: torch.Tensor) -> dict[str, int]:
+        """request_id -> the token drawn from its row of `logits` (one device sync for all)."""
         chunks = inputs.sample_chunks
         if not chunks:
             return {}
@@ -70,18 +101,18 @@ class ModelRunner:
 
     @torch.inference_mode()
     def logits_for(self, batch: ScheduledBatch) -> torch.Tensor:
-        """Logits [N, vocab] of the sampling rows of `batch` (for parity checks); writes the cache."""
-        return self._logits(prepare_inputs(batch, self.block_size))
+        """Eager logits [N, vocab] of the sampling rows of `batch` (for parity checks); writes the cache."""
+        return self.eager_forward(self.prepare(batch))
 
     def prepared_forward(self, batch: ScheduledBatch) -> Callable[[], torch.Tensor]:
-        """A callable running the batch's forward and logits on inputs moved to the device once:
-        the GPU work of a step without its host work, for timing. Each call writes the batch's
-        K/V into the cache again; the logits it returns are new tensors."""
-        args = self._on_device(prepare_inputs(batch, self.block_size))
+        """A callable running the batch's eager forward and logits on inputs moved to the device
+        once (held by the callable, not staged): the GPU work of a step without its host work, for
+        timing. Each call writes the batch's K/V into the cache again; it returns new logits."""
+        inputs = prepare_inputs(batch, self.block_size).to(self.device)
 
         @torch.inference_mode()
         def forward() -> torch.Tensor:
-            return self._forward(*args)
+            return self.eager_forward(inputs)
 
         return forward
 
@@ -102,7 +133,7 @@ class ModelRunner:
         steps = [[chunk(0, 1, long_context), chunk(1, 2, 2)],  # one decode: split-K
                  [chunk(i, 1, 2) for i in range(256)] + [chunk(256, 2, 2)]]  # many: no split
         for batch in steps:
-            self._logits(prepare_inputs(ScheduledBatch(batch), self.block_size))
+            self.eager_forward(self.prepare(ScheduledBatch(batch)))
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
 
@@ -113,31 +144,9 @@ class ModelRunner:
                 return graphs
         return None
 
-    def step_logits(self, inputs: ModelInputs) -> torch.Tensor:
-        """Float32 logits [N, vocab] of the step's sampling rows, from a CUDA graph when one fits
-        the step, else eagerly; writes the step's K/V into the cache."""
-        graphs = self.graphs_for(inputs)
-        if graphs is None:
-            return self._logits(inputs)
-        # The LM head runs outside the graphs: a [rows, vocab] float32 output per captured size
-        # would hold gigabytes of graph memory.
-        return self.model.compute_logits(graphs.replay(inputs))
-
-    def _logits(self, inputs: ModelInputs) -> torch.Tensor:
-        return self._forward(*self._on_device(inputs))
-
-    def _on_device(self, inputs: ModelInputs) -> tuple:
-        dev = self.device
-        return (inputs.input_ids.to(dev), inputs.positions.to(dev), inputs.attention.to(dev),
-                inputs.output_rows.to(dev))
-
     def _hidden(self, input_ids: torch.Tensor, positions: torch.Tensor, meta: AttentionMetadata,
                 output_rows: torch.Tensor) -> torch.Tensor:
         return self.model(input_ids, positions, self.kv_caches, meta, self.attention, output_rows)
-
-    def _forward(self, input_ids: torch.Tensor, positions: torch.Tensor, meta: AttentionMetadata,
-                 output_rows: torch.Tensor) -> torch.Tensor:
-        return self.model.compute_logits(self._hidden(input_ids, positions, meta, output_rows))
 
     def capture_decode_graphs(self, sizes: list[int], max_context_len: int) -> None:
         """Capture CUDA graphs of decode-only steps of each batch size in `sizes` (contexts up to

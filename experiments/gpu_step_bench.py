@@ -47,7 +47,6 @@ from typing import Callable
 import torch
 
 from adaptive_sarathi.engine.factory import EngineArgs, create_engine
-from adaptive_sarathi.engine.input_prep import prepare_inputs
 from adaptive_sarathi.engine.kv_sizing import kv_capacity_blocks
 from adaptive_sarathi.engine.loaders import resolve_model
 from adaptive_sarathi.engine.model.build import build_model
@@ -176,11 +175,11 @@ class StepBench:
         replay it from (decodes of exactly its batch size, or its token count padded), the LM head
         included."""
         runner, batch = self._batch(shape)
-        inputs = prepare_inputs(batch, runner.block_size)
+        inputs = runner.prepare(batch)
         capture_graph_for(runner, inputs)
         try:
             assert runner.graphs_for(inputs) is not None, f"no graph replays {shape}"
-            replay = time_call(lambda: runner.step_logits(inputs), self.device, self.sizes.warmup, self.sizes.repeats)
+            replay = time_call(lambda: runner.forward(inputs), self.device, self.sizes.warmup, self.sizes.repeats)
             return replay, time_call(lambda: runner.execute(batch), self.device, 1, self.sizes.repeats)
         finally:
             runner.graphs = runner.mixed_graphs = None
@@ -318,7 +317,7 @@ def section_mixed(report: Report, bench: StepBench, bandwidth: float | None, flo
 
 class ForwardClock:
     """Times the device work of each step inside the engine (the eager forward, or the graph
-    replay with its input copies, and the LM head) by wrapping the runner's step_logits: CUDA
+    replay with its input copies, and the LM head) by wrapping the runner's forward: CUDA
     events on a GPU, the host clock on the CPU. `last_s()` synchronizes and returns the latest one."""
 
     def __init__(self, runner: ModelRunner):
@@ -326,7 +325,7 @@ class ForwardClock:
         self.start: torch.cuda.Event | float | None = None
         self.end: torch.cuda.Event | float | None = None
         self.runner = runner
-        runner.step_logits = self._timed(runner.step_logits)
+        runner.forward = self._timed(runner.forward)
 
     def _timed(self, fn):
         def timed(*args, **kwargs):
@@ -351,7 +350,7 @@ class ForwardClock:
         return self.end - self.start
 
     def remove(self) -> None:
-        del self.runner.step_logits  # the instance attribute shadowed the method
+        del self.runner.forward  # the instance attribute shadowed the method
 
 
 def section_engine(report: Report, sizes: Sizes, device: torch.device, seed: int):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cached_property
 
 import torch
 
@@ -25,19 +24,47 @@ class PrefillSpan:
 
 @dataclass(frozen=True)
 class PrefillLayout:
-    """The prefill spans of a step as device tensors, for kernels that handle every chunk in one
-    launch. Row i describes span i; block_tables is padded with 0 past each span's blocks.
+    """The prefill spans of a step as tensors, for kernels that handle every chunk in one launch.
+    Column i of `spans` describes span i (rows: q_starts, q_lens, start_positions); block_tables
+    row i is padded with 0 past span i's blocks.
 
     A layout padded for a CUDA graph may end with spans of q_len 0 and bound num_rows, max_q_len
     and max_context_len from above instead of giving them exactly."""
 
-    q_starts: torch.Tensor  # int32 [num_prefills]
-    q_lens: torch.Tensor  # int32 [num_prefills]
-    start_positions: torch.Tensor  # int32 [num_prefills]
+    spans: torch.Tensor  # int32 [3, num_prefills], contiguous (the kernels read each row as an array)
     block_tables: torch.Tensor  # int32 [num_prefills, max_blocks]
     num_rows: int  # query tokens of all spans
     max_q_len: int  # tokens
     max_context_len: int  # tokens
+
+    @property
+    def q_starts(self) -> torch.Tensor:
+        return self.spans[0]
+
+    @property
+    def q_lens(self) -> torch.Tensor:
+        return self.spans[1]
+
+    @property
+    def start_positions(self) -> torch.Tensor:
+        return self.spans[2]
+
+    @classmethod
+    def of(cls, prefills: list[PrefillSpan], device: torch.device) -> "PrefillLayout":
+        """The exact layout of `prefills` (at least one), built on the host and moved to `device`."""
+        spans = torch.tensor([[p.q_start for p in prefills], [p.q_end - p.q_start for p in prefills],
+                              [p.start_position for p in prefills]], dtype=torch.int32)
+        tables = torch.zeros(len(prefills), max(p.block_table.shape[0] for p in prefills), dtype=torch.int32)
+        for i, p in enumerate(prefills):
+            tables[i, :p.block_table.shape[0]] = p.block_table
+        return cls(spans.to(device, non_blocking=True), tables.to(device, non_blocking=True),
+                   num_rows=sum(p.q_end - p.q_start for p in prefills),
+                   max_q_len=max(p.q_end - p.q_start for p in prefills),
+                   max_context_len=max(p.context_len for p in prefills))
+
+    def with_tensors(self, spans: torch.Tensor, block_tables: torch.Tensor) -> "PrefillLayout":
+        """The same layout over other tensors of the same contents (e.g. copies on another device)."""
+        return PrefillLayout(spans, block_tables, self.num_rows, self.max_q_len, self.max_context_len)
 
 
 @dataclass
@@ -50,9 +77,9 @@ class AttentionMetadata:
     new token too. Tensors live on the model's device; the caller owns them for the whole step.
     decode_num_splits, when set, asks split-K decode kernels for that many partitions of each
     sequence's own context, making the launch independent of the contexts (for CUDA graphs).
-    padded_prefills, when set, is the prefill layout itself, prebuilt with padding (see
-    PrefillLayout) in buffers a CUDA graph replays; `prefills` is then empty. Padded decode rows
-    have a context length of 0 and are skipped.
+    prefill_layout is `prefills` as one-launch tensors on the same device: built from `prefills`
+    when not given; a CUDA graph gives it prebuilt with padding (see PrefillLayout), and `prefills`
+    is then empty. Padded decode rows have a context length of 0 and are skipped.
     """
 
     slot_mapping: torch.Tensor  # int64 [num_tokens]
@@ -63,40 +90,28 @@ class AttentionMetadata:
     prefills: list[PrefillSpan]
     block_size: int
     decode_num_splits: int | None = None
-    padded_prefills: PrefillLayout | None = None
+    prefill_layout: PrefillLayout | None = None
+
+    def __post_init__(self) -> None:
+        if self.prefill_layout is None and self.prefills:
+            self.prefill_layout = PrefillLayout.of(self.prefills, self.slot_mapping.device)
+
+    def tensors(self) -> list[torch.Tensor]:
+        """Every tensor the metadata holds, in the order `with_tensors` takes them back."""
+        own = [self.slot_mapping, self.decode_block_tables, self.decode_context_lens]
+        layout = self.prefill_layout
+        return own + ([layout.spans, layout.block_tables] if layout is not None else [])
+
+    def with_tensors(self, tensors: list[torch.Tensor]) -> "AttentionMetadata":
+        """The same metadata over `tensors` (same contents as `tensors()`, e.g. on another device);
+        each span's block table becomes a view of the new layout's."""
+        slots, tables, lens, *rest = tensors
+        layout = self.prefill_layout.with_tensors(*rest) if rest else None
+        prefills = [PrefillSpan(p.q_start, p.q_end, p.start_position, layout.block_tables[i, :p.block_table.shape[0]])
+                    for i, p in enumerate(self.prefills)]
+        return AttentionMetadata(slots, self.num_decode_tokens, tables, lens, self.max_decode_context_len, prefills,
+                                 self.block_size, self.decode_num_splits, layout)
 
     def to(self, device: torch.device) -> "AttentionMetadata":
         """A copy with every tensor moved to `device` (non-blocking where possible)."""
-        move = lambda t: t.to(device, non_blocking=True)  # noqa: E731
-        return AttentionMetadata(
-            slot_mapping=move(self.slot_mapping),
-            num_decode_tokens=self.num_decode_tokens,
-            decode_block_tables=move(self.decode_block_tables),
-            decode_context_lens=move(self.decode_context_lens),
-            max_decode_context_len=self.max_decode_context_len,
-            prefills=[PrefillSpan(p.q_start, p.q_end, p.start_position, move(p.block_table)) for p in self.prefills],
-            block_size=self.block_size,
-            decode_num_splits=self.decode_num_splits,
-            padded_prefills=self.padded_prefills,
-        )
-
-    @cached_property
-    def prefill_layout(self) -> PrefillLayout | None:
-        """`prefills` as device tensors on slot_mapping's device; None when the step has no prefill.
-        Built on first use and then shared by every layer of the step (a copy made by `to` builds
-        its own). The returned tensors belong to this metadata: do not modify them."""
-        if self.padded_prefills is not None:
-            return self.padded_prefills
-        if not self.prefills:
-            return None
-        device = self.slot_mapping.device
-        spans = torch.tensor([[p.q_start for p in self.prefills],
-                              [p.q_end - p.q_start for p in self.prefills],
-                              [p.start_position for p in self.prefills]], dtype=torch.int32)
-        spans = spans.to(device, non_blocking=True)
-        tables = torch.nn.utils.rnn.pad_sequence([p.block_table.to(device, torch.int32) for p in self.prefills],
-                                                 batch_first=True)
-        return PrefillLayout(q_starts=spans[0], q_lens=spans[1], start_positions=spans[2], block_tables=tables,
-                             num_rows=sum(p.q_end - p.q_start for p in self.prefills),
-                             max_q_len=max(p.q_end - p.q_start for p in self.prefills),
-                             max_context_len=max(p.context_len for p in self.prefills))
+        return self.with_tensors([t.to(device, non_blocking=True) for t in self.tensors()])

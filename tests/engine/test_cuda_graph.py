@@ -73,11 +73,11 @@ def test_graph_replay_matches_eager_forward_on_random_decode_steps():
             # Every fifth row a prompt's 1-token chunk that samples nothing.
             chunks.append(ScheduledChunk(f"r{i}", (rng.randrange(1000),), ctx - 1, tuple(blocks), i % 5 != 4,
                                          SamplingParams(), 1, i % 5 == 4))
-        inputs = prepare_inputs(ScheduledBatch(chunks), runner.block_size)
+        inputs = runner.prepare(ScheduledBatch(chunks))
         assert runner.graphs.fits(inputs)
         with torch.inference_mode():
             graphed = runner.model.compute_logits(runner.graphs.replay(inputs))
-            eager = runner._logits(inputs)
+            eager = runner.eager_forward(inputs)
         rel = ((graphed - eager).norm() / eager.norm()).item()
         assert rel < 1e-2, f"batch {batch_size}: relative error {rel:.2e}"
         agree = (graphed.argmax(-1) == eager.argmax(-1)).float().mean().item()
@@ -110,11 +110,11 @@ def test_mixed_graph_replay_matches_eager_forward_on_random_steps():
             blocks = [free.pop() for _ in range(-(-(cached + new) // 16))]
             ids = tuple(rng.randrange(1000) for _ in range(new))
             chunks.append(ScheduledChunk(f"p{i}", ids, cached, tuple(blocks), True, SamplingParams(), 0, True))
-        inputs = prepare_inputs(ScheduledBatch(chunks), runner.block_size)
+        inputs = runner.prepare(ScheduledBatch(chunks))
         assert runner.mixed_graphs.fits(inputs)
         with torch.inference_mode():
             graphed = runner.model.compute_logits(runner.mixed_graphs.replay(inputs))
-            eager = runner._logits(inputs)
+            eager = runner.eager_forward(inputs)
         rel = ((graphed - eager).norm() / eager.norm()).item()
         assert rel < 1e-2, f"step {decodes}/{prefills}: relative error {rel:.2e}"
         agree = (graphed.argmax(-1) == eager.argmax(-1)).float().mean().item()

@@ -35,6 +35,27 @@ def test_mixed_batch_layout():
     # "p" does not sample (its chunk ends mid-prompt); "d" and "q" sample from their last rows.
     assert x.output_rows.tolist() == [0, 7]
     assert [c.request_id for c in x.sample_chunks] == ["d", "q"]
+    # The one-launch layout, built on the host with the spans: rows q_start, q_len, start; tables
+    # padded with 0.
+    layout = x.attention.prefill_layout
+    assert layout.spans.tolist() == [[1, 6], [5, 2], [6, 0]]
+    assert layout.block_tables.tolist() == [[9, 2, 7], [5, 0, 0]]
+    assert (layout.num_rows, layout.max_q_len, layout.max_context_len) == (7, 5, 11)
+
+
+def test_moved_inputs_keep_every_tensor_and_share_the_layout_tables():
+    x = prepare_inputs(ScheduledBatch([chunk("d", [42], 4, [3, 8], True, False),
+                                       chunk("p", [1, 2, 3], 0, [6], True, True),
+                                       chunk("q", [4] * 9, 0, [1, 2, 5], True, True)]), block_size=4)
+    copies = [t.clone() for t in x.tensors()]
+    moved = x.with_tensors(copies)
+    assert all(a is b for a, b in zip(moved.tensors(), copies))
+    assert [torch.equal(a, b) for a, b in zip(moved.tensors(), x.tensors())] == [True] * len(copies)
+    # Each span's table is a view of the new layout's, not a copy of the old one.
+    copies[-1][0, 0] = 99
+    assert moved.attention.prefills[0].block_table.tolist() == [99]
+    assert moved.attention.prefills[1].block_table.tolist() == [1, 2, 5]
+    assert [c.request_id for c in moved.sample_chunks] == ["d", "p", "q"]
 
 
 def test_decode_tables_are_padded():

@@ -80,7 +80,7 @@ def test_padded_forward_equals_eager(runner):
         inputs = prepare_inputs(random_step(rng, decodes, chunks, free), BLOCK)
         assert graphs.fits(inputs)
         with torch.inference_mode():
-            eager = runner._hidden(*runner._on_device(inputs))
+            eager = runner.hidden(inputs)
             caches = [(k.clone(), v.clone()) for k, v in runner.kv_caches]
             size = graphs.load(inputs)
             padded = graphs.padded_forward(size)()[:eager.shape[0]]

@@ -129,9 +129,8 @@ def test_padded_launch_of_a_cuda_graph():
     spare = 3
     pad = lambda t, value: torch.cat([t, torch.full((spare, *t.shape[1:]), value, dtype=t.dtype,  # noqa: E731
                                                     device=t.device)])
-    padded = PrefillLayout(q_starts=pad(layout.q_starts, 0), q_lens=pad(layout.q_lens, 0),
-                           start_positions=pad(layout.start_positions, 0), block_tables=pad(layout.block_tables, 0),
-                           num_rows=layout.num_rows + 40, max_q_len=64, max_context_len=64)
+    padded = PrefillLayout(pad(layout.spans.T, 0).T.contiguous(), pad(layout.block_tables, 0), num_rows=layout.num_rows + 40,
+                           max_q_len=64, max_context_len=64)
     for num_splits in (1, 2):  # the decode kernel alone, and with its merge kernel
         out = poisoned(case.q)
         out[nd:] = 7.0
@@ -158,9 +157,8 @@ def test_prefill_of_more_chunks_than_one_span_block():
     prefill_attention(case.q, case.k_cache, case.v_cache, layout, 0.25, out, config=TINY_PREFILL)
     assert_fp32_close(out, ref)
     pad = lambda t: torch.cat([t, torch.zeros((spare, *t.shape[1:]), dtype=t.dtype, device=t.device)])  # noqa: E731
-    padded = PrefillLayout(q_starts=pad(layout.q_starts), q_lens=pad(layout.q_lens),
-                           start_positions=pad(layout.start_positions), block_tables=pad(layout.block_tables),
-                           num_rows=layout.num_rows + 16, max_q_len=64, max_context_len=64)
+    padded = PrefillLayout(pad(layout.spans.T).T.contiguous(), pad(layout.block_tables), num_rows=layout.num_rows + 16,
+                           max_q_len=64, max_context_len=64)
     out = poisoned(case.q)
     prefill_attention(case.q, case.k_cache, case.v_cache, padded, 0.25, out, config=TINY_PREFILL)
     assert_fp32_close(out, ref)
