@@ -4,7 +4,7 @@ count, captured once and replayed with each step's inputs copied into static buf
 An eager forward of Llama-3-8B launches ~330 kernels, and on the host that launched them it took
 about 70 us each (H100 machine, 2026-11-25): a 512-token mixed step with 64 decodes took 30 ms
 eager while its kernels were busy for 12 ms. Replaying a graph removes the launch gaps. Steps
-past the largest size run eagerly: their kernels are long enough to hide the launches.
+past the largest size run eagerly.
 
 A graph of T tokens is launched for the worst case of that size and told on the device what the
 step holds:
@@ -28,11 +28,14 @@ from adaptive_sarathi.engine.input_prep import ModelInputs
 from adaptive_sarathi.kernels.attention import AttentionMetadata
 from adaptive_sarathi.kernels.attention.metadata import PrefillLayout
 
-# Token counts that get a graph: multiples of 64 to 1024, then of 128 to 2048. GEMM time rises in
-# steps of 64-128 rows anyway (tile quantization), so padding to these costs little.
+# Token counts that get a graph: multiples of 64 to 1024, of 128 to 2048, then of 512 to 8192 (the
+# largest budget the shipped SLO policies allow). GEMM time rises in steps of 64-128 rows anyway
+# (tile quantization), and past 2048 tokens a step's kernels take tens of milliseconds, so padding
+# to these costs a few percent at most, while an eager step pays tens of milliseconds of launches.
 FINE_STEP, FINE_UP_TO = 64, 1024
-COARSE_STEP = 128
-MAX_GRAPH_TOKENS = 2048
+COARSE_STEP, COARSE_UP_TO = 128, 2048
+LARGE_STEP = 512
+MAX_GRAPH_TOKENS = 8192
 # Prefill chunks a graph has room for; a step with more runs eagerly. Spare spans cost one program
 # per KV head that exits at once.
 MAX_GRAPH_PREFILLS = 32
@@ -43,7 +46,8 @@ def mixed_capture_sizes(max_tokens: int) -> list[int]:
     if max_tokens < 1:
         raise ValueError(f"max_tokens={max_tokens} is invalid: use an integer >= 1")
     sizes = [s for s in range(FINE_STEP, min(max_tokens, FINE_UP_TO) + 1, FINE_STEP)]
-    sizes += range(FINE_UP_TO + COARSE_STEP, max_tokens + 1, COARSE_STEP)
+    sizes += range(FINE_UP_TO + COARSE_STEP, min(max_tokens, COARSE_UP_TO) + 1, COARSE_STEP)
+    sizes += range(COARSE_UP_TO + LARGE_STEP, max_tokens + 1, LARGE_STEP)
     if not sizes or sizes[-1] < max_tokens:
         sizes.append(max_tokens)
     return sorted(set(sizes))

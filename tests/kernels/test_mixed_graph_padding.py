@@ -27,11 +27,12 @@ MAX_CONTEXT = 128
 
 
 def test_capture_sizes_cover_every_step_with_little_padding():
-    sizes = mixed_capture_sizes(2048)
-    assert sizes[0] == 64 and sizes[-1] == 2048
-    for n in range(1, 2049):
+    sizes = mixed_capture_sizes(8192)
+    assert sizes[0] == 64 and sizes[-1] == 8192
+    for n in range(1, 8193):
         padded = min(s for s in sizes if s >= n)
-        assert padded - n < (64 if n <= 1024 else 128)
+        assert padded - n < (64 if n <= 1024 else 128 if n <= 2048 else 512)
+    assert mixed_capture_sizes(3000) == mixed_capture_sizes(2048) + [2560, 3000]
     assert mixed_capture_sizes(100) == [64, 100]
     assert mixed_capture_sizes(10) == [10]
     with pytest.raises(ValueError, match="max_tokens"):
