@@ -21,10 +21,13 @@ class StepBudget:
 
     token_budget: most tokens (decodes count 1 each, plus prefill chunks) the step may process.
     max_chunk: most prompt tokens one request may take in this step; None = token_budget.
+    relegate_before_s: requests never scheduled that arrived before this engine time have missed
+    their TTFT deadline: the scheduler serves them after every other arrived request (None: FCFS).
     """
 
     token_budget: int
     max_chunk: int | None = None
+    relegate_before_s: float | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.token_budget, int) or self.token_budget < 1:

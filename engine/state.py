@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import math
+
 from adaptive_sarathi.engine.request import in_prefill
 from adaptive_sarathi.engine.schedulers.common import QueueScheduler
-from adaptive_sarathi.engine.stats import EngineState
+from adaptive_sarathi.engine.stats import PREFILL_QUEUE_LEN, EngineState
 
 
 def snapshot_state(scheduler: QueueScheduler, now: float) -> EngineState:
@@ -14,6 +16,7 @@ def snapshot_state(scheduler: QueueScheduler, now: float) -> EngineState:
     decode_context = 0
     running_prefill = 0
     max_gap = 0.0
+    queue: list[tuple[float, int]] = []
     for r in scheduler.running:
         # num_pending_tokens written out (this runs every step), the rule not.
         outputs = r.output_token_ids
@@ -21,6 +24,8 @@ def snapshot_state(scheduler: QueueScheduler, now: float) -> EngineState:
         pending = num_tokens - r.num_computed_tokens
         if in_prefill(len(outputs), pending):
             running_prefill += pending
+            if len(queue) < PREFILL_QUEUE_LEN:
+                queue.append((math.inf if outputs else r.arrival_time, pending))
         else:
             decodes += 1
             decode_context += num_tokens
@@ -30,12 +35,13 @@ def snapshot_state(scheduler: QueueScheduler, now: float) -> EngineState:
     waiting_tokens = 0
     oldest_age = 0.0
     num_arrived = 0
-    for r in scheduler.iter_waiting():
-        if r.arrival_time > now:
-            break  # the queue is in arrival order (preempted requests, at its front, have arrived)
+    for r in scheduler.iter_arrived_waiting(now):
         num_arrived += 1
-        waiting_tokens += r.num_pending_tokens
+        pending = r.num_pending_tokens
+        waiting_tokens += pending
         oldest_age = max(oldest_age, now - r.arrival_time)
+        if len(queue) < PREFILL_QUEUE_LEN:
+            queue.append((math.inf if r.output_token_ids else r.arrival_time, pending))
     bm = scheduler.block_manager
     return EngineState(
         now_s=now, num_waiting=num_arrived, num_running=scheduler.num_running, num_decodes=decodes,
@@ -43,4 +49,5 @@ def snapshot_state(scheduler: QueueScheduler, now: float) -> EngineState:
         admissible_free_tokens=bm.num_admissible_free_blocks * bm.block_size,
         admissible_kv_tokens=bm.num_admissible_blocks * bm.block_size,
         decode_context_tokens=decode_context, running_prefill_tokens=running_prefill,
-        waiting_prefill_tokens=waiting_tokens, oldest_waiting_age_s=oldest_age, max_decode_gap_s=max_gap)
+        waiting_prefill_tokens=waiting_tokens, oldest_waiting_age_s=oldest_age, max_decode_gap_s=max_gap,
+        prefill_queue=tuple(queue))

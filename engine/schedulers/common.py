@@ -40,7 +40,11 @@ class QueueScheduler(Scheduler):
 
     The waiting queue is FCFS by arrival_time; preempted requests go back to its front. A request
     that has not arrived yet (arrival_time > now) blocks those behind it, which arrived no
-    earlier. The running list is in admission order; preemption takes victims from its tail.
+    earlier. A step budget with `relegate_before_s` moves never-scheduled requests that arrived
+    before it (their TTFT deadline has passed) to a late queue, served in arrival order only when
+    no other arrived request waits: under overload the requests that can still meet their
+    deadline go first, instead of every request missing behind the late ones. The running list
+    is in admission order; preemption takes victims from its tail.
 
     The context window is `max_context_len` = min(max_model_len, the tokens the KV cache can hold
     beyond the watermark), so that any single request always fits once others are preempted.
@@ -57,6 +61,7 @@ class QueueScheduler(Scheduler):
         usable_blocks = block_manager.num_total_blocks - block_manager.watermark_blocks
         self.max_context_len = min(config.max_model_len, usable_blocks * block_manager.block_size)
         self._waiting: deque[Request] = deque()
+        self._late: deque[Request] = deque()  # relegated (see the class docstring), in arrival order
         self._running: list[Request] = []
         self._requests: dict[str, Request] = {}
         self._last_batch = ScheduledBatch()
@@ -92,6 +97,8 @@ class QueueScheduler(Scheduler):
     def schedule(self, budget: StepBudget, now: float) -> ScheduledBatch:
         """Pick this step's chunks (see Scheduler.schedule). The batch is remembered for `update`,
         which must be called before the next `schedule`."""
+        if budget.relegate_before_s is not None:
+            self._relegate(budget.relegate_before_s)
         step = StepBuilder(budget, now)
         self._fill(step)
         self._last_batch = step.batch
@@ -141,7 +148,7 @@ class QueueScheduler(Scheduler):
 
     @property
     def num_waiting(self) -> int:
-        return len(self._waiting)
+        return len(self._waiting) + len(self._late)
 
     @property
     def num_running(self) -> int:
@@ -154,13 +161,18 @@ class QueueScheduler(Scheduler):
 
     @property
     def waiting(self) -> tuple[Request, ...]:
-        """A snapshot of the waiting queue, head first."""
-        return tuple(self._waiting)
+        """A snapshot of the waiting requests: the queue head first, then the late queue."""
+        return (*self._waiting, *self._late)
 
-    def iter_waiting(self) -> Iterator[Request]:
-        """The waiting queue head first, without copying it (it can hold a whole simulated
-        workload); the scheduler must not change while the iterator is in use."""
-        return iter(self._waiting)
+    def iter_arrived_waiting(self, now: float) -> Iterator[Request]:
+        """The waiting requests that have arrived by `now`, in the order they would be admitted,
+        without copying the queues (they can hold a whole simulated workload); the scheduler must
+        not change while the iterator is in use."""
+        for request in self._waiting:
+            if request.arrival_time > now:
+                break  # the queue is in arrival order (preempted requests, at its front, have arrived)
+            yield request
+        yield from self._late
 
     @property
     def running(self) -> tuple[Request, ...]:
@@ -184,7 +196,7 @@ class QueueScheduler(Scheduler):
         """Raise AssertionError if queues, statuses and KV blocks disagree. Mutates nothing."""
         bm = self._block_manager
         bm.check_invariants(set(self._requests))
-        waiting_ids = [r.request_id for r in self._waiting]
+        waiting_ids = [r.request_id for r in (*self._waiting, *self._late)]
         running_ids = [r.request_id for r in self._running]
         assert len(set(waiting_ids)) == len(waiting_ids), "a request is queued twice"
         assert len(set(running_ids)) == len(running_ids), "a request is running twice"
@@ -196,7 +208,9 @@ class QueueScheduler(Scheduler):
             assert list(table) == bm.block_table(rid), f"cached block table of {rid!r} is stale"
         assert all(bm.num_owned_blocks(rid) == 0 for rid in set(self._requests) - set(self._block_tables)), (
             "a request owns blocks without a cached block table")
-        for r in self._waiting:
+        for r in self._late:
+            assert r.timeline.first_scheduled_time is None, f"late request {r.request_id!r} was scheduled"
+        for r in (*self._waiting, *self._late):
             assert r.status is RequestStatus.WAITING, f"waiting request {r.request_id!r} is {r.status}"
             assert r.num_computed_tokens == 0, f"waiting request {r.request_id!r} has computed tokens"
             assert bm.num_owned_blocks(r.request_id) == 0, f"waiting request {r.request_id!r} owns blocks"
@@ -220,11 +234,26 @@ class QueueScheduler(Scheduler):
                 yield request
 
     def _admissible_head(self, now: float) -> Request | None:
-        """The head of the waiting queue if it has arrived and a running slot is free."""
-        if not self._waiting or len(self._running) >= self.config.max_num_seqs:
+        """The request to admit next when a running slot is free: the waiting queue's head if it
+        has arrived, else the late queue's head; None when neither is."""
+        if len(self._running) >= self.config.max_num_seqs:
             return None
-        head = self._waiting[0]
-        return head if head.arrival_time <= now else None
+        if self._waiting and self._waiting[0].arrival_time <= now:
+            return self._waiting[0]
+        return self._late[0] if self._late else None
+
+    def _relegate(self, before_s: float) -> None:
+        """Move never-scheduled requests that arrived before `before_s` to the late queue."""
+        waiting, i = self._waiting, 0
+        while i < len(waiting):
+            request = waiting[i]
+            if request.timeline.first_scheduled_time is not None:  # preempted: it has started
+                i += 1
+            elif request.arrival_time < before_s:
+                del waiting[i]
+                self._late.append(request)
+            else:
+                break  # later ones arrived later still
 
     def _fits(self, request: Request, num_tokens: int) -> bool:
         """Whether admitting `request` with a chunk of `num_tokens` leaves the watermark free."""
@@ -232,9 +261,12 @@ class QueueScheduler(Scheduler):
         return self._block_manager.can_allocate(request.request_id, total, use_watermark=True)
 
     def _admit(self, step: StepBuilder, request: Request, num_tokens: int) -> None:
-        """Move the waiting head to running with a first chunk; the caller checked `_fits`."""
-        assert self._waiting and self._waiting[0] is request, "only the waiting head is admitted"
-        self._waiting.popleft()
+        """Move `_admissible_head` to running with a first chunk; the caller checked `_fits`."""
+        if self._waiting and self._waiting[0] is request:
+            self._waiting.popleft()
+        else:
+            assert self._late and self._late[0] is request, "only a queue head is admitted"
+            self._late.popleft()
         table = self._allocate(request.request_id, request.num_computed_tokens + num_tokens)
         request.status = RequestStatus.RUNNING
         if request.timeline.first_scheduled_time is None:
@@ -326,6 +358,15 @@ class QueueScheduler(Scheduler):
                                 end == num_all, request.sampling_params, len(outputs),
                                 in_prefill(len(outputs), num_all - start)))
 
+    def _unqueue(self, request: Request) -> None:
+        """Take a waiting request out of whichever queue holds it (found by identity)."""
+        for queue in (self._waiting, self._late):
+            for i, queued in enumerate(queue):
+                if queued is request:
+                    del queue[i]
+                    return
+        raise AssertionError(f"waiting request {request.request_id!r} is in no queue")
+
     def _stop_reason(self, request: Request, token: int) -> FinishReason | None:
         params = request.sampling_params
         if token in request.eos_token_ids and not params.ignore_eos:
@@ -342,7 +383,7 @@ class QueueScheduler(Scheduler):
         if request.status is RequestStatus.RUNNING:
             self._running.remove(request)
         else:
-            self._waiting.remove(request)
+            self._unqueue(request)
         self._free_blocks(request.request_id)
         del self._requests[request.request_id]
         request.status = RequestStatus.FINISHED

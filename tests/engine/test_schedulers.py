@@ -492,3 +492,45 @@ def test_the_is_prefill_rule_counts_a_recompute_as_prefill():
     assert in_prefill(0, 1)  # a one-token prompt, nothing output yet
     assert in_prefill(3, 10)  # preempted after 3 outputs: prompt and outputs recompute
     assert not in_prefill(3, 1)  # only the last output pending: a decode
+
+
+# -- relegation of requests past their TTFT deadline ---------------------------------------------
+
+def test_late_requests_wait_behind_those_that_can_still_meet_their_deadline():
+    s = make("sarathi")
+    add(s, req("old1", 4, arrival=0.0), req("old2", 4, arrival=1.0), req("new", 4, arrival=5.0),
+        req("future", 4, arrival=9.0))
+    # At t=6 with a 4.5 s TTFT target, requests that arrived before t=1.5 have missed it.
+    batch = s.schedule(StepBudget(4, relegate_before_s=1.5), 6.0)
+    assert batch.tokens_by_request() == {"new": 4}
+    s.check_invariants()
+    s.update(StepResult({"new": TOKEN}, 0.01), 6.0)
+    assert [r.request_id for r in s.waiting] == ["future", "old1", "old2"]
+    assert s.num_waiting == 3
+    # With nothing on time waiting, the late ones are served, oldest first (no budget flag needed).
+    assert s.schedule(StepBudget(5), 6.1).tokens_by_request() == {"new": 1, "old1": 4}
+    s.check_invariants()
+
+
+def test_preempted_requests_are_never_relegated_and_late_ones_can_be_aborted():
+    s = make("orca", num_blocks=3, block_size=2, max_num_seqs=3)
+    add(s, req("a", 2), req("b", 2), req("c", 2), req("d", 1, arrival=0.5))
+    assert step(s, 16) == {"a": 2, "b": 2, "c": 2}
+    assert run(s, 16).preempted_ids == ["c", "b"]  # b and c started at t=0 and are requeued at the front
+    s.schedule(StepBudget(16, relegate_before_s=10.0), 11.0)
+    s.check_invariants()
+    assert [r.request_id for r in s.waiting][-1] == "d"  # only d, never scheduled, went to the late queue
+    assert s.finish_request("d", FinishReason.ABORT, 11.0)
+    s.check_invariants()
+    assert "d" not in [r.request_id for r in s.waiting]
+
+
+def test_engine_state_lists_the_prefill_queue_in_service_order():
+    from adaptive_sarathi.engine.state import snapshot_state
+
+    s = make("sarathi")
+    add(s, req("r", 10, arrival=0.0), req("w1", 6, arrival=1.0), req("w2", 3, arrival=2.0),
+        req("later", 3, arrival=50.0))
+    step(s, 4, now=2.0)  # r admitted with 4 of its 10 tokens
+    state = snapshot_state(s, 3.0)
+    assert state.prefill_queue == ((0.0, 6), (1.0, 6), (2.0, 3))
