@@ -22,6 +22,8 @@ POLICY_CASES = [
     ("slack-prior", "slack", True),
     ("adaptive", "adaptive", False),
     ("adaptive-prior", "adaptive", True),
+    ("deadline", "deadline", False),
+    ("deadline-prior", "deadline", True),
 ]
 
 

@@ -1,0 +1,178 @@
+"""The deadline policy: each step, the smallest budget that keeps the TTFT deadlines of the queue,
+within the largest one that keeps the TBT target of the decodes in flight."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from adaptive_sarathi.controller.ladder import budget_ladder, candidate_shape, ladder_candidates, last_true
+from adaptive_sarathi.controller.latency_model import OnlineLatencyModel
+from adaptive_sarathi.controller.slo import SLOPolicy
+from adaptive_sarathi.engine.budget import BudgetPolicy, StepBudget
+from adaptive_sarathi.engine.stats import EngineState, StepStats
+
+_STALL_DECISIONS = 8  # decisions without observe() before the policy falls back (a stalled engine)
+_KV_HORIZON_STEPS = 2  # tokens each running decode is kept room for when sizing prefill into the cache
+
+
+def steady_latency_model(prior, tile_tokens: int) -> OnlineLatencyModel:
+    """The latency model the policy plans with: with a prior, the residual regression is damped
+    (ridge 100: it corrects the prior only where many steps agree, instead of extrapolating noise
+    to step sizes rarely seen) and the level's half-life is 64 steps (a second or two: a real
+    slowdown is tracked, a burst of noisy steps is not). Every decision follows this model, so
+    its noise would be the policy's noise."""
+    if prior is None:
+        return OnlineLatencyModel(tile_tokens=tile_tokens, level_halflife=64)
+    return OnlineLatencyModel(prior=prior, tile_tokens=tile_tokens, ridge=100.0, level_halflife=64)
+
+
+@dataclass(frozen=True)
+class Decision:
+    """Why the last budget was chosen. reason: "deadline" (the queue's deadlines need more than
+    the knee), "knee", "tbt" (the TBT cap binds: deadlines of some requests cannot all be met),
+    "no_decodes" (no TBT constraint: the max bound), "unsure" or "stalled" (the SLO's fallback
+    budget). Budgets in tokens, times in seconds."""
+
+    budget: StepBudget
+    reason: str
+    tbt_budget: int = 0  # the largest budget whose predicted tail keeps the TBT target
+    knee_budget: int = 0  # the largest budget costing at most knee_slack more than the decodes alone
+    need_budget: int = 0  # the smallest budget keeping every deadline that the TBT cap allows
+    predicted_s: float = 0.0  # the model's mean time of the chosen step
+
+
+class DeadlineBudget(BudgetPolicy):
+    """A budget planned against the declared SLOs, from the engine state and a latency model only.
+
+    Control law, every step with D decodes in flight and t(B) the predicted time of the step a
+    budget B builds:
+    - TBT cap: top = the largest B whose tail time t(B) x r keeps the TBT target, less the time
+      the tightest decode has already waited (r: the model's observed actual/predicted ratio at
+      the TBT percentile, so timing noise lowers the cap smoothly instead of tripping a switch);
+    - knee: the largest B <= top with t(B) <= (1 + knee_slack) t(D): prefill that rides along
+      with the memory-bound decodes almost free;
+    - need: the smallest B in [knee, top] at which every request of the prefill queue meets its
+      TTFT deadline: ceil(P_k / (B - D)) steps of t(B) finish the P_k tokens queued up to and
+      including request k before arrival_k + TTFT target x (1 - margin). When even top cannot
+      keep them all (overload), top: the queue drains fastest;
+    - budget = max(knee, need), never more prompt than the free KV cache takes.
+    Requests past their deadline (they cannot get a token within the shortest step) are relegated
+    behind the others (StepBudget.relegate_before_s), so overload costs the fewest deadlines.
+
+    There is no feedback loop on observed latencies: the decisions move only with the queue and
+    with the latency model, which learns slowly. `latency_model` is an unfitted template (default
+    OnlineLatencyModel()); the policy learns on a clone, `online_model`. Deployment facts (block
+    size, free KV) come from the EngineState. No random numbers are drawn; `seed` is kept for the
+    common signature.
+    """
+
+    def __init__(self, slo: SLOPolicy, latency_model: OnlineLatencyModel | None = None, margin: float = 0.05,
+                 knee_slack: float = 0.15, seed: int = 0):
+        if not 0 <= margin < 1 or not knee_slack >= 0:
+            raise ValueError(f"DeadlineBudget: margin={margin!r}, knee_slack={knee_slack!r}; it needs "
+                             "0 <= margin < 1 and knee_slack >= 0")
+        self.slo = slo
+        self.latency_model = latency_model
+        self.margin = margin
+        self.knee_slack = knee_slack
+        self.seed = seed
+        self.online_model = latency_model.clone() if latency_model is not None else OnlineLatencyModel()
+        bounds = slo.bounds
+        self._ladder = budget_ladder(bounds, bounds.tile_tokens)
+        self._tbt = slo.tightest_tbt
+        self._ttft = slo.tightest_ttft
+        self._fallback = StepBudget(bounds.fallback_token_budget, bounds.clamp_chunk(bounds.fallback_token_budget))
+        self._since_observe = 0
+        self._hint: int | None = None
+        self.last_decision: Decision | None = None
+
+    def decide(self, state: EngineState) -> StepBudget:
+        self._since_observe += 1
+        bounds = self.slo.bounds
+        relegate = state.now_s - self._ttft.target_s
+        if self._since_observe > _STALL_DECISIONS:
+            return self._record(self._with(self._fallback, relegate), "stalled")
+        if state.num_decodes == 0:
+            top = bounds.max_token_budget
+            return self._record(self._fit_kv(state, top, relegate), "no_decodes")
+        if not self.online_model.is_confident:
+            return self._record(self._with(self._fallback, relegate), "unsure")
+
+        model = self.online_model
+        memo: dict[int, float] = {}
+
+        def time_of(budget: int) -> float:
+            if budget not in memo:
+                memo[budget] = model.step_time(candidate_shape(state, budget, budget - min(state.num_decodes, budget)))
+            return memo[budget]
+
+        floor = bounds.clamp_budget(state.num_decodes)
+        candidates = ladder_candidates(self._ladder, floor, bounds.max_token_budget)
+        limit = self._tbt.target_s - state.max_decode_gap_s
+        ratio = model.tail_ratio(self._tbt.quantile)
+        top_i = max(0, last_true(candidates, lambda b: time_of(b) * ratio <= limit, self._hint))
+        knee_s = (1.0 + self.knee_slack) * time_of(floor)
+        knee_i = max(0, last_true(candidates[:top_i + 1], lambda b: time_of(b) <= knee_s))
+        need_i, reason = self._need(state, candidates, knee_i, top_i, time_of)
+        self._hint = candidates[top_i]
+        budget = candidates[need_i]
+        # The shortest step is the soonest a waiting request can get its first token.
+        chosen = self._fit_kv(state, budget, relegate + time_of(floor))
+        return self._record(chosen, reason, candidates[top_i], candidates[knee_i], budget, time_of(budget))
+
+    def _need(self, state: EngineState, candidates: tuple[int, ...], knee_i: int, top_i: int,
+              time_of) -> tuple[int, str]:
+        """(index of the budget to run, reason): the smallest candidate in [knee, top] meeting every
+        deadline of the prefill queue; top when none does; the knee when the queue asks no more."""
+        queue = state.prefill_queue
+        if not queue or knee_i == top_i:
+            return knee_i, "knee"
+        arrivals = np.fromiter((a for a, _ in queue), dtype=np.float64, count=len(queue))
+        queued = np.cumsum(np.fromiter((n for _, n in queue), dtype=np.float64, count=len(queue)))
+        slack = arrivals + self._ttft.target_s * (1.0 - self.margin) - state.now_s
+        decodes = state.num_decodes
+        has_deadline = np.isfinite(slack)
+
+        def finish_s(budget: int) -> np.ndarray:
+            prefill = max(1, budget - min(decodes, budget))
+            return np.ceil(queued / prefill) * time_of(budget)
+
+        keepable = has_deadline & (finish_s(candidates[top_i]) <= slack)
+        if (has_deadline & ~keepable).any():
+            return top_i, "tbt"  # overload: some deadlines are lost whatever the budget; drain fastest
+
+        def keeps_all(budget: int) -> bool:
+            return bool((finish_s(budget)[has_deadline] <= slack[has_deadline]).all())
+
+        if keeps_all(candidates[knee_i]):
+            return knee_i, "knee"
+        # The first budget that keeps them all: one past the last that does not.
+        return knee_i + 2 + last_true(candidates[knee_i + 1:top_i + 1], lambda b: not keeps_all(b)), "deadline"
+
+    def _fit_kv(self, state: EngineState, budget: int, relegate_before_s: float) -> StepBudget:
+        """`budget` with its chunk, both within the prompt tokens the free KV cache can take: free
+        blocks above the admission watermark less room for the running decodes to grow. A chunk
+        larger than that cannot be admitted, and a running prefill's would preempt decodes."""
+        bounds = self.slo.bounds
+        room = max(1, budget - min(state.num_decodes, budget))
+        if state.num_total_blocks:
+            kv_room = max(0, state.admissible_free_tokens - state.num_decodes * _KV_HORIZON_STEPS)
+            budget = min(budget, max(bounds.clamp_budget(state.num_decodes), state.num_decodes + kv_room))
+            room = min(room, max(1, kv_room))
+        return StepBudget(budget, bounds.clamp_chunk(room), relegate_before_s)
+
+    @staticmethod
+    def _with(budget: StepBudget, relegate_before_s: float) -> StepBudget:
+        return StepBudget(budget.token_budget, budget.max_chunk, relegate_before_s)
+
+    def _record(self, budget: StepBudget, reason: str, tbt_budget: int = 0, knee_budget: int = 0,
+                need_budget: int = 0, predicted_s: float = 0.0) -> StepBudget:
+        self.last_decision = Decision(budget, reason, tbt_budget, knee_budget, need_budget, predicted_s)
+        return budget
+
+    def observe(self, stats: StepStats) -> None:
+        self._since_observe = 0
+        self.online_model.observe(stats)
