@@ -95,9 +95,9 @@ def find_capacity(scenario: Scenario, *, start_scale: float = 1.0, rel_tol: floa
                   progress: bool = False) -> CapacityResult:
     """Search the SLO capacity, the proxy capacity and the goodput rate of `scenario`, bisecting
     until each bracket is within `rel_tol` (relative). Simulations are shared between the three
-    searches: a rate simulated once is never simulated again, and each later search starts from
-    the bracket the earlier probes already give. Raises ValueError when the scenario has no SLO
-    policy, or for a bad min_attainment or rel_tol."""
+    searches: a rate simulated once is never simulated again, and every search walks the same
+    doubling and bisection rates while its criterion agrees with an earlier one's. Raises
+    ValueError when the scenario has no SLO policy, or for a bad min_attainment or rel_tol."""
     if scenario.slo is None:
         raise ValueError("capacity needs SLO targets: pass --slo ttft:MS,tbt:MS or --slo-policy NAME|FILE")
     if not 0 < min_attainment <= 1:
@@ -125,8 +125,7 @@ def find_capacity(scenario: Scenario, *, start_scale: float = 1.0, rel_tol: floa
         return probes[scale]
 
     def search(criterion: str) -> float:
-        known = {s: getattr(p, criterion) for s, p in probes.items()}
-        return _highest_passing(lambda s: getattr(probe(s), criterion), start_scale, rel_tol, known)
+        return _highest_passing(lambda s: getattr(probe(s), criterion), start_scale, rel_tol)
 
     with bar:
         slo_capacity = search("meets_slo")
@@ -147,30 +146,13 @@ def _le(value: float, limit: float) -> bool:
 _MIN_FACTOR, _MAX_FACTOR = 2.0 ** -12, 2.0 ** 12
 
 
-def _highest_passing(passes: Callable[[float], bool], start: float, rel_tol: float,
-                     known: dict[float, bool] | None = None) -> float:
+def _highest_passing(passes: Callable[[float], bool], start: float, rel_tol: float) -> float:
     """The highest x with passes(x), assuming passes is (close to) monotone decreasing in x:
     double or halve from `start` to bracket the edge, then bisect geometrically. 0.0 when even
-    start * 2^-12 fails; start * 2^12 when that still passes.
-
-    known: results of passes already measured (x -> passed). The search starts from the bracket
-    they give (the lowest failing x, and the highest passing x below it) instead of from
-    `start`, so that answers other criteria's probes already hold are not measured again."""
+    start * 2^-12 fails; start * 2^12 when that still passes. The rates tried depend only on
+    start and the answers, so searches of criteria that agree on a rate try the same next one."""
     lo = hi = None
     x = start
-    if known:
-        failing = [s for s, ok in known.items() if not ok]
-        hi = min(failing) if failing else None
-        passing = [s for s, ok in known.items() if ok and (hi is None or s < hi)]
-        lo = max(passing) if passing else None
-        if lo is not None and hi is None:
-            if lo >= start * _MAX_FACTOR:
-                return lo
-            x = lo * 2.0
-        elif hi is not None and lo is None:
-            if hi <= start * _MIN_FACTOR:
-                return 0.0
-            x = hi / 2.0
     while lo is None or hi is None:
         if passes(x):
             lo = x
