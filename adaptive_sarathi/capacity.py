@@ -1,16 +1,24 @@
-"""Capacity search: the highest request rate a scenario sustains.
+"""Capacity search: the highest request rate a scenario sustains under its declared SLO.
 
-Capacity (Sarathi-Serve's definition): the highest rate at which P99 TBT <= the TBT target and the
-median scheduling delay <= 2 s. Goodput rate (DistServe's): the highest rate at which at least
-`min_attainment` of requests meet every SLO target. Both are found by doubling or halving from a
-start rate until the criterion flips, then bisecting; every phase's rate is scaled by one factor.
-Seeded workloads keep their random draws as the rate changes (arrival times just scale), so the
-criteria are close to monotone in the rate.
+SLO capacity (the headline figure): the highest rate at which every declared target holds at its
+percentile: the TTFT percentile over requests and the TBT percentile over every token gap of every
+request (per gap, as vLLM and inference-perf count TBT), each within its target
+(engine.simulator.result.SloReport.percentiles_met).
+
+Two more figures come from the same simulations. Capacity as Sarathi-Serve defines it, a proxy
+kept for comparison with the paper: P99 TBT <= the TBT target and median scheduling delay <= 2 s
+(it ignores the declared TTFT target and the declared percentiles). Goodput rate (DistServe's):
+the highest rate at which at least `min_attainment` of requests meet every target.
+
+Each is found by doubling or halving until its criterion flips, then bisecting geometrically;
+every phase's rate is scaled by one factor. Seeded workloads keep their random draws as the rate
+changes (arrival times just scale), so the criteria are close to monotone in the rate.
 """
 
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import asdict, dataclass
 from typing import Callable
 
@@ -21,52 +29,83 @@ from adaptive_sarathi.scenario import Scenario
 
 MAX_MEDIAN_SCHEDULING_DELAY_S = 2.0
 
+DEFINITIONS = {
+    "slo_capacity_qps": "highest Poisson rate at which every declared target holds at its percentile "
+                        "(TTFT over requests, TBT over every token gap)",
+    "capacity_qps": "proxy (Sarathi-Serve's capacity): highest rate with P99 TBT <= the TBT target and median "
+                    "scheduling delay <= 2 s; ignores the TTFT target and the declared percentiles",
+    "goodput_qps": "highest rate at which at least min_attainment of requests meet every target",
+}
+
 
 @dataclass(frozen=True)
 class Probe:
-    """One simulation of the search, at `qps_scale` x the workload's rates (mean `qps`)."""
+    """One simulation of the search, at `qps_scale` x the workload's rates (mean `qps`).
+
+    ttft_p_s / tbt_p_s: the observed TTFT and per-gap TBT at the declared percentiles; meets_slo:
+    both within their targets (SLO capacity's criterion); meets_capacity: the proxy's criterion;
+    meets_goodput: slo_attainment >= min_attainment.
+    """
 
     qps_scale: float
     qps: float
+    ttft_p_s: float
+    tbt_p_s: float
     tbt_p99_s: float
     scheduling_delay_p50_s: float
     slo_attainment: float
     goodput_rps: float
+    meets_slo: bool
     meets_capacity: bool
     meets_goodput: bool
 
 
 @dataclass(frozen=True)
 class CapacityResult:
-    """capacity_qps / goodput_qps: the highest mean request rates meeting each criterion (0 when
-    even the lowest rate tried fails); *_scale: the same as factors on the workload's rates."""
+    """Highest mean request rates meeting each criterion (0 when even the lowest rate tried
+    fails); *_scale: the same as factors on the workload's rates.
 
+    slo_capacity_qps: the SLO capacity, the figure that counts. capacity_qps: the proxy
+    (Sarathi-Serve's definition, see DEFINITIONS). goodput_qps: the goodput rate. The targets
+    are the scenario's top-level ones. wall_time_s: host seconds the whole search took, over
+    len(probes) simulations.
+    """
+
+    slo_capacity_qps: float
+    slo_capacity_scale: float
     capacity_qps: float
     capacity_scale: float
     goodput_qps: float
     goodput_scale: float
     base_qps: float
+    ttft_slo_s: float
+    ttft_percentile: float
     tbt_slo_s: float
+    tbt_percentile: float
     min_attainment: float
+    wall_time_s: float
     probes: tuple[Probe, ...]
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {**asdict(self), "definitions": DEFINITIONS}
 
 
 def find_capacity(scenario: Scenario, *, start_scale: float = 1.0, rel_tol: float = 0.02,
                   min_attainment: float = 0.9, max_scheduling_delay_s: float = MAX_MEDIAN_SCHEDULING_DELAY_S,
                   progress: bool = False) -> CapacityResult:
-    """Search the capacity and the goodput rate of `scenario`, bisecting until the bracket is
-    within `rel_tol` (relative). Simulations are shared between the two searches. Raises
-    ValueError when the scenario has no SLO policy (its TBT target defines capacity)."""
+    """Search the SLO capacity, the proxy capacity and the goodput rate of `scenario`, bisecting
+    until each bracket is within `rel_tol` (relative). Simulations are shared between the three
+    searches: a rate simulated once is never simulated again, and every search walks the same
+    doubling and bisection rates while its criterion agrees with an earlier one's. Raises
+    ValueError when the scenario has no SLO policy, or for a bad min_attainment or rel_tol."""
     if scenario.slo is None:
         raise ValueError("capacity needs SLO targets: pass --slo ttft:MS,tbt:MS or --slo-policy NAME|FILE")
     if not 0 < min_attainment <= 1:
         raise ValueError(f"min_attainment={min_attainment!r} is invalid: use a fraction in (0, 1]")
     if not rel_tol > 0:
         raise ValueError(f"rel_tol={rel_tol!r} is invalid: use a fraction > 0")
-    tbt_slo = scenario.slo.tbt.target_s
+    started = time.perf_counter()
+    ttft, tbt = scenario.slo.ttft, scenario.slo.tbt
     base_qps = scenario.workload.mean_qps
     probes: dict[float, Probe] = {}
     bar = tqdm(desc="capacity", unit="sim", disable=not progress)
@@ -74,21 +113,28 @@ def find_capacity(scenario: Scenario, *, start_scale: float = 1.0, rel_tol: floa
     def probe(scale: float) -> Probe:
         if scale not in probes:
             r: SimulationResult = scenario.run(scale)
-            attainment = r.slo.attainment if r.slo is not None else 0.0
+            slo = r.slo  # never None: the scenario's policy declares both targets
+            attainment = slo.attainment
             probes[scale] = Probe(
-                scale, scale * base_qps, r.tbt.p99, r.scheduling_delay.p50, attainment,
-                r.slo.goodput_rps if r.slo is not None else 0.0,
-                meets_capacity=_le(r.tbt.p99, tbt_slo) and r.scheduling_delay.p50 <= max_scheduling_delay_s,
+                scale, scale * base_qps, slo.ttft_p_s, slo.tbt_p_s, r.tbt.p99, r.scheduling_delay.p50, attainment,
+                slo.goodput_rps, meets_slo=slo.percentiles_met,
+                meets_capacity=_le(r.tbt.p99, tbt.target_s) and r.scheduling_delay.p50 <= max_scheduling_delay_s,
                 meets_goodput=attainment >= min_attainment)
             bar.update(1)
             bar.set_postfix(qps=f"{scale * base_qps:.3g}")
         return probes[scale]
 
+    def search(criterion: str) -> float:
+        return _highest_passing(lambda s: getattr(probe(s), criterion), start_scale, rel_tol)
+
     with bar:
-        capacity = _highest_passing(lambda s: probe(s).meets_capacity, start_scale, rel_tol)
-        goodput = _highest_passing(lambda s: probe(s).meets_goodput, start_scale, rel_tol)
-    return CapacityResult(capacity * base_qps, capacity, goodput * base_qps, goodput, base_qps, tbt_slo,
-                          min_attainment, tuple(sorted(probes.values(), key=lambda p: p.qps_scale)))
+        slo_capacity = search("meets_slo")
+        capacity = search("meets_capacity")
+        goodput = search("meets_goodput")
+    return CapacityResult(slo_capacity * base_qps, slo_capacity, capacity * base_qps, capacity, goodput * base_qps,
+                          goodput, base_qps, ttft.target_s, ttft.percentile, tbt.target_s, tbt.percentile,
+                          min_attainment, time.perf_counter() - started,
+                          tuple(sorted(probes.values(), key=lambda p: p.qps_scale)))
 
 
 def _le(value: float, limit: float) -> bool:
@@ -103,7 +149,8 @@ _MIN_FACTOR, _MAX_FACTOR = 2.0 ** -12, 2.0 ** 12
 def _highest_passing(passes: Callable[[float], bool], start: float, rel_tol: float) -> float:
     """The highest x with passes(x), assuming passes is (close to) monotone decreasing in x:
     double or halve from `start` to bracket the edge, then bisect geometrically. 0.0 when even
-    start * 2^-12 fails; start * 2^12 when that still passes."""
+    start * 2^-12 fails; start * 2^12 when that still passes. The rates tried depend only on
+    start and the answers, so searches of criteria that agree on a rate try the same next one."""
     lo = hi = None
     x = start
     while lo is None or hi is None:

@@ -70,36 +70,39 @@ def _add_serve_flags(p: argparse.ArgumentParser) -> None:
                    help="split the model over this many GPUs of this host (CPU: processes over gloo)")
 
 
-def _slo(text: str) -> dict[str, float]:
-    from adaptive_sarathi.bench.slo import parse_slo
-
-    try:
-        return parse_slo(text)
-    except ValueError as err:
-        raise argparse.ArgumentTypeError(str(err)) from None
-
-
 def _add_bench_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--base-url", default="http://127.0.0.1:8000", help="the server, without /v1")
     p.add_argument("--model", default=None, help="model name to request (default: the server's first)")
     p.add_argument("--api-key", default=None)
-    p.add_argument("--trace", default=None,
-                   help="CSV with num_prefill_tokens,num_decode_tokens per row (default: synthetic lengths)")
-    p.add_argument("--input-len", type=int, default=128, help="prompt tokens of synthetic requests")
-    p.add_argument("--output-len", type=int, default=32, help="output tokens of synthetic requests")
-    p.add_argument("--max-total-len", type=int, default=None,
-                   help="skip trace rows whose prompt + output exceed this many tokens")
-    p.add_argument("--vocab-size", type=int, default=500,
+    w = p.add_argument_group("workload (drawn as simulate draws it: the same flags and --seed send the same "
+                             "requests)")
+    w.add_argument("--trace", default=None,
+                   help="CSV with num_prefill_tokens,num_decode_tokens per row, or a name in ../shared/traces "
+                        "(default: fixed synthetic lengths)")
+    w.add_argument("--workload", default=None,
+                   help="phased workload YAML, or the name of an example in examples/workloads, as simulate reads")
+    w.add_argument("--input-len", type=int, default=None, help="prompt tokens of synthetic requests (default 128)")
+    w.add_argument("--output-len", type=int, default=None, help="output tokens of synthetic requests (default 32)")
+    w.add_argument("--max-total-len", type=int, default=None,
+                   help="with --trace: leave out rows whose prompt + output exceed this many tokens (as simulate "
+                        "does)")
+    w.add_argument("--vocab-size", type=int, default=500,
                    help="prompt token ids are drawn from [0, vocab-size): keep it within the model's vocabulary")
-    p.add_argument("--num-requests", type=int, default=100)
-    p.add_argument("--qps", type=float, default=float("inf"), help="mean request rate (inf: all at once)")
-    p.add_argument("--burstiness", type=float, default=1.0,
-                   help="gamma shape of inter-arrival times: 1 = Poisson, < 1 burstier, > 1 more regular")
+    w.add_argument("--num-requests", type=int, default=None, help="requests without --workload (default 100)")
+    w.add_argument("--qps", type=float, default=None,
+                   help="mean request rate without --workload (default inf: all at once)")
+    w.add_argument("--burstiness", type=float, default=None,
+                   help="gamma shape of inter-arrival times: 1 = Poisson (default), < 1 burstier, > 1 more regular "
+                        "(simulate's --cv = burstiness^-1/2)")
+    w.add_argument("--seed", type=int, default=0, help="seed of arrivals, lengths and prompt token ids")
     p.add_argument("--max-concurrency", type=int, default=None, help="most requests in flight at once")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--slo", type=_slo, default={},
-                   help="targets for goodput in ms, e.g. ttft:2000,tbt:100 (keys: ttft, tbt, tpot, e2el)")
-    p.add_argument("--json", default=None, help="write the summary and per-request timings to this file")
+    p.add_argument("--slo", default=None,
+                   help="targets in ms, each optionally @pNN (default p99), e.g. ttft:2000@p90,tbt:65 (keys: ttft, "
+                        "tbt, tpot, e2el); reports each at its percentile (TBT over every token gap) and goodput")
+    p.add_argument("--slo-policy", default=None, help="SLO policy YAML, or the name of a shipped one: its TTFT and "
+                                                      "TBT targets, as --slo")
+    p.add_argument("--json", default=None, help="write the summary and every request (arrival, lengths, timings) "
+                                                "to this file; simulate --replay FILE serves the same requests")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
@@ -213,19 +216,27 @@ def _serve_policy(args: argparse.Namespace):
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from adaptive_sarathi.bench import BenchConfig, run_benchmark_cli
+    from adaptive_sarathi.bench import run_benchmark_cli
 
     try:
-        config = BenchConfig(
-            base_url=args.base_url, model=args.model, api_key=args.api_key, trace=args.trace,
-            input_len=args.input_len, output_len=args.output_len, max_total_len=args.max_total_len,
-            vocab_size=args.vocab_size, num_requests=args.num_requests, qps=args.qps,
-            burstiness=args.burstiness, max_concurrency=args.max_concurrency, seed=args.seed, slo_ms=args.slo,
-            json_path=args.json, progress=not args.no_progress)
+        config = bench_config(args)
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return exit_codes.USAGE
     return run_benchmark_cli(config)
+
+
+def bench_config(args: argparse.Namespace):
+    """The BenchConfig of `bench`'s flags. Raises ValueError naming a bad flag."""
+    from adaptive_sarathi.bench import BenchConfig
+    from adaptive_sarathi.bench.slo import slo_from_flags
+
+    return BenchConfig(
+        base_url=args.base_url, model=args.model, api_key=args.api_key, trace=args.trace, workload=args.workload,
+        input_len=args.input_len, output_len=args.output_len, max_total_len=args.max_total_len,
+        vocab_size=args.vocab_size, num_requests=args.num_requests, qps=args.qps,
+        burstiness=args.burstiness, max_concurrency=args.max_concurrency, seed=args.seed,
+        slo=slo_from_flags(args.slo, args.slo_policy), json_path=args.json, progress=not args.no_progress)
 
 
 def _profile(args: argparse.Namespace) -> int:

@@ -16,16 +16,17 @@ from adaptive_sarathi.engine.latency.profile import ProfileLatencyModel, load_pr
 from adaptive_sarathi.engine.latency.shape import LatencyModel
 from adaptive_sarathi.engine.loaders.dummy import DUMMY_PRESETS
 from adaptive_sarathi.engine.simulator import SimulationResult, SloTargets, simulate
-from adaptive_sarathi.workloads import WorkloadSpec
+from adaptive_sarathi.workloads import RecordedWorkload, WorkloadSpec
 
 
 @dataclass(frozen=True)
 class Scenario:
-    """Everything but the request rate. `policy` is a spec for controller.registry.make_policy
+    """Everything but the request rate. `workload` is a seeded spec or recorded requests (both
+    scale their rate with scaled()). `policy` is a spec for controller.registry.make_policy
     (e.g. "fixed:512", "adaptive"); a fresh policy is built for every run. `policy_params`
     overrides the adaptive policy's hyperparameters (a dict, e.g. from a seed file)."""
 
-    workload: WorkloadSpec
+    workload: WorkloadSpec | RecordedWorkload
     scheduler: SchedulerConfig
     policy: str
     latency_model: LatencyModel

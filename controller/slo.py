@@ -190,31 +190,41 @@ class SLOPolicy:
     def from_shorthand(cls, text: str, bounds: BudgetBounds | None = None) -> "SLOPolicy":
         """Parse the CLI shorthand `ttft:MS,tbt:MS`, each target optionally `@pNN` (default p99),
         e.g. `ttft:2000@p90,tbt:100`. Raises SLOPolicyError naming the bad part."""
-        source = f"--slo {text!r}"
-        targets: dict[str, LatencyTarget] = {}
-        for part in filter(None, (p.strip() for p in text.split(","))):
-            key, sep, value = part.partition(":")
-            if not sep or key not in ("ttft", "tbt"):
-                raise SLOPolicyError(key or part, f"cannot read {part!r}; write `ttft:MS` or `tbt:MS`, "
-                                                  "e.g. --slo ttft:2000,tbt:100", source)
-            if key in targets:
-                raise SLOPolicyError(key, f"{key} is given twice; give it once", source)
-            ms, at, pct = value.partition("@")
-            try:
-                target_ms = float(ms)
-                percentile = float(pct.removeprefix("p")) if at else 99.0
-            except ValueError:
-                raise SLOPolicyError(key, f"cannot read {value!r}; write milliseconds with an optional "
-                                          f"percentile, e.g. `{key}:100` or `{key}:100@p99`", source) from None
-            try:
-                targets[key] = LatencyTarget(target_ms, percentile)
-            except SLOPolicyError as e:
-                raise e.within(key, source) from None
+        targets = parse_targets(text)
         for key in ("ttft", "tbt"):
             if key not in targets:
-                raise SLOPolicyError(key, "is missing; give both targets, e.g. --slo ttft:2000,tbt:100", source)
+                raise SLOPolicyError(key, "is missing; give both targets, e.g. --slo ttft:2000,tbt:100",
+                                     f"--slo {text!r}")
         return cls(name="cli", ttft=targets["ttft"], tbt=targets["tbt"], bounds=bounds or BudgetBounds(),
                    description=f"from --slo {text}")
+
+
+def parse_targets(text: str, keys: tuple[str, ...] = ("ttft", "tbt")) -> dict[str, LatencyTarget]:
+    """The `--slo` shorthand's targets: comma-separated `KEY:MS`, each optionally `@pNN` (default
+    p99), with KEY among `keys`; any subset of the keys may be given. Raises SLOPolicyError naming
+    the bad part (an unknown key, a repeated key, a bad number or percentile)."""
+    source = f"--slo {text!r}"
+    targets: dict[str, LatencyTarget] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        key, sep, value = part.partition(":")
+        if not sep or key not in keys:
+            written = " or ".join(f"`{k}:MS`" for k in keys)
+            raise SLOPolicyError(key or part, f"cannot read {part!r}; write {written}, "
+                                              "e.g. --slo ttft:2000,tbt:100", source)
+        if key in targets:
+            raise SLOPolicyError(key, f"{key} is given twice; give it once", source)
+        ms, at, pct = value.partition("@")
+        try:
+            target_ms = float(ms)
+            percentile = float(pct.removeprefix("p")) if at else 99.0
+        except ValueError:
+            raise SLOPolicyError(key, f"cannot read {value!r}; write milliseconds with an optional "
+                                      f"percentile, e.g. `{key}:100` or `{key}:100@p99`", source) from None
+        try:
+            targets[key] = LatencyTarget(target_ms, percentile)
+        except SLOPolicyError as e:
+            raise e.within(key, source) from None
+    return targets
 
 
 def _tightest(targets: list[LatencyTarget]) -> LatencyTarget:

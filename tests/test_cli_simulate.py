@@ -39,11 +39,18 @@ def test_simulate_prints_the_summary_and_writes_json(tmp_path, workload, capsys)
                "--slo", "ttft:1000,tbt:50", "--json", str(out), "--no-progress"])
     assert rc == 0
     text = capsys.readouterr().out
-    for fragment in ("TTFT (ms)", "TBT (ms)", "attainment", "goodput", "tokens/s", "token budget mean 256"):
+    for fragment in ("TTFT (ms)", "TBT (ms)", "goodput", "tokens/s", "token budget mean 256",
+                     "SLO TTFT P99 <= 1000 ms: observed", "SLO TBT P99 <= 50 ms (over every token gap): observed",
+                     "of gaps within", "SLO every target holds: "):
         assert fragment in text
     data = json.loads(out.read_text())
     assert data["num_requests"] == 50 and data["config"]["policy"] == "fixed:256"
-    assert data["budget"]["token_budget_max"] == 256 and 0 <= data["slo"]["attainment"] <= 1
+    slo = data["slo"]
+    assert data["budget"]["token_budget_max"] == 256 and 0 < slo["attainment"] <= 1
+    assert slo["ttft_p_s"] == data["ttft"]["p99"] and slo["tbt_p_s"] == data["tbt"]["p99"]
+    assert slo["ttft_met"] == (slo["ttft_p_s"] <= 1.0) and slo["tbt_met"] == (slo["tbt_p_s"] <= 0.05)
+    assert slo["percentiles_met"] == (slo["ttft_met"] and slo["tbt_met"])
+    assert ("holds" if slo["ttft_met"] else "MISSED") in text.split("SLO TTFT")[1].splitlines()[0]
 
 
 def test_capacity_writes_capacity_and_goodput(tmp_path, trace, capsys):
@@ -53,8 +60,33 @@ def test_capacity_writes_capacity_and_goodput(tmp_path, trace, capsys):
                "--json", str(out), "--no-progress"])
     assert rc == 0
     data = json.loads(out.read_text())
-    assert data["capacity_qps"] > 0 and data["goodput_qps"] > 0
-    assert "capacity" in capsys.readouterr().out
+    assert data["slo_capacity_qps"] > 0 and data["capacity_qps"] > 0 and data["goodput_qps"] > 0
+    assert data["wall_time_s"] > 0 and data["definitions"]["capacity_qps"].startswith("proxy")
+    assert (data["ttft_slo_s"], data["ttft_percentile"], data["tbt_slo_s"]) == (2.0, 99, 0.04)
+    assert all({"ttft_p_s", "tbt_p_s", "meets_slo"} <= set(p) for p in data["probes"])
+    text = capsys.readouterr().out
+    assert text.startswith(f"SLO capacity {data['slo_capacity_qps']:.3g} qps")
+    assert "proxy capacity" in text and f"search: {len(data['probes'])} simulations" in text
+
+
+def test_replay_simulates_exactly_the_recorded_requests(tmp_path, capsys):
+    from adaptive_sarathi.cli import build_parser
+    from adaptive_sarathi.sim_cli import _workload
+
+    recorded = [(0.0, 300, 5), (0.25, 40, 12), (0.1, 900, 3)]
+    bench_json = tmp_path / "bench.json"
+    bench_json.write_text(json.dumps({"requests": [
+        {"arrival_s": t, "prompt_len": p, "output_len": o, "success": True, "ttft_s": 0.1, "itl_s": [0.01] * (o - 1)}
+        for t, p, o in recorded]}))
+    args = build_parser().parse_args(["simulate", "--replay", str(bench_json), "--roofline", "h100:llama-3-8b"])
+    got = [(r.arrival_time_s, r.num_prompt_tokens, r.num_output_tokens) for r in _workload(args).generate()]
+    assert got == sorted(recorded)
+    out = tmp_path / "sim.json"
+    assert main(["simulate", "--replay", str(bench_json), "--roofline", "h100:llama-3-8b", "--json", str(out),
+                 "--no-progress"]) == 0
+    data = json.loads(out.read_text())
+    assert data["num_requests"] == 3 and data["config"]["replay"] == str(bench_json)
+    assert data["tokens_per_s"] * data["makespan_s"] == pytest.approx(sum(p + o for _, p, o in recorded))
 
 
 @pytest.mark.parametrize("argv,message", [
@@ -71,6 +103,12 @@ def test_capacity_writes_capacity_and_goodput(tmp_path, trace, capsys):
     (["simulate", "--trace", "TRACE", "--qps", "1", "--roofline", "h100:llama-3-8b", "--max-model-len", "100"],
      "raise max_model_len"),
     (["capacity", "--trace", "TRACE", "--roofline", "h100:llama-3-8b"], "capacity needs SLO targets"),
+    (["simulate", "--trace", "TRACE", "--qps", "1", "--max-total-len", "10", "--roofline", "h100:llama-3-8b"],
+     "fits max_total_len=10"),
+    (["simulate", "--workload", "WORKLOAD", "--max-total-len", "500", "--roofline", "h100:llama-3-8b"],
+     "--max-total-len: only for --trace"),
+    (["simulate", "--replay", "TRACE", "--trace", "TRACE", "--roofline", "h100:llama-3-8b"], "exactly one workload"),
+    (["simulate", "--replay", "TRACE", "--roofline", "h100:llama-3-8b"], "not valid JSON"),
 ])
 def test_bad_flags_exit_2_with_the_fix(argv, message, trace, workload, capsys):
     argv = [str(trace) if a == "TRACE" else str(workload) if a == "WORKLOAD" else a for a in argv]

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from adaptive_sarathi.workloads import (ArrivalProcess, Fixed, LogNormal, Phase, SyntheticLengths, TraceLengths,
-                                        Uniform, WorkloadError, WorkloadSpec, load_trace, load_workload,
-                                        resolve_trace, single_phase)
+from adaptive_sarathi.workloads import (ArrivalProcess, Fixed, LogNormal, Phase, RecordedWorkload, SyntheticLengths,
+                                        TraceLengths, Uniform, WorkloadError, WorkloadRequest, WorkloadSpec, load_trace,
+                                        load_workload, resolve_trace, single_phase, workload_from_flags)
 
 
 @pytest.fixture
@@ -58,6 +58,36 @@ def test_trace_lengths_sample_rows(trace):
     assert set(zip(prompts.tolist(), outputs.tolist())) == {(100, 10), (2000, 50), (300, 300)}
 
 
+def test_trace_rows_over_the_context_window_are_left_out(trace):
+    prompts, outputs = TraceLengths(trace, max_total_len=600).sample(np.random.default_rng(0), 300)
+    assert set(zip(prompts.tolist(), outputs.tolist())) == {(100, 10), (300, 300)}  # 300 + 300 fits exactly
+    with pytest.raises(WorkloadError, match="no row of trace .* fits max_total_len=50"):
+        TraceLengths(trace, max_total_len=50)
+
+
+def test_workload_from_flags_is_single_phase_for_a_trace_and_the_file_for_a_workload(tmp_path, trace):
+    spec = workload_from_flags(trace=str(trace), qps=2.0, num_requests=30, cv=2.0, max_total_len=600, seed=5)
+    assert spec == single_phase(TraceLengths(trace, 600), 2.0, num_requests=30, cv=2.0, seed=5)
+    assert spec.generate() == single_phase(TraceLengths(trace, 600), 2.0, num_requests=30, cv=2.0, seed=5).generate()
+    path = tmp_path / "w.yaml"
+    path.write_text(f"phases: [{{trace: {trace}, qps: 1, num_requests: 5}}]")
+    assert workload_from_flags(workload=path, seed=2) == load_workload(path, seed=2)
+    with pytest.raises(WorkloadError, match="--qps, --burstiness: only for --trace"):
+        workload_from_flags(workload=path, qps=1.0, cv=2.0, flag_names={"cv": "--burstiness"})
+    with pytest.raises(WorkloadError, match="exactly one workload"):
+        workload_from_flags(trace=str(trace), workload=path)
+
+
+def test_a_recorded_workload_scales_like_a_spec():
+    recorded = RecordedWorkload((WorkloadRequest(2.0, 5, 1), WorkloadRequest(0.5, 7, 2)))
+    assert [r.arrival_time_s for r in recorded.generate()] == [0.5, 2.0]  # sorted by arrival
+    assert recorded.mean_qps == 1.0
+    assert [r.arrival_time_s for r in recorded.scaled(4.0).generate()] == [0.125, 0.5]
+    assert RecordedWorkload((WorkloadRequest(0.0, 1, 1),)).mean_qps == float("inf")
+    with pytest.raises(WorkloadError, match="has no requests"):
+        RecordedWorkload(())
+
+
 def test_single_phase_is_seeded_and_capped(trace):
     spec = single_phase(TraceLengths(trace), 3.0, num_requests=50, max_prompt_tokens=1000, seed=4)
     a, b = spec.generate(), spec.generate()
@@ -96,6 +126,7 @@ phases:
     qps: 4
     duration_s: 30
     max_output_tokens: 40
+    max_total_len: 700
   - synthetic:
       prompt: {{dist: lognormal, median: 500, sigma: 0.5, max: 2000}}
       output: 64
@@ -105,9 +136,11 @@ phases:
 """)
     spec = load_workload(path, seed=3)
     assert spec.phases[0].lengths.path == trace  # relative to the YAML file
+    assert spec.phases[0].lengths.max_total_len == 700
     assert spec.phases[1].arrivals == ArrivalProcess(1.5, 2.0)
     requests = spec.generate()
     assert max(r.num_output_tokens for r in requests if r.arrival_time_s < 30) == 40
+    assert max(r.num_prompt_tokens for r in requests if r.arrival_time_s < 30) == 300  # 2000 + 50 > 700
     assert [r.num_output_tokens for r in requests[-10:]] == [64] * 10
 
 
@@ -131,6 +164,8 @@ phases:
     ("phases: [{synthetic: {prompt: 10, output: 5}, qps: 1, duration_s: 5, max_prompt_tokens: 0}]",
      "max_prompt_tokens=0 is invalid"),
     ("phases: [{trace: {a: 1}, qps: 1, duration_s: 5}]", "trace"),
+    ("phases: [{synthetic: {prompt: 10, output: 5}, qps: 1, duration_s: 5, max_total_len: 9}]",
+     "max_total_len: only for trace phases"),
     ("phases: [oops", "not valid YAML"),
 ])
 def test_bad_workload_files_name_the_field_and_the_fix(tmp_path, text, message):

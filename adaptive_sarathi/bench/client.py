@@ -16,14 +16,17 @@ from adaptive_sarathi.bench.workload import BenchRequest
 class RequestResult:
     """Client-side timings of one request, in seconds from sending it.
 
-    success: HTTP 200 and the stream ended with finish reason stop or length. itl_s: the gaps
-    between consecutive chunks after the first. output_tokens: the server's usage count (the
-    number of chunks when the server sends no usage).
+    arrival_s: when the workload said to send it and start_s when it was sent, both on the
+    workload clock (seconds after the benchmark's time 0). success: HTTP 200 and the stream ended
+    with finish reason stop or length. itl_s: the gaps between consecutive chunks after the
+    first. output_tokens: the server's usage count (the number of chunks when the server sends
+    no usage).
     """
 
     prompt_len: int
     output_len: int
-    start_s: float = 0.0  # sent this long after the benchmark started
+    arrival_s: float = 0.0
+    start_s: float = 0.0
     success: bool = False
     error: str = ""
     finish_reason: str | None = None
@@ -42,7 +45,8 @@ async def send_completion(session: aiohttp.ClientSession, url: str, model: str, 
                           headers: dict[str, str], start_s: float) -> RequestResult:
     """Stream one completion of exactly request.output_len tokens (ignore_eos); never raises for
     HTTP or connection errors, which land in RequestResult.error."""
-    result = RequestResult(len(request.prompt_token_ids), request.output_len, start_s=start_s)
+    result = RequestResult(len(request.prompt_token_ids), request.output_len, arrival_s=request.arrival_s,
+                           start_s=start_s)
     payload = {"model": model, "prompt": request.prompt_token_ids, "max_tokens": request.output_len,
                "temperature": 0.0, "ignore_eos": True, "stream": True, "stream_options": {"include_usage": True}}
     sent = time.perf_counter()

@@ -2,21 +2,25 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 
 from adaptive_sarathi.bench.client import RequestResult
-from adaptive_sarathi.bench.slo import meets_slo
+from adaptive_sarathi.bench.slo import judge_slo, meets_slo
+from adaptive_sarathi.controller.slo import LatencyTarget
 
 LATENCIES = {"ttft_ms": "TTFT", "tpot_ms": "TPOT", "itl_ms": "TBT/ITL", "e2el_ms": "E2E latency"}
 
 
-def summarize(results: list[RequestResult], duration_s: float, slo_ms: dict[str, float]) -> dict[str, Any]:
+def summarize(results: list[RequestResult], duration_s: float, slo: Mapping[str, LatencyTarget]) -> dict[str, Any]:
     """Counts, throughputs (per second of `duration_s`) and latency statistics (ms) over the
-    successful requests; goodput counts those meeting every target of `slo_ms`."""
+    successful requests. With targets in `slo`: "slo" holds each target judged at its percentile
+    (bench.slo.judge_slo: observed value, met, attainment), "slo_met" whether every target holds,
+    "goodput" the requests per second meeting every target and "slo_attainment" their fraction."""
     ok = [r for r in results if r.success]
     output_tokens = sum(r.output_tokens for r in ok)
+    per_s = (lambda count: count / duration_s) if duration_s > 0 else (lambda count: 0.0)
     summary: dict[str, Any] = {
         "num_requests": len(results),
         "completed": len(ok),
@@ -24,18 +28,19 @@ def summarize(results: list[RequestResult], duration_s: float, slo_ms: dict[str,
         "duration_s": duration_s,
         "total_input_tokens": sum(r.prompt_len for r in ok),
         "total_output_tokens": output_tokens,
-        "request_throughput": len(ok) / duration_s,
-        "output_throughput": output_tokens / duration_s,
-        "total_token_throughput": (output_tokens + sum(r.prompt_len for r in ok)) / duration_s,
+        "request_throughput": per_s(len(ok)),
+        "output_throughput": per_s(output_tokens),
+        "total_token_throughput": per_s(output_tokens + sum(r.prompt_len for r in ok)),
         "ttft_ms": _stats([r.ttft_s for r in ok]),
         "tpot_ms": _stats([r.tpot_s for r in ok if r.output_tokens > 1]),
         "itl_ms": _stats([gap for r in ok for gap in r.itl_s]),
         "e2el_ms": _stats([r.e2e_s for r in ok]),
     }
-    if slo_ms:
-        good = sum(meets_slo(r, slo_ms) for r in results)
-        summary["slo_ms"] = dict(slo_ms)
-        summary["goodput"] = good / duration_s
+    if slo:
+        good = sum(meets_slo(r, slo) for r in results)
+        summary["slo"] = judge_slo(results, slo)
+        summary["slo_met"] = all(entry["met"] for entry in summary["slo"].values())
+        summary["goodput"] = per_s(good)
         summary["slo_attainment"] = good / len(results) if results else 0.0
     return summary
 
@@ -58,9 +63,19 @@ def format_report(summary: dict[str, Any]) -> str:
             ("Request throughput (req/s)", f"{summary['request_throughput']:.2f}"),
             ("Output token throughput (tok/s)", f"{summary['output_throughput']:.2f}"),
             ("Total token throughput (tok/s)", f"{summary['total_token_throughput']:.2f}")]
-    if "goodput" in summary:
-        targets = ", ".join(f"{k} <= {v:g} ms" for k, v in summary["slo_ms"].items())
-        rows += [("SLO", targets), ("Goodput (req/s)", f"{summary['goodput']:.2f}"),
+    if "slo" in summary:
+        rows += [("SLO", ", ".join(f"{k} P{e['percentile']:g} <= {e['target_ms']:g} ms"
+                                   for k, e in summary["slo"].items()))]
+        for key, e in summary["slo"].items():
+            observed = (f"{e['observed_ms']:.2f}" if e["observed_ms"] is not None
+                        else "n/a" if e["met"] else "inf")  # no sample, or failures in the tail
+            within = f"{e['attainment']:.1%} of requests"
+            if "gap_attainment" in e:
+                within = f"{e['gap_attainment']:.1%} of gaps, " + within
+            rows.append((f"  {key} P{e['percentile']:g}{' per gap' if key == 'tbt' else ''} (ms)",
+                         f"{observed} {'holds' if e['met'] else 'MISSED'} ({within} within)"))
+        rows += [("Every SLO target holds", "yes" if summary["slo_met"] else "no"),
+                 ("Goodput (req/s)", f"{summary['goodput']:.2f}"),
                  ("SLO attainment", f"{summary['slo_attainment']:.1%}")]
     lines += [f"{name:<36}{value}" for name, value in rows]
     for key, title in LATENCIES.items():

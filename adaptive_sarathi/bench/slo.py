@@ -1,49 +1,96 @@
-"""SLO targets for goodput: parsing `ttft:2000,tbt:100` and checking one request against them."""
+"""SLO targets of a benchmark: the `--slo` shorthand (the serve/simulate syntax, with two more keys),
+or an SLO policy's targets, judged per request (goodput) and at each target's percentile.
+
+A percentile target is judged as the simulator judges it (engine.simulator.slo.check_percentile):
+TTFT, TPOT and E2E latency at their percentile over requests, TBT at its percentile over every
+token gap of every request (per gap, as vLLM and inference-perf count ITL). A failed request
+misses every target: it counts as an infinite TTFT, TPOT and E2E latency and one infinite gap.
+"""
 
 from __future__ import annotations
 
+import math
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
+
 import numpy as np
 
-from adaptive_sarathi.bench.client import RequestResult
+from adaptive_sarathi.controller.slo import LatencyTarget, load_slo_policy, parse_targets
+from adaptive_sarathi.engine.simulator.slo import check_percentile
+
+if TYPE_CHECKING:
+    from adaptive_sarathi.bench.client import RequestResult
 
 SLO_KEYS = {
     "ttft": "time to first token",
-    "tbt": "the request's P99 gap between tokens",
+    "tbt": "gap between consecutive tokens (per request for goodput: its own percentile gap)",
     "tpot": "the request's mean time per output token after the first",
     "e2el": "end-to-end latency",
 }
 
 
-def parse_slo(text: str) -> dict[str, float]:
-    """`key:milliseconds` pairs separated by commas. Raises ValueError naming a bad pair."""
-    targets: dict[str, float] = {}
-    for pair in filter(None, (p.strip() for p in text.split(","))):
-        key, sep, value = pair.partition(":")
-        if not sep or key not in SLO_KEYS:
-            raise ValueError(f"SLO '{pair}' is not key:ms with a key among {', '.join(SLO_KEYS)}")
-        try:
-            targets[key] = float(value)
-        except ValueError:
-            raise ValueError(f"SLO '{pair}': '{value}' is not a number of milliseconds") from None
-        if targets[key] <= 0:
-            raise ValueError(f"SLO '{pair}': the target must be > 0 ms")
-    return targets
+def parse_slo(text: str) -> dict[str, LatencyTarget]:
+    """`KEY:MS[@pNN]` pairs separated by commas (default p99), KEY among SLO_KEYS, any subset.
+    Raises ValueError (SLOPolicyError) naming the bad part."""
+    return parse_targets(text, tuple(SLO_KEYS))
 
 
-def slo_values_ms(result: RequestResult) -> dict[str, float]:
-    """The request's value of every SLO key, in milliseconds."""
-    itl = result.itl_s
-    return {
-        "ttft": result.ttft_s * 1000,
-        "tbt": float(np.percentile(itl, 99)) * 1000 if itl else 0.0,
-        "tpot": result.tpot_s * 1000,
-        "e2el": result.e2e_s * 1000,
-    }
+def slo_from_flags(shorthand: str | None, policy: str | None) -> dict[str, LatencyTarget]:
+    """The targets of `--slo` or of `--slo-policy NAME|FILE` (its top-level TTFT and TBT), at
+    most one of them; {} for neither. Raises ValueError when both are given or either is bad."""
+    if shorthand is not None and policy is not None:
+        raise ValueError("give --slo or --slo-policy, not both")
+    if shorthand is not None:
+        return parse_slo(shorthand)
+    if policy is not None:
+        loaded = load_slo_policy(policy)
+        return {"ttft": loaded.ttft, "tbt": loaded.tbt}
+    return {}
 
 
-def meets_slo(result: RequestResult, targets_ms: dict[str, float]) -> bool:
-    """Whether a successful request meets every target; a failed one meets none."""
+def request_value_s(result: RequestResult, key: str, percentile: float = 99.0) -> float:
+    """The request's value of one SLO key in seconds (for tbt: the `percentile`-th of its own
+    gaps, 0 without gaps); inf for a failed request."""
     if not result.success:
-        return False
-    values = slo_values_ms(result)
-    return all(values[key] <= target for key, target in targets_ms.items())
+        return math.inf
+    if key == "ttft":
+        return result.ttft_s
+    if key == "tbt":
+        return float(np.percentile(result.itl_s, percentile)) if result.itl_s else 0.0
+    if key == "tpot":
+        return result.tpot_s
+    return result.e2e_s
+
+
+def meets_slo(result: RequestResult, targets: Mapping[str, LatencyTarget]) -> bool:
+    """Whether a request meets every target (a failed one meets none)."""
+    return result.success and all(request_value_s(result, key, t.percentile) <= t.target_s
+                                  for key, t in targets.items())
+
+
+def judge_slo(results: Sequence[RequestResult], targets: Mapping[str, LatencyTarget]) -> dict[str, dict[str, Any]]:
+    """Per target key: target_ms, percentile, observed_ms (the value at the percentile; None when
+    infinite, i.e. failures reach the tail, or when there is no sample), met (observed within the
+    target; True without samples) and attainment (the fraction of requests meeting it); tbt also
+    has gap_attainment, the fraction of all gaps within target."""
+    report: dict[str, dict[str, Any]] = {}
+    for key, target in targets.items():
+        check = check_percentile(_samples(results, key), target.target_s, target.percentile)
+        entry = {"target_ms": target.target_ms, "percentile": target.percentile,
+                 "observed_ms": check.observed_s * 1000 if math.isfinite(check.observed_s) else None,
+                 "met": check.met,
+                 "attainment": (sum(request_value_s(r, key, target.percentile) <= target.target_s for r in results)
+                                / len(results)) if results else 1.0}
+        if key == "tbt":
+            entry["gap_attainment"] = check.within
+        report[key] = entry
+    return report
+
+
+def _samples(results: Sequence[RequestResult], key: str) -> np.ndarray:
+    """What the key's percentile is taken over: every gap (tbt) or every request (TPOT: those with
+    more than one output token); failed requests as inf."""
+    if key == "tbt":
+        return np.array([g for r in results for g in (r.itl_s if r.success else [math.inf])], dtype=float)
+    if key == "tpot":
+        return np.array([request_value_s(r, key) for r in results if not r.success or r.output_tokens > 1])
+    return np.array([request_value_s(r, key) for r in results], dtype=float)

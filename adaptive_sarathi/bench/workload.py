@@ -1,53 +1,53 @@
-"""What a benchmark sends and when: request lengths (a trace or fixed), token-id prompts, arrivals."""
+"""What a benchmark sends and when: the requests `simulate` would draw for the same flags, with
+seeded random token-id prompts of the drawn lengths."""
 
 from __future__ import annotations
 
-import math
 import random
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import dataclass, replace
 
-import numpy as np
-
-from adaptive_sarathi.workloads import ArrivalProcess, RequestLengths, load_trace, resolve_trace
+from adaptive_sarathi.bench.config import DEFAULT_INPUT_LEN, DEFAULT_NUM_REQUESTS, DEFAULT_OUTPUT_LEN, BenchConfig
+from adaptive_sarathi.workloads import Fixed, SyntheticLengths, Workload, workload_from_flags
 
 
 @dataclass(frozen=True)
 class BenchRequest:
-    """One request of a benchmark: an exact prompt and the number of tokens to generate."""
+    """One request of a benchmark: when to send it (seconds on the workload clock, which starts
+    at 0), an exact prompt and the number of tokens to generate."""
 
+    arrival_s: float
     prompt_token_ids: list[int]
     output_len: int
 
 
-def request_lengths(num_requests: int, trace: Path | str | None, input_len: int, output_len: int,
-                    max_total_len: int | None, seed: int) -> list[RequestLengths]:
-    """`num_requests` lengths: trace rows shuffled by `seed` (reused in turn when the trace is
-    shorter), skipping rows over `max_total_len` tokens; fixed lengths without a trace. Raises
-    ValueError when no trace row fits."""
-    if trace is None:
-        return [RequestLengths(input_len, output_len)] * num_requests
-    rows = [r for r in load_trace(resolve_trace(trace))
-            if max_total_len is None or r.num_prompt_tokens + r.num_output_tokens <= max_total_len]
-    if not rows:
-        raise ValueError(f"no row of trace {trace} fits max_total_len={max_total_len}: raise it")
-    random.Random(seed).shuffle(rows)
-    return [rows[i % len(rows)] for i in range(num_requests)]
+def draw_workload(config: BenchConfig) -> Workload:
+    """The requests (arrival time, prompt and output length) of `config`, drawn by
+    workloads.workload_from_flags exactly as `simulate` draws them for the same trace or
+    workload file, rate, count, seed, burstiness (simulate's --cv = burstiness^-1/2) and
+    --max-total-len. With qps None or inf, the lengths are drawn as at any rate and every
+    arrival is 0. Raises ValueError/FileNotFoundError for a bad trace or file."""
+    lengths = None
+    if config.trace is None and config.workload is None:
+        lengths = SyntheticLengths(Fixed(config.input_len or DEFAULT_INPUT_LEN),
+                                   Fixed(config.output_len or DEFAULT_OUTPUT_LEN))
+    single = config.workload is None
+    qps = config.qps
+    if single and config.all_at_once:
+        qps = 1.0  # lengths come from their own random stream: any finite rate draws the same ones
+    spec = workload_from_flags(
+        trace=config.trace, workload=config.workload, lengths=lengths, qps=qps,
+        num_requests=(config.num_requests or DEFAULT_NUM_REQUESTS) if single else None,
+        cv=None if config.burstiness is None else config.burstiness ** -0.5, max_total_len=config.max_total_len,
+        seed=config.seed, flag_names={"cv": "--burstiness"})
+    requests = spec.generate()
+    if config.all_at_once:
+        requests = [replace(r, arrival_time_s=0.0) for r in requests]
+    return requests
 
 
-def make_requests(lengths: list[RequestLengths], vocab_size: int, seed: int) -> list[BenchRequest]:
-    """Random token-id prompts of the given lengths, so that the server needs no tokenizer and
-    prompt lengths are exact."""
+def make_requests(workload: Workload, vocab_size: int, seed: int) -> list[BenchRequest]:
+    """Random token-id prompts in [0, vocab_size) of the drawn lengths (seeded), so that the
+    server needs no tokenizer and prompt lengths are exact."""
     rng = random.Random(seed)
-    return [BenchRequest([rng.randrange(vocab_size) for _ in range(length.num_prompt_tokens)],
-                         length.num_output_tokens) for length in lengths]
-
-
-def arrival_offsets(num_requests: int, qps: float, burstiness: float, seed: int) -> list[float]:
-    """Send times (seconds after the start) of a gamma arrival process with mean rate `qps` and
-    shape `burstiness` (1 = Poisson); all zero when qps is infinite."""
-    if math.isinf(qps):
-        return [0.0] * num_requests
-    times = ArrivalProcess(qps, cv=burstiness ** -0.5).times(np.random.default_rng(seed), 0.0,
-                                                              num_requests=num_requests)
-    return (times - times[0]).tolist()  # the first request starts the clock
+    return [BenchRequest(r.arrival_time_s, [rng.randrange(vocab_size) for _ in range(r.num_prompt_tokens)],
+                         r.num_output_tokens) for r in workload]

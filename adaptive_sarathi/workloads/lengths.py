@@ -94,14 +94,23 @@ class SyntheticLengths:
 
 @dataclass(frozen=True)
 class TraceLengths:
-    """Rows of a trace CSV drawn uniformly with replacement."""
+    """Rows of a trace CSV drawn uniformly with replacement. max_total_len: rows whose prompt +
+    output exceed it are left out before drawing (a context window the requests must fit; None
+    keeps every row). Raises WorkloadError when no row fits."""
 
     path: Path
+    max_total_len: int | None = None
     _prompt: np.ndarray = field(init=False, repr=False, compare=False)
     _output: np.ndarray = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        rows = load_trace(self.path)
+        _require(self.max_total_len is None or (isinstance(self.max_total_len, int) and self.max_total_len >= 2),
+                 "max_total_len", self.max_total_len, "an integer >= 2 (prompt + output tokens) or leave it out")
+        rows = [r for r in load_trace(self.path)
+                if self.max_total_len is None or r.num_prompt_tokens + r.num_output_tokens <= self.max_total_len]
+        if not rows:
+            raise WorkloadError(f"no row of trace {self.path} fits max_total_len={self.max_total_len} "
+                                "(prompt + output tokens): raise it")
         object.__setattr__(self, "_prompt", np.array([r.num_prompt_tokens for r in rows], dtype=np.int64))
         object.__setattr__(self, "_output", np.array([r.num_output_tokens for r in rows], dtype=np.int64))
 

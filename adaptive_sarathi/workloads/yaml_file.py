@@ -7,6 +7,7 @@
         cv: 1.0                     # optional gap variation: 1 = Poisson (default), else gamma gaps
         max_prompt_tokens: 4096     # optional caps on drawn lengths
         max_output_tokens: 1024
+        max_total_len: 8192         # optional, trace phases: leave out rows whose prompt + output exceed it
       - synthetic:
           prompt: {dist: lognormal, median: 1000, sigma: 1.0, max: 4096}
           output: {dist: uniform, low: 16, high: 512}    # or {dist: fixed, value: 128}, or just 128
@@ -32,7 +33,7 @@ from adaptive_sarathi.workloads.traces import resolve_trace
 EXAMPLE_WORKLOADS = Path(__file__).resolve().parents[2] / "examples" / "workloads"
 
 _PHASE_KEYS = {"trace", "synthetic", "qps", "duration_s", "num_requests", "cv", "max_prompt_tokens",
-               "max_output_tokens"}
+               "max_output_tokens", "max_total_len"}
 
 
 def load_workload(path: Path | str, seed: int = 0) -> WorkloadSpec:
@@ -90,7 +91,11 @@ def _phase(data: Any, base_dir: Path) -> Phase:
     if ("trace" in data) == ("synthetic" in data):
         raise WorkloadError("needs exactly one of 'trace' and 'synthetic' for its request lengths")
     if "trace" in data:
-        lengths = _field("trace", lambda v: TraceLengths(resolve_trace(str(v), base_dir)), data["trace"])
+        lengths = _field("trace", lambda v: TraceLengths(resolve_trace(str(v), base_dir), data.get("max_total_len")),
+                         data["trace"])
+    elif "max_total_len" in data:
+        raise WorkloadError("max_total_len: only for trace phases; cap synthetic lengths with "
+                            "max_prompt_tokens and max_output_tokens")
     else:
         lengths = _field("synthetic", _synthetic, data["synthetic"])
     if "qps" not in data:

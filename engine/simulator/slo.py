@@ -1,17 +1,21 @@
-"""SLO targets a simulation is judged against."""
+"""SLO targets a simulation is judged against, and how a percentile target is judged."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+
+import numpy as np
 
 
 @dataclass(frozen=True)
 class SloTargets:
     """TTFT and TBT targets in seconds (None = not declared) and the percentiles they bound.
 
-    A request meets the TTFT target when its TTFT <= ttft_s, and the TBT target when the
-    tbt_percentile-th percentile of its own token gaps is <= tbt_s. A run meets them when the
-    ttft_percentile-th TTFT over requests and the tbt_percentile-th gap over all tokens do.
+    A run meets them when the ttft_percentile-th TTFT over requests is <= ttft_s and the
+    tbt_percentile-th gap over every token gap of every request (per gap, as vLLM and
+    inference-perf count TBT/ITL) is <= tbt_s. For goodput, a request meets the TTFT target when
+    its TTFT <= ttft_s, and the TBT target when the tbt_percentile-th of its own gaps is <= tbt_s.
     """
 
     ttft_s: float | None = None
@@ -32,3 +36,31 @@ class SloTargets:
     @property
     def is_empty(self) -> bool:
         return self.ttft_s is None and self.tbt_s is None
+
+
+@dataclass(frozen=True)
+class PercentileCheck:
+    """One target judged over one sample. observed_s: the sample's percentile-th value (numpy's
+    default linear interpolation, as vLLM's and inference-perf's reports compute it; inf when the
+    tail holds infinite values, NaN for an empty sample). met: observed_s <= target_s (True for an
+    empty sample: nothing missed). within: the fraction of samples <= target_s (1.0 when empty)."""
+
+    target_s: float
+    percentile: float
+    observed_s: float
+    met: bool
+    within: float
+
+
+def check_percentile(samples_s: np.ndarray, target_s: float, percentile: float) -> PercentileCheck:
+    """Judge `percentile`% of `samples_s` (seconds, no NaN; +inf for a sample that never came,
+    such as a failed request's TTFT) against `target_s`. Reads, never mutates, the array."""
+    samples = np.asarray(samples_s, dtype=float)
+    if len(samples) == 0:
+        return PercentileCheck(target_s, percentile, math.nan, True, 1.0)
+    with np.errstate(invalid="ignore"):
+        observed = float(np.percentile(samples, percentile))
+    if math.isnan(observed):  # interpolating between two infinite values gives inf - inf
+        observed = math.inf
+    return PercentileCheck(target_s, percentile, observed, observed <= target_s,
+                           float(np.count_nonzero(samples <= target_s)) / len(samples))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 
 from adaptive_sarathi.engine.budget import FixedBudget
@@ -11,7 +12,8 @@ from adaptive_sarathi.engine.batch import ScheduledBatch, ScheduledChunk
 from adaptive_sarathi.engine.config import SchedulerConfig
 from adaptive_sarathi.engine.latency import StepShape
 from adaptive_sarathi.engine.sampling_params import SamplingParams
-from adaptive_sarathi.engine.simulator import DUMMY_TOKEN, SimulatedExecutor, SloTargets, VirtualClock, simulate
+from adaptive_sarathi.engine.simulator import (DUMMY_TOKEN, SimulatedExecutor, SloTargets, VirtualClock,
+                                               check_percentile, simulate)
 from adaptive_sarathi.workloads import WorkloadRequest
 
 
@@ -88,8 +90,43 @@ def test_budget_statistics_and_slo_attainment():
     assert r.slo.ttft_attainment == 0.5 and r.slo.tbt_attainment == 1.0 and r.slo.attainment == 0.5
     assert r.slo.goodput_rps == pytest.approx(1 / r.makespan_s)
     assert not r.slo.percentiles_met  # P99 TTFT (about 0.3 s) is over 0.15 s
+    assert r.slo.ttft_met is False and r.slo.tbt_met is True
     d = r.to_dict()
     assert d["slo"]["targets"]["ttft_s"] == 0.15 and "timelines" not in d
+
+
+class Linear:
+    """A step takes 0.1 s plus 0.01 s per prefill token."""
+
+    def step_time(self, shape: StepShape) -> float:
+        return 0.1 + 0.01 * shape.num_prefill_tokens
+
+
+def test_slo_percentiles_are_over_requests_for_ttft_and_over_every_gap_for_tbt():
+    # By hand: A's 4-token prompt takes 0.14 s; one decode (0.24); then B (arrived at 0.2) prefills
+    # 10 tokens beside A's decode, a 0.2 s step (0.44), in which B's only token comes; A's last
+    # decode ends at 0.54. TTFTs 0.14 and 0.24; A's gaps 0.1, 0.2, 0.1; B has none.
+    requests = [WorkloadRequest(0.0, 4, 4), WorkloadRequest(0.2, 10, 1)]
+    slo = SloTargets(ttft_s=0.2, tbt_s=0.15, ttft_percentile=50, tbt_percentile=80)
+    r = simulate(requests, SchedulerConfig(name="sarathi", block_size=16), FixedBudget(512), Linear(),
+                 num_kv_blocks=100, slo=slo)
+    assert [t.ttft for t in r.timelines] == pytest.approx([0.14, 0.24])
+    assert r.slo.ttft_p_s == pytest.approx(0.19) and r.slo.ttft_met  # the median of two requests
+    assert r.slo.ttft_attainment == 0.5  # yet B alone misses 0.2 s
+    # Over the three gaps 0.1, 0.1, 0.2 (linear interpolation): P80 = 0.16 > 0.15.
+    assert r.slo.tbt_p_s == pytest.approx(0.16) and r.slo.tbt_met is False
+    assert r.slo.tbt_gap_attainment == pytest.approx(2 / 3)
+    assert r.slo.tbt_attainment == 0.5  # per request: A's own P80 gap misses, B has no gap
+    assert r.slo.percentiles_met is False
+
+
+def test_check_percentile_counts_missing_samples_as_misses():
+    ok = check_percentile(np.array([0.1, 0.2, 0.3, 0.4]), 0.35, 50)
+    assert ok.observed_s == pytest.approx(0.25) and ok.met and ok.within == 0.75
+    tail = check_percentile(np.array([0.1, math.inf, math.inf]), 1.0, 99)
+    assert tail.observed_s == math.inf and not tail.met and tail.within == pytest.approx(1 / 3)
+    empty = check_percentile(np.array([]), 1.0, 90)
+    assert math.isnan(empty.observed_s) and empty.met and empty.within == 1.0
 
 
 def test_an_empty_workload_reports_nan_latencies():

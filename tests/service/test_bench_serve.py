@@ -5,6 +5,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 M = "adaptive_sarathi:"
@@ -28,16 +29,27 @@ def run_bench(server, tmp_path, *args):
 def test_bench_ttft_matches_the_server_histogram(server, tmp_path):
     before = server.metrics()
     doc, result = run_bench(server, tmp_path, "--num-requests", "40", "--qps", "40", "--input-len", "48",
-                            "--output-len", "8", "--slo", "ttft:2000,tbt:100")
+                            "--output-len", "8", "--slo", "ttft:2000@p90,tbt:100")
     after = server.metrics()
     summary = doc["summary"]
     assert summary["completed"] == 40 and summary["failed"] == 0
     assert summary["total_output_tokens"] == 40 * 8 and summary["total_input_tokens"] == 40 * 48
-    assert all(len(r["itl_s"]) == 7 and r["output_tokens"] == 8 for r in doc["requests"])
+    requests = doc["requests"]
+    assert all(len(r["itl_s"]) == 7 and r["output_tokens"] == 8 for r in requests)
     assert 0 < summary["ttft_ms"]["median"] <= summary["ttft_ms"]["p99"] < summary["e2el_ms"]["p99"]
     assert summary["itl_ms"]["mean"] > 0 and summary["tpot_ms"]["mean"] > 0
     assert 0 < summary["goodput"] <= summary["request_throughput"] <= 40 * 3
-    assert "TTFT (ms)" in result.stdout and "Goodput" in result.stdout
+    assert "TTFT (ms)" in result.stdout and "Goodput" in result.stdout and "Every SLO target holds" in result.stdout
+    # Each target at its percentile: TTFT over requests, TBT over every gap of every request.
+    slo = summary["slo"]
+    assert slo["ttft"]["observed_ms"] == pytest.approx(np.percentile([r["ttft_s"] for r in requests], 90) * 1000)
+    assert slo["tbt"]["observed_ms"] == pytest.approx(np.percentile([g for r in requests for g in r["itl_s"]], 99)
+                                                      * 1000)
+    assert summary["slo_met"] == (slo["ttft"]["met"] and slo["tbt"]["met"])
+    # Sent on the drawn schedule: never before a request's arrival, and in arrival order.
+    arrivals = [r["arrival_s"] for r in requests]
+    assert arrivals == sorted(arrivals) and arrivals[0] > 0
+    assert all(r["start_s"] >= r["arrival_s"] for r in requests)
 
     count = after[f"{M}time_to_first_token_seconds_count"] - before.get(f"{M}time_to_first_token_seconds_count", 0)
     total = after[f"{M}time_to_first_token_seconds_sum"] - before.get(f"{M}time_to_first_token_seconds_sum", 0)
