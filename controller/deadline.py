@@ -49,9 +49,10 @@ class DeadlineBudget(BudgetPolicy):
 
     Control law, every step with D decodes in flight and t(B) the predicted time of the step a
     budget B builds:
-    - TBT cap: top = the largest B whose tail time t(B) x r keeps the TBT target, less the time
-      the tightest decode has already waited (r: the model's observed actual/predicted ratio at
-      the TBT percentile, so timing noise lowers the cap smoothly instead of tripping a switch);
+    - TBT cap: top = the largest B whose tail time t(B) x r keeps the TBT target x (1 - margin),
+      less the time the tightest decode has already waited (r: the model's observed
+      actual/predicted ratio at the TBT percentile, so timing noise lowers the cap smoothly
+      instead of tripping a switch);
     - knee: the largest B <= top with t(B) <= (1 + knee_slack) t(D): prefill that rides along
       with the memory-bound decodes almost free;
     - need: the smallest B in [knee, top] at which every request of the prefill queue meets its
@@ -111,7 +112,7 @@ class DeadlineBudget(BudgetPolicy):
 
         floor = bounds.clamp_budget(state.num_decodes)
         candidates = ladder_candidates(self._ladder, floor, bounds.max_token_budget)
-        limit = self._tbt.target_s - state.max_decode_gap_s
+        limit = (1.0 - self.margin) * self._tbt.target_s - state.max_decode_gap_s
         ratio = model.tail_ratio(self._tbt.quantile)
         top_i = max(0, last_true(candidates, lambda b: time_of(b) * ratio <= limit, self._hint))
         knee_s = (1.0 + self.knee_slack) * time_of(floor)
@@ -130,8 +131,8 @@ class DeadlineBudget(BudgetPolicy):
         queue = state.prefill_queue
         if not queue or knee_i == top_i:
             return knee_i, "knee"
-        arrivals = np.fromiter((a for a, _ in queue), dtype=np.float64, count=len(queue))
-        queued = np.cumsum(np.fromiter((n for _, n in queue), dtype=np.float64, count=len(queue)))
+        arrivals = np.fromiter((entry[0] for entry in queue), dtype=np.float64, count=len(queue))
+        queued = np.cumsum(np.fromiter((entry[1] for entry in queue), dtype=np.float64, count=len(queue)))
         slack = arrivals + self._ttft.target_s * (1.0 - self.margin) - state.now_s
         decodes = state.num_decodes
         has_deadline = np.isfinite(slack)

@@ -24,20 +24,37 @@ def candidate_shape(state: EngineState, budget: int, chunk: int) -> StepShape:
     """The step a Sarathi-style scheduler would build from `state` under (budget, chunk): decodes
     first, then prefill tokens up to the budget, at most `chunk` per request.
 
-    A prefill chunk's context is counted as the chunk itself: the state does not say how much of
-    each prompt is already cached, so deep chunks are underestimated (the tail margin and the
-    closed loop absorb it).
+    Chunks are taken from the state's prefill queue in order, each attending to its computed
+    prefix; past the queue's listed requests (or without a queue), a chunk's context is counted
+    as the chunk itself.
     """
     decodes = min(state.num_decodes, budget)
     decode_context = state.decode_context_tokens
     if decodes < state.num_decodes:
         decode_context = decode_context * decodes // state.num_decodes
     prefill = min(budget - decodes, state.running_prefill_tokens + state.waiting_prefill_tokens)
+    if state.prefill_queue:
+        return _queued_shape(state, decodes, decode_context, prefill, max(chunk, 1))
     seqs = 0
     if prefill > 0:
         requests = state.num_running - state.num_decodes + state.num_waiting
         seqs = max(1, min(-(-prefill // max(chunk, 1)), requests))
     return StepShape(prefill, decodes, seqs, decode_context + prefill)
+
+
+def _queued_shape(state: EngineState, decodes: int, decode_context: int, prefill: int, chunk: int) -> StepShape:
+    left, context, seqs = prefill, decode_context, 0
+    for _, pending, computed in state.prefill_queue:
+        if left <= 0:
+            break
+        take = min(pending, chunk, left)
+        left -= take
+        context += computed + take
+        seqs += 1
+    if left > 0:  # requests past the listed queue
+        context += left
+        seqs += -(-left // chunk)
+    return StepShape(prefill, decodes, seqs, context)
 
 
 def ladder_candidates(ladder: tuple[int, ...], floor: int, cap: int) -> tuple[int, ...]:

@@ -16,7 +16,7 @@ def snapshot_state(scheduler: QueueScheduler, now: float) -> EngineState:
     decode_context = 0
     running_prefill = 0
     max_gap = 0.0
-    queue: list[tuple[float, int]] = []
+    queue: list[tuple[float, int, int]] = []
     for r in scheduler.running:
         # num_pending_tokens written out (this runs every step), the rule not.
         outputs = r.output_token_ids
@@ -25,7 +25,7 @@ def snapshot_state(scheduler: QueueScheduler, now: float) -> EngineState:
         if in_prefill(len(outputs), pending):
             running_prefill += pending
             if len(queue) < PREFILL_QUEUE_LEN:
-                queue.append((math.inf if outputs else r.arrival_time, pending))
+                queue.append((math.inf if outputs else r.arrival_time, pending, r.num_computed_tokens))
         else:
             decodes += 1
             decode_context += num_tokens
@@ -41,7 +41,7 @@ def snapshot_state(scheduler: QueueScheduler, now: float) -> EngineState:
         waiting_tokens += pending
         oldest_age = max(oldest_age, now - r.arrival_time)
         if len(queue) < PREFILL_QUEUE_LEN:
-            queue.append((math.inf if r.output_token_ids else r.arrival_time, pending))
+            queue.append((math.inf if r.output_token_ids else r.arrival_time, pending, 0))
     bm = scheduler.block_manager
     return EngineState(
         now_s=now, num_waiting=num_arrived, num_running=scheduler.num_running, num_decodes=decodes,

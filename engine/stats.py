@@ -72,11 +72,12 @@ class EngineState:
     waiting_prefill_tokens: int = 0  # pending tokens of arrived waiting requests
     oldest_waiting_age_s: float = 0.0  # now - arrival of the oldest arrived waiting request
     max_decode_gap_s: float = 0.0  # longest time since a running decode's last token (TBT pressure)
-    # (arrival time s, pending tokens) of the first PREFILL_QUEUE_LEN requests with prefill to do, in
-    # the order the scheduler serves them (running prefills, then arrived waiting ones); the time is
-    # inf for a request that already has its first token (a preempted one recomputing): no TTFT
-    # deadline, only its tokens to wait for.
-    prefill_queue: tuple[tuple[float, int], ...] = ()
+    # (arrival time s, pending tokens, computed tokens) of the first PREFILL_QUEUE_LEN requests with
+    # prefill to do, in the order the scheduler serves them (running prefills, then arrived waiting
+    # ones). The time is inf for a request that already has its first token (a preempted one
+    # recomputing): no TTFT deadline, only its tokens to wait for. Computed tokens are the prefix
+    # its next chunk attends to.
+    prefill_queue: tuple[tuple[float, int, int], ...] = ()
 
 
 PREFILL_QUEUE_LEN = 64  # deadlines further back are seconds away: planning for them can wait

@@ -23,9 +23,9 @@ def policy(**params) -> DeadlineBudget:
 
 def queued(now: float, *entries: tuple[float, int], decodes: int = 16, **fields):
     """A state at `now` whose prefill queue is `entries` (age in s, pending tokens), all waiting."""
-    queue = tuple((now - age, tokens) for age, tokens in entries)
+    queue = tuple((now - age, tokens, 0) for age, tokens in entries)
     return state(now_s=now, num_decodes=decodes, num_running=decodes, decode_context_tokens=decodes * 1024,
-                 running_prefill_tokens=0, num_waiting=len(queue), waiting_prefill_tokens=sum(t for _, t in queue),
+                 running_prefill_tokens=0, num_waiting=len(queue), waiting_prefill_tokens=sum(t for _, t, _ in queue),
                  oldest_waiting_age_s=max((age for age, _ in entries), default=0.0), prefill_queue=queue, **fields)
 
 
@@ -79,3 +79,13 @@ def test_decisions_do_not_flip_with_ten_percent_timing_noise():
                       for s in states])
     for per_state in zip(*times):
         assert max(per_state) <= 1.15 * min(per_state), per_state
+
+
+def test_candidate_steps_price_chunks_at_their_prefix_depth():
+    """A running prefill 3,000 tokens in attends to that prefix: the candidate step counts it, and
+    the next request's chunk after it, in queue order, at most `chunk` tokens each."""
+    s = state(num_decodes=2, num_running=3, decode_context_tokens=2 * 100, running_prefill_tokens=500,
+              num_waiting=1, waiting_prefill_tokens=800, prefill_queue=((1.0, 500, 3000), (2.0, 800, 0)))
+    shape = candidate_shape(s, 2 + 700, 600)
+    assert (shape.num_prefill_tokens, shape.num_prefill_seqs) == (700, 2)
+    assert shape.sum_context_tokens == 2 * 100 + (3000 + 500) + 200

@@ -533,4 +533,4 @@ def test_engine_state_lists_the_prefill_queue_in_service_order():
         req("later", 3, arrival=50.0))
     step(s, 4, now=2.0)  # r admitted with 4 of its 10 tokens
     state = snapshot_state(s, 3.0)
-    assert state.prefill_queue == ((0.0, 6), (1.0, 6), (2.0, 3))
+    assert state.prefill_queue == ((0.0, 6, 4), (1.0, 6, 0), (2.0, 3, 0))
