@@ -44,5 +44,8 @@ class PinnedStaging:
         if num_bytes <= self._host.numel():
             return
         size = max(num_bytes, 2 * self._host.numel(), 1 << 16)
-        self._host = torch.empty(size, dtype=torch.uint8, pin_memory=True)
-        self._device_buffer = torch.empty(size, dtype=torch.uint8, device=self.device)
+        # Normal tensors even when the first step runs in inference mode: inference tensors could
+        # not be written by a later move made outside it.
+        with torch.inference_mode(False):
+            self._host = torch.empty(size, dtype=torch.uint8, pin_memory=True)
+            self._device_buffer = torch.empty(size, dtype=torch.uint8, device=self.device)

@@ -13,6 +13,9 @@ def test_moves_keep_values_dtypes_and_shapes_across_reuse_and_growth():
     staging = PinnedStaging(device)
     gen = torch.Generator().manual_seed(0)
     for size in (3, 1000, 50_000, 7):  # the third outgrows the first buffers
+        if size == 3:  # the first move in inference mode (as the engine's steps), later ones outside it
+            with torch.inference_mode():
+                staging.move([torch.arange(size)])
         tensors = [torch.randint(0, 1 << 30, (size,), generator=gen),
                    torch.randint(0, 1 << 20, (size % 5 + 1, 3), generator=gen, dtype=torch.int32),
                    torch.empty(0, dtype=torch.int64),
