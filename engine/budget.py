@@ -21,16 +21,20 @@ class StepBudget:
 
     token_budget: most tokens (decodes count 1 each, plus prefill chunks) the step may process.
     max_chunk: most prompt tokens one request may take in this step; None = token_budget.
+    reason: why the policy chose these limits, free text for logs (StepStats.budget_reason).
     """
 
     token_budget: int
     max_chunk: int | None = None
+    reason: str = ""
 
     def __post_init__(self) -> None:
         if not isinstance(self.token_budget, int) or self.token_budget < 1:
             raise ValueError(f"StepBudget.token_budget={self.token_budget!r}: use an integer >= 1")
         if self.max_chunk is not None and (not isinstance(self.max_chunk, int) or self.max_chunk < 1):
             raise ValueError(f"StepBudget.max_chunk={self.max_chunk!r}: use an integer >= 1 or None")
+        if not isinstance(self.reason, str):
+            raise ValueError(f"StepBudget.reason={self.reason!r}: use a string")
 
     @property
     def chunk_limit(self) -> int:
