@@ -11,7 +11,7 @@ import sys
 from adaptive_sarathi import exit_codes
 from adaptive_sarathi.engine.config import SCHEDULER_NAMES
 from adaptive_sarathi.engine.latency.profile import FORMS, TOKEN_KNOTS
-from adaptive_sarathi.engine.profiling.from_step_log import DURATIONS
+from adaptive_sarathi.engine.latency.from_step_log import DURATIONS
 from adaptive_sarathi.sim_cli import SIMULATION_COMMANDS, add_simulation_commands, run_simulation_command
 
 
@@ -269,7 +269,7 @@ def _profile(args: argparse.Namespace) -> int:
 
 
 def _profile_from_stats(args: argparse.Namespace) -> int:
-    from adaptive_sarathi.engine.profiling.from_step_log import fit_step_log, write_fit
+    from adaptive_sarathi.engine.latency.from_step_log import fit_step_log, write_fit
     from adaptive_sarathi.engine.step_log import read_step_log
 
     try:

@@ -28,6 +28,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from adaptive_sarathi.engine.latency.hardware import device_name
 from adaptive_sarathi.engine.latency.shape import StepShape
 from adaptive_sarathi.engine.stats import StepStats
 
@@ -248,8 +249,6 @@ def deployment_tags(engine: LLMEngine, model_name: str) -> dict[str, str]:
     tags = {"model": model_name}
     runner = getattr(executor, "runner", None)
     if runner is not None:  # a model executor (one GPU or the driver of a tensor-parallel group)
-        from adaptive_sarathi.engine.profiling.profiler import device_name
-
         tags["gpu"] = device_name(runner.device)
         tags["dtype"] = str(runner.dtype).removeprefix("torch.")
     tags.update({

@@ -30,8 +30,9 @@ are clamped at 0. Two forms (FORMS):
   (what decode rows and chunks add beyond the matmuls: sampling, LM-head rows, per-sequence
   work), decode_context_tokens (the KV the decodes read), prefill_context_tokens and the chunks'
   attention pairs, estimated per chunk as chunk x (context - chunk / 2) from the means over the
-  step's chunks (exact for one chunk). Suited to served steps: many decodes at mixed contexts and
-  chunks at any prefix depth, in one step.
+  step's chunks (exact for one chunk). Their coefficients are kept >= 0 (no feature may make a
+  step faster), which keeps a noisy log's fit from extrapolating below zero. Suited to served
+  steps: many decodes at mixed contexts and chunks at any prefix depth, in one step.
 """
 
 from __future__ import annotations
@@ -89,7 +90,7 @@ class ProfileLatencyModel:
         x, features = form_design(form, shapes)
         target = np.array([r.duration_s for r in self.rows])
         knots = np.unique(x)
-        knot_values, coefficients = _fit_hat_linear(knots, x, features, target)
+        knot_values, coefficients = _fit_hat_linear(knots, x, features, target, nonnegative=form == TOKEN_KNOTS)
         residual = _hat_design_times(knots, x, knot_values) + features @ coefficients - target
         for name, value in dict(form=form, knots=tuple(knots.tolist()), knot_values=tuple(knot_values.tolist()),
                                 coefficients=tuple(coefficients.tolist()),
@@ -154,11 +155,15 @@ def _hat_design_times(knots: np.ndarray, x: np.ndarray, values: np.ndarray) -> n
     return w0 * values[i] + w1 * values[upper]
 
 
-def _fit_hat_linear(knots: np.ndarray, x: np.ndarray, features: np.ndarray,
-                    target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _fit_hat_linear(knots: np.ndarray, x: np.ndarray, features: np.ndarray, target: np.ndarray,
+                    nonnegative: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Least squares of target over [hat basis of x on knots | features]: (knot values,
     coefficients). Through the normal equations, built from the two non-zeros a hat row has, so
-    memory grows with knots^2, not rows x knots (a served log has many steps and knots)."""
+    memory grows with knots^2, not rows x knots (a served log has many steps and knots).
+
+    nonnegative: no feature may lower a step's time. The most negative coefficient is fixed at 0
+    and the rest refitted until none is negative (a greedy stand-in for exact non-negative least
+    squares, which it matches whenever one pass suffices)."""
     k, f = len(knots), features.shape[1]
     i, w0, w1 = _hat_weights(knots, x)
     j = np.minimum(i + 1, k - 1)
@@ -179,8 +184,14 @@ def _fit_hat_linear(knots: np.ndarray, x: np.ndarray, features: np.ndarray,
     gram[k:, k:] = z.T @ z
     rhs = np.concatenate([np.bincount(i, w0 * target, minlength=k) + np.bincount(j, w1 * target, minlength=k),
                           z.T @ target])
-    solution = np.linalg.lstsq(gram, rhs, rcond=None)[0]
-    return solution[:k], solution[k:] / scale
+    active = list(range(k + f))
+    while True:
+        solution = np.zeros(k + f)
+        solution[active] = np.linalg.lstsq(gram[np.ix_(active, active)], rhs[active], rcond=None)[0]
+        worst = int(np.argmin(solution[k:])) + k
+        if not nonnegative or solution[worst] >= 0:
+            return solution[:k], solution[k:] / scale
+        active.remove(worst)
 
 
 def load_profile(path: Path | str) -> ProfileLatencyModel:
