@@ -10,6 +10,8 @@ import sys
 
 from adaptive_sarathi import exit_codes
 from adaptive_sarathi.engine.config import SCHEDULER_NAMES
+from adaptive_sarathi.engine.latency.profile import FORMS, TOKEN_KNOTS
+from adaptive_sarathi.engine.latency.from_step_log import DURATIONS
 from adaptive_sarathi.sim_cli import SIMULATION_COMMANDS, add_simulation_commands, run_simulation_command
 
 
@@ -68,6 +70,8 @@ def _add_serve_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed-model", default=None, help="model name to look up in --policy-seed (default: any)")
     p.add_argument("--tensor-parallel-size", type=int, default=1,
                    help="split the model over this many GPUs of this host (CPU: processes over gloo)")
+    p.add_argument("--step-log", default=None, help="write one JSON line per engine step to this file "
+                   "(overwritten), for `adaptive-sarathi profile --from-stats`")
 
 
 def _add_bench_flags(p: argparse.ArgumentParser) -> None:
@@ -119,6 +123,14 @@ def _add_profile_flags(p: argparse.ArgumentParser) -> None:
                    help="split the model over this many GPUs of this host (CPU: processes over gloo)")
     _add_threads_flag(p)
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.add_argument("--from-stats", default=None, metavar="STEP_LOG",
+                   help="fit the profile from the step log of a served run (serve --step-log) instead of timing "
+                        "a grid; the model and device flags are then unused")
+    p.add_argument("--fit-duration", default="period", choices=DURATIONS,
+                   help="with --from-stats, what the profile learns: the step period, host work between steps "
+                        "included, which the simulator needs for token gaps (default); or the executor's time alone")
+    p.add_argument("--form", default=TOKEN_KNOTS, choices=tuple(FORMS),
+                   help="with --from-stats, the profile's interpolation (engine/latency/profile.py)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -137,7 +149,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_serve_flags(serve)
     bench = sub.add_parser("bench", help="load-test an OpenAI-compatible server and report latencies")
     _add_bench_flags(bench)
-    profile = sub.add_parser("profile", help="time model steps over a grid of shapes; write a latency-profile CSV")
+    profile = sub.add_parser("profile", help="time model steps over a grid of shapes, or fit a served run's step "
+                             "log (--from-stats); write a latency-profile CSV")
     _add_profile_flags(profile)
     add_simulation_commands(sub)
     return parser
@@ -185,7 +198,7 @@ def _serve(args: argparse.Namespace) -> int:
         server_args = ServerArgs(host=args.host, port=args.port, api_key=args.api_key,
                                  max_waiting=args.max_waiting or None, shutdown_timeout_s=args.shutdown_timeout,
                                  max_prompts_per_request=args.max_prompts_per_request,
-                                 max_prompt_chars=args.max_prompt_chars)
+                                 max_prompt_chars=args.max_prompt_chars, step_log=args.step_log)
         return run_server(engine_args, server_args, _serve_policy(args))
     except ValueError as err:  # bad flags and ModelLoadError
         print(f"error: {err}", file=sys.stderr)
@@ -240,6 +253,8 @@ def bench_config(args: argparse.Namespace):
 
 
 def _profile(args: argparse.Namespace) -> int:
+    if args.from_stats is not None:
+        return _profile_from_stats(args)
     from adaptive_sarathi.engine.profiling.profiler import ProfileConfig, run_profile
 
     try:
@@ -261,6 +276,28 @@ def _profile(args: argparse.Namespace) -> int:
           f"skipped {len(summary.skipped)} shapes", file=sys.stderr)
     for shape, reason in summary.skipped:
         print(f"  skipped {shape}: {reason}", file=sys.stderr)
+    return exit_codes.OK
+
+
+def _profile_from_stats(args: argparse.Namespace) -> int:
+    from adaptive_sarathi.engine.latency.from_step_log import fit_step_log, write_fit
+    from adaptive_sarathi.engine.step_log import read_step_log
+
+    try:
+        log = read_step_log(args.from_stats)
+        fit = fit_step_log(log, duration=args.fit_duration, form=args.form, source=args.from_stats)
+        write_fit(fit, args.out)
+    except FileNotFoundError:
+        print(f"error: --from-stats {args.from_stats}: no such file (record one with serve --step-log)",
+              file=sys.stderr)
+        return exit_codes.USAGE
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return exit_codes.USAGE
+    print(f"wrote {len(fit.rows)} steps ({args.fit_duration}) to {args.out}"
+          + (f"; left out {fit.num_without_period} steps without a period" if fit.num_without_period else ""))
+    print(f"fit error, fitted steps: {fit.error}")
+    print(f"fit error, held-out steps: {fit.holdout_error if fit.holdout_error is not None else 'too few steps'}")
     return exit_codes.OK
 
 

@@ -4,7 +4,7 @@ within the largest one that keeps the TBT target of the decodes in flight."""
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -171,6 +171,7 @@ class DeadlineBudget(BudgetPolicy):
 
     def _record(self, budget: StepBudget, reason: str, tbt_budget: int = 0, knee_budget: int = 0,
                 need_budget: int = 0, predicted_s: float = 0.0) -> StepBudget:
+        budget = replace(budget, reason=reason)
         self.last_decision = Decision(budget, reason, tbt_budget, knee_budget, need_budget, predicted_s)
         return budget
 

@@ -23,17 +23,21 @@ class StepBudget:
     max_chunk: most prompt tokens one request may take in this step; None = token_budget.
     relegate_before_s: requests never scheduled that arrived before this engine time have missed
     their TTFT deadline: the scheduler serves them after every other arrived request (None: FCFS).
+    reason: why the policy chose these limits, free text for logs (StepStats.budget_reason).
     """
 
     token_budget: int
     max_chunk: int | None = None
     relegate_before_s: float | None = None
+    reason: str = ""
 
     def __post_init__(self) -> None:
         if not isinstance(self.token_budget, int) or self.token_budget < 1:
             raise ValueError(f"StepBudget.token_budget={self.token_budget!r}: use an integer >= 1")
         if self.max_chunk is not None and (not isinstance(self.max_chunk, int) or self.max_chunk < 1):
             raise ValueError(f"StepBudget.max_chunk={self.max_chunk!r}: use an integer >= 1 or None")
+        if not isinstance(self.reason, str):
+            raise ValueError(f"StepBudget.reason={self.reason!r}: use a string")
 
     @property
     def chunk_limit(self) -> int:

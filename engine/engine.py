@@ -81,6 +81,9 @@ class LLMEngine:
         self._live: dict[str, tuple[Request, _TextState]] = {}
         self._ids = itertools.count()
         self._step_index = 0
+        # When the last step's executor returned, if the engine has had work ever since; None after
+        # an idle spell (StepStats.host_gap_s).
+        self._busy_since: float | None = None
 
     # -- intake ---------------------------------------------------------------------------------
 
@@ -139,6 +142,8 @@ class LLMEngine:
         if live is None or not self.scheduler.finish_request(request_id, FinishReason.ABORT, self.clock()):
             return None
         del self._live[request_id]
+        if not self.scheduler.has_unfinished():
+            self._busy_since = None
         request, text_state = live
         return RequestOutput(request_id, request.prompt_token_ids, list(request.output_token_ids), [],
                              text_state.text, "", True, FinishReason.ABORT, request.timeline, request.num_preemptions)
@@ -174,6 +179,7 @@ class LLMEngine:
         budget = self.policy.decide(snapshot_state(self.scheduler, start))
         batch = self.scheduler.schedule(budget, start)
         if batch.is_empty:
+            self._busy_since = None
             return []
         result = self.executor.execute(batch)
         end = self.clock()
@@ -183,7 +189,10 @@ class LLMEngine:
         self.policy.observe(stats)
         for listener in self.stats_listeners:
             listener(stats)
-        return [self._output(u, end) for u in updates]
+        outputs = [self._output(u, end) for u in updates]
+        # With nothing left the next step waits for a request: that gap is idle, not this step's cost.
+        self._busy_since = end if self.scheduler.has_unfinished() else None
+        return outputs
 
     def _stats(self, budget: StepBudget, batch: ScheduledBatch, result: StepResult, updates: list[RequestUpdate],
                start: float, end: float) -> StepStats:
@@ -197,7 +206,9 @@ class LLMEngine:
             num_free_blocks=sched.block_manager.num_free_blocks,
             num_total_blocks=sched.block_manager.num_total_blocks,
             num_preempted=len(batch.preempted_ids), token_budget=budget.token_budget,
-            max_chunk=budget.chunk_limit, first_token_latencies_s=first_token_latencies, max_token_gap_s=max_gap)
+            max_chunk=budget.chunk_limit, first_token_latencies_s=first_token_latencies, max_token_gap_s=max_gap,
+            host_gap_s=None if self._busy_since is None else start - self._busy_since,
+            budget_reason=budget.reason)
 
     def _output(self, update: RequestUpdate, now: float) -> RequestOutput:
         request, text_state = self._live[update.request_id]

@@ -12,7 +12,15 @@ class StepStats:
     """Shape, cost and queue state of one iteration. Units are in the field names or noted.
 
     `shape` is computed once per step from the scheduled batch (StepShape.from_batch); the token
-    counts below are read from it, and latency models learn from it as it is."""
+    counts below are read from it, and latency models learn from it as it is.
+
+    start_time_s is the engine clock before the budget decision; duration_s is the executor's
+    own time for the step. host_gap_s is the engine-clock time from the previous step's executor
+    return to this step's start (updating, outputs, whatever the caller did between steps); it is
+    None for the first step and whenever the engine ran out of work in between, when the gap is
+    idle time. So while host_gap_s of the next step is not None, the next step's start_time_s
+    minus this one's is this step's period: its whole cost to the token rhythm, host included.
+    """
 
     step_index: int
     start_time_s: float
@@ -28,6 +36,8 @@ class StepStats:
     max_chunk: int
     first_token_latencies_s: tuple[float, ...] = ()  # TTFTs of requests whose first token came this step
     max_token_gap_s: float = 0.0  # largest gap between consecutive tokens of one request this step
+    host_gap_s: float | None = None
+    budget_reason: str = ""  # the StepBudget's reason this step ran under
 
     @property
     def num_tokens(self) -> int:

@@ -8,12 +8,14 @@ import logging
 import signal
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 from aiohttp import web
 
 from adaptive_sarathi.engine.engine import LLMEngine
 from adaptive_sarathi.engine.budget import BudgetPolicy
 from adaptive_sarathi.engine.factory import EngineArgs, create_engine
+from adaptive_sarathi.engine.step_log import StepLogWriter, deployment_tags
 from adaptive_sarathi.server.gc_tuning import tune_garbage_collection
 from adaptive_sarathi.engine.loaders.default_model import DEFAULT_NAME
 from adaptive_sarathi.metrics import ServerMetrics
@@ -32,6 +34,7 @@ class ServerArgs:
     ones get 429 (None = no limit). max_prompts_per_request / max_prompt_chars: the RequestLimits
     of one body (400 beyond them). shutdown_timeout_s: how long in-flight requests may run on
     after SIGTERM before they are aborted. docs/server-limits.md states the defaults and why.
+    step_log: a file to write the step log of the run to (engine/step_log.py; overwritten), or None.
     """
 
     host: str = "127.0.0.1"
@@ -43,8 +46,12 @@ class ServerArgs:
     max_prompt_chars: int = 200_000
     shutdown_timeout_s: float = 10.0
     retry_after_s: int = 1
+    step_log: str | None = None
 
     def __post_init__(self) -> None:
+        if self.step_log is not None and not Path(self.step_log).parent.is_dir():
+            raise ValueError(f"--step-log {self.step_log}: the folder {Path(self.step_log).parent} does not exist: "
+                             "create it or write the log elsewhere")
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port={self.port} is invalid: use 0 (any free port) to 65535")
         if self.max_waiting is not None and self.max_waiting < 1:
@@ -66,9 +73,17 @@ class Server:
                              max_body_bytes=args.max_body_bytes, retry_after_s=args.retry_after_s,
                              limits=RequestLimits(args.max_prompts_per_request, args.max_prompt_chars))
         self._runner: web.AppRunner | None = None
+        self._step_log: StepLogWriter | None = None
 
     async def start(self) -> int:
-        """Start the engine thread and listen; returns the bound port."""
+        """Start the engine thread and listen; returns the bound port. With args.step_log, every
+        step from now on is logged there (OSError when the file cannot be created)."""
+        if self.args.step_log is not None:
+            try:
+                self._step_log = StepLogWriter(self.args.step_log, deployment_tags(self.engine.engine, self.model_name))
+            except OSError as err:
+                raise ValueError(f"--step-log {self.args.step_log}: cannot write it ({err}): pick a writable file") from None
+            self.engine.engine.stats_listeners.append(self._step_log)  # before the engine thread runs
         self.engine.start()
         # handler_cancellation: a client that hangs up cancels its handler, which aborts its
         # requests even before their first token.
@@ -85,8 +100,16 @@ class Server:
         """Refuse new requests (503), let in-flight ones finish within the shutdown timeout and
         abort the rest (finish reason abort), then close the listener."""
         await self.engine.shutdown(self.args.shutdown_timeout_s)
+        await self.close_step_log()
         if self._runner is not None:
             await self._runner.cleanup()
+
+    async def close_step_log(self) -> None:
+        """Write out and close the step log, if any (the engine thread must have stopped or died)."""
+        if self._step_log is not None:
+            self.engine.engine.stats_listeners.remove(self._step_log)
+            await asyncio.to_thread(self._step_log.close)
+            self._step_log = None
 
 
 async def serve(engine: LLMEngine, args: ServerArgs, model_name: str) -> bool:
@@ -96,6 +119,8 @@ async def serve(engine: LLMEngine, args: ServerArgs, model_name: str) -> bool:
     server = Server(engine, args, model_name)
     port = await server.start()
     print(f"adaptive-sarathi: serving {model_name} on http://{args.host}:{port}", flush=True)
+    if args.step_log is not None:
+        print(f"adaptive-sarathi: writing every step to {args.step_log}", file=sys.stderr, flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -108,6 +133,7 @@ async def serve(engine: LLMEngine, args: ServerArgs, model_name: str) -> bool:
         loop.remove_signal_handler(sig)
     if server.engine.error is not None:
         print(f"adaptive-sarathi: the engine failed, exiting: {server.engine.error!r}", file=sys.stderr, flush=True)
+        await server.close_step_log()
         if server._runner is not None:
             await server._runner.cleanup()
         return False

@@ -1,8 +1,13 @@
-"""Datasheet numbers of the GPUs the roofline model knows."""
+"""Datasheet numbers of the GPUs the roofline model knows, and the name of the device a run used."""
 
 from __future__ import annotations
 
+import platform
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # the roofline and profile readers load without torch
+    import torch
 
 
 @dataclass(frozen=True)
@@ -31,3 +36,12 @@ def gpu_spec(name: str) -> GpuSpec:
     if spec is None:
         raise ValueError(f"unknown GPU {name!r}: use one of {', '.join(GPUS)}")
     return spec
+
+
+def device_name(device: torch.device) -> str:
+    """The GPU's name (torch's), or the CPU's for CPU runs: the `gpu` tag of profiles and step logs."""
+    if device.type == "cuda":
+        import torch
+
+        return torch.cuda.get_device_name(device)
+    return f"cpu ({platform.processor() or platform.machine()})"

@@ -6,19 +6,33 @@ File format (written by `save_profile`; the GPU profiler writes the same):
     # model: llama-3-8b
     # dtype: bfloat16
     # torch: 2.5.1
-    num_prefill_tokens,num_decode_tokens,num_prefill_seqs,sum_context_tokens,duration_s
-    0,1,0,1024,0.0068
-    512,0,1,512,0.0151
+    num_prefill_tokens,num_decode_tokens,num_prefill_seqs,sum_context_tokens,duration_s,decode_context_tokens
+    0,1,0,1024,0.0068,1024
+    512,0,1,512,0.0151,0
     ...
 
-Leading `# key: value` lines are tags (free-form provenance: GPU, model, dtype, versions). Other
-columns are allowed and ignored.
+Leading `# key: value` lines are tags (free-form provenance: GPU, model, dtype, versions), except
+`form`, which picks the interpolation below. The five columns before decode_context_tokens are
+required; decode_context_tokens (StepShape's field) is optional: without it a row takes it from
+the profiler's decode_context_len column (x num_decode_tokens), else derives it as StepShape
+does. Other columns are allowed and ignored.
 
-Interpolation: duration = base(num_prefill_tokens) + a * num_decode_tokens
-+ b * sum_context_tokens + c * num_prefill_seqs, where base is piecewise-linear between the
-profile's distinct prefill-token counts (so a step between grid points such as 512 -> 520 tokens
-is reproduced when the grid samples both) and extended with its end slopes beyond them; the knot
-values and a, b, c are fitted jointly by least squares over all rows. Predictions are clamped at 0.
+Interpolation: duration = base(x) + sum of coefficient x feature, where base is piecewise-linear
+between the profile's distinct values of x (so a step between grid points such as 512 -> 520
+tokens is reproduced when the grid samples both) and extended with its end slopes beyond them; the
+knot values and the coefficients are fitted jointly by least squares over all rows. Predictions
+are clamped at 0. Two forms (FORMS):
+
+- `prefill-knots` (the default, and what a file without a `form` tag gets): x = num_prefill_tokens;
+  features num_decode_tokens, sum_context_tokens, num_prefill_seqs. Suited to a grid profile.
+- `token-knots`: x = num_tokens, decodes and chunk tokens alike, since the step's matmuls cost by
+  the tokens they multiply whatever their kind; features num_decode_tokens and num_prefill_seqs
+  (what decode rows and chunks add beyond the matmuls: sampling, LM-head rows, per-sequence
+  work), decode_context_tokens (the KV the decodes read), prefill_context_tokens and the chunks'
+  attention pairs, estimated per chunk as chunk x (context - chunk / 2) from the means over the
+  step's chunks (exact for one chunk). Their coefficients are kept >= 0 (no feature may make a
+  step faster), which keeps a noisy log's fit from extrapolating below zero. Suited to served
+  steps: many decodes at mixed contexts and chunks at any prefix depth, in one step.
 """
 
 from __future__ import annotations
@@ -27,7 +41,7 @@ import bisect
 import csv
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Sequence
 
 import numpy as np
 
@@ -35,6 +49,15 @@ from adaptive_sarathi.engine.latency.shape import StepShape
 
 PROFILE_COLUMNS = ("num_prefill_tokens", "num_decode_tokens", "num_prefill_seqs", "sum_context_tokens",
                    "duration_s")
+OPTIONAL_COLUMNS = ("decode_context_tokens",)
+PREFILL_KNOTS = "prefill-knots"
+TOKEN_KNOTS = "token-knots"
+# The features each form fits a coefficient to, in order, after the knots.
+FORMS: dict[str, tuple[str, ...]] = {
+    PREFILL_KNOTS: ("num_decode_tokens", "sum_context_tokens", "num_prefill_seqs"),
+    TOKEN_KNOTS: ("num_decode_tokens", "num_prefill_seqs", "decode_context_tokens", "prefill_context_tokens",
+                  "prefill_attention_pairs"),
+}
 
 
 @dataclass(frozen=True)
@@ -45,48 +68,130 @@ class ProfileRow:
 
 @dataclass(frozen=True)
 class ProfileLatencyModel:
-    """Fitted from `rows` on construction; `tags` carries the file's provenance lines."""
+    """Fitted from `rows` on construction, in the form `tags["form"]` names (PREFILL_KNOTS when
+    absent); `tags` carries the file's provenance lines. Raises ValueError for fewer than 2 rows
+    or an unknown form."""
 
     rows: tuple[ProfileRow, ...]
     tags: dict[str, str] = field(default_factory=dict, compare=False)
+    form: str = field(init=False)
     knots: tuple[float, ...] = field(init=False)
     knot_values: tuple[float, ...] = field(init=False)
-    decode_s: float = field(init=False)  # a: seconds per decode token
-    context_s: float = field(init=False)  # b: seconds per attended context token
-    prefill_seq_s: float = field(init=False)  # c: seconds per prefill chunk
+    coefficients: tuple[float, ...] = field(init=False)  # seconds per unit of FORMS[form], in order
     rms_error_s: float = field(init=False)  # root-mean-square residual of the fit over the rows
 
     def __post_init__(self) -> None:
         if len(self.rows) < 2:
             raise ValueError(f"a latency profile needs at least 2 rows, got {len(self.rows)}: profile more shapes")
-        knots = sorted({r.shape.num_prefill_tokens for r in self.rows})
-        design = np.zeros((len(self.rows), len(knots) + 3))
-        for i, r in enumerate(self.rows):
-            for k, w in _hat(knots, r.shape.num_prefill_tokens):
-                design[i, k] = w
-            design[i, -3:] = (r.shape.num_decode_tokens, r.shape.sum_context_tokens, r.shape.num_prefill_seqs)
+        form = self.tags.get("form", PREFILL_KNOTS)
+        if form not in FORMS:
+            raise ValueError(f"form={form!r} is unknown: use one of {', '.join(FORMS)} (the profile's '# form:' tag)")
+        shapes = [r.shape for r in self.rows]
+        x, features = form_design(form, shapes)
         target = np.array([r.duration_s for r in self.rows])
-        coef = np.linalg.lstsq(design, target, rcond=None)[0]
-        residual = design @ coef - target
-        for name, value in dict(knots=tuple(float(k) for k in knots), knot_values=tuple(coef[:-3].tolist()),
-                                decode_s=float(coef[-3]), context_s=float(coef[-2]), prefill_seq_s=float(coef[-1]),
+        knots = np.unique(x)
+        knot_values, coefficients = _fit_hat_linear(knots, x, features, target, nonnegative=form == TOKEN_KNOTS)
+        residual = _hat_design_times(knots, x, knot_values) + features @ coefficients - target
+        for name, value in dict(form=form, knots=tuple(knots.tolist()), knot_values=tuple(knot_values.tolist()),
+                                coefficients=tuple(coefficients.tolist()),
                                 rms_error_s=float(np.sqrt(np.mean(residual ** 2)))).items():
             object.__setattr__(self, name, value)
 
     def step_time(self, shape: StepShape) -> float:
-        base = sum(self.knot_values[k] * w for k, w in _hat(self.knots, shape.num_prefill_tokens))
-        t = (base + self.decode_s * shape.num_decode_tokens + self.context_s * shape.sum_context_tokens
-             + self.prefill_seq_s * shape.num_prefill_seqs)
+        # Scalar arithmetic: the simulator calls this every step.
+        if self.form == PREFILL_KNOTS:
+            a, b, c = self.coefficients
+            t = (_interpolate(self.knots, self.knot_values, shape.num_prefill_tokens) + a * shape.num_decode_tokens
+                 + b * shape.sum_context_tokens + c * shape.num_prefill_seqs)
+        else:
+            p, s = shape.num_prefill_tokens, shape.num_prefill_seqs
+            decode_context = shape.decode_context_tokens
+            prefill_context = shape.sum_context_tokens - decode_context
+            a, c, kd, kp, ka = self.coefficients
+            t = (_interpolate(self.knots, self.knot_values, p + shape.num_decode_tokens) + a * shape.num_decode_tokens
+                 + c * s + kd * decode_context + kp * prefill_context
+                 + (ka * (p * prefill_context - 0.5 * p * p) / s if s else 0.0))
         return t if t > 0.0 else 0.0
 
 
-def _hat(knots, x: float) -> list[tuple[int, float]]:
-    """Weights of piecewise-linear interpolation at x over sorted `knots`, linear beyond the ends."""
+def form_design(form: str, shapes: Sequence[StepShape]) -> tuple[np.ndarray, np.ndarray]:
+    """The knot variable [n] and the feature matrix [n, len(FORMS[form])] of `shapes` under
+    `form` (fresh float arrays)."""
+    p = np.array([s.num_prefill_tokens for s in shapes], dtype=float)
+    d = np.array([s.num_decode_tokens for s in shapes], dtype=float)
+    seqs = np.array([s.num_prefill_seqs for s in shapes], dtype=float)
+    context = np.array([s.sum_context_tokens for s in shapes], dtype=float)
+    if form == PREFILL_KNOTS:
+        return p, np.column_stack([d, context, seqs])
+    decode_context = np.array([s.decode_context_tokens for s in shapes], dtype=float)
+    prefill_context = context - decode_context
+    pairs = np.divide(p * prefill_context - 0.5 * p * p, seqs, out=np.zeros_like(p), where=seqs > 0)
+    return p + d, np.column_stack([d, seqs, decode_context, prefill_context, pairs])
+
+
+def _interpolate(knots: tuple[float, ...], values: tuple[float, ...], x: float) -> float:
+    """Piecewise-linear through (knots, values) at x, linear beyond the ends."""
     if len(knots) == 1:
-        return [(0, 1.0)]
+        return values[0]
     i = min(max(bisect.bisect_right(knots, x) - 1, 0), len(knots) - 2)
     frac = (x - knots[i]) / (knots[i + 1] - knots[i])
-    return [(i, 1.0 - frac), (i + 1, frac)]
+    return values[i] * (1.0 - frac) + values[i + 1] * frac
+
+
+def _hat_weights(knots: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per x: the left knot's index i and the weights of knots i and i + 1 (linear beyond the
+    ends; with one knot, weight 1 on it and 0 on a repeated index)."""
+    if len(knots) == 1:
+        zero = np.zeros(len(x), dtype=np.int64)
+        return zero, np.ones(len(x)), np.zeros(len(x))
+    i = np.clip(np.searchsorted(knots, x, side="right") - 1, 0, len(knots) - 2)
+    frac = (x - knots[i]) / (knots[i + 1] - knots[i])
+    return i, 1.0 - frac, frac
+
+
+def _hat_design_times(knots: np.ndarray, x: np.ndarray, values: np.ndarray) -> np.ndarray:
+    i, w0, w1 = _hat_weights(knots, x)
+    upper = np.minimum(i + 1, len(knots) - 1)
+    return w0 * values[i] + w1 * values[upper]
+
+
+def _fit_hat_linear(knots: np.ndarray, x: np.ndarray, features: np.ndarray, target: np.ndarray,
+                    nonnegative: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Least squares of target over [hat basis of x on knots | features]: (knot values,
+    coefficients). Through the normal equations, built from the two non-zeros a hat row has, so
+    memory grows with knots^2, not rows x knots (a served log has many steps and knots).
+
+    nonnegative: no feature may lower a step's time. The most negative coefficient is fixed at 0
+    and the rest refitted until none is negative (a greedy stand-in for exact non-negative least
+    squares, which it matches whenever one pass suffices)."""
+    k, f = len(knots), features.shape[1]
+    i, w0, w1 = _hat_weights(knots, x)
+    j = np.minimum(i + 1, k - 1)
+    # Columns scaled to unit RMS: features span 1 (a chunk) to 1e7 (attention pairs).
+    scale = np.sqrt(np.mean(features ** 2, axis=0))
+    scale[scale == 0] = 1.0
+    z = features / scale
+    gram = np.zeros((k + f, k + f))
+    hat = gram[:k, :k]
+    np.add.at(hat, (i, i), w0 * w0)
+    np.add.at(hat, (i, j), w0 * w1)
+    np.add.at(hat, (j, i), w0 * w1)
+    np.add.at(hat, (j, j), w1 * w1)
+    for col in range(f):
+        cross = np.bincount(i, w0 * z[:, col], minlength=k) + np.bincount(j, w1 * z[:, col], minlength=k)
+        gram[:k, k + col] = cross
+        gram[k + col, :k] = cross
+    gram[k:, k:] = z.T @ z
+    rhs = np.concatenate([np.bincount(i, w0 * target, minlength=k) + np.bincount(j, w1 * target, minlength=k),
+                          z.T @ target])
+    active = list(range(k + f))
+    while True:
+        solution = np.zeros(k + f)
+        solution[active] = np.linalg.lstsq(gram[np.ix_(active, active)], rhs[active], rcond=None)[0]
+        worst = int(np.argmin(solution[k:])) + k
+        if not nonnegative or solution[worst] >= 0:
+            return solution[:k], solution[k:] / scale
+        active.remove(worst)
 
 
 def load_profile(path: Path | str) -> ProfileLatencyModel:
@@ -104,26 +209,42 @@ def load_profile(path: Path | str) -> ProfileLatencyModel:
         if sep:
             tags[key.strip()] = value.strip()
     reader = csv.DictReader(lines[body_start:])
-    missing = [c for c in PROFILE_COLUMNS if c not in (reader.fieldnames or ())]
+    columns = reader.fieldnames or ()
+    missing = [c for c in PROFILE_COLUMNS if c not in columns]
     if missing:
         raise ValueError(f"profile {path} lacks the column(s) {missing}: the header must include "
                          f"{','.join(PROFILE_COLUMNS)}")
     rows = []
     for line_no, row in enumerate(reader, start=body_start + 2):
         try:
-            shape = StepShape(*(int(row[c]) for c in PROFILE_COLUMNS[:4]))
+            counts = [int(row[c]) for c in PROFILE_COLUMNS[:4]]
             duration = float(row["duration_s"])
+            decode_context = _decode_context(row, counts[1])
         except (TypeError, ValueError):
             raise ValueError(f"profile {path} line {line_no}: token counts must be integers and duration_s "
                              "a number of seconds") from None
-        if duration < 0 or min(shape.num_prefill_tokens, shape.num_decode_tokens, shape.num_prefill_seqs,
-                               shape.sum_context_tokens) < 0:
+        if duration < 0 or min(counts) < 0:
             raise ValueError(f"profile {path} line {line_no}: values must be >= 0")
-        rows.append(ProfileRow(shape, duration))
+        if decode_context is not None and not 0 <= decode_context <= counts[3]:
+            raise ValueError(f"profile {path} line {line_no}: decode_context_tokens={decode_context} must lie "
+                             f"between 0 and sum_context_tokens={counts[3]}")
+        rows.append(ProfileRow(StepShape(*counts, -1 if decode_context is None else decode_context), duration))
     try:
         return ProfileLatencyModel(tuple(rows), tags)
     except ValueError as err:
         raise ValueError(f"profile {path}: {err}") from None
+
+
+def _decode_context(row: dict, num_decodes: int) -> int | None:
+    """The row's decode_context_tokens: its own column, else the profiler's decode_context_len
+    (per decode), else None (StepShape derives it). Raises ValueError for a non-integer."""
+    value = row.get("decode_context_tokens")
+    if value not in (None, ""):
+        return int(value)
+    per_decode = row.get("decode_context_len")
+    if per_decode not in (None, ""):
+        return num_decodes * int(per_decode)
+    return None
 
 
 def save_profile(path: Path | str, rows: Iterable[ProfileRow], tags: dict[str, str] | None = None) -> None:
@@ -132,8 +253,8 @@ def save_profile(path: Path | str, rows: Iterable[ProfileRow], tags: dict[str, s
         for key, value in (tags or {}).items():
             f.write(f"# {key}: {value}\n")
         writer = csv.writer(f)
-        writer.writerow(PROFILE_COLUMNS)
+        writer.writerow(PROFILE_COLUMNS + OPTIONAL_COLUMNS)
         for r in rows:
             s = r.shape
             writer.writerow((s.num_prefill_tokens, s.num_decode_tokens, s.num_prefill_seqs, s.sum_context_tokens,
-                             repr(r.duration_s)))
+                             repr(r.duration_s), s.decode_context_tokens))

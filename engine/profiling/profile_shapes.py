@@ -52,7 +52,8 @@ class ProfileShape:
         prefill_tokens = sum(tokens for tokens, _ in self.prefill_chunks)
         context = self.num_decodes * self.decode_context_len + prefill_tokens + self.prefix_tokens
         return StepShape(num_prefill_tokens=prefill_tokens, num_decode_tokens=self.num_decodes,
-                         num_prefill_seqs=len(self.prefill_chunks), sum_context_tokens=context)
+                         num_prefill_seqs=len(self.prefill_chunks), sum_context_tokens=context,
+                         decode_context_tokens=self.num_decodes * self.decode_context_len)
 
 
 GRID_NAMES = ("quick", "full")

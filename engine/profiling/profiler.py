@@ -17,7 +17,6 @@ still leaves a usable profile.
 from __future__ import annotations
 
 import csv
-import platform
 import random
 import sys
 import time
@@ -33,6 +32,7 @@ from adaptive_sarathi.engine.cuda_graph import decode_graphs_supported
 from adaptive_sarathi.engine.factory import MAX_GRAPH_BATCH, EngineArgs
 from adaptive_sarathi.engine.input_prep import ModelInputs, prepare_inputs
 from adaptive_sarathi.engine.kv_sizing import kv_capacity_blocks
+from adaptive_sarathi.engine.latency.hardware import device_name
 from adaptive_sarathi.engine.latency.profile import PROFILE_COLUMNS
 from adaptive_sarathi.engine.loaders import resolve_model
 from adaptive_sarathi.engine.mixed_graphs import MAX_GRAPH_TOKENS, mixed_capture_sizes
@@ -283,13 +283,6 @@ def profile_tags(config: ProfileConfig, model_name: str, device: torch.device, d
                       "time of ModelRunner.execute (prep + forward + sampling, device synchronized); "
                       "device_duration_s = CUDA-event time of the same runs"),
     }
-
-
-def device_name(device: torch.device) -> str:
-    """The GPU's name, or the CPU's for CPU runs."""
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"cpu ({platform.processor() or platform.machine()})"
 
 
 def _triton_version() -> str:
