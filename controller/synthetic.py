@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from adaptive_sarathi.engine.budget import BudgetPolicy, StepBudget
 from adaptive_sarathi.engine.latency.shape import LatencyModel, StepShape
-from adaptive_sarathi.engine.stats import EngineState, StepStats
+from adaptive_sarathi.engine.stats import PREFILL_QUEUE_LEN, EngineState, StepStats
 
 
 @dataclass(frozen=True)
@@ -98,7 +98,9 @@ class SyntheticStream:
             running_prefill_tokens=sum(r.prompt - r.computed for r in self._running if r.in_prefill),
             waiting_prefill_tokens=sum(r.prompt for r in self._waiting),
             oldest_waiting_age_s=self.now_s - self._waiting[0].arrival_s if self._waiting else 0.0,
-            max_decode_gap_s=max((self.now_s - r.last_token_s for r in decodes), default=0.0))
+            max_decode_gap_s=max((self.now_s - r.last_token_s for r in decodes), default=0.0),
+            prefill_queue=tuple((r.arrival_s, r.prompt - r.computed, r.computed) for r in
+                                [*(r for r in self._running if r.in_prefill), *self._waiting][:PREFILL_QUEUE_LEN]))
 
     def next_state(self) -> EngineState:
         """state(), after skipping idle time to the next arrival when nothing is queued or running."""
