@@ -55,11 +55,13 @@ class ServerMetrics:
         self._request_success = make(Counter, "request_success", "Finished requests by finish reason",
                                      labelnames=("finished_reason",))
         self._request_rejected = make(Counter, "request_rejected", "Requests refused before reaching the engine, "
-                                      "by reason (queue_full: 429, bad_request: 400, too_large: 413, ...)",
+                                      "by reason (queue_full and ttft_unreachable: 429, bad_request: 400, "
+                                      "too_large: 413, ...)",
                                       labelnames=("reason",))
         self._rejected = {status: self._request_rejected.labels(model_name=model_name, reason=reason)
                           for status, reason in _REJECTION_REASONS.items()}
         self._rejected_other = self._request_rejected.labels(model_name=model_name, reason="other")
+        self._ttft_unreachable = self._request_rejected.labels(model_name=model_name, reason="ttft_unreachable")
         self._success = {reason: self._request_success.labels(model_name=model_name, finished_reason=reason.value)
                          for reason in FinishReason}
         self.ttft = make(Histogram, "time_to_first_token_seconds", "Arrival to first output token",
@@ -115,9 +117,11 @@ class ServerMetrics:
                 self.request_prompt_tokens.observe(len(output.prompt_token_ids))
                 self.request_generation_tokens.observe(len(output.token_ids))
 
-    def observe_rejection(self, status: int) -> None:
-        """A request answered with an error status (4xx, 503) before or instead of generating."""
-        self._rejected.get(status, self._rejected_other).inc()
+    def observe_rejection(self, status: int, code: str | None = None) -> None:
+        """A request answered with an error status (4xx, 503) before or instead of generating;
+        `code` "ttft_unreachable" (a 429 of SLO admission) is counted apart from a full queue."""
+        counter = self._ttft_unreachable if code == "ttft_unreachable" else self._rejected.get(status)
+        (counter or self._rejected_other).inc()
 
     # -- exposition ------------------------------------------------------------------------------
 

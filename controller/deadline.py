@@ -12,7 +12,7 @@ from adaptive_sarathi.controller.ladder import budget_ladder, candidate_shape, l
 from adaptive_sarathi.controller.latency_model import OnlineLatencyModel
 from adaptive_sarathi.controller.slo import SLOPolicy
 from adaptive_sarathi.engine.budget import BudgetPolicy, StepBudget
-from adaptive_sarathi.engine.stats import EngineState, StepStats
+from adaptive_sarathi.engine.stats import PREFILL_QUEUE_LEN, EngineState, StepStats
 
 _STALL_DECISIONS = 8  # decisions without observe() before the policy falls back (a stalled engine)
 _KV_HORIZON_STEPS = 2  # tokens each running decode is kept room for when sizing prefill into the cache
@@ -88,6 +88,7 @@ class DeadlineBudget(BudgetPolicy):
         self._fallback = StepBudget(bounds.fallback_token_budget, bounds.clamp_chunk(bounds.fallback_token_budget))
         self._since_observe = 0
         self._hint: int | None = None
+        self._drain_tps: float | None = None  # prompt tokens/s at the TBT cap, as last planned
         self.last_decision: Decision | None = None
 
     def decide(self, state: EngineState) -> StepBudget:
@@ -119,6 +120,9 @@ class DeadlineBudget(BudgetPolicy):
         knee_i = max(0, last_true(candidates[:top_i + 1], lambda b: time_of(b) <= knee_s))
         need_i, reason = self._need(state, candidates, knee_i, top_i, time_of)
         self._hint = candidates[top_i]
+        top = candidates[top_i]
+        if top > state.num_decodes and time_of(top) > 0:
+            self._drain_tps = (top - state.num_decodes) / time_of(top)
         budget = candidates[need_i]
         # The shortest step is the soonest a waiting request can get its first token.
         chosen = self._fit_kv(state, budget, relegate + time_of(floor))
@@ -178,3 +182,17 @@ class DeadlineBudget(BudgetPolicy):
     def observe(self, stats: StepStats) -> None:
         self._since_observe = 0
         self.online_model.observe(stats)
+
+    def admits(self, state: EngineState, num_prompt_tokens: int) -> bool:
+        """False when the prompt tokens queued ahead of a new request (late requests, served
+        after it, left out), and its own, would take longer than the TTFT target less the margin
+        at the last planned TBT cap's prefill rate. True until a step has been planned."""
+        if self._drain_tps is None:
+            return True
+        on_time_after = state.now_s - self._ttft.target_s
+        queue = state.prefill_queue
+        ahead = sum(pending for arrival, pending, _ in queue if arrival >= on_time_after)
+        if len(queue) >= PREFILL_QUEUE_LEN:  # requests past the listed ones wait too
+            ahead += max(0, state.running_prefill_tokens + state.waiting_prefill_tokens
+                         - sum(pending for _, pending, _ in queue))
+        return (ahead + num_prompt_tokens) / self._drain_tps <= (1.0 - self.margin) * self._ttft.target_s

@@ -59,6 +59,12 @@ class BudgetPolicy(Estimator):
     def observe(self, stats: StepStats) -> None:
         """Learn from a finished step. The default ignores it."""
 
+    def admits(self, state: EngineState, num_prompt_tokens: int) -> bool:
+        """Whether a request of `num_prompt_tokens` arriving now can still get its first token
+        within the TTFT target; a server refuses (429) the ones that cannot, rather than let them
+        wait in a queue that misses every deadline. The default admits every request."""
+        return True
+
 
 class FixedBudget(BudgetPolicy):
     """The same token budget and chunk size every step. Raises ValueError for a budget < 1 or a

@@ -59,7 +59,7 @@ def _error_middleware(metrics: ServerMetrics):
         try:
             return await handler(request)
         except APIError as err:
-            metrics.observe_rejection(err.status)
+            metrics.observe_rejection(err.status, err.code)
             return error_response(err)
         except web.HTTPException as exc:  # aiohttp's own: unknown route, wrong method, body too large
             if exc.status < 400:
@@ -147,7 +147,7 @@ class _Routes:
             raise bad_request(field, str(err)) from None
         except QueueFullError as err:
             raise APIError(429, f"the server is at capacity ({err}): retry later", type="rate_limit_error",
-                           code="queue_full", headers={"Retry-After": str(self.retry_after_s)}) from None
+                           code=err.code, headers={"Retry-After": str(self.retry_after_s)}) from None
         except EngineStoppedError:
             raise _unavailable(self.engine) from None
         except (EngineDeadError, RequestFailedError) as err:  # it failed on its way: a server error

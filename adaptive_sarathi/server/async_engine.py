@@ -296,6 +296,13 @@ class AsyncEngine:
             self._loop.call_soon_threadsafe(self._resolve, command.accepted, QueueFullError(
                 f"{self.engine.num_waiting} requests are waiting (--max-waiting {self.max_waiting})"))
             return
+        # Text prompts are tokenized by the engine: their length is not known here, so only
+        # token prompts (what the server hands over) count.
+        tokens = sum(len(p) for p in command.prompts if not isinstance(p, str))
+        if not self.engine.admits(tokens):
+            self._loop.call_soon_threadsafe(self._resolve, command.accepted, QueueFullError(
+                "the requests queued ahead would delay its first token past the TTFT target", "ttft_unreachable"))
+            return
         added: list[str] = []
         try:
             for rid, prompt in zip(command.request_ids, command.prompts):

@@ -34,7 +34,13 @@ def bad_request(param: str | None, message: str, code: str | None = None) -> API
 
 
 class QueueFullError(Exception):
-    """The engine's waiting queue holds --max-waiting requests; the client should retry later."""
+    """The engine cannot take the request now: its waiting queue holds --max-waiting requests
+    (code "queue_full"), or the budget policy expects the queue ahead of it to outlast the TTFT
+    target (code "ttft_unreachable"). The client should retry later."""
+
+    def __init__(self, message: str, code: str = "queue_full"):
+        super().__init__(message)
+        self.code = code
 
 
 class EngineDeadError(Exception):

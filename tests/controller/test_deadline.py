@@ -89,3 +89,22 @@ def test_candidate_steps_price_chunks_at_their_prefix_depth():
     shape = candidate_shape(s, 2 + 700, 600)
     assert (shape.num_prefill_tokens, shape.num_prefill_seqs) == (700, 2)
     assert shape.sum_context_tokens == 2 * 100 + (3000 + 500) + 200
+
+
+def test_admits_new_requests_only_while_the_queue_ahead_can_be_served_in_time():
+    p = policy()
+    calm = queued(10.0, (0.1, 1000))
+    p.decide(calm)
+    rate = p._drain_tps
+    assert rate > 0 and p.admits(calm, 1000)
+    due = (1 - p.margin) * TTFT_S
+    # A queue that alone takes longer than the target at the cap's rate: refused.
+    full = queued(10.0, (0.1, int(rate * due) + 1))
+    assert not p.admits(full, 1)
+    # Requests past their deadline wait behind new ones: they do not count against admission.
+    late = queued(10.0, (TTFT_S + 1.0, int(rate * due) + 1))
+    assert p.admits(late, 1000)
+
+
+def test_admission_is_open_before_any_plan():
+    assert policy().admits(queued(10.0, (0.1, 10**9)), 1)

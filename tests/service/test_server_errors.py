@@ -189,3 +189,31 @@ def test_the_waiting_queue_is_bounded_by_default():
     from adaptive_sarathi.server import ServerArgs
 
     assert ServerArgs().max_waiting == 256
+
+
+def test_a_policy_that_expects_a_missed_ttft_refuses_with_429():
+    """SLO admission: the budget policy says a request can no longer get its first token in time
+    (BudgetPolicy.admits); the server answers 429 with its own code, counted apart, and serves
+    the requests the policy admits."""
+    from conftest import RunningServer
+
+    from adaptive_sarathi.engine.budget import FixedBudget
+    from adaptive_sarathi.engine.factory import create_engine
+    from adaptive_sarathi.server.server import Server, ServerArgs
+
+    class ShortPromptsOnly(FixedBudget):
+        def admits(self, state, num_prompt_tokens):
+            return num_prompt_tokens <= 8
+
+    engine = create_engine(EngineArgs(model="dummy:tiny", num_kv_blocks=512), ShortPromptsOnly(64))
+    running = RunningServer(Server(engine, ServerArgs(port=0), "dummy:tiny"))
+    try:
+        status, headers, body = running.request("POST", COMPLETIONS, good(prompt=[5] * 20))
+        assert status == 429 and int(headers["Retry-After"]) >= 1
+        assert body["error"]["code"] == "ttft_unreachable" and "TTFT" in body["error"]["message"]
+        assert running.request("POST", COMPLETIONS, GOOD)[0] == 200
+        samples = running.metrics()
+        assert samples["adaptive_sarathi:request_rejected_total{reason=ttft_unreachable}"] == 1
+        assert samples["adaptive_sarathi:request_rejected_total{reason=queue_full}"] == 0
+    finally:
+        running.stop()
