@@ -87,7 +87,9 @@ class DeadlineBudget(BudgetPolicy):
         self._ttft = slo.tightest_ttft
         self._fallback = StepBudget(bounds.fallback_token_budget, bounds.clamp_chunk(bounds.fallback_token_budget))
         self._since_observe = 0
-        self._hint: int | None = None
+        # Where the three ladder searches start (the last decision's budgets): a steady state
+        # then costs two or three model predictions per search instead of a bisection.
+        self._hints: tuple[int | None, int | None, int | None] = (None, None, None)
         self._drain_tps: float | None = None  # prompt tokens/s at the TBT cap, as last planned
         self.last_decision: Decision | None = None
 
@@ -115,12 +117,13 @@ class DeadlineBudget(BudgetPolicy):
         candidates = ladder_candidates(self._ladder, floor, bounds.max_token_budget)
         limit = (1.0 - self.margin) * self._tbt.target_s - state.max_decode_gap_s
         ratio = model.tail_ratio(self._tbt.quantile)
-        top_i = max(0, last_true(candidates, lambda b: time_of(b) * ratio <= limit, self._hint))
+        top_hint, knee_hint, need_hint = self._hints
+        top_i = max(0, last_true(candidates, lambda b: time_of(b) * ratio <= limit, top_hint))
         knee_s = (1.0 + self.knee_slack) * time_of(floor)
-        knee_i = max(0, last_true(candidates[:top_i + 1], lambda b: time_of(b) <= knee_s))
-        need_i, reason = self._need(state, candidates, knee_i, top_i, time_of)
-        self._hint = candidates[top_i]
+        knee_i = max(0, last_true(candidates[:top_i + 1], lambda b: time_of(b) <= knee_s, knee_hint))
+        need_i, reason = self._need(state, candidates, knee_i, top_i, time_of, need_hint)
         top = candidates[top_i]
+        self._hints = (top, candidates[knee_i], candidates[need_i])
         if top > state.num_decodes and time_of(top) > 0:
             self._drain_tps = (top - state.num_decodes) / time_of(top)
         budget = candidates[need_i]
@@ -129,15 +132,15 @@ class DeadlineBudget(BudgetPolicy):
         return self._record(chosen, reason, candidates[top_i], candidates[knee_i], budget, time_of(budget))
 
     def _need(self, state: EngineState, candidates: tuple[int, ...], knee_i: int, top_i: int,
-              time_of) -> tuple[int, str]:
+              time_of, hint: int | None) -> tuple[int, str]:
         """(index of the budget to run, reason): the smallest candidate in [knee, top] meeting every
         deadline of the prefill queue; top when none does; the knee when the queue asks no more."""
         queue = state.prefill_queue
         if not queue or knee_i == top_i:
             return knee_i, "knee"
-        arrivals = np.fromiter((entry[0] for entry in queue), dtype=np.float64, count=len(queue))
-        queued = np.cumsum(np.fromiter((entry[1] for entry in queue), dtype=np.float64, count=len(queue)))
-        slack = arrivals + self._ttft.target_s * (1.0 - self.margin) - state.now_s
+        rows = np.array(queue, dtype=np.float64)  # [k, (arrival, pending, computed)]
+        queued = np.cumsum(rows[:, 1])
+        slack = rows[:, 0] + (self._ttft.target_s * (1.0 - self.margin) - state.now_s)
         decodes = state.num_decodes
         has_deadline = np.isfinite(slack)
 
@@ -155,7 +158,8 @@ class DeadlineBudget(BudgetPolicy):
         if keeps_all(candidates[knee_i]):
             return knee_i, "knee"
         # The first budget that keeps them all: one past the last that does not.
-        return knee_i + 2 + last_true(candidates[knee_i + 1:top_i + 1], lambda b: not keeps_all(b)), "deadline"
+        late_i = last_true(candidates[knee_i + 1:top_i + 1], lambda b: not keeps_all(b), hint)
+        return knee_i + 2 + late_i, "deadline"
 
     def _fit_kv(self, state: EngineState, budget: int, relegate_before_s: float) -> StepBudget:
         """`budget` with its chunk, both within the prompt tokens the free KV cache can take: free
