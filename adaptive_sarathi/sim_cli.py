@@ -42,9 +42,11 @@ def add_simulation_commands(sub: argparse._SubParsersAction) -> None:
     cap.add_argument("--tolerance", type=float, default=0.02, help="relative precision of the search (default 0.02)")
     t = tune.add_argument_group("tuning")
     t.add_argument("--trials", type=int, default=20, help="Optuna trials, the defaults included (default 20)")
-    t.add_argument("--objective", default="capacity", choices=("capacity", "goodput"),
-                   help="capacity: highest rate meeting P99 TBT and 2 s median scheduling delay (searched from "
-                        "--qps); goodput: requests/s meeting every SLO at --qps (default capacity)")
+    t.add_argument("--objective", default="capacity", choices=("capacity", "proxy", "goodput"),
+                   help="capacity: SLO capacity, the highest rate at which every declared target holds at its "
+                        "percentile (searched from --qps); proxy: Sarathi-Serve's capacity (P99 TBT and 2 s "
+                        "median scheduling delay); goodput: requests/s meeting every SLO at --qps (default "
+                        "capacity)")
     t.add_argument("--tune-policy", default="adaptive", choices=("adaptive", "fixed"),
                    help="what to tune: the adaptive policy's hyperparameters or, as a baseline, a fixed budget")
     t.add_argument("--tolerance", type=float, default=0.05, help="relative precision of each trial's capacity "
@@ -185,7 +187,7 @@ def _tune(args: argparse.Namespace, scenario) -> int:
     with bar:
         result = tune_scenario(scenario, policy=args.tune_policy, objective=args.objective, qps=args.qps, trials=args.trials,
                       seed=args.seed, rel_tol=args.tolerance, on_trial=on_trial)
-    unit = "qps" if args.objective == "capacity" else "goodput req/s"
+    unit = "goodput req/s" if args.objective == "goodput" else "qps"
     print(f"{args.tune_policy} {args.objective}: defaults {result.default_value:.3f} {unit}, best "
           f"{result.best_value:.3f} {unit} ({result.improvement:.3f}x) after {len(result.trials)} trials")
     print("best params: " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
