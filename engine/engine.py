@@ -88,10 +88,13 @@ class LLMEngine:
     # -- intake ---------------------------------------------------------------------------------
 
     def add_request(self, prompt: str | list[int], params: SamplingParams | None = None,
-                    request_id: str | None = None, arrival_time: float | None = None) -> str:
-        """Validate and queue a request; returns its id. Raises InvalidRequestError (field named)
-        for an empty or over-long prompt, token ids outside the vocabulary, a duplicate id, or
-        text/stop strings on a model without a tokenizer."""
+                    request_id: str | None = None, arrival_time: float | None = None,
+                    slo_class: str | None = None) -> str:
+        """Validate and queue a request; returns its id. `slo_class` names the SLO policy's class
+        whose targets the request is served to (None: the top-level targets; the caller checks the
+        name). Raises InvalidRequestError (field named) for an empty or over-long prompt, token
+        ids outside the vocabulary, a duplicate id, or text/stop strings on a model without a
+        tokenizer."""
         params = params or SamplingParams()
         token_ids = self.tokenize(prompt)
         if not token_ids:
@@ -107,7 +110,7 @@ class LLMEngine:
             raise InvalidRequestError("request_id", f"request_id={request_id!r} is already in flight: use a new id")
         request = Request(request_id, token_ids, params,
                           arrival_time=self.clock() if arrival_time is None else arrival_time,
-                          eos_token_ids=self.eos_token_ids)
+                          eos_token_ids=self.eos_token_ids, slo_class=slo_class)
         self.scheduler.add_request(request)  # first: a refusal there must leave nothing behind here
         self._live[request_id] = (request, _TextState(self.tokenizer, params.stop, token_ids))
         return request_id

@@ -72,6 +72,7 @@ class Request:
     sampling_params: SamplingParams
     arrival_time: float
     eos_token_ids: tuple[int, ...] = ()  # any of them ends generation (unless ignore_eos)
+    slo_class: str | None = None  # the SLO policy's request class (None: its top-level targets)
     output_token_ids: list[int] = field(default_factory=list)
     num_computed_tokens: int = 0
     status: RequestStatus = RequestStatus.WAITING
