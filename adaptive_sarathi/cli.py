@@ -296,6 +296,7 @@ def _profile_from_stats(args: argparse.Namespace) -> int:
         return exit_codes.USAGE
     print(f"wrote {len(fit.rows)} steps ({args.fit_duration}) to {args.out}"
           + (f"; left out {fit.num_without_period} steps without a period" if fit.num_without_period else ""))
+    print(f"covers {fit.model.tags['covers']} (beyond that, predictions are extrapolations)")
     print(f"fit error, fitted steps: {fit.error}")
     print(f"fit error, held-out steps: {fit.holdout_error if fit.holdout_error is not None else 'too few steps'}")
     return exit_codes.OK

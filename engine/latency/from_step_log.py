@@ -74,6 +74,7 @@ def fit_step_log(log: StepLog, duration: str = "period", form: str = TOKEN_KNOTS
         "form": form,
         "duration": _DURATION_TAGS[duration],
         "steps": f"{len(rows)} of the log's {len(log.records)}" + (f" ({missing} without a period)" if missing else ""),
+        "covers": _coverage(rows),
         "fitted": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     })
     model = ProfileLatencyModel(rows, tags)
@@ -83,6 +84,20 @@ def fit_step_log(log: StepLog, duration: str = "period", form: str = TOKEN_KNOTS
     tags["holdout_error"] = (f"|observed/predicted - 1| over {holdout_fraction:.0%} of the steps held out of a fit "
                              f"on the rest: {holdout}") if holdout is not None else "too few steps to hold any out"
     return StepLogFit(model, rows, error, holdout, len(log.records), missing)
+
+
+def _coverage(rows: tuple[ProfileRow, ...]) -> str:
+    """The step shapes the rows span: predictions outside it are extrapolations."""
+    decodes = [r.shape.num_decode_tokens for r in rows if not r.shape.num_prefill_seqs]
+    mixed = [r.shape.num_tokens for r in rows if r.shape.num_prefill_seqs]
+    parts = []
+    if decodes:
+        parts.append(f"decode-only steps of {min(decodes)}-{max(decodes)} decodes")
+    if mixed:
+        parts.append(f"steps with prefill chunks of {min(mixed)}-{max(mixed)} tokens")
+    contexts = [r.shape.decode_context_tokens for r in rows]
+    parts.append(f"decode context up to {max(contexts)} tokens per step")
+    return "; ".join(parts)
 
 
 def _holdout_error(rows: tuple[ProfileRow, ...], form: str, fraction: float, seed: int) -> FitError | None:

@@ -19,8 +19,9 @@ does. Other columns are allowed and ignored.
 
 Interpolation: duration = base(x) + sum of coefficient x feature, where base is piecewise-linear
 between the profile's distinct values of x (so a step between grid points such as 512 -> 520
-tokens is reproduced when the grid samples both) and extended with its end slopes beyond them; the
-knot values and the coefficients are fitted jointly by least squares over all rows. Predictions
+tokens is reproduced when the grid samples both) and extended beyond them (prefill-knots: with its
+end segments' slopes); the knot values and the coefficients are fitted jointly by least squares
+over all rows. Predictions
 are clamped at 0. Two forms (FORMS):
 
 - `prefill-knots` (the default, and what a file without a `form` tag gets): x = num_prefill_tokens;
@@ -30,9 +31,15 @@ are clamped at 0. Two forms (FORMS):
   (what decode rows and chunks add beyond the matmuls: sampling, LM-head rows, per-sequence
   work), decode_context_tokens (the KV the decodes read), prefill_context_tokens and the chunks'
   attention pairs, estimated per chunk as chunk x (context - chunk / 2) from the means over the
-  step's chunks (exact for one chunk). Their coefficients are kept >= 0 (no feature may make a
-  step faster), which keeps a noisy log's fit from extrapolating below zero. Suited to served
-  steps: many decodes at mixed contexts and chunks at any prefix depth, in one step.
+  step's chunks (exact for one chunk). Decode-only steps get a base curve of their own (knots at
+  their decode counts; of the features only decode_context_tokens applies to them), since they
+  run other kernels (decode CUDA graphs) than steps with chunks; when the rows lack either kind,
+  one curve serves both. Beyond a curve's ends it continues with the slope of the row-weighted
+  least-squares line through its knots, not its end segment's, which may be a local step (a
+  batch filling a new graph size or GEMM tile). The feature coefficients are kept >= 0 (no
+  feature may make a step faster), which keeps a noisy log's fit from going below zero. Suited
+  to served steps: many decodes at mixed contexts and chunks at any prefix depth, in one step;
+  beyond the shapes a log covers, predictions are extrapolations.
 """
 
 from __future__ import annotations
@@ -75,8 +82,15 @@ class ProfileLatencyModel:
     rows: tuple[ProfileRow, ...]
     tags: dict[str, str] = field(default_factory=dict, compare=False)
     form: str = field(init=False)
+    # The base curve: of every step (prefill-knots), or of steps with a prefill chunk (token-knots).
     knots: tuple[float, ...] = field(init=False)
     knot_values: tuple[float, ...] = field(init=False)
+    # token-knots: the base curve of decode-only steps; () when the rows lack either kind of step.
+    decode_knots: tuple[float, ...] = field(init=False)
+    decode_knot_values: tuple[float, ...] = field(init=False)
+    # token-knots: slope (s/token) of each curve beyond its ends; None: the end segments' slopes.
+    knot_slope: float | None = field(init=False)
+    decode_knot_slope: float | None = field(init=False)
     coefficients: tuple[float, ...] = field(init=False)  # seconds per unit of FORMS[form], in order
     rms_error_s: float = field(init=False)  # root-mean-square residual of the fit over the rows
 
@@ -89,10 +103,37 @@ class ProfileLatencyModel:
         shapes = [r.shape for r in self.rows]
         x, features = form_design(form, shapes)
         target = np.array([r.duration_s for r in self.rows])
-        knots = np.unique(x)
-        knot_values, coefficients = _fit_hat_linear(knots, x, features, target, nonnegative=form == TOKEN_KNOTS)
-        residual = _hat_design_times(knots, x, knot_values) + features @ coefficients - target
-        for name, value in dict(form=form, knots=tuple(knots.tolist()), knot_values=tuple(knot_values.tolist()),
+        decode_only = np.array([s.num_prefill_seqs == 0 for s in shapes])
+        # Decode-only steps get their own curve: they replay other kernels (decode graphs) than steps
+        # with chunks, so their cost at a token count says little about a mixed step's at the same count.
+        separate = form == TOKEN_KNOTS and decode_only.any() and not decode_only.all()
+        if separate:
+            features[decode_only, 0] = 0.0  # a decode-only step's decodes are its curve's x
+            groups = [~decode_only, decode_only]
+        else:
+            groups = [np.ones(len(x), dtype=bool)]
+        curves = [np.unique(x[g]) for g in groups]
+        i, j, w0, w1 = (np.empty(len(x), dtype=np.int64), np.empty(len(x), dtype=np.int64),
+                        np.empty(len(x)), np.empty(len(x)))
+        offset = 0
+        for g, knots in zip(groups, curves):
+            gi, gj, gw0, gw1 = _hat_weights(knots, x[g])
+            i[g], j[g], w0[g], w1[g] = gi + offset, gj + offset, gw0, gw1
+            offset += len(knots)
+        values, coefficients = _fit_hats(i, j, w0, w1, offset, features, target, nonnegative=form == TOKEN_KNOTS)
+        residual = w0 * values[i] + w1 * values[j] + features @ coefficients - target
+        split = len(curves[0])
+        slopes = [None, None]
+        if form == TOKEN_KNOTS:
+            weight = np.bincount(i, w0, minlength=offset) + np.bincount(j, w1, minlength=offset)
+            bounds = [(0, split), (split, offset)]
+            slopes = [_trend_slope(curves[c], values[a:b], weight[a:b]) for c, (a, b) in enumerate(bounds[:len(curves)])]
+            slopes += [None] * (2 - len(slopes))
+        decode_curve = curves[1] if separate else np.empty(0)
+        for name, value in dict(form=form, knots=tuple(curves[0].tolist()), knot_values=tuple(values[:split].tolist()),
+                                decode_knots=tuple(decode_curve.tolist()),
+                                decode_knot_values=tuple(values[split:].tolist()),
+                                knot_slope=slopes[0], decode_knot_slope=slopes[1],
                                 coefficients=tuple(coefficients.tolist()),
                                 rms_error_s=float(np.sqrt(np.mean(residual ** 2)))).items():
             object.__setattr__(self, name, value)
@@ -101,15 +142,18 @@ class ProfileLatencyModel:
         # Scalar arithmetic: the simulator calls this every step.
         if self.form == PREFILL_KNOTS:
             a, b, c = self.coefficients
-            t = (_interpolate(self.knots, self.knot_values, shape.num_prefill_tokens) + a * shape.num_decode_tokens
-                 + b * shape.sum_context_tokens + c * shape.num_prefill_seqs)
+            t = (_interpolate(self.knots, self.knot_values, shape.num_prefill_tokens, None)
+                 + a * shape.num_decode_tokens + b * shape.sum_context_tokens + c * shape.num_prefill_seqs)
+            return t if t > 0.0 else 0.0
+        p, s, d = shape.num_prefill_tokens, shape.num_prefill_seqs, shape.num_decode_tokens
+        decode_context = shape.decode_context_tokens
+        a, c, kd, kp, ka = self.coefficients
+        if not s and self.decode_knots:
+            t = _interpolate(self.decode_knots, self.decode_knot_values, d, self.decode_knot_slope) + kd * decode_context
         else:
-            p, s = shape.num_prefill_tokens, shape.num_prefill_seqs
-            decode_context = shape.decode_context_tokens
             prefill_context = shape.sum_context_tokens - decode_context
-            a, c, kd, kp, ka = self.coefficients
-            t = (_interpolate(self.knots, self.knot_values, p + shape.num_decode_tokens) + a * shape.num_decode_tokens
-                 + c * s + kd * decode_context + kp * prefill_context
+            t = (_interpolate(self.knots, self.knot_values, p + d, self.knot_slope) + a * d + c * s
+                 + kd * decode_context + kp * prefill_context
                  + (ka * (p * prefill_context - 0.5 * p * p) / s if s else 0.0))
         return t if t > 0.0 else 0.0
 
@@ -129,8 +173,12 @@ def form_design(form: str, shapes: Sequence[StepShape]) -> tuple[np.ndarray, np.
     return p + d, np.column_stack([d, seqs, decode_context, prefill_context, pairs])
 
 
-def _interpolate(knots: tuple[float, ...], values: tuple[float, ...], x: float) -> float:
-    """Piecewise-linear through (knots, values) at x, linear beyond the ends."""
+def _interpolate(knots: tuple[float, ...], values: tuple[float, ...], x: float, slope: float | None) -> float:
+    """Piecewise-linear through (knots, values) at x; beyond the ends, linear with `slope` (None:
+    the end segment's slope; one knot and no slope: flat)."""
+    if slope is not None and (x < knots[0] or x > knots[-1]):
+        end = 0 if x < knots[0] else len(knots) - 1
+        return values[end] + slope * (x - knots[end])
     if len(knots) == 1:
         return values[0]
     i = min(max(bisect.bisect_right(knots, x) - 1, 0), len(knots) - 2)
@@ -138,35 +186,39 @@ def _interpolate(knots: tuple[float, ...], values: tuple[float, ...], x: float) 
     return values[i] * (1.0 - frac) + values[i + 1] * frac
 
 
-def _hat_weights(knots: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per x: the left knot's index i and the weights of knots i and i + 1 (linear beyond the
-    ends; with one knot, weight 1 on it and 0 on a repeated index)."""
+def _trend_slope(knots: np.ndarray, values: np.ndarray, weight: np.ndarray) -> float:
+    """The slope of the weighted least-squares line through (knots, values): how a curve goes on
+    past the measured range. An end segment's slope would carry a local step (a batch that fills
+    a new CUDA-graph size or GEMM tile) on for ever."""
+    if len(knots) < 2:
+        return 0.0
+    mean_x = np.average(knots, weights=weight)
+    spread = np.average((knots - mean_x) ** 2, weights=weight)
+    return float(np.average((knots - mean_x) * (values - np.average(values, weights=weight)), weights=weight) / spread)
+
+
+def _hat_weights(knots: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per x: the indices i, j of the knots it lies between (or of the end segment it extends)
+    and their weights (linear beyond the ends; one knot: i = j, weights 1 and 0)."""
     if len(knots) == 1:
         zero = np.zeros(len(x), dtype=np.int64)
-        return zero, np.ones(len(x)), np.zeros(len(x))
+        return zero, zero, np.ones(len(x)), np.zeros(len(x))
     i = np.clip(np.searchsorted(knots, x, side="right") - 1, 0, len(knots) - 2)
     frac = (x - knots[i]) / (knots[i + 1] - knots[i])
-    return i, 1.0 - frac, frac
+    return i, i + 1, 1.0 - frac, frac
 
 
-def _hat_design_times(knots: np.ndarray, x: np.ndarray, values: np.ndarray) -> np.ndarray:
-    i, w0, w1 = _hat_weights(knots, x)
-    upper = np.minimum(i + 1, len(knots) - 1)
-    return w0 * values[i] + w1 * values[upper]
-
-
-def _fit_hat_linear(knots: np.ndarray, x: np.ndarray, features: np.ndarray, target: np.ndarray,
-                    nonnegative: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """Least squares of target over [hat basis of x on knots | features]: (knot values,
-    coefficients). Through the normal equations, built from the two non-zeros a hat row has, so
-    memory grows with knots^2, not rows x knots (a served log has many steps and knots).
+def _fit_hats(i: np.ndarray, j: np.ndarray, w0: np.ndarray, w1: np.ndarray, k: int, features: np.ndarray,
+              target: np.ndarray, nonnegative: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Least squares of target over [k hat columns (row r: w0[r] at i[r], w1[r] at j[r]) |
+    features]: (knot values, coefficients). Through the normal equations, built from the two
+    non-zeros a hat row has, so memory grows with k^2, not rows x k (a served log has many steps
+    and knots).
 
     nonnegative: no feature may lower a step's time. The most negative coefficient is fixed at 0
     and the rest refitted until none is negative (a greedy stand-in for exact non-negative least
     squares, which it matches whenever one pass suffices)."""
-    k, f = len(knots), features.shape[1]
-    i, w0, w1 = _hat_weights(knots, x)
-    j = np.minimum(i + 1, k - 1)
+    f = features.shape[1]
     # Columns scaled to unit RMS: features span 1 (a chunk) to 1e7 (attention pairs).
     scale = np.sqrt(np.mean(features ** 2, axis=0))
     scale[scale == 0] = 1.0

@@ -167,6 +167,20 @@ def test_token_knots_keep_coefficients_nonnegative_on_noisy_steps():
     assert all(model.step_time(StepShape(0, 64, 0, 64 * c, 64 * c)) > 0 for c in (10, 1000, 100_000))
 
 
+def test_token_knots_price_decode_only_steps_on_their_own_curve_and_extrapolate_by_its_trend():
+    # Decode-only steps: 5 ms up to 8 decodes, then a step to 6 ms at 9 (a larger CUDA graph).
+    # Steps with a chunk are far dearer at the same token counts (another kernel path).
+    decode_times = {n: 0.005 + (0.001 if n >= 9 else 0.0) for n in (1, 2, 4, 8, 9)}
+    rows = [ProfileRow(StepShape(0, n, 0, 100 * n, 100 * n), t) for n, t in decode_times.items()]
+    rows += [ProfileRow(StepShape(p, 0, 1, p, 0), 0.02 + 1e-5 * p) for p in (6, 64, 256, 512)]
+    model = ProfileLatencyModel(tuple(rows), {"form": "token-knots"})
+    assert model.decode_knots == (1, 2, 4, 8, 9) and model.knots == (6, 64, 256, 512)
+    assert model.step_time(StepShape(0, 6, 0, 600, 600)) == pytest.approx(0.005, rel=1e-3)  # untouched by chunks
+    # Past 9 decodes the curve's trend goes on (about 0.08 ms a decode), not the last segment's
+    # 1 ms a decode, which would give 13 ms at 16.
+    assert 0.006 < model.step_time(StepShape(0, 16, 0, 1600, 1600)) < 0.007
+
+
 def test_profile_csv_keeps_decode_context_and_the_form(tmp_path):
     rows = [ProfileRow(StepShape(100, 4, 1, 4 * 300 + 900, 4 * 300), 0.02), ProfileRow(StepShape(0, 8, 0, 800), 0.01),
             ProfileRow(StepShape(200, 0, 1, 200), 0.015)]
