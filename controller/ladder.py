@@ -54,7 +54,7 @@ def _queued_shape(state: EngineState, decodes: int, decode_context: int, prefill
     if left > 0:  # requests past the listed queue
         context += left
         seqs += -(-left // chunk)
-    return StepShape(prefill, decodes, seqs, context)
+    return StepShape(prefill, decodes, seqs, context, decode_context)
 
 
 def ladder_candidates(ladder: tuple[int, ...], floor: int, cap: int) -> tuple[int, ...]:

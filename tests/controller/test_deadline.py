@@ -89,6 +89,7 @@ def test_candidate_steps_price_chunks_at_their_prefix_depth():
     shape = candidate_shape(s, 2 + 700, 600)
     assert (shape.num_prefill_tokens, shape.num_prefill_seqs) == (700, 2)
     assert shape.sum_context_tokens == 2 * 100 + (3000 + 500) + 200
+    assert shape.decode_context_tokens == 2 * 100
 
 
 def test_admits_new_requests_only_while_the_queue_ahead_can_be_served_in_time():
