@@ -152,8 +152,10 @@ class OnlineLatencyModel(Estimator):
     # -- learning -----------------------------------------------------------------------------
 
     def observe(self, stats: StepStats) -> None:
-        """learn_one() from a finished engine step (stats is not mutated)."""
-        self.learn_one(stats.shape, stats.duration_s)
+        """learn_one() from a finished engine step (stats is not mutated): its period, the host
+        time since the previous step included when known, since that is what a token gap costs
+        (and what a profile fitted from a step log predicts)."""
+        self.learn_one(stats.shape, stats.duration_s + (stats.host_gap_s or 0.0))
 
     def learn_one(self, shape: StepShape, duration_s: float) -> None:
         """Score the prediction for `shape` against `duration_s` (the online error), then learn
