@@ -23,18 +23,21 @@ profile is saved to --out, so a second call can reuse it with --profile.
 
 Outputs under --out (default $OUT): NAME.json (every run), NAME.md (tables), NAME_profile.csv
 (when calibrated); rewritten after every run, so a call cut short keeps what it measured. The
-call's wall time is estimated from the flags first (per run: the last arrival plus each
-request's prefill at 20k tokens/s and decodes at --step-s, plus --setup-s); a plan over
---max-wall-s is refused (exit 2). While running, a run whose simulated makespan no longer fits
-the time left is skipped and recorded as skipped.
+call's wall time is estimated from the flags first (per run: the latest over requests of arrival
++ prefill at 20k tokens/s + decodes at --step-s; the calibration bursts' prefill added up; plus
+--setup-s); a plan over --max-wall-s is refused (exit 2). While running, a run whose simulated
+makespan (or estimate, if longer) no longer fits the time left is skipped and recorded so.
 
-Two calls on an H200 (each under 9 minutes), then the merge on any machine:
-  python experiments/real_gpu_slo.py --trace .whl/sharegpt_8k.csv \
-      --policies fixed:512,fixed:1024,fixed:2048 --rates 8,12 --repeats 3 --out $OUT
-  python experiments/real_gpu_slo.py --trace .whl/sharegpt_8k.csv --profile PROFILE_CSV_OF_CALL_1 \
-      --policies adaptive,deadline --rates 8,12 --repeats 3 --out $OUT
-  python experiments/real_gpu_slo.py --merge A/real_gpu_slo.json B/real_gpu_slo.json \
+Two calls on an H200 (each estimated under --max-wall-s=520), every policy side by side in each,
+one rate per call; the second reuses the first call's profile (copied where the call can read it),
+then the merge on any machine:
+  python experiments/real_gpu_slo.py --trace .whl/sharegpt_8k.csv --rates 12 --repeats 3 \
+      --num-requests 100 --name real_gpu_slo_12qps --out $OUT
+  python experiments/real_gpu_slo.py --trace .whl/sharegpt_8k.csv --rates 8 --repeats 3 \
+      --num-requests 100 --profile .whl/real_gpu_slo_12qps_profile.csv --name real_gpu_slo_8qps --out $OUT
+  python experiments/real_gpu_slo.py --merge A/real_gpu_slo_12qps.json B/real_gpu_slo_8qps.json \
       --results experiments/results/real_gpu_slo.md
+--plan-only prints a plan's estimate and exits, on any machine.
 --smoke: CPU, dummy:tiny, 2 policies x 1 rate x 2 repeats x 6 short requests, in seconds.
 """
 
@@ -69,7 +72,7 @@ DEFAULT_POLICIES = "fixed:512,fixed:1024,fixed:2048,adaptive,deadline"
 # Planning guess for llama-3-8b bf16 prefill on one H200 over mixed chunk sizes (not a measurement
 # this script relies on: the runtime check uses the simulated makespan).
 PREFILL_TOKENS_PER_S = 20_000.0
-SIM_S_PER_RUN = 3.0  # host seconds a simulation of one run takes, a planning allowance
+SIM_S_PER_RUN = 1.5  # host seconds a simulation of one run takes, a planning allowance
 EXIT_PLAN_TOO_LONG = 2
 
 
@@ -84,7 +87,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="prompt + output cap and the engine's window (default 8192)")
     p.add_argument("--slo-policy", default="llama-3-8b-h100-strict", help="SLO policy name or YAML file")
     p.add_argument("--profile", type=Path, default=None, help="latency profile CSV (default: calibrate)")
-    p.add_argument("--calibration-requests", type=int, default=48, help="requests per calibration burst")
+    p.add_argument("--calibration-requests", type=int, default=64, help="requests per calibration burst")
     p.add_argument("--calibration-budgets", default="512,1024,2048,4096,8192",
                    help="fixed budgets of the calibration bursts, comma-separated")
     p.add_argument("--calibration-max-output", type=int, default=192, help="output cap of calibration requests")
@@ -99,6 +102,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--setup-s", type=float, default=None,
                    help="estimated seconds to build and warm the engine (default 120; smoke: 5)")
     p.add_argument("--step-s", type=float, default=0.012, help="estimated seconds of one decode step (planning)")
+    p.add_argument("--plan-only", action="store_true", help="print the plan's estimate and exit (no engine)")
     p.add_argument("--smoke", action="store_true", help="CPU, dummy:tiny, tiny plan; writes only with --out")
     p.add_argument("--merge", type=Path, nargs="+", default=None, help="merge these calls' JSON files")
     p.add_argument("--results", type=Path, default=ROOT / "experiments" / "results" / "real_gpu_slo.md",
@@ -211,7 +215,9 @@ def main(argv=None) -> int:
     workloads = {rate: draw(args, rate, args.num_requests, args.seed) for rate in rates}
     plan = [(repeat, rate, spec) for repeat in range(args.repeats) for rate in rates for spec in policies]
     run_estimates = {rate: estimate_run_s(w, args.step_s) + SIM_S_PER_RUN for rate, w in workloads.items()}
-    calibration_s = 0.0 if args.profile else len(budgets) * estimate_run_s(calibration_workload(args), args.step_s)
+    burst = calibration_workload(args)  # all at once: its prefill adds up, its decodes overlap
+    calibration_s = 0.0 if args.profile else len(budgets) * (
+        sum(r.num_prompt_tokens for r in burst) / PREFILL_TOKENS_PER_S + max(r.num_output_tokens for r in burst) * args.step_s)
     estimate = args.setup_s + calibration_s + sum(run_estimates[rate] for _, rate, _ in plan)
     print(f"plan: {len(plan)} runs ({len(policies)} policies x {len(rates)} rates x {args.repeats} repeats, "
           f"{args.num_requests} requests each); estimated wall time {estimate:.0f} s (setup {args.setup_s:.0f} s, "
@@ -221,6 +227,8 @@ def main(argv=None) -> int:
         print(f"refused: the plan is estimated at {estimate:.0f} s, over --max-wall-s={args.max_wall_s:g}: lower "
               "--repeats, --num-requests or the number of policies/rates, or split it over calls", file=sys.stderr)
         return EXIT_PLAN_TOO_LONG
+    if args.plan_only:
+        return 0
 
     torch.manual_seed(args.seed)
     t = time.monotonic()
