@@ -216,8 +216,9 @@ def main(argv=None) -> int:
     plan = [(repeat, rate, spec) for repeat in range(args.repeats) for rate in rates for spec in policies]
     run_estimates = {rate: estimate_run_s(w, args.step_s) + SIM_S_PER_RUN for rate, w in workloads.items()}
     burst = calibration_workload(args)  # all at once: its prefill adds up, its decodes overlap
-    calibration_s = 0.0 if args.profile else len(budgets) * (
-        sum(r.num_prompt_tokens for r in burst) / PREFILL_TOKENS_PER_S + max(r.num_output_tokens for r in burst) * args.step_s)
+    burst_s = (sum(r.num_prompt_tokens for r in burst) / PREFILL_TOKENS_PER_S
+               + max(r.num_output_tokens for r in burst) * args.step_s)
+    calibration_s = 0.0 if args.profile else len(budgets) * burst_s
     estimate = args.setup_s + calibration_s + sum(run_estimates[rate] for _, rate, _ in plan)
     print(f"plan: {len(plan)} runs ({len(policies)} policies x {len(rates)} rates x {args.repeats} repeats, "
           f"{args.num_requests} requests each); estimated wall time {estimate:.0f} s (setup {args.setup_s:.0f} s, "
