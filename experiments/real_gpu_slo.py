@@ -230,6 +230,8 @@ def main(argv=None) -> int:
         return EXIT_PLAN_TOO_LONG
     if args.plan_only:
         return 0
+    if args.profile is not None and not args.profile.is_file():  # fail before the engine loads
+        raise SystemExit(f"--profile={args.profile}: no such file; give the profile CSV of an earlier call")
 
     torch.manual_seed(args.seed)
     t = time.monotonic()
