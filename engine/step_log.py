@@ -26,7 +26,7 @@ import threading
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Sequence
 
 from adaptive_sarathi.engine.latency.hardware import device_name
 from adaptive_sarathi.engine.latency.shape import StepShape
@@ -234,9 +234,23 @@ class StepLogWriter:
 
     @staticmethod
     def _line(stats: StepStats, following: StepStats) -> str:
-        consecutive = following.step_index == stats.step_index + 1 and following.host_gap_s is not None
-        period = following.start_time_s - stats.start_time_s if consecutive else None
-        return json.dumps(StepRecord.from_stats(stats, period).to_dict())
+        return json.dumps(StepRecord.from_stats(stats, step_period_s(stats, following)).to_dict())
+
+
+def step_period_s(stats: StepStats, following: StepStats | None) -> float | None:
+    """The period of the step `stats`: from its start to the start of `following` (the step after
+    it), or None when there is no following step, when `following` is not the next step, or when
+    the engine went idle in between (following.host_gap_s None)."""
+    if following is None or following.step_index != stats.step_index + 1 or following.host_gap_s is None:
+        return None
+    return following.start_time_s - stats.start_time_s
+
+
+def records_from_stats(stats: Sequence[StepStats]) -> tuple[StepRecord, ...]:
+    """The step log's records of consecutive `stats` (in step order, not mutated), periods as the
+    writer gives them; the last step has none."""
+    following = list(stats[1:]) + [None]
+    return tuple(StepRecord.from_stats(s, step_period_s(s, n)) for s, n in zip(stats, following))
 
 
 def deployment_tags(engine: LLMEngine, model_name: str) -> dict[str, str]:

@@ -13,11 +13,8 @@ experiments/results/sim_fidelity.md and sim_fidelity.png (CDFs). Torch runs on -
 from __future__ import annotations
 
 import argparse
-import bisect
 import os
 import platform
-import random
-import time
 from datetime import date
 from pathlib import Path
 
@@ -28,41 +25,12 @@ from adaptive_sarathi.engine.budget import FixedBudget
 from adaptive_sarathi.engine.factory import EngineArgs, create_engine
 from adaptive_sarathi.engine.latency import LinearLatencyModel
 from adaptive_sarathi.engine.latency.linear import FEATURES
-from adaptive_sarathi.engine.sampling_params import SamplingParams
 from adaptive_sarathi.engine.simulator import simulate
-from adaptive_sarathi.engine.stats import StepStats
-from adaptive_sarathi.workloads import LogNormal, SyntheticLengths, Uniform, Workload, single_phase
+from adaptive_sarathi.workloads import LogNormal, SyntheticLengths, Uniform, single_phase
+from real_time import serve_in_real_time
 
 RESULTS = Path(__file__).parent / "results"
 PERCENTILES = (50, 90, 99)
-
-
-def serve_in_real_time(engine, workload: Workload, seed: int) -> tuple[list, list[StepStats]]:
-    """Add every request with its arrival offset from now, step the engine, sleep while it is idle.
-    Returns the requests' timelines (arrival-relative) and every step's stats."""
-    rng = random.Random(seed)
-    vocab = engine.executor.vocab_size
-    # One request first, unmeasured: the first steps pay one-time costs (allocations, lazy init).
-    engine.add_request([rng.randrange(100, vocab) for _ in range(64)], SamplingParams(max_tokens=4, ignore_eos=True))
-    while engine.has_unfinished_requests():
-        engine.step()
-    stats: list[StepStats] = []
-    engine.stats_listeners.append(stats.append)
-    t0 = time.monotonic() + 0.05
-    for i, r in enumerate(workload):
-        engine.add_request([rng.randrange(100, vocab) for _ in range(r.num_prompt_tokens)],
-                           SamplingParams(max_tokens=r.num_output_tokens, ignore_eos=True),
-                           request_id=str(i), arrival_time=t0 + r.arrival_time_s)
-    timelines = [engine.scheduler.get_request(str(i)).timeline for i in range(len(workload))]
-    arrivals = sorted(t0 + r.arrival_time_s for r in workload)
-    while engine.has_unfinished_requests():
-        before = engine.num_steps
-        engine.step()
-        if engine.num_steps == before:
-            i = bisect.bisect_right(arrivals, time.monotonic())
-            if i < len(arrivals):
-                time.sleep(max(0.0, arrivals[i] - time.monotonic()))
-    return timelines, stats
 
 
 def latencies(timelines) -> tuple[np.ndarray, np.ndarray]:
@@ -90,7 +58,8 @@ def main() -> None:
     workload = single_phase(lengths, qps, num_requests=n, seed=args.seed).generate()
 
     engine = create_engine(EngineArgs(device="cpu", dtype="float32", token_budget=args.token_budget, seed=args.seed))
-    real_timelines, stats = serve_in_real_time(engine, workload, args.seed)
+    run = serve_in_real_time(engine, workload, args.seed)
+    real_timelines, stats = [r.timeline for r in run.requests], run.stats
     model = LinearLatencyModel.fit(stats)
     fit_error = float(np.mean([abs(model.step_time(s.shape) - s.duration_s) / s.duration_s
                                for s in stats]))

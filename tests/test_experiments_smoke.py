@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -30,3 +31,34 @@ def test_experiment_smoke(script, expected):
                           timeout=300)
     assert done.returncode == 0, done.stderr
     assert expected in done.stdout
+
+
+def test_real_gpu_slo_smoke_writes_a_call_that_merges(tmp_path):
+    script = str(EXPERIMENTS / "real_gpu_slo.py")
+    done = subprocess.run([sys.executable, script, "--smoke", "--out", str(tmp_path)], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "adaptive @ 8 qps repeat 1: attainment" in done.stdout
+    call = json.loads((tmp_path / "real_gpu_slo.json").read_text())
+    assert [(r["policy"], r["repeat"]) for r in call["runs"]] == [("fixed:256", 0), ("adaptive", 0),
+                                                                  ("fixed:256", 1), ("adaptive", 1)]
+    # Repeats serve the same draw; the simulator is deterministic, so its prediction repeats exactly.
+    assert call["runs"][0]["sim"] == call["runs"][2]["sim"]
+    # decide() runs before every step, and once more each time the engine finds nothing arrived yet.
+    assert call["runs"][1]["decide_us"]["count"] >= call["runs"][1]["real"]["num_steps"] > 0
+    assert (tmp_path / "real_gpu_slo_profile.csv").read_text().startswith("# ")
+    pytest.importorskip("matplotlib")
+    results = tmp_path / "merged" / "real_gpu_slo.md"
+    done = subprocess.run([sys.executable, script, "--merge", str(tmp_path / "real_gpu_slo.json"),
+                           str(tmp_path / "real_gpu_slo.json"), "--results", str(results)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "| adaptive | 8 | 4 |" in results.read_text()  # both calls' repeats grouped
+    assert (results.parent / "real_gpu_slo_attainment.png").stat().st_size > 1000
+
+
+def test_real_gpu_slo_refuses_a_plan_over_its_wall_limit():
+    done = subprocess.run([sys.executable, str(EXPERIMENTS / "real_gpu_slo.py"), "--smoke", "--max-wall-s", "1"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert "over --max-wall-s=1" in done.stderr

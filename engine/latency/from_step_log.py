@@ -13,6 +13,9 @@ The fit error is reported twice, as median and P90 of |observed / predicted - 1|
 and mixed steps: over the steps the profile was fitted on, and over `holdout_fraction` of the
 steps left out of a second fit on the rest (the honest figure: a profile with a knot at every
 step's token count can follow its own steps closely).
+
+`fit_step_stats` fits StepStats kept in memory (a run's listener) the same way, with the periods
+the step log would have recorded for them.
 """
 
 from __future__ import annotations
@@ -20,13 +23,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
 from adaptive_sarathi.engine.latency.fit_error import FitError, fit_error
 from adaptive_sarathi.engine.latency.profile import (FORMS, TOKEN_KNOTS, ProfileLatencyModel, ProfileRow,
                                                      save_profile)
-from adaptive_sarathi.engine.step_log import StepLog
+from adaptive_sarathi.engine.stats import StepStats
+from adaptive_sarathi.engine.step_log import StepLog, StepRecord, records_from_stats
 
 DURATIONS = ("period", "executor")
 _DURATION_TAGS = {"period": "period: step start to the next step's start while busy (host work between steps "
@@ -59,10 +64,7 @@ def fit_step_log(log: StepLog, duration: str = "period", form: str = TOKEN_KNOTS
         raise ValueError(f"form={form!r} is unknown: use one of {', '.join(FORMS)}")
     if not 0 <= holdout_fraction < 1:
         raise ValueError(f"holdout_fraction={holdout_fraction!r} is invalid: use a fraction in [0, 1)")
-    if duration == "period":
-        rows = tuple(ProfileRow(r.shape, r.period_s) for r in log.records if r.period_s is not None)
-    else:
-        rows = tuple(ProfileRow(r.shape, r.duration_s) for r in log.records)
+    rows = step_rows(log.records, duration)
     missing = len(log.records) - len(rows)
     if len(rows) < 2:
         raise ValueError(f"the step log has {len(rows)} steps with a {duration} to fit (of {len(log.records)}): "
@@ -98,6 +100,26 @@ def _coverage(rows: tuple[ProfileRow, ...]) -> str:
     contexts = [r.shape.decode_context_tokens for r in rows]
     parts.append(f"decode context up to {max(contexts)} tokens per step")
     return "; ".join(parts)
+
+
+def fit_step_stats(stats: Sequence[StepStats], tags: dict[str, str] | None = None, duration: str = "period",
+                   form: str = TOKEN_KNOTS, holdout_fraction: float = 0.2, seed: int = 0,
+                   source: str = "") -> StepLogFit:
+    """fit_step_log over StepStats held in memory (consecutive steps of one engine, in step order;
+    not mutated), with the periods the step log would record for them; `tags` play the log
+    header's part. Raises ValueError as fit_step_log does."""
+    return fit_step_log(StepLog(dict(tags or {}), records_from_stats(stats)), duration, form, holdout_fraction,
+                        seed, source)
+
+
+def step_rows(records: Sequence[StepRecord], duration: str = "period") -> tuple[ProfileRow, ...]:
+    """One ProfileRow per record with a `duration` ("period": records without one are left out;
+    "executor": every record). Raises ValueError for an unknown duration."""
+    if duration == "period":
+        return tuple(ProfileRow(r.shape, r.period_s) for r in records if r.period_s is not None)
+    if duration == "executor":
+        return tuple(ProfileRow(r.shape, r.duration_s) for r in records)
+    raise ValueError(f"duration={duration!r} is unknown: use one of {', '.join(DURATIONS)}")
 
 
 def _holdout_error(rows: tuple[ProfileRow, ...], form: str, fraction: float, seed: int) -> FitError | None:

@@ -205,3 +205,23 @@ def test_profile_csv_keeps_decode_context_and_the_form(tmp_path):
                     "decode_context_tokens\n100,4,1,1300,0.02,1400\n0,8,0,800,0.01,800\n")
     with pytest.raises(ValueError, match="line 2: decode_context_tokens=1400 must lie between 0 and"):
         load_profile(path)
+
+
+def test_fitting_stats_in_memory_matches_fitting_their_written_log(tmp_path):
+    from adaptive_sarathi.engine.latency.from_step_log import fit_step_stats, step_rows
+    from adaptive_sarathi.engine.step_log import StepLogWriter, read_step_log
+
+    # Two bursts with idle time between them: the step before the idle spell has no period.
+    path = tmp_path / "run.jsonl"
+    with StepLogWriter(path, {"gpu": "synthetic"}) as writer:
+        steps = run_engine([0.0, 0.001, 5.0], host_s=0.002, listeners=[writer], prompt=60, outputs=6)
+    logged = fit_step_log(read_step_log(path), source="x")
+    in_memory = fit_step_stats(steps, {"gpu": "synthetic"}, source="x")
+    assert in_memory.rows == logged.rows and in_memory.num_without_period == logged.num_without_period == 2
+    assert in_memory.model.tags["gpu"] == "synthetic" and in_memory.error == logged.error
+    idle_before = [s for s, n in zip(steps, steps[1:]) if n.host_gap_s is None]
+    assert len(idle_before) == 1
+    periods = step_rows(read_step_log(path).records, "period")
+    assert len(periods) == len(steps) - 2
+    with pytest.raises(ValueError, match="duration='wall' is unknown"):
+        step_rows(read_step_log(path).records, "wall")

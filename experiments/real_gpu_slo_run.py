@@ -1,0 +1,116 @@
+"""One run of experiments/real_gpu_slo.py: a policy serves one drawn workload on the real engine in
+real time, and the simulator predicts the same requests; the record of both, JSON-ready."""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Sequence
+
+import numpy as np
+
+from adaptive_sarathi.controller.registry import make_policy
+from adaptive_sarathi.controller.slo import SLOPolicy
+from adaptive_sarathi.engine.budget import BudgetPolicy, StepBudget
+from adaptive_sarathi.engine.engine import LLMEngine
+from adaptive_sarathi.engine.latency.fit_error import RatioError, fit_error
+from adaptive_sarathi.engine.latency.from_step_log import step_rows
+from adaptive_sarathi.engine.latency.shape import LatencyModel
+from adaptive_sarathi.engine.simulator import SimulationResult, simulate
+from adaptive_sarathi.engine.simulator.result import summarize
+from adaptive_sarathi.engine.stats import EngineState, StepStats
+from adaptive_sarathi.engine.step_log import records_from_stats
+from adaptive_sarathi.scenario import slo_targets
+from adaptive_sarathi.workloads import WorkloadRequest
+from real_time import RealTimeRun, serve_in_real_time
+
+
+class TimedPolicy(BudgetPolicy):
+    """Delegates to `policy`, recording the wall time of every decide() call (nanoseconds, in
+    `decide_ns`). observe() is passed through untimed."""
+
+    def __init__(self, policy: BudgetPolicy):
+        self.policy = policy
+        self.decide_ns: list[int] = []
+
+    def decide(self, state: EngineState) -> StepBudget:
+        start = time.perf_counter_ns()
+        budget = self.policy.decide(state)
+        self.decide_ns.append(time.perf_counter_ns() - start)
+        return budget
+
+    def observe(self, stats: StepStats) -> None:
+        self.policy.observe(stats)
+
+
+def simulate_run(spec: str, slo: SLOPolicy, profile: LatencyModel, workload: Sequence[WorkloadRequest],
+                 engine: LLMEngine, seed: int) -> SimulationResult:
+    """The simulator's run of `workload` under a fresh `spec` policy, with the engine's scheduler
+    config and KV blocks and `profile` as the latency model (and the policy's prior)."""
+    return simulate(workload, engine.scheduler.config, make_policy(spec, slo, prior=profile, seed=seed), profile,
+                    num_kv_blocks=engine.executor.num_kv_blocks, slo=slo_targets(slo))
+
+
+def real_run(engine: LLMEngine, spec: str, slo: SLOPolicy, profile: LatencyModel,
+             workload: Sequence[WorkloadRequest], seed: int, run_id: str) -> tuple[RealTimeRun, TimedPolicy]:
+    """Serve `workload` in real time on `engine` (idle on entry, idle on return) under a fresh,
+    timed `spec` policy, which stays installed as engine.policy afterwards."""
+    policy = TimedPolicy(make_policy(spec, slo, prior=profile, seed=seed))
+    engine.policy = policy
+    run = serve_in_real_time(engine, workload, seed, warm=False, id_prefix=f"{run_id}-")
+    if engine.has_unfinished_requests():
+        raise RuntimeError(f"run {run_id} left {engine.num_waiting + engine.num_running} requests in the engine")
+    return run, policy
+
+
+def summarize_real(run: RealTimeRun, slo: SLOPolicy) -> SimulationResult:
+    """The real run in the simulator's result type: the same percentiles and SLO report code."""
+    stats = run.stats
+    return summarize(run.requests, sum(r.num_prompt_tokens for r in run.requests),
+                     np.array([s.token_budget for s in stats], dtype=np.int64),
+                     np.array([s.max_chunk for s in stats], dtype=np.int64),
+                     np.array([s.num_decode_tokens + s.num_prefill_tokens for s in stats], dtype=np.int64),
+                     slo_targets(slo), run.wall_s, None, None)
+
+
+def run_record(spec: str, rate: float, repeat: int, run: RealTimeRun, policy: TimedPolicy, sim: SimulationResult,
+               slo: SLOPolicy, profile: LatencyModel) -> dict:
+    """Everything the report reads of one run (seconds, fractions; JSON-ready)."""
+    real = summarize_real(run, slo)
+    error = fit_error(profile, step_rows(records_from_stats(run.stats), "period"))
+    decide_us = np.array(policy.decide_ns, dtype=float) / 1e3
+    real_d, sim_d = _result(real), _result(sim)
+    return {
+        "policy": spec, "rate_qps": rate, "repeat": repeat, "num_requests": len(run.requests),
+        "wall_s": run.wall_s, "real": real_d, "sim": sim_d,
+        "real_over_sim": {"ttft_p99": _ratio(real.ttft.p99, sim.ttft.p99), "tbt_p99": _ratio(real.tbt.p99, sim.tbt.p99),
+                          "attainment": _ratio(real_d["attainment"], sim_d["attainment"])},
+        "model_error": {"decode": _ratio_error(error.decode), "mixed": _ratio_error(error.mixed)},
+        "decide_us": {"count": len(decide_us), "mean": float(decide_us.mean()) if len(decide_us) else math.nan,
+                      "p99": float(np.percentile(decide_us, 99)) if len(decide_us) else math.nan},
+    }
+
+
+def _result(result: SimulationResult) -> dict:
+    """The fields the report uses of a run's result (real or simulated)."""
+    report = result.slo
+    d = {"num_steps": result.num_steps, "makespan_s": result.makespan_s, "num_preemptions": result.num_preemptions,
+         "token_budget_mean": result.budget.token_budget_mean, "tokens_per_s": result.tokens_per_s}
+    for name in ("ttft", "tbt"):
+        p = getattr(result, name)
+        d[name] = {"p50": p.p50, "p90": p.p90, "p99": p.p99}
+    d.update({"attainment": report.attainment, "ttft_attainment": report.ttft_attainment,
+              "tbt_gap_attainment": report.tbt_gap_attainment, "ttft_at_target_pct_s": report.ttft_p_s,
+              "tbt_at_target_pct_s": report.tbt_p_s, "ttft_met": report.ttft_met, "tbt_met": report.tbt_met,
+              "all_met": report.percentiles_met})
+    return d
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    if a is None or b is None or not b or math.isnan(a) or math.isnan(b):
+        return None
+    return a / b
+
+
+def _ratio_error(e: RatioError) -> dict:
+    return {"count": e.count, "median": e.median, "p90": e.p90}
