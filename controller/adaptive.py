@@ -1,281 +1,202 @@
-"""The adaptive budget policy: each step, a budget whose predicted tail time keeps the TBT SLO,
-between the knee of the step-time curve and the KV cache's flow balance: the lesser of the two when
-the waiting queue is calm, the greater when it presses."""
+"""The adaptive budget policy: each step, the smallest budget that keeps the TTFT deadlines of the
+queue, within the largest one that keeps the TBT target of the decodes in flight."""
 
 from __future__ import annotations
 
-import bisect
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, replace
 
-from adaptive_sarathi.controller.closed_loop import QuantileFeedback
+import numpy as np
+
 from adaptive_sarathi.controller.ladder import budget_ladder, candidate_shape, ladder_candidates, last_true
 from adaptive_sarathi.controller.latency_model import OnlineLatencyModel
-from adaptive_sarathi.engine.budget import BudgetPolicy, StepBudget
 from adaptive_sarathi.controller.slo import SLOPolicy
-from adaptive_sarathi.engine.stats import EngineState, StepStats
+from adaptive_sarathi.engine.budget import BudgetPolicy, StepBudget
+from adaptive_sarathi.engine.stats import PREFILL_QUEUE_LEN, EngineState, StepStats
+
+_STALL_DECISIONS = 8  # decisions without observe() before the policy falls back (a stalled engine)
+_KV_HORIZON_STEPS = 2  # tokens each running decode is kept room for when sizing prefill into the cache
+
+
+def steady_latency_model(prior, tile_tokens: int) -> OnlineLatencyModel:
+    """The latency model the policy plans with: with a prior, the residual regression is damped
+    (ridge 100: it corrects the prior only where many steps agree, instead of extrapolating noise
+    to step sizes rarely seen) and the level's half-life is 64 steps (a second or two: a real
+    slowdown is tracked, a burst of noisy steps is not). Every decision follows this model, so
+    its noise would be the policy's noise."""
+    if prior is None:
+        return OnlineLatencyModel(tile_tokens=tile_tokens, level_halflife=64)
+    return OnlineLatencyModel(prior=prior, tile_tokens=tile_tokens, ridge=100.0, level_halflife=64)
 
 
 @dataclass(frozen=True)
 class Decision:
-    """Why the last budget was chosen. reason: "model" (the ladder search), "no_decodes" (no TBT
-    constraint: the max bound), "unsure" or "stalled" (the fallback budget). Times in seconds;
-    budgets in tokens (0 when not searched)."""
+    """Why the last budget was chosen. reason: "deadline" (the queue's deadlines need more than
+    the knee), "knee", "tbt" (the TBT cap binds: deadlines of some requests cannot all be met),
+    "no_decodes" (no TBT constraint: the max bound), "unsure" or "stalled" (the SLO's fallback
+    budget). Budgets in tokens, times in seconds."""
 
     budget: StepBudget
     reason: str
-    pressure: float  # queue pressure, 0..1, after the KV-headroom scaling
-    planned_gap_s: float  # the token gap budgeted for the tightest decode
-    predicted_tail_s: float  # the model's tail time of the chosen step
-    tbt_budget: int  # the largest budget whose tail fits the planned gap less the tbt_margin
-    knee_budget: int = 0  # the largest budget whose step costs at most knee_slack more than the decodes alone
-    kv_budget: int = 0  # decodes + the prompt tokens the free KV cache can take this step (0: no telemetry)
-    flow_budget: int = 0  # decodes + the prefill that refills the KV cache as requests finish (0: lengths unknown)
+    tbt_budget: int = 0  # the largest budget whose predicted tail keeps the TBT target
+    knee_budget: int = 0  # the largest budget costing at most knee_slack more than the decodes alone
+    need_budget: int = 0  # the smallest budget keeping every deadline that the TBT cap allows
+    predicted_s: float = 0.0  # the model's mean time of the chosen step
 
 
 class AdaptiveBudget(BudgetPolicy):
-    """Sarathi-Serve's budget, chosen every step instead of once per deployment.
+    """A budget planned against the declared SLOs, from the engine state and a latency model only.
 
-    Principle: the largest step is the one whose predicted tail time still keeps the TBT target
-    for the tightest decode in flight (tbt_budget, less a tbt_margin for what the model cannot
-    see); below it lie two cheaper references. The knee: decode steps are memory-bound, so prefill
-    rides along almost free until the step costs knee_slack more than the decodes alone; past it
-    every prefill token slows every decode. The flow balance: once the cache is the limit, about
-    D / O requests finish per step (D decodes the cache holds, O the mean output length) and each
-    needs P prompt tokens to be replaced, so decodes + (P x D + spare room) / O prefill keeps the
-    cache full without overfilling it (see _flow_budget). With a calm queue the policy runs the
-    lesser of knee and flow; under queue pressure it moves toward the greater (the flow with
-    flow_headroom, since a built-up queue needs more than the steady rate to drain), capped by
-    tbt_budget. Until requests have finished (lengths unknown) both are the knee.
+    Control law, every step with D decodes in flight and t(B) the predicted time of the step a
+    budget B builds:
+    - TBT cap: top = the largest B whose tail time t(B) x r keeps the TBT target x (1 - margin),
+      less the time the tightest decode has already waited (r: the model's observed
+      actual/predicted ratio at the TBT percentile, so timing noise lowers the cap smoothly
+      instead of tripping a switch);
+    - knee: the largest B <= top with t(B) <= (1 + knee_slack) t(D): prefill that rides along
+      with the memory-bound decodes almost free;
+    - need: the smallest B in [knee, top] at which every request of the prefill queue meets its
+      TTFT deadline: ceil(P_k / (B - D)) steps of t(B) finish the P_k tokens queued up to and
+      including request k before arrival_k + TTFT target x (1 - margin). When even top cannot
+      keep them all (overload), top: the queue drains fastest;
+    - budget = max(knee, need), never more prompt than the free KV cache takes.
+    Requests past their deadline (they cannot get a token within the shortest step) are relegated
+    behind the others (StepBudget.relegate_before_s), so overload costs the fewest deadlines.
 
-    Queue pressure (0..1) is the oldest wait plus the time to clear pending prefill at the knee's
-    pace, over the queue-delay target (the TTFT target, at most max_queue_delay_s); it is scaled
-    down once free KV falls below kv_reserve of the cache, since admitting into a full cache only
-    causes preemption. The step and the chunk never exceed the KV room: the engine state's
-    admissible free tokens (above the scheduler's admission watermark) less kv_horizon_steps
-    tokens per running decode. Short prompts waiting behind long running prefills keep up to
-    max_waiting_share x pressure of the prefill room. With no decodes the max bound is used.
-
-    tbt_factor and ttft_factor close the loop on observed token gaps and TTFTs (QuantileFeedback,
-    last feedback_window samples). The SLO's fallback budget is used while the latency model is
-    unsure and when more than stall_decisions decisions pass without observe(); the budget grows
-    at most explore_growth x beyond the largest step seen.
-
-    Deployment facts (block size, watermark, cache size) come from the EngineState, never from the
-    constructor. `latency_model` is an unfitted template (default OnlineLatencyModel()); the
-    policy learns on a clone, `online_model`. No random numbers are drawn; `seed` is kept for the
-    common signature. Measured results of these choices: experiments/results/capacity_comparison.md.
+    There is no feedback loop on observed latencies: the decisions move only with the queue and
+    with the latency model, which learns slowly. `latency_model` is an unfitted template (default
+    OnlineLatencyModel()); the policy learns on a clone, `online_model`. Deployment facts (block
+    size, free KV) come from the EngineState. No random numbers are drawn; `seed` is kept for the
+    common signature.
     """
 
-    def __init__(self, slo: SLOPolicy, latency_model: OnlineLatencyModel | None = None,
-                 tile_tokens: int | None = None, tbt_margin: float = 0.05, pressure_gain: float = 1.0,
-                 flow_headroom: float = 2.0, knee_slack: float = 0.15, max_queue_delay_s: float = 2.0, kv_reserve: float = 0.25,
-                 kv_horizon_steps: int = 2,
-                 length_window_steps: int = 256, min_length_samples: int = 8, max_waiting_share: float = 0.5,
-                 explore_growth: float = 2.0, stall_decisions: int = 8, feedback_window: int = 256,
-                 min_feedback_factor: float = 0.5, seed: int = 0):
-        checks = {"tbt_margin": 0 <= tbt_margin < 1, "pressure_gain": pressure_gain >= 0,
-                  "flow_headroom": flow_headroom >= 1, "knee_slack": knee_slack >= 0, "max_queue_delay_s": max_queue_delay_s > 0,
-                  "kv_reserve": kv_reserve >= 0, "kv_horizon_steps": kv_horizon_steps >= 0,
-                  "length_window_steps": length_window_steps >= 1,
-                  "min_length_samples": min_length_samples >= 1,
-                  "max_waiting_share": 0 <= max_waiting_share <= 1,
-                  "explore_growth": explore_growth >= 1, "stall_decisions": stall_decisions >= 1}
-        bad = [name for name, ok in checks.items() if not ok]
-        if bad:
-            raise ValueError(f"AdaptiveBudget: invalid {', '.join(f'{n}={locals()[n]!r}' for n in bad)}; it needs "
-                             "0 <= tbt_margin < 1, pressure_gain >= 0, flow_headroom >= 1, knee_slack >= 0, "
-                             "max_queue_delay_s > 0, "
-                             "kv_reserve >= 0, kv_horizon_steps >= 0, "
-                             "length_window_steps >= 1, min_length_samples >= 1, "
-                             "0 <= max_waiting_share <= 1, explore_growth >= 1 and stall_decisions >= 1")
+    def __init__(self, slo: SLOPolicy, latency_model: OnlineLatencyModel | None = None, margin: float = 0.05,
+                 knee_slack: float = 0.15, seed: int = 0):
+        if not 0 <= margin < 1 or not knee_slack >= 0:
+            raise ValueError(f"AdaptiveBudget: margin={margin!r}, knee_slack={knee_slack!r}; it needs "
+                             "0 <= margin < 1 and knee_slack >= 0")
         self.slo = slo
         self.latency_model = latency_model
-        self.tile_tokens = tile_tokens
-        self.tbt_margin = tbt_margin
-        self.pressure_gain = pressure_gain
-        self.flow_headroom = flow_headroom
+        self.margin = margin
         self.knee_slack = knee_slack
-        self.max_queue_delay_s = max_queue_delay_s
-        self.kv_reserve = kv_reserve
-        self.kv_horizon_steps = kv_horizon_steps
-        self.length_window_steps = length_window_steps
-        self.min_length_samples = min_length_samples
-        self.max_waiting_share = max_waiting_share
-        self.explore_growth = explore_growth
-        self.stall_decisions = stall_decisions
-        self.feedback_window = feedback_window
-        self.min_feedback_factor = min_feedback_factor
         self.seed = seed
-
         self.online_model = latency_model.clone() if latency_model is not None else OnlineLatencyModel()
         bounds = slo.bounds
-        self._ladder = budget_ladder(bounds, tile_tokens or bounds.tile_tokens)
+        self._ladder = budget_ladder(bounds, bounds.tile_tokens)
         self._tbt = slo.tightest_tbt
         self._ttft = slo.tightest_ttft
-        self._tbt_feedback = QuantileFeedback(self._tbt.quantile, feedback_window, min_factor=min_feedback_factor)
-        self._ttft_feedback = QuantileFeedback(self._ttft.quantile, feedback_window, min_factor=min_feedback_factor)
         self._fallback = StepBudget(bounds.fallback_token_budget, bounds.clamp_chunk(bounds.fallback_token_budget))
-        self._largest_step = 0
-        self._prefill_tokens = self._decode_tokens = self._firsts = self._decode_growth = 0.0
-        self._last_decodes = 0
         self._since_observe = 0
-        self._hints: tuple[int | None, int | None] = (None, None)  # where the two ladder searches start
+        # Where the three ladder searches start (the last decision's budgets): a steady state
+        # then costs two or three model predictions per search instead of a bisection.
+        self._hints: tuple[int | None, int | None, int | None] = (None, None, None)
+        self._drain_tps: float | None = None  # prompt tokens/s at the TBT cap, as last planned
         self.last_decision: Decision | None = None
-
-    # -- decide -------------------------------------------------------------------------------
 
     def decide(self, state: EngineState) -> StepBudget:
         self._since_observe += 1
         bounds = self.slo.bounds
-        if self._since_observe > self.stall_decisions:
-            return self._record(self._fallback, "stalled", self._age_pressure(state), self._tbt.target_s)
+        relegate = state.now_s - self._ttft.target_s
+        if self._since_observe > _STALL_DECISIONS:
+            return self._record(self._with(self._fallback, relegate), "stalled")
         if state.num_decodes == 0:
             top = bounds.max_token_budget
-            pressure = self._age_pressure(state)
-            return self._record(StepBudget(top, self._chunk(state, top, pressure)), "no_decodes", pressure, 0.0)
+            return self._record(self._fit_kv(state, top, relegate), "no_decodes")
         if not self.online_model.is_confident:
-            return self._record(self._fallback, "unsure", self._age_pressure(state), self._tbt.target_s)
+            return self._record(self._with(self._fallback, relegate), "unsure")
 
-        planned = self._tbt.target_s * self._tbt_feedback.factor
-        floor = bounds.clamp_budget(state.num_decodes)
-        cap = max(floor, bounds.clamp_budget(int(max(self._largest_step, self._fallback.token_budget)
-                                                 * self.explore_growth)))
-        candidates = ladder_candidates(self._ladder, floor, cap)
-        memo: dict[int, tuple[int, float]] = {}
+        model = self.online_model
+        memo: dict[int, float] = {}
 
-        def step(budget: int) -> tuple[int, float]:
-            """(tokens, predicted mean seconds) of the step `budget` would build."""
+        def time_of(budget: int) -> float:
             if budget not in memo:
-                shape = candidate_shape(state, budget, budget - min(state.num_decodes, budget))
-                memo[budget] = (shape.num_tokens, self.online_model.step_time(shape))
+                memo[budget] = model.step_time(candidate_shape(state, budget, budget - min(state.num_decodes, budget)))
             return memo[budget]
 
-        ratio = self.online_model.tail_ratio(self._tbt.quantile)
-        limit = (1.0 - self.tbt_margin) * (planned - state.max_decode_gap_s)
-        top_i = max(0, last_true(candidates, lambda b: step(b)[1] * ratio <= limit, self._hints[0]))
-        top = knee = candidates[top_i]
-        if top_i > 0:
-            knee_s = (1.0 + self.knee_slack) * step(floor)[1]
-            knee = candidates[max(0, last_true(candidates[:top_i + 1], lambda b: step(b)[1] <= knee_s,
-                                               self._hints[1]))]
-        pressure = self._pressure(state, *step(knee))
-        flow = self._flow_budget(state)
-        # Once the workload's lengths are known: under queue pressure the flow balance with headroom
-        # or, when it is below the knee, the knee (prefill up to it is almost free); calm, the lesser
-        # of knee and flow.
-        upper = min(top, max(knee, int(self.flow_headroom * flow))) if flow else knee
-        lower = min(knee, max(floor, flow)) if flow else knee
-        target = lower + min(1.0, self.pressure_gain * pressure) * (upper - lower)
-        budget = max(lower, self._ladder[bisect.bisect_right(self._ladder, target) - 1])
-        kv_room = self._kv_room(state)
-        chunk = self._chunk(state, budget, pressure)
-        kv_budget = 0
-        if kv_room is not None:
-            # A chunk larger than the free cache cannot be admitted (the scheduler waits, head of
-            # line, until enough blocks free up, then takes it in one burst) and a running prefill's
-            # chunk preempts decodes to find blocks: both waste steps. Feed the cache as it frees.
-            kv_budget = max(floor, state.num_decodes + kv_room)
-            budget = min(budget, kv_budget)
-            chunk = min(chunk, self.slo.bounds.clamp_chunk(max(1, kv_room)))
-        self._hints = (top, knee)
-        return self._record(StepBudget(budget, chunk), "model", pressure, planned,
-                            step(budget)[1] * ratio, top, knee, kv_budget, flow)
+        floor = bounds.clamp_budget(state.num_decodes)
+        candidates = ladder_candidates(self._ladder, floor, bounds.max_token_budget)
+        limit = (1.0 - self.margin) * self._tbt.target_s - state.max_decode_gap_s
+        ratio = model.tail_ratio(self._tbt.quantile)
+        top_hint, knee_hint, need_hint = self._hints
+        top_i = max(0, last_true(candidates, lambda b: time_of(b) * ratio <= limit, top_hint))
+        knee_s = (1.0 + self.knee_slack) * time_of(floor)
+        knee_i = max(0, last_true(candidates[:top_i + 1], lambda b: time_of(b) <= knee_s, knee_hint))
+        need_i, reason = self._need(state, candidates, knee_i, top_i, time_of, need_hint)
+        top = candidates[top_i]
+        self._hints = (top, candidates[knee_i], candidates[need_i])
+        if top > state.num_decodes and time_of(top) > 0:
+            self._drain_tps = (top - state.num_decodes) / time_of(top)
+        budget = candidates[need_i]
+        # The shortest step is the soonest a waiting request can get its first token.
+        chosen = self._fit_kv(state, budget, relegate + time_of(floor))
+        return self._record(chosen, reason, candidates[top_i], candidates[knee_i], budget, time_of(budget))
 
-    def _flow_budget(self, state: EngineState) -> int:
-        """Decodes + (P x D + R) / O prompt tokens, where P and O are the recent mean prompt and
-        output lengths, D = the KV cache's tokens / (P + O / 2) the decodes it holds at once and R
-        its spare room: the free tokens above the admission watermark less a whole output O for
-        every running decode (what they may still grow into; in a ramp they are young).
+    def _need(self, state: EngineState, candidates: tuple[int, ...], knee_i: int, top_i: int,
+              time_of, hint: int | None) -> tuple[int, str]:
+        """(index of the budget to run, reason): the smallest candidate in [knee, top] meeting every
+        deadline of the prefill queue; top when none does; the knee when the queue asks no more."""
+        queue = state.prefill_queue
+        if not queue or knee_i == top_i:
+            return knee_i, "knee"
+        rows = np.array(queue, dtype=np.float64)  # [k, (arrival, pending, computed)]
+        queued = np.cumsum(rows[:, 1])
+        slack = rows[:, 0] + (self._ttft.target_s * (1.0 - self.margin) - state.now_s)
+        decodes = state.num_decodes
+        has_deadline = np.isfinite(slack)
 
-        Per step about D / O requests finish when the cache is the limit, and each needs P prefill
-        tokens to replace it: less prefill leaves decode slots empty, more only lengthens the step
-        (every decode in it waits) for prompts the cache cannot hold anyway. Spare room is filled
-        over one output length, the time the running pool takes to turn over, so what is admitted
-        now never needs blocks that the running decodes will want. Where the cache is not the limit
-        (short outputs) the same rule asks for more prefill, which is then the bottleneck.
-        0 while fewer than `min_length_samples` requests have finished in the window."""
-        # Requests finished in the window: prefills finished less the growth of the decode pool.
-        finished = self._firsts - self._decode_growth
-        if finished < self.min_length_samples or not state.num_total_blocks:
-            return 0
-        prompt = self._prefill_tokens / self._firsts
-        # Decode tokens per finished request (the exposure estimate, unbiased for memoryless
-        # lengths). Dividing by prefills finished instead counts requests still decoding: in a ramp
-        # that understates O (about half the mean in the first 15 s of sharegpt_8k) and overstates
-        # the prefill to admit, which fills the cache with young requests that all hold their
-        # blocks for a whole output.
-        output = max(1.0, self._decode_tokens / finished)
-        pool = state.admissible_kv_tokens / (prompt + output / 2)
-        room = max(0.0, state.admissible_free_tokens - state.num_decodes * output)
-        return state.num_decodes + int((prompt * pool + room) / output)
+        def finish_s(budget: int) -> np.ndarray:
+            prefill = max(1, budget - min(decodes, budget))
+            return np.ceil(queued / prefill) * time_of(budget)
 
-    def _kv_room(self, state: EngineState) -> int | None:
-        """Prompt tokens the free KV cache can take this step: free blocks above the engine's
-        admission watermark, less kv_horizon_steps tokens for every running decode (the blocks
-        they grow into); None without KV telemetry."""
-        if not state.num_total_blocks:
-            return None
-        return max(0, state.admissible_free_tokens - state.num_decodes * self.kv_horizon_steps)
+        keepable = has_deadline & (finish_s(candidates[top_i]) <= slack)
+        if (has_deadline & ~keepable).any():
+            return top_i, "tbt"  # overload: some deadlines are lost whatever the budget; drain fastest
 
-    def _queue_target_s(self) -> float:
-        return min(self._ttft.target_s * self._ttft_feedback.factor, self.max_queue_delay_s)
+        def keeps_all(budget: int) -> bool:
+            return bool((finish_s(budget)[has_deadline] <= slack[has_deadline]).all())
 
-    def _age_pressure(self, state: EngineState) -> float:
-        return min(1.0, state.oldest_waiting_age_s / self._queue_target_s())
+        if keeps_all(candidates[knee_i]):
+            return knee_i, "knee"
+        # The first budget that keeps them all: one past the last that does not.
+        late_i = last_true(candidates[knee_i + 1:top_i + 1], lambda b: not keeps_all(b), hint)
+        return knee_i + 2 + late_i, "deadline"
 
-    def _pressure(self, state: EngineState, base_tokens: int, base_s: float) -> float:
-        """(oldest wait + time to clear the pending prefill at the pace of the base (knee) step) /
-        the queue-delay target, at most 1."""
-        prefill = base_tokens - min(state.num_decodes, base_tokens)
-        pending = state.running_prefill_tokens + state.waiting_prefill_tokens
-        clear_s = pending / prefill * base_s if prefill > 0 else 0.0
-        pressure = (state.oldest_waiting_age_s + clear_s) / self._queue_target_s()
-        # Admitting faster into a nearly full KV cache only fills it: then no step has room for
-        # prefill, decodes run alone and requests get preempted (recomputed), so throughput drops.
-        if self.kv_reserve > 0 and state.num_total_blocks:
-            pressure *= min(1.0, state.num_free_blocks / (self.kv_reserve * state.num_total_blocks))
-        return min(1.0, pressure)
-
-    def _chunk(self, state: EngineState, budget: int, pressure: float) -> int:
+    def _fit_kv(self, state: EngineState, budget: int, relegate_before_s: float) -> StepBudget:
+        """`budget` with its chunk, both within the prompt tokens the free KV cache can take: free
+        blocks above the admission watermark less room for the running decodes to grow. A chunk
+        larger than that cannot be admitted, and a running prefill's would preempt decodes."""
+        bounds = self.slo.bounds
         room = max(1, budget - min(state.num_decodes, budget))
-        running_prefills = state.num_running - state.num_decodes
-        # Shorter prompts waiting behind longer running prefills (mean pending tokens compared):
-        # serving them first lowers TTFT, so keep part of the room for them.
-        if (running_prefills > 0 and state.num_waiting > 0
-                and state.waiting_prefill_tokens * running_prefills < state.running_prefill_tokens * state.num_waiting):
-            room -= min(state.waiting_prefill_tokens, int(room * self.max_waiting_share * pressure))
-        return self.slo.bounds.clamp_chunk(room)
+        if state.num_total_blocks:
+            kv_room = max(0, state.admissible_free_tokens - state.num_decodes * _KV_HORIZON_STEPS)
+            budget = min(budget, max(bounds.clamp_budget(state.num_decodes), state.num_decodes + kv_room))
+            room = min(room, max(1, kv_room))
+        return StepBudget(budget, bounds.clamp_chunk(room), relegate_before_s)
 
-    def _record(self, budget: StepBudget, reason: str, pressure: float, planned_s: float, tail_s: float = 0.0,
-                tbt_budget: int = 0, knee_budget: int = 0, kv_budget: int = 0, flow_budget: int = 0) -> StepBudget:
-        self.last_decision = Decision(budget, reason, pressure, planned_s, tail_s, tbt_budget, knee_budget,
-                                      kv_budget, flow_budget)
+    @staticmethod
+    def _with(budget: StepBudget, relegate_before_s: float) -> StepBudget:
+        return StepBudget(budget.token_budget, budget.max_chunk, relegate_before_s)
+
+    def _record(self, budget: StepBudget, reason: str, tbt_budget: int = 0, knee_budget: int = 0,
+                need_budget: int = 0, predicted_s: float = 0.0) -> StepBudget:
+        budget = replace(budget, reason=reason)
+        self.last_decision = Decision(budget, reason, tbt_budget, knee_budget, need_budget, predicted_s)
         return budget
-
-    # -- observe ------------------------------------------------------------------------------
 
     def observe(self, stats: StepStats) -> None:
         self._since_observe = 0
         self.online_model.observe(stats)
-        self._largest_step = max(self._largest_step, stats.num_tokens)
-        last = self.last_decision
-        if stats.max_token_gap_s > 0 and last is not None and last.planned_gap_s > 0:
-            self._tbt_feedback.update(stats.max_token_gap_s, last.planned_gap_s)
-        for ttft in stats.first_token_latencies_s:
-            self._ttft_feedback.update(ttft, self._ttft.target_s)
-        # Recent mean prompt and output lengths, from token flows: per request whose prefill
-        # finished, how many prompt and decode tokens the engine processed (decayed sums).
-        keep = 1.0 - 1.0 / self.length_window_steps
-        self._prefill_tokens = keep * self._prefill_tokens + stats.num_prefill_tokens
-        self._decode_tokens = keep * self._decode_tokens + stats.num_decode_tokens
-        self._firsts = keep * self._firsts + len(stats.first_token_latencies_s)
-        self._decode_growth = keep * self._decode_growth + stats.num_decode_tokens - self._last_decodes
-        self._last_decodes = stats.num_decode_tokens
 
-    @property
-    def tbt_factor(self) -> float:
-        return self._tbt_feedback.factor
-
-    @property
-    def ttft_factor(self) -> float:
-        return self._ttft_feedback.factor
+    def admits(self, state: EngineState, num_prompt_tokens: int) -> bool:
+        """False when the prompt tokens queued ahead of a new request (late requests, served
+        after it, left out), and its own, would take longer than the TTFT target less the margin
+        at the last planned TBT cap's prefill rate. True until a step has been planned."""
+        if self._drain_tps is None:
+            return True
+        on_time_after = state.now_s - self._ttft.target_s
+        queue = state.prefill_queue
+        ahead = sum(pending for arrival, pending, _ in queue if arrival >= on_time_after)
+        if len(queue) >= PREFILL_QUEUE_LEN:  # requests past the listed ones wait too
+            ahead += max(0, state.running_prefill_tokens + state.waiting_prefill_tokens
+                         - sum(pending for _, pending, _ in queue))
+        return (ahead + num_prompt_tokens) / self._drain_tps <= (1.0 - self.margin) * self._ttft.target_s

@@ -5,9 +5,7 @@ from __future__ import annotations
 import inspect
 from typing import Any, Mapping
 
-from adaptive_sarathi.controller.adaptive import AdaptiveBudget
-from adaptive_sarathi.controller.deadline import DeadlineBudget, steady_latency_model
-from adaptive_sarathi.controller.latency_model import OnlineLatencyModel
+from adaptive_sarathi.controller.adaptive import AdaptiveBudget, steady_latency_model
 from adaptive_sarathi.engine.budget import BudgetPolicy, FixedBudget
 from adaptive_sarathi.controller.slack import SlackBudget
 from adaptive_sarathi.controller.slo import SLOPolicy
@@ -17,7 +15,7 @@ from adaptive_sarathi.engine.latency.shape import LatencyModel
 # The adaptive policy's tunable hyperparameters (what a seed file may set).
 ADAPTIVE_PARAMS = tuple(p for p in inspect.signature(AdaptiveBudget.__init__).parameters
                         if p not in ("self", "slo", "latency_model", "seed"))
-POLICY_SPECS = ("fixed:<budget>[:<chunk>]", "adaptive", "deadline", "two_level[:<low>:<high>]", "slack")
+POLICY_SPECS = ("fixed:<budget>[:<chunk>]", "adaptive", "two_level[:<low>:<high>]", "slack")
 
 
 class PolicySpecError(ValueError):
@@ -43,7 +41,7 @@ def make_policy(spec: str, slo: SLOPolicy | None = None, prior: LatencyModel | N
                 seed: int = 0, params: Mapping[str, Any] | None = None) -> BudgetPolicy:
     """A fresh policy for `spec`:
       fixed:<budget>[:<chunk>]   the same budget every step (Sarathi-Serve as published)
-      adaptive                   AdaptiveBudget over an OnlineLatencyModel with `prior`
+      adaptive                   AdaptiveBudget over an OnlineLatencyModel with `prior` (steady_latency_model)
       two_level[:<low>:<high>]   TwoLevelBudget (defaults from the SLO's bounds)
       slack                      SlackBudget with `prior` as its offline model (else fitted)
     `params` overrides adaptive's constructor hyperparameters (e.g. from a seed file); other
@@ -62,7 +60,7 @@ def make_policy(spec: str, slo: SLOPolicy | None = None, prior: LatencyModel | N
             raise _fail(spec, f"chunk {chunk[0]} is outside SLO policy {slo.name!r}'s chunk bounds "
                               f"[{slo.bounds.min_chunk}, {slo.bounds.max_chunk}]: pick one inside them")
         return FixedBudget(budget, chunk[0] if chunk else None, seed=seed)
-    if name not in ("adaptive", "deadline", "two_level", "slack"):
+    if name not in ("adaptive", "two_level", "slack"):
         raise _fail(spec, f"unknown policy {name!r}")
     if slo is None:
         raise _fail(spec, f"{name} needs an SLO policy: pass --slo-policy NAME|FILE or --slo ttft:MS,tbt:MS")
@@ -78,10 +76,8 @@ def make_policy(spec: str, slo: SLOPolicy | None = None, prior: LatencyModel | N
         raise _fail(spec, f"{name} takes no arguments")
     if name == "adaptive":
         try:
-            return AdaptiveBudget(slo, OnlineLatencyModel(prior=prior, tile_tokens=slo.bounds.tile_tokens), seed=seed,
+            return AdaptiveBudget(slo, steady_latency_model(prior, slo.bounds.tile_tokens), seed=seed,
                                   **dict(params or {}))
         except TypeError as e:  # an unknown hyperparameter name
             raise _fail(spec, f"{e}; known hyperparameters: {', '.join(ADAPTIVE_PARAMS)}") from None
-    if name == "deadline":
-        return DeadlineBudget(slo, steady_latency_model(prior, slo.bounds.tile_tokens), seed=seed)
     return SlackBudget(slo, prior, seed=seed)

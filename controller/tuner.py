@@ -25,14 +25,8 @@ TUNABLE_POLICIES = ("adaptive", "fixed")
 
 # name -> (low, high, log scale, integer). Ranges bracket the defaults with room on both sides.
 ADAPTIVE_SPACE: dict[str, tuple[float, float, bool, bool]] = {
+    "margin": (0.0, 0.2, False, False),
     "knee_slack": (0.0, 0.6, False, False),
-    "tbt_margin": (0.0, 0.2, False, False),
-    "flow_headroom": (1.0, 4.0, True, False),
-    "pressure_gain": (0.25, 4.0, True, False),
-    "max_queue_delay_s": (0.5, 8.0, True, False),
-    "kv_reserve": (0.0, 0.6, False, False),
-    "kv_horizon_steps": (0, 256, False, True),
-    "max_waiting_share": (0.0, 1.0, False, False),
 }
 
 

@@ -11,7 +11,7 @@ capacity on the same workload and SLO, and the host wall time of its search. Com
   vllm       the vllm scheduler (prefill-prioritizing, whole prompts), budget 4096
   orca       the orca scheduler (hybrid batches, whole prompts), budget 4096
   fixed:B    sarathi with a fixed budget B in FIXED (256 ... 8192)
-  two_level, slack, adaptive, deadline   sarathi with the budget controllers
+  two_level, slack, adaptive   sarathi with the budget controllers
 
 on sharegpt_8k and arxiv_4k (Poisson arrivals) under the llama-3-8b-h100-strict and -relaxed SLO
 policies, and on two phased workloads of chat (sharegpt_8k) and summarization (arxiv_4k) traffic,
@@ -69,12 +69,12 @@ RESULTS = Path(__file__).parent / "results"
 TRACES = ("sharegpt_8k", "arxiv_4k")
 SLOS = {"strict": "llama-3-8b-h100-strict", "relaxed": "llama-3-8b-h100-relaxed"}
 FIXED = (256, 512, 768, 1024, 1536, 2048, 4096, 8192)
-CONTROLLERS = ("two_level", "slack", "adaptive", "deadline")
+CONTROLLERS = ("two_level", "slack", "adaptive")
 # (label, scheduler, policy spec)
 CONFIGS = ([("vllm", "vllm", "fixed:4096"), ("orca", "orca", "fixed:4096")]
            + [(f"fixed:{b}", "sarathi", f"fixed:{b}") for b in FIXED]
            + [(c, "sarathi", c) for c in CONTROLLERS])
-PHASED_CONFIGS = [c for c in CONFIGS if c[0].startswith("fixed:") or c[0] in ("adaptive", "deadline")]
+PHASED_CONFIGS = [c for c in CONFIGS if c[0].startswith("fixed:") or c[0] == "adaptive"]
 BLOCK_SIZE, MAX_MODEL_LEN = 16, 8192
 REL_TOL = 0.01
 SMOKE_REL_TOL = 0.05  # --smoke checks that everything runs, not the numbers
@@ -277,9 +277,9 @@ def tbt_gaps(result) -> np.ndarray:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--smoke", action="store_true", help="150 requests, sharegpt_8k strict, fixed:512, adaptive "
-                                                             "and deadline, then burst with fixed:1024 and its "
-                                                             "oracle; prints only (for CI)")
+    parser.add_argument("--smoke", action="store_true", help="150 requests, sharegpt_8k strict, fixed:512 and "
+                                                             "adaptive, then burst with fixed:1024 and its oracle; "
+                                                             "prints only (for CI)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--num-requests", type=int, default=None, help="requests per simulation (default 600; "
                                                                        "smoke: 150)")
@@ -310,7 +310,7 @@ def main() -> None:
 
     if args.smoke:
         rows = exp.measure("sharegpt_8k", exp.stationary("sharegpt_8k"), "strict",
-                           [c for c in CONFIGS if c[0] in ("fixed:512", "adaptive", "deadline")], start_qps=4.0)
+                           [c for c in CONFIGS if c[0] in ("fixed:512", "adaptive")], start_qps=4.0)
         print(f"\nadaptive / best fixed: {ratio(by(rows, 'adaptive').capacity, best_fixed(rows).capacity):.2f}")
         workload = exp.phased("burst", 4.0, 4.0)
         fixed = exp.measure("burst", workload, "strict", [c for c in CONFIGS if c[0] == "fixed:1024"], start_qps=4.0)
@@ -342,7 +342,7 @@ def main() -> None:
     ratios = ["| ratio (SLO capacity) | workload | SLO | value |", "|---|---|---|---:|"]
     for (name, slo), rows in [*stationary.items(), *phased.items()]:
         best = best_fixed(rows)
-        for policy in ("adaptive", "deadline"):
+        for policy in ("adaptive",):
             if any(r.config == policy for r in rows):
                 ratios.append(f"| {policy} / best fixed ({best.config}) | {name} | {slo} | "
                               f"{ratio(by(rows, policy).capacity, best.capacity):.2f} |")
@@ -437,7 +437,7 @@ def _machine() -> str:
 def verdicts(exp: Experiment, stationary, phased) -> list[str]:
     """The targets, judged on SLO capacity; a target whose rows were not run is left out."""
     out = []
-    for policy in ("adaptive", "deadline"):
+    for policy in ("adaptive",):
         pairs = [(ratio(by(rows, policy).capacity, best_fixed(rows).capacity), key)
                  for key, rows in stationary.items() if any(r.config == policy for r in rows)]
         if pairs:
@@ -447,7 +447,7 @@ def verdicts(exp: Experiment, stationary, phased) -> list[str]:
                        f"{'MET' if met else 'MISSED'} (lowest {low:.2f} on {name} {slo}"
                        + ("" if met else f", {0.97 - low:.2f} short") + ")")
     for (kind, slo), rows in phased.items():
-        for policy in ("adaptive", "deadline"):
+        for policy in ("adaptive",):
             if any(r.config == policy for r in rows):
                 r = ratio(by(rows, policy).capacity, best_fixed(rows).capacity)
                 out.append(f"- {policy} >= 1.2x best single fixed budget on the {kind} workload ({slo}): "
@@ -482,7 +482,7 @@ def figures(exp: Experiment, stationary, phased, oracles, phased_specs, out: Pat
     fig, axes = plt.subplots(nrows, columns, figsize=(4.5 * columns, 4 * nrows))
     axes = np.atleast_1d(axes).ravel()
     for ax, ((name, slo), rows) in zip(axes, panels):
-        colors = ["tab:green" if r.config == "adaptive" else "tab:purple" if r.config == "deadline"
+        colors = ["tab:green" if r.config == "adaptive"
                   else "tab:gray" if r.config in ("vllm", "orca")
                   else "tab:orange" if r.config.startswith("oracle:") else "tab:blue" for r in rows]
         labels = [r.config for r in rows]
@@ -500,7 +500,7 @@ def figures(exp: Experiment, stationary, phased, oracles, phased_specs, out: Pat
     drawn.append("capacity_bars.png")
 
     rows = stationary.get(("sharegpt_8k", "strict"), [])
-    chosen = [r for r in rows if r.config in ("adaptive", "deadline", "vllm")]
+    chosen = [r for r in rows if r.config in ("adaptive", "vllm")]
     if rows and any(r.config.startswith("fixed:") for r in rows):
         chosen.append(best_fixed(rows))
     if any(r.capacity > 0 for r in chosen):

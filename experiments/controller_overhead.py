@@ -29,7 +29,7 @@ from adaptive_sarathi.controller.synthetic import SyntheticStream, ToyLatency
 
 RESULTS = Path(__file__).parent / "results" / "controller_overhead.md"
 POLICIES = (("fixed:512", False), ("two_level", False), ("slack", False), ("slack", True),
-            ("adaptive", False), ("adaptive", True), ("deadline", False), ("deadline", True))
+            ("adaptive", False), ("adaptive", True))
 WARMUP = 200
 
 

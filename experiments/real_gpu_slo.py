@@ -16,7 +16,7 @@ Then for each repeat, each rate (--rates, Poisson qps) and each policy (--polici
 4. simulates the same requests (same lengths and arrival offsets) with the same policy spec,
    scheduler config and KV blocks, the profile as latency model: simulated P99s and attainment,
    and real/simulated ratios.
-The latency profile (prior of adaptive/deadline and the simulator's model) is --profile CSV, else
+The latency profile (prior of adaptive and the simulator's model) is --profile CSV, else
 fitted (token-knots, step periods) from a calibration at the start of the call: bursts of
 --calibration-requests requests under each of --calibration-budgets fixed budgets. The fitted
 profile is saved to --out, so a second call can reuse it with --profile.
@@ -68,7 +68,7 @@ from real_gpu_slo_run import real_run, run_record, simulate_run
 from real_time import serve_in_real_time, warm_up
 
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_POLICIES = "fixed:512,fixed:1024,fixed:2048,adaptive,deadline"
+DEFAULT_POLICIES = "fixed:512,fixed:1024,fixed:2048,adaptive"
 # Planning guess for llama-3-8b bf16 prefill on one H200 over mixed chunk sizes (not a measurement
 # this script relies on: the runtime check uses the simulated makespan).
 PREFILL_TOKENS_PER_S = 20_000.0

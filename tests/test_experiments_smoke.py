@@ -18,7 +18,7 @@ EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
 @pytest.mark.parametrize("script,expected", [
     ("sim_speed.py", "requests/s"),
     pytest.param("sim_fidelity.py", "TBT P99", marks=pytest.mark.embedded_model),
-    ("capacity_comparison.py", "| sharegpt_8k | strict | deadline |"),
+    ("capacity_comparison.py", "| sharegpt_8k | strict | adaptive |"),
     pytest.param("cpu_vs_transformers.py", "single-request decode", marks=pytest.mark.embedded_model),
     ("tp_step_bench.py", "all-reduce/forward"),
     ("fused_ops_bench.py", "fused ops: "),

@@ -1,8 +1,11 @@
 """The server's budget-policy flags build real policies that drive the real engine."""
 
 import argparse
+from dataclasses import replace
 
 import pytest
+
+from adaptive_sarathi.controller.adaptive import _KV_HORIZON_STEPS
 
 from adaptive_sarathi import SamplingParams
 from adaptive_sarathi.cli import _serve_engine_args, _serve_policy, build_parser
@@ -65,5 +68,9 @@ def test_serve_block_size_32_with_the_adaptive_policy_plans_kv_room_in_blocks_of
     assert state.admissible_kv_tokens == 198 * 32
     assert state.num_decodes > 0
     # The policy's KV-room arithmetic plans with those 32-token blocks.
-    horizon = engine.policy.kv_horizon_steps
-    assert engine.policy._kv_room(state) == (blocks.num_free_blocks - 2) * 32 - state.num_decodes * horizon
+    # The policy sizes prompt tokens by the state's KV room: with 30 blocks of 32 free above the
+    # watermark, the largest budget keeps room for the decodes to grow and takes the rest.
+    tight = replace(state, admissible_free_tokens=30 * 32)
+    chosen = engine.policy._fit_kv(tight, engine.policy.slo.bounds.max_token_budget, None)
+    kv_room = 30 * 32 - state.num_decodes * _KV_HORIZON_STEPS
+    assert chosen.token_budget == state.num_decodes + kv_room and chosen.max_chunk == kv_room

@@ -22,8 +22,6 @@ POLICY_CASES = [
     ("slack-prior", "slack", True),
     ("adaptive", "adaptive", False),
     ("adaptive-prior", "adaptive", True),
-    ("deadline", "deadline", False),
-    ("deadline-prior", "deadline", True),
 ]
 
 

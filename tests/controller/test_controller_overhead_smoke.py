@@ -13,5 +13,4 @@ def test_controller_overhead_smoke():
     assert r.returncode == 0, r.stderr
     rows = [line for line in r.stdout.splitlines() if line.startswith("| ") and "us" not in line]
     assert [row.split(" | ")[0][2:] for row in rows] == [
-        "fixed:512", "two_level", "slack", "slack (prior)", "adaptive", "adaptive (prior)", "deadline",
-        "deadline (prior)"]
+        "fixed:512", "two_level", "slack", "slack (prior)", "adaptive", "adaptive (prior)"]

@@ -101,7 +101,7 @@ def test_bad_arguments_name_the_fix():
 
 def test_seed_file_round_trips_and_keeps_other_entries(tmp_path):
     path = tmp_path / "seeds.yaml"
-    a = SeedEntry("h100", "llama-3-8b", "adaptive", {"knee_slack": 0.2, "kv_horizon_steps": 4},
+    a = SeedEntry("h100", "llama-3-8b", "adaptive", {"knee_slack": 0.2, "margin": 0.1},
                   objective="capacity", value=17.5, workload="sharegpt_8k", slo=SLO.name)
     b = SeedEntry("a100", "llama-3-8b", "adaptive", {"knee_slack": 0.1})
     save_seed(path, a)
