@@ -105,6 +105,9 @@ def _add_bench_flags(p: argparse.ArgumentParser) -> None:
                         "tbt, tpot, e2el); reports each at its percentile (TBT over every token gap) and goodput")
     p.add_argument("--slo-policy", default=None, help="SLO policy YAML, or the name of a shipped one: its TTFT and "
                                                       "TBT targets, as --slo")
+    p.add_argument("--slo-class", default=None, metavar="NAME",
+                   help="the SLO class every request names (sent as the x-slo-class header; the server must run "
+                        "with an SLO policy that declares it), recorded per request in --json")
     p.add_argument("--json", default=None, help="write the summary and every request (arrival, lengths, timings) "
                                                 "to this file; simulate --replay FILE serves the same requests")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -259,7 +262,8 @@ def bench_config(args: argparse.Namespace):
         input_len=args.input_len, output_len=args.output_len, max_total_len=args.max_total_len,
         vocab_size=args.vocab_size, num_requests=args.num_requests, qps=args.qps,
         burstiness=args.burstiness, max_concurrency=args.max_concurrency, seed=args.seed,
-        slo=slo_from_flags(args.slo, args.slo_policy), json_path=args.json, progress=not args.no_progress)
+        slo=slo_from_flags(args.slo, args.slo_policy), json_path=args.json, progress=not args.no_progress,
+        slo_class=args.slo_class)
 
 
 def _profile(args: argparse.Namespace) -> int:
