@@ -140,3 +140,21 @@ def test_chat_completions_take_the_class_from_the_body_and_the_header(serve):
         status, _, answer = server.request("POST", CHAT, chat, {"x-slo-class": "premium"})
     assert [r.slo_class for r in added] == ["batch", "batch"]
     assert status == 400 and "interactive, batch" in answer["error"]["message"]
+
+
+def test_a_class_outside_the_policy_never_becomes_a_label_value():
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from adaptive_sarathi.engine.outputs import RequestOutput
+    from adaptive_sarathi.engine.request import FinishReason, RequestTimeline
+    from adaptive_sarathi.metrics import ServerMetrics
+
+    metrics = ServerMetrics("m", slo_classes=("gold",))
+    for slo_class in ("gold", "rogue", None):
+        timeline = RequestTimeline(0.0, 0.1, 0.2, [0.2, 0.25], 0.25)
+        metrics.observe_output(RequestOutput("r", [1], [7, 8], [7, 8], "", "", True, FinishReason.LENGTH,
+                                             timeline, slo_class=slo_class))
+    counts = {s.labels["slo_class"]: s.value
+              for family in text_string_to_metric_families(metrics.render()[0].decode())
+              for s in family.samples if s.name == f"{M}time_to_first_token_seconds_count"}
+    assert counts == {"": 2, "gold": 1}
