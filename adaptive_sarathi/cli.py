@@ -105,6 +105,9 @@ def _add_bench_flags(p: argparse.ArgumentParser) -> None:
                         "tbt, tpot, e2el); reports each at its percentile (TBT over every token gap) and goodput")
     p.add_argument("--slo-policy", default=None, help="SLO policy YAML, or the name of a shipped one: its TTFT and "
                                                       "TBT targets, as --slo")
+    p.add_argument("--slo-class", default=None, metavar="NAME",
+                   help="the SLO class every request names (sent as the x-slo-class header; the server must run "
+                        "with an SLO policy that declares it), recorded per request in --json")
     p.add_argument("--json", default=None, help="write the summary and every request (arrival, lengths, timings) "
                                                 "to this file; simulate --replay FILE serves the same requests")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -195,25 +198,35 @@ def _serve(args: argparse.Namespace) -> int:
 
     try:
         engine_args = _serve_engine_args(args)
+        slo = _serve_slo(args)  # read once: the budget policy serves it, requests name its classes
         server_args = ServerArgs(host=args.host, port=args.port, api_key=args.api_key,
                                  max_waiting=args.max_waiting or None, shutdown_timeout_s=args.shutdown_timeout,
                                  max_prompts_per_request=args.max_prompts_per_request,
-                                 max_prompt_chars=args.max_prompt_chars, step_log=args.step_log)
-        return run_server(engine_args, server_args, _serve_policy(args))
+                                 max_prompt_chars=args.max_prompt_chars, step_log=args.step_log, slo=slo)
+        return run_server(engine_args, server_args, _serve_policy(args, slo))
     except ValueError as err:  # bad flags and ModelLoadError
         print(f"error: {err}", file=sys.stderr)
         return exit_codes.USAGE
 
 
-def _serve_policy(args: argparse.Namespace):
-    """The budget policy `serve` was asked for, or None for the fixed --token-budget."""
+def _serve_slo(args: argparse.Namespace):
+    """The SLO policy of `serve`'s --slo/--slo-policy, or None. Raises ValueError naming the flag."""
+    from adaptive_sarathi.controller.slo import slo_from_flags
+
+    if args.policy is None and (args.slo is not None or args.slo_policy is not None):
+        raise ValueError("--slo and --slo-policy need --policy (e.g. --policy adaptive)")
+    return slo_from_flags(args.slo, args.slo_policy)
+
+
+def _serve_policy(args: argparse.Namespace, slo=None):
+    """The budget policy `serve` was asked for, or None for the fixed --token-budget. `slo`: the
+    SLO policy _serve_slo read (None: read it from the flags)."""
     if args.policy is None:
         if (args.slo is not None or args.slo_policy is not None or args.profile is not None
                 or args.policy_seed is not None):
             raise ValueError("--slo, --slo-policy, --profile and --policy-seed need --policy (e.g. --policy adaptive)")
         return None
     from adaptive_sarathi.controller.registry import make_policy
-    from adaptive_sarathi.controller.slo import slo_from_flags
     from adaptive_sarathi.engine.latency.profile import load_profile
 
     prior = load_profile(args.profile) if args.profile is not None else None
@@ -225,7 +238,7 @@ def _serve_policy(args: argparse.Namespace):
         if params is None:
             print(f"note: {args.policy_seed} has no adaptive entry for this deployment: default hyperparameters",
                   file=sys.stderr)
-    return make_policy(args.policy, slo_from_flags(args.slo, args.slo_policy), prior=prior, params=params)
+    return make_policy(args.policy, slo if slo is not None else _serve_slo(args), prior=prior, params=params)
 
 
 def _bench(args: argparse.Namespace) -> int:
@@ -249,7 +262,8 @@ def bench_config(args: argparse.Namespace):
         input_len=args.input_len, output_len=args.output_len, max_total_len=args.max_total_len,
         vocab_size=args.vocab_size, num_requests=args.num_requests, qps=args.qps,
         burstiness=args.burstiness, max_concurrency=args.max_concurrency, seed=args.seed,
-        slo=slo_from_flags(args.slo, args.slo_policy), json_path=args.json, progress=not args.no_progress)
+        slo=slo_from_flags(args.slo, args.slo_policy), json_path=args.json, progress=not args.no_progress,
+        slo_class=args.slo_class)
 
 
 def _profile(args: argparse.Namespace) -> int:

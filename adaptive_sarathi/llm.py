@@ -41,16 +41,18 @@ class LLM:
 
     def generate(self, prompts: Prompt | Sequence[Prompt],
                  params: SamplingParams | Sequence[SamplingParams] | None = None,
-                 use_tqdm: bool = False) -> list[RequestOutput]:
+                 use_tqdm: bool = False, slo_class: str | None = None) -> list[RequestOutput]:
         """Generate for every prompt (strings or token-id lists) submitted together; returns the
-        final output of each, in prompt order. Raises InvalidRequestError before anything runs if
-        any prompt or parameter is invalid."""
+        final output of each, in prompt order. `slo_class` names the SLO policy class of every
+        prompt and comes back in each output's slo_class; it is carried, not checked (this API
+        holds no SLO policy). Raises InvalidRequestError before anything runs if any prompt or
+        parameter is invalid."""
         prompt_list = _as_prompt_list(prompts)
         param_list = _broadcast(params, len(prompt_list))
         ids = []
         try:
             for prompt, p in zip(prompt_list, param_list):
-                ids.append(self.engine.add_request(prompt, p))
+                ids.append(self.engine.add_request(prompt, p, slo_class=slo_class))
         except ValueError:
             for rid in ids:
                 self.engine.abort_request(rid)

@@ -3,12 +3,18 @@
 Names follow vLLM's metric set with the prefix `adaptive_sarathi:` (so vLLM dashboards carry over
 by renaming), plus per-iteration metrics of the Sarathi scheduler: iteration duration, prefill
 and decode tokens per iteration, and the token budget and chunk size in force. Every metric has
-the label model_name. TTFT, queue time and inter-token latency are observed as tokens come out;
+the label model_name; the per-request latency histograms (TTFT, queue time, inter-token latency,
+end-to-end latency) also the label slo_class: the request's SLO class, "" for none (the policy's
+top-level targets). Its values are fixed when the metrics are built (the policy's classes), so
+its cardinality is bounded. TTFT, queue time and inter-token latency are observed as tokens come out;
 end-to-end latency and the per-request token histograms when a request finishes on its own
 (stop or length): aborted requests count only in request_success_total{finished_reason="abort"}.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import NamedTuple
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
@@ -30,12 +36,25 @@ _REJECTION_REASONS = {400: "bad_request", 401: "unauthorized", 404: "not_found",
 _TOKEN_BUCKETS = tuple(float(2 ** k) for k in range(18))  # 1 .. 131072 tokens
 
 
+class _ClassLatency(NamedTuple):
+    """The per-request latency histograms of one SLO class (prometheus-client children)."""
+
+    ttft: Histogram
+    inter_token: Histogram
+    e2e: Histogram
+    queue_time: Histogram
+
+
 class ServerMetrics:
     """The metrics of one server in a private CollectorRegistry (so several servers can share a
     process). Fed plain stats objects through the EngineObserver methods, which the engine thread
-    calls; prometheus-client makes them safe to scrape from the event loop meanwhile."""
+    calls; prometheus-client makes them safe to scrape from the event loop meanwhile.
 
-    def __init__(self, model_name: str):
+    slo_classes: the class names requests may carry (the SLO policy's); each gets its series of
+    the per-request latency histograms up front, beside the "" series of requests without one.
+    """
+
+    def __init__(self, model_name: str, slo_classes: Sequence[str] = ()):
         self.registry = CollectorRegistry(auto_describe=True)
         labels = {"model_name": model_name}
 
@@ -64,14 +83,19 @@ class ServerMetrics:
         self._ttft_unreachable = self._request_rejected.labels(model_name=model_name, reason="ttft_unreachable")
         self._success = {reason: self._request_success.labels(model_name=model_name, finished_reason=reason.value)
                          for reason in FinishReason}
-        self.ttft = make(Histogram, "time_to_first_token_seconds", "Arrival to first output token",
-                         buckets=_TTFT_BUCKETS)
-        self.inter_token_latency = make(Histogram, "inter_token_latency_seconds",
-                                        "Gap between consecutive output tokens of a request", buckets=_GAP_BUCKETS)
-        self.e2e_latency = make(Histogram, "e2e_request_latency_seconds", "Arrival to last output token",
-                                buckets=_E2E_BUCKETS)
-        self.queue_time = make(Histogram, "request_queue_time_seconds", "Arrival to first scheduled",
-                               buckets=_TTFT_BUCKETS)
+        by_class = ("slo_class",)
+        ttft = make(Histogram, "time_to_first_token_seconds", "Arrival to first output token",
+                    buckets=_TTFT_BUCKETS, labelnames=by_class)
+        inter_token = make(Histogram, "inter_token_latency_seconds",
+                           "Gap between consecutive output tokens of a request", buckets=_GAP_BUCKETS,
+                           labelnames=by_class)
+        e2e = make(Histogram, "e2e_request_latency_seconds", "Arrival to last output token",
+                   buckets=_E2E_BUCKETS, labelnames=by_class)
+        queue_time = make(Histogram, "request_queue_time_seconds", "Arrival to first scheduled",
+                          buckets=_TTFT_BUCKETS, labelnames=by_class)
+        self._latency = {name: _ClassLatency(*(h.labels(model_name=model_name, slo_class=name)
+                                                for h in (ttft, inter_token, e2e, queue_time)))
+                         for name in ("", *slo_classes)}
         self.request_prompt_tokens = make(Histogram, "request_prompt_tokens", "Prompt tokens per finished request",
                                           buckets=_TOKEN_BUCKETS)
         self.request_generation_tokens = make(Histogram, "request_generation_tokens",
@@ -98,22 +122,29 @@ class ServerMetrics:
     def observe_state(self, state: EngineState) -> None:
         self._set_queue(state.num_waiting, state.num_running, state.num_free_blocks, state.num_total_blocks)
 
+    def _latency_of(self, slo_class: str | None) -> "_ClassLatency":
+        """The per-request latency histograms of `slo_class` (None: those of requests without a
+        class). A name not given at construction shares the "" series: the label never takes a
+        value outside the policy's classes."""
+        return self._latency.get(slo_class or "", self._latency[""])
+
     def observe_output(self, output: RequestOutput) -> None:
         timeline = output.timeline
+        latency = self._latency_of(output.slo_class)
         new = len(output.new_token_ids)
         if new:
             self.generation_tokens.inc(new)
             times = timeline.token_times
             for i in range(max(1, len(times) - new), len(times)):
-                self.inter_token_latency.observe(times[i] - times[i - 1])
+                latency.inter_token.observe(times[i] - times[i - 1])
         if new and len(output.token_ids) == new:  # the request's first tokens: its prefill is done
             self.prompt_tokens.inc(len(output.prompt_token_ids))
-            self.ttft.observe(timeline.ttft)
-            self.queue_time.observe(timeline.scheduling_delay)
+            latency.ttft.observe(timeline.ttft)
+            latency.queue_time.observe(timeline.scheduling_delay)
         if output.finished:
             self._success[output.finish_reason].inc()
             if output.finish_reason is not FinishReason.ABORT:
-                self.e2e_latency.observe(timeline.finished_time - timeline.arrival_time)
+                latency.e2e.observe(timeline.finished_time - timeline.arrival_time)
                 self.request_prompt_tokens.observe(len(output.prompt_token_ids))
                 self.request_generation_tokens.observe(len(output.token_ids))
 

@@ -17,8 +17,10 @@ A policy file looks like this (every key under `budget` and `classes` is optiona
     classes:
       interactive: {ttft: {target_ms: 1000, percentile: 90}}
       batch: {ttft: {target_ms: 30000, percentile: 90}, tbt: {target_ms: 500, percentile: 99}}
+    default_class: interactive
 
-A class that omits a target inherits the top-level one.
+A class that omits a target inherits the top-level one. `default_class` (optional) names the
+declared class of requests that name none; without it they get the top-level targets.
 """
 
 from __future__ import annotations
@@ -34,6 +36,18 @@ import yaml
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _DEFAULT_FALLBACK_BUDGET = 512  # Sarathi-Serve's choice for strict SLOs
+
+
+class UnknownSLOClassError(ValueError):
+    """A request named a class its SLO policy does not declare. `class_name` is the name given,
+    `known` the policy's class names (empty when it declares none)."""
+
+    def __init__(self, class_name: str, policy_name: str, known: tuple[str, ...]):
+        self.class_name = class_name
+        self.policy_name = policy_name
+        self.known = known
+        choices = f"use one of {', '.join(known)}" if known else "it declares no classes: send none"
+        super().__init__(f"request class {class_name!r} is not in SLO policy {policy_name!r}: {choices}")
 
 
 class SLOPolicyError(ValueError):
@@ -158,6 +172,7 @@ class SLOPolicy:
     bounds: BudgetBounds = field(default_factory=BudgetBounds)
     classes: tuple[RequestClass, ...] = ()
     description: str = ""
+    default_class: str | None = None  # the class of requests that name none; None: top-level targets
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not _NAME.match(self.name):
@@ -166,6 +181,25 @@ class SLOPolicy:
         names = [c.name for c in self.classes]
         if len(set(names)) != len(names):
             raise SLOPolicyError("classes", f"class names repeat ({names}); give each class its own name")
+        if self.default_class is not None and self.default_class not in names:
+            declared = f"one of {', '.join(names)}" if names else "a class declared under `classes:` (none is)"
+            raise SLOPolicyError("default_class", f"got {self.default_class!r}, which is not a declared class; "
+                                                  f"use {declared}, or remove default_class")
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        """The declared classes' names, in file order."""
+        return tuple(c.name for c in self.classes)
+
+    def resolve_class(self, class_name: str | None) -> str | None:
+        """The class a request is served to: `class_name` when the policy declares it, the
+        default_class for None (itself None when the policy has none: the top-level targets).
+        Raises UnknownSLOClassError (naming the known classes) for any other name."""
+        if class_name is None:
+            return self.default_class
+        if class_name not in self.class_names:
+            raise UnknownSLOClassError(class_name, self.name, self.class_names)
+        return class_name
 
     @property
     def tightest_tbt(self) -> LatencyTarget:
@@ -233,7 +267,8 @@ def _tightest(targets: list[LatencyTarget]) -> LatencyTarget:
 
 # -- YAML ----------------------------------------------------------------------------------------
 
-_TOP_KEYS = {"name": True, "description": False, "slo": True, "budget": False, "classes": False}
+_TOP_KEYS = {"name": True, "description": False, "slo": True, "budget": False, "classes": False,
+             "default_class": False}
 _SLO_KEYS = {"ttft": True, "tbt": True}
 _TARGET_KEYS = {"target_ms": True, "percentile": False}
 _BUDGET_KEYS = {k: False for k in ("min_token_budget", "max_token_budget", "min_chunk", "max_chunk",
@@ -295,7 +330,11 @@ def policy_from_dict(data: Any, source: str = "") -> SLOPolicy:
         description = top.get("description", "")
         if not isinstance(description, str):
             raise SLOPolicyError("description", f"got {description!r}; write free text or remove it")
-        return SLOPolicy(top["name"], ttft, tbt, bounds, tuple(classes), description)
+        default_class = top.get("default_class")
+        if default_class is not None and not isinstance(default_class, str):
+            raise SLOPolicyError("default_class", f"got {default_class!r}; write the name of a class declared "
+                                                  "under `classes:`")
+        return SLOPolicy(top["name"], ttft, tbt, bounds, tuple(classes), description, default_class)
     except SLOPolicyError as e:
         raise e.within("", source) from None
 

@@ -149,7 +149,8 @@ class LLMEngine:
             self._busy_since = None
         request, text_state = live
         return RequestOutput(request_id, request.prompt_token_ids, list(request.output_token_ids), [],
-                             text_state.text, "", True, FinishReason.ABORT, request.timeline, request.num_preemptions)
+                             text_state.text, "", True, FinishReason.ABORT, request.timeline, request.num_preemptions,
+                             None, request.slo_class)
 
     def has_unfinished_requests(self) -> bool:
         return self.scheduler.has_unfinished()
@@ -239,10 +240,11 @@ class LLMEngine:
         if finished:
             del self._live[update.request_id]
         # Positional, in field order (request_id, prompt_token_ids, token_ids, new_token_ids, text,
-        # delta_text, finished, finish_reason, timeline, num_preemptions): one per request per step.
+        # delta_text, finished, finish_reason, timeline, num_preemptions, error, slo_class): one per
+        # request per step.
         return RequestOutput(update.request_id, request.prompt_token_ids, list(request.output_token_ids),
                              update.new_token_ids, text_state.text, delta, finished, reason, request.timeline,
-                             request.num_preemptions, error)
+                             request.num_preemptions, error, request.slo_class)
 
 
 def _check_encodable(prompt: str) -> None:

@@ -13,7 +13,8 @@ from adaptive_sarathi.engine.request import FinishReason, RequestTimeline
 class RequestOutput:
     """A request's state after a step. token_ids/text are cumulative; new_token_ids/delta_text are
     what this step added (delta_text may lag tokens while a multi-byte character is incomplete).
-    error: why the engine ended this request on its own (finish reason abort), else None."""
+    error: why the engine ended this request on its own (finish reason abort), else None.
+    slo_class: the SLO class the request was added with (None: the policy's top-level targets)."""
 
     request_id: str
     prompt_token_ids: list[int]
@@ -26,6 +27,7 @@ class RequestOutput:
     timeline: RequestTimeline
     num_preemptions: int = 0
     error: str | None = None
+    slo_class: str | None = None
 
     @property
     def finish_reason_str(self) -> str | None:

@@ -74,3 +74,18 @@ def test_serve_block_size_32_with_the_adaptive_policy_plans_kv_room_in_blocks_of
     chosen = engine.policy._fit_kv(tight, engine.policy.slo.bounds.max_token_budget, None)
     kv_room = 30 * 32 - state.num_decodes * _KV_HORIZON_STEPS
     assert chosen.token_budget == state.num_decodes + kv_room and chosen.max_chunk == kv_room
+
+
+def test_serve_hands_the_slo_policy_it_read_to_the_server_and_the_budget_policy(monkeypatch):
+    import adaptive_sarathi.server as server
+    from adaptive_sarathi.cli import main
+
+    calls = []
+    monkeypatch.setattr(server, "run_server", lambda engine_args, args, policy: calls.append((args, policy)) or 0)
+    assert main(["serve", "--model", "dummy:tiny", "--policy", "adaptive", "--slo-policy",
+                 "llama-3-8b-h100-tiered"]) == 0
+    (args, policy), = calls
+    assert args.slo.name == "llama-3-8b-h100-tiered" and args.slo.class_names == ("interactive", "batch")
+    assert policy.slo is args.slo  # one policy: the classes requests name are the targets served
+    assert main(["serve", "--model", "dummy:tiny"]) == 0
+    assert calls[1][0].slo is None

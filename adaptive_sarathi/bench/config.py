@@ -24,7 +24,8 @@ class BenchConfig:
     num_requests (default 100) arrive at mean rate `qps` (None or inf: all at time 0) with gamma
     gaps of shape `burstiness` (default 1 = Poisson; cv = burstiness^-1/2); a workload file sets
     these per phase, so they must be None with it. max_concurrency caps the requests in flight.
-    slo: targets by key (see bench.slo.SLO_KEYS), each with its percentile.
+    slo: targets by key (see bench.slo.SLO_KEYS), each with its percentile. slo_class: the SLO
+    class every request names (sent as the x-slo-class header), or None to name none.
     """
 
     base_url: str = "http://127.0.0.1:8000"
@@ -44,6 +45,7 @@ class BenchConfig:
     slo: Mapping[str, LatencyTarget] = field(default_factory=dict)
     json_path: str | None = None
     progress: bool = True
+    slo_class: str | None = None
 
     def __post_init__(self) -> None:
         for name in ("input_len", "output_len", "vocab_size", "num_requests"):
@@ -64,6 +66,8 @@ class BenchConfig:
             if given:
                 raise ValueError(f"{', '.join(given)}: only for synthetic lengths; --trace and --workload give "
                                  "their own lengths")
+        if self.slo_class is not None and not self.slo_class.strip():
+            raise ValueError("--slo-class is empty: name a class of the server's SLO policy, or leave it out")
         unknown = set(self.slo) - set(SLO_KEYS)
         if unknown:
             raise ValueError(f"unknown SLO keys {sorted(unknown)}: use {', '.join(SLO_KEYS)}")

@@ -63,11 +63,12 @@ async def run_benchmark(config: BenchConfig, progress: BenchProgress | None = No
         async def one(request) -> RequestResult:
             await asyncio.sleep(max(0.0, start + request.arrival_s - time.perf_counter()))
             if limit is None:
-                result = await send_completion(session, url, model, request, headers, time.perf_counter() - start)
+                result = await send_completion(session, url, model, request, headers, time.perf_counter() - start,
+                                               config.slo_class)
             else:
                 async with limit:
                     result = await send_completion(session, url, model, request, headers,
-                                                   time.perf_counter() - start)
+                                                   time.perf_counter() - start, config.slo_class)
             progress.finished.append(result)
             bar.update(1)
             return result

@@ -14,6 +14,7 @@ from typing import Any
 
 from aiohttp import web
 
+from adaptive_sarathi.controller.slo import SLOPolicy
 from adaptive_sarathi.engine.engine import InvalidRequestError
 from adaptive_sarathi.metrics import ServerMetrics
 from adaptive_sarathi.server.async_engine import AsyncEngine
@@ -22,6 +23,7 @@ from adaptive_sarathi.server.errors import (APIError, EngineDeadError, EngineSto
 from adaptive_sarathi.server.protocol import (GenerateRequest, RequestLimits, parse_chat_request,
                                               parse_completion_request)
 from adaptive_sarathi.server.responses import ResponseHeader, collect, stream_chunks
+from adaptive_sarathi.server.slo_class import HEADER as SLO_CLASS_HEADER, request_class
 
 logger = logging.getLogger(__name__)
 
@@ -33,12 +35,14 @@ _ERROR_TYPES = {401: "authentication_error", 404: "not_found_error", 429: "rate_
 
 def build_app(engine: AsyncEngine, metrics: ServerMetrics, model_name: str, api_key: str | None = None,
               max_body_bytes: int = 1 << 20, retry_after_s: int = 1,
-              limits: RequestLimits = RequestLimits()) -> web.Application:
+              limits: RequestLimits = RequestLimits(), slo: SLOPolicy | None = None) -> web.Application:
     """The application serving `engine` under `model_name`. With `api_key`, every /v1 route needs
     "Authorization: Bearer <api_key>"; /health and /metrics stay open (for probes and scrapers).
-    Bodies over `max_body_bytes` get a 413; requests over `limits` a 400. Every refused request
+    Bodies over `max_body_bytes` get a 413; requests over `limits` a 400. A generation request's
+    SLO class (body `slo_class`, else header x-slo-class, else `slo`'s default_class) must be one
+    `slo` declares, else a 400; without `slo` naming any class is a 400. Every refused request
     (4xx) is counted in metrics.request_rejected by reason."""
-    routes = _Routes(engine, metrics, model_name, retry_after_s, limits)
+    routes = _Routes(engine, metrics, model_name, retry_after_s, limits, slo)
     app = web.Application(client_max_size=max_body_bytes,
                           middlewares=[_error_middleware(metrics), _auth_middleware(api_key)])
     app.router.add_post("/v1/completions", routes.completions)
@@ -92,9 +96,10 @@ def _auth_middleware(api_key: str | None):
 
 class _Routes:
     def __init__(self, engine: AsyncEngine, metrics: ServerMetrics, model_name: str, retry_after_s: int,
-                 limits: RequestLimits):
+                 limits: RequestLimits, slo: SLOPolicy | None):
         self.engine = engine
         self.limits = limits
+        self.slo = slo
         self._metrics = metrics
         self.model_name = model_name
         self.retry_after_s = retry_after_s
@@ -132,13 +137,14 @@ class _Routes:
         if parsed.model is not None and parsed.model != self.model_name:
             raise APIError(404, f"model '{parsed.model}' does not exist: this server serves '{self.model_name}'",
                            param="model", code="model_not_found")
+        slo_class = request_class(self.slo, parsed.slo_class, request.headers.get(SLO_CLASS_HEADER))
         if not self.engine.is_serving:  # before any work: tokenizing would be wasted
             raise _unavailable(self.engine)
         header = ResponseHeader(parsed.chat, self.model_name)
         try:
             prompts = await self.engine.tokenize(parsed.prompts)
             _check_context(parsed, prompts, self.engine.max_model_len)
-            async with self.engine.open(prompts, parsed.params, arrival) as stream:
+            async with self.engine.open(prompts, parsed.params, arrival, slo_class=slo_class) as stream:
                 if parsed.stream:
                     return await _send_events(request, stream_chunks(header, stream, parsed.include_usage))
                 return web.json_response(await collect(header, stream_chunks(header, stream, include_usage=True)))

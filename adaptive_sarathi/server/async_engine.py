@@ -82,6 +82,7 @@ class _Submit:
     params: SamplingParams
     arrival_time: float
     accepted: asyncio.Future
+    slo_class: str | None = None
 
 
 @dataclass
@@ -169,9 +170,10 @@ class AsyncEngine:
                 if isinstance(p, str) else p for p in prompts]
 
     @asynccontextmanager
-    async def open(self, prompts: Sequence[Prompt], params: SamplingParams,
-                   arrival_time: float | None = None) -> AsyncIterator[RequestStream]:
+    async def open(self, prompts: Sequence[Prompt], params: SamplingParams, arrival_time: float | None = None,
+                   slo_class: str | None = None) -> AsyncIterator[RequestStream]:
         """Submit one request per prompt and yield their stream once the engine accepted them all.
+        Every request is added with `slo_class` (LLMEngine.add_request; the caller checks the name).
 
         Raises, submitting nothing: InvalidRequestError (the field named) for a prompt the engine
         refuses, QueueFullError, EngineStoppedError while shutting down, EngineDeadError. Leaving
@@ -192,7 +194,7 @@ class AsyncEngine:
             self._routes[rid] = (stream, index)
         self._idle.clear()
         self._inbox.put(_Submit(ids, list(prompts), params,
-                                self.clock() if arrival_time is None else arrival_time, accepted))
+                                self.clock() if arrival_time is None else arrival_time, accepted, slo_class))
         try:
             await accepted
         except BaseException:
@@ -307,7 +309,7 @@ class AsyncEngine:
         try:
             for rid, prompt in zip(command.request_ids, command.prompts):
                 self.engine.add_request(prompt, command.params, request_id=rid,
-                                        arrival_time=command.arrival_time)
+                                        arrival_time=command.arrival_time, slo_class=command.slo_class)
                 added.append(rid)
         except Exception as err:  # this submission alone fails; the engine holds nothing of it
             for rid in added:

@@ -5,7 +5,9 @@ not know or does not implement, a value of the wrong type or out of range, text 
 Unicode (a lone UTF-16 surrogate), more prompts or longer prompts than RequestLimits allow. Beyond
 the OpenAI fields, vLLM's `top_k` (int, 0 or -1 = off), `stop_token_ids` (list of ints) and
 `ignore_eos` (bool: generation runs to max_tokens whatever the model samples, so benchmarks get
-exact output lengths) are accepted.
+exact output lengths) are accepted, and two scheduling fields: `slo_class` (a string naming the
+SLO policy's request class; app.py checks the name against the policy) and vLLM's integer
+`priority`, of which only 0 is accepted (see _priority).
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ _UNSUPPORTED: dict[str, tuple[Any, ...]] = {
     "function_call": (None, "none"), "tool_choice": (None, "none"), "parallel_tool_calls": (None,),
 }
 _FIELDS = {"model", "n", "stream", "stream_options", "max_tokens", "max_completion_tokens", "temperature",
-           "top_p", "top_k", "seed", "stop", "stop_token_ids", "ignore_eos",
+           "top_p", "top_k", "seed", "stop", "stop_token_ids", "ignore_eos", "slo_class", "priority",
            "user"}  # `user` only labels the request for the caller's own bookkeeping
 _COMPLETION_FIELDS = _FIELDS | {"prompt"}
 _CHAT_FIELDS = _FIELDS | {"messages"}
@@ -65,6 +67,7 @@ class GenerateRequest:
     stream: bool
     include_usage: bool
     max_tokens_field: str | None = None  # the field that set max_tokens; None: the default applies
+    slo_class: str | None = None  # the body's `slo_class`, unchecked against any policy; None: not given
 
     @property
     def max_tokens_given(self) -> bool:
@@ -131,8 +134,30 @@ def _parse(body: dict, prompts: list[Prompt], chat: bool, max_model_len: int) ->
         max_tokens=max_tokens, temperature=float(temperature), top_p=float(top_p),
         top_k=0 if top_k is None else top_k, seed=_integer(body, "seed", low=-_INT64, high=_INT64 - 1),
         stop=_stop(body), stop_token_ids=_stop_token_ids(body), ignore_eos=_boolean(body, "ignore_eos", False))
+    _priority(body)
     return GenerateRequest(chat=chat, model=model, prompts=prompts, params=params, stream=stream,
-                           include_usage=include_usage, max_tokens_field=max_tokens_field)
+                           include_usage=include_usage, max_tokens_field=max_tokens_field,
+                           slo_class=_slo_class(body))
+
+
+def _slo_class(body: dict) -> str | None:
+    value = body.get("slo_class")
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value:
+        raise bad_request("slo_class", f"'slo_class' must be the name of a class of the server's SLO policy "
+                                       f"(a non-empty string), got {_show(value)}")
+    return _text(value, "slo_class")
+
+
+def _priority(body: dict) -> None:
+    """vLLM's `priority` (lower = served sooner, under its priority scheduling policy) is not
+    implemented: like vLLM without that policy, only the default 0 is accepted."""
+    value = _integer(body, "priority", low=-_INT64, high=_INT64 - 1)
+    if value not in (None, 0):
+        raise bad_request("priority", f"priority={value} is not implemented: this server does not order requests "
+                                      "by priority; send 0 or leave it out, and choose an SLO class with "
+                                      "'slo_class' or the x-slo-class header instead")
 
 
 def _known(body: dict, fields: set[str]) -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from adaptive_sarathi.controller.slo import SLOPolicy
 from adaptive_sarathi.engine.engine import LLMEngine
 from adaptive_sarathi.engine.budget import BudgetPolicy
 from adaptive_sarathi.engine.factory import EngineArgs, create_engine
@@ -35,6 +36,8 @@ class ServerArgs:
     of one body (400 beyond them). shutdown_timeout_s: how long in-flight requests may run on
     after SIGTERM before they are aborted. docs/server-limits.md states the defaults and why.
     step_log: a file to write the step log of the run to (engine/step_log.py; overwritten), or None.
+    slo: the SLO policy whose classes requests may name (docs/slo-classes.md), the one the budget
+    policy serves; None: requests may name no class.
     """
 
     host: str = "127.0.0.1"
@@ -47,6 +50,7 @@ class ServerArgs:
     shutdown_timeout_s: float = 10.0
     retry_after_s: int = 1
     step_log: str | None = None
+    slo: SLOPolicy | None = None
 
     def __post_init__(self) -> None:
         if self.step_log is not None and not Path(self.step_log).parent.is_dir():
@@ -67,11 +71,12 @@ class Server:
     def __init__(self, engine: LLMEngine, args: ServerArgs, model_name: str):
         self.args = args
         self.model_name = model_name
-        self.metrics = ServerMetrics(model_name)
+        self.metrics = ServerMetrics(model_name, slo_classes=args.slo.class_names if args.slo else ())
         self.engine = AsyncEngine(engine, max_waiting=args.max_waiting, observer=self.metrics)
         self.app = build_app(self.engine, self.metrics, model_name, api_key=args.api_key,
                              max_body_bytes=args.max_body_bytes, retry_after_s=args.retry_after_s,
-                             limits=RequestLimits(args.max_prompts_per_request, args.max_prompt_chars))
+                             limits=RequestLimits(args.max_prompts_per_request, args.max_prompt_chars),
+                             slo=args.slo)
         self._runner: web.AppRunner | None = None
         self._step_log: StepLogWriter | None = None
 

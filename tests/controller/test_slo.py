@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from adaptive_sarathi.controller.slo import (
-    BudgetBounds, LatencyTarget, SLOPolicy, SLOPolicyError, load_slo_policy, shipped_policy_names)
+    BudgetBounds, LatencyTarget, SLOPolicy, SLOPolicyError, UnknownSLOClassError, load_slo_policy,
+    shipped_policy_names)
 
 VALID = """\
 name: test-policy
@@ -140,3 +141,50 @@ def test_unknown_names_and_missing_files():
         load_slo_policy("no-such-policy")
     with pytest.raises(SLOPolicyError, match="does not exist"):
         load_slo_policy("/nonexistent/policy.yaml")
+
+
+def test_default_class_resolves_requests_that_name_none(tmp_path: Path):
+    policy = load_slo_policy(write(tmp_path, VALID + "default_class: batch\n"))
+    assert policy.default_class == "batch"
+    assert policy.class_names == ("interactive", "batch")
+    assert policy.resolve_class(None) == "batch"
+    assert policy.resolve_class("interactive") == "interactive"
+    assert policy.targets_for(policy.resolve_class(None)) == (policy.ttft, LatencyTarget(500, 95))
+
+
+def test_without_default_class_requests_that_name_none_get_the_top_level_targets(tmp_path: Path):
+    policy = load_slo_policy(write(tmp_path, VALID))
+    assert policy.default_class is None
+    assert policy.resolve_class(None) is None
+    assert policy.targets_for(policy.resolve_class(None)) == (policy.ttft, policy.tbt)
+
+
+def test_the_tiered_policy_defaults_to_interactive():
+    policy = load_slo_policy("llama-3-8b-h100-tiered")
+    assert policy.default_class == "interactive"
+    assert policy.targets_for(policy.resolve_class(None))[0] == LatencyTarget(1000, 90)
+
+
+def test_an_unknown_class_names_the_known_ones(tmp_path: Path):
+    policy = load_slo_policy(write(tmp_path, VALID))
+    with pytest.raises(UnknownSLOClassError, match="'premium'.*interactive, batch") as info:
+        policy.resolve_class("premium")
+    assert info.value.class_name == "premium" and info.value.known == ("interactive", "batch")
+    with pytest.raises(UnknownSLOClassError, match="declares no classes"):
+        SLOPolicy.from_shorthand("ttft:2000,tbt:100").resolve_class("interactive")
+
+
+@pytest.mark.parametrize("line,fragment", [
+    ("default_class: premium", "'premium', which is not a declared class; use one of interactive, batch"),
+    ("default_class: 3", "write the name of a class"),
+])
+def test_a_bad_default_class_names_the_field_and_the_classes(tmp_path: Path, line: str, fragment: str):
+    with pytest.raises(SLOPolicyError, match=fragment) as info:
+        load_slo_policy(write(tmp_path, VALID + line + "\n"))
+    assert info.value.field == "default_class"
+
+
+def test_a_default_class_needs_declared_classes():
+    with pytest.raises(SLOPolicyError, match="none is") as info:
+        SLOPolicy("p", LatencyTarget(2000), LatencyTarget(100), default_class="interactive")
+    assert info.value.field == "default_class"

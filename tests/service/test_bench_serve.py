@@ -124,3 +124,16 @@ def test_bench_ctrl_c_writes_the_finished_requests_and_exits_130(server, tmp_pat
     assert doc["interrupted"] is True
     assert 1 <= len(doc["requests"]) < 1000 and doc["summary"]["completed"] == len(doc["requests"])
     assert "Successful requests" in stdout
+
+
+def test_bench_names_its_slo_class_and_records_it_per_request(serve, tmp_path):
+    from adaptive_sarathi.controller.slo import load_slo_policy
+
+    with serve(slo=load_slo_policy("llama-3-8b-h100-tiered")) as tiered:
+        doc, _ = run_bench(tiered, tmp_path, "--num-requests", "5", "--input-len", "8", "--output-len", "2",
+                           "--slo-class", "batch", "--no-progress")
+        metrics = tiered.metrics()
+    assert doc["config"]["slo_class"] == "batch"
+    assert [r["slo_class"] for r in doc["requests"]] == ["batch"] * 5 and doc["summary"]["completed"] == 5
+    assert metrics[f"{M}time_to_first_token_seconds_count{{slo_class=batch}}"] == 5
+    assert metrics[f"{M}time_to_first_token_seconds_count{{slo_class=interactive}}"] == 0
