@@ -20,7 +20,7 @@ class RequestResult:
     workload clock (seconds after the benchmark's time 0). success: HTTP 200 and the stream ended
     with finish reason stop or length. itl_s: the gaps between consecutive chunks after the
     first. output_tokens: the server's usage count (the number of chunks when the server sends
-    no usage).
+    no usage). slo_class: the workload's class of the request (recorded, not sent).
     """
 
     prompt_len: int
@@ -34,6 +34,7 @@ class RequestResult:
     e2e_s: float = 0.0
     itl_s: list[float] = field(default_factory=list)
     output_tokens: int = 0
+    slo_class: str | None = None
 
     @property
     def tpot_s(self) -> float:
@@ -46,7 +47,7 @@ async def send_completion(session: aiohttp.ClientSession, url: str, model: str, 
     """Stream one completion of exactly request.output_len tokens (ignore_eos); never raises for
     HTTP or connection errors, which land in RequestResult.error."""
     result = RequestResult(len(request.prompt_token_ids), request.output_len, arrival_s=request.arrival_s,
-                           start_s=start_s)
+                           start_s=start_s, slo_class=request.slo_class)
     payload = {"model": model, "prompt": request.prompt_token_ids, "max_tokens": request.output_len,
                "temperature": 0.0, "ignore_eos": True, "stream": True, "stream_options": {"include_usage": True}}
     sent = time.perf_counter()
