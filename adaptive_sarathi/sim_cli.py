@@ -65,7 +65,7 @@ def _add_flags(p: argparse.ArgumentParser) -> None:
                    help="request-length CSV (num_prefill_tokens,num_decode_tokens) or a name in ../shared/traces, "
                         "e.g. sharegpt_8k")
     w.add_argument("--workload", default=None, type=Path,
-                   help="phased workload YAML, or the name of an example in examples/workloads (chat, summarize, phases): phases: [{trace: NAME|CSV (or synthetic: {prompt: .., output: ..}), "
+                   help="phased workload YAML, or the name of an example in examples/workloads (chat, summarize, phases, chat_and_batch): phases: [{trace: NAME|CSV (or synthetic: {prompt: .., output: ..}), "
                         "qps: Q, duration_s: S (or num_requests: N), slo_class: NAME}, ...]; a phase may be a mix: of "
                         "components drawn by share (docs/workloads.md)")
     w.add_argument("--replay", default=None, type=Path,
