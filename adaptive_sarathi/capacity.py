@@ -3,7 +3,8 @@
 SLO capacity (the headline figure): the highest rate at which every declared target holds at its
 percentile: the TTFT percentile over requests and the TBT percentile over every token gap of every
 request (per gap, as vLLM and inference-perf count TBT), each within its target
-(engine.simulator.result.SloReport.percentiles_met).
+(engine.simulator.result.SloReport.percentiles_met). Where the workload's requests carry SLO
+classes, every class must meet its own targets, over its own requests and gaps.
 
 Two more figures come from the same simulations. Capacity as Sarathi-Serve defines it, a proxy
 kept for comparison with the paper: P99 TBT <= the TBT target and median scheduling delay <= 2 s
@@ -19,12 +20,12 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass
-from typing import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Callable, Mapping
 
 from tqdm import tqdm
 
-from adaptive_sarathi.engine.simulator import SimulationResult
+from adaptive_sarathi.engine.simulator import SimulationResult, SloTargets
 from adaptive_sarathi.scenario import Scenario
 
 MAX_MEDIAN_SCHEDULING_DELAY_S = 2.0
@@ -39,12 +40,29 @@ DEFINITIONS = {
 
 
 @dataclass(frozen=True)
+class ClassProbe:
+    """One SLO class at one rate: its requests, the fraction meeting both of its targets, and its
+    TTFT (over its requests) and per-gap TBT (over its gaps) at its percentiles, each judged
+    against its own target, `targets` (seconds)."""
+
+    num_requests: int
+    attainment: float
+    ttft_p_s: float
+    ttft_met: bool
+    tbt_p_s: float
+    tbt_met: bool
+    targets: SloTargets
+
+
+@dataclass(frozen=True)
 class Probe:
     """One simulation of the search, at `qps_scale` x the workload's rates (mean `qps`).
 
     ttft_p_s / tbt_p_s: the observed TTFT and per-gap TBT at the declared percentiles; meets_slo:
     both within their targets (SLO capacity's criterion); meets_capacity: the proxy's criterion;
-    meets_goodput: slo_attainment >= min_attainment.
+    meets_goodput: slo_attainment >= min_attainment. With SLO classes, ttft_p_s and tbt_p_s are
+    over every request at the top-level percentiles, meets_slo asks every class to meet its own
+    targets and per_class holds each class's figures (empty without classes).
     """
 
     qps_scale: float
@@ -58,6 +76,7 @@ class Probe:
     meets_slo: bool
     meets_capacity: bool
     meets_goodput: bool
+    per_class: Mapping[str, ClassProbe] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -67,8 +86,9 @@ class CapacityResult:
 
     slo_capacity_qps: the SLO capacity, the figure that counts. capacity_qps: the proxy
     (Sarathi-Serve's definition, see DEFINITIONS). goodput_qps: the goodput rate. The targets
-    are the scenario's top-level ones. wall_time_s: host seconds the whole search took, over
-    len(probes) simulations.
+    are the scenario's top-level ones. per_class: with SLO classes, each class's figures at the
+    SLO capacity rate (empty without classes, or when no rate met the SLO). wall_time_s: host
+    seconds the whole search took, over len(probes) simulations.
     """
 
     slo_capacity_qps: float
@@ -85,6 +105,7 @@ class CapacityResult:
     min_attainment: float
     wall_time_s: float
     probes: tuple[Probe, ...]
+    per_class: Mapping[str, ClassProbe] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return {**asdict(self), "definitions": DEFINITIONS}
@@ -119,7 +140,7 @@ def find_capacity(scenario: Scenario, *, start_scale: float = 1.0, rel_tol: floa
                 scale, scale * base_qps, slo.ttft_p_s, slo.tbt_p_s, r.tbt.p99, r.scheduling_delay.p50, attainment,
                 slo.goodput_rps, meets_slo=slo.percentiles_met,
                 meets_capacity=_le(r.tbt.p99, tbt.target_s) and r.scheduling_delay.p50 <= max_scheduling_delay_s,
-                meets_goodput=attainment >= min_attainment)
+                meets_goodput=attainment >= min_attainment, per_class=_per_class(slo))
             bar.update(1)
             bar.set_postfix(qps=f"{scale * base_qps:.3g}")
         return probes[scale]
@@ -134,7 +155,13 @@ def find_capacity(scenario: Scenario, *, start_scale: float = 1.0, rel_tol: floa
     return CapacityResult(slo_capacity * base_qps, slo_capacity, capacity * base_qps, capacity, goodput * base_qps,
                           goodput, base_qps, ttft.target_s, ttft.percentile, tbt.target_s, tbt.percentile,
                           min_attainment, time.perf_counter() - started,
-                          tuple(sorted(probes.values(), key=lambda p: p.qps_scale)))
+                          tuple(sorted(probes.values(), key=lambda p: p.qps_scale)),
+                          per_class=probes[slo_capacity].per_class if slo_capacity in probes else {})
+
+
+def _per_class(slo) -> dict[str, ClassProbe]:
+    return {name: ClassProbe(r.num_requests, r.attainment, r.ttft_p_s, r.ttft_met, r.tbt_p_s, r.tbt_met, r.targets)
+            for name, r in slo.per_class.items()}
 
 
 def _le(value: float, limit: float) -> bool:

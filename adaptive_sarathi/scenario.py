@@ -36,8 +36,15 @@ class Scenario:
     policy_params: Mapping[str, Any] | None = None
 
     def __post_init__(self) -> None:
-        # Fail on a bad policy spec before any simulation runs.
+        # Fail on a bad policy spec, or a workload class the SLO policy lacks, before any simulation runs.
         self.make_policy()
+        if self.slo is not None:
+            declared = {c.name for c in self.slo.classes}
+            unknown = sorted(set(self.workload.slo_classes) - declared)
+            if unknown:
+                raise ValueError(f"the workload's request class(es) {', '.join(unknown)} are not in SLO policy "
+                                 f"{self.slo.name!r} (its classes: {', '.join(sorted(declared)) or 'none'}): pass "
+                                 "--slo-policy with a policy that declares them, or rename slo_class in the workload")
 
     def make_policy(self) -> BudgetPolicy:
         """A fresh, unfitted policy for one run."""
@@ -53,11 +60,18 @@ class Scenario:
 
 
 def slo_targets(policy: SLOPolicy | None) -> SloTargets | None:
-    """The top-level TTFT and TBT targets of an SLO policy, as a simulation judges them."""
+    """The TTFT and TBT targets of an SLO policy as a simulation judges them: the top-level ones,
+    and each class's (SLOPolicy.targets_for, so a class inherits what it leaves out)."""
     if policy is None:
         return None
-    return SloTargets(ttft_s=policy.ttft.target_s, tbt_s=policy.tbt.target_s,
-                      ttft_percentile=policy.ttft.percentile, tbt_percentile=policy.tbt.percentile)
+
+    def plain(ttft, tbt) -> SloTargets:
+        return SloTargets(ttft_s=ttft.target_s, tbt_s=tbt.target_s, ttft_percentile=ttft.percentile,
+                          tbt_percentile=tbt.percentile)
+
+    top = plain(*policy.targets_for(None))
+    return SloTargets(top.ttft_s, top.tbt_s, top.ttft_percentile, top.tbt_percentile,
+                      classes={c.name: plain(*policy.targets_for(c.name)) for c in policy.classes})
 
 
 def latency_model(profile: str | Path | None = None, roofline: str | None = None) -> LatencyModel:

@@ -65,8 +65,9 @@ def _add_flags(p: argparse.ArgumentParser) -> None:
                    help="request-length CSV (num_prefill_tokens,num_decode_tokens) or a name in ../shared/traces, "
                         "e.g. sharegpt_8k")
     w.add_argument("--workload", default=None, type=Path,
-                   help="phased workload YAML, or the name of an example in examples/workloads (chat, summarize, phases): phases: [{trace: NAME|CSV (or synthetic: {prompt: .., output: ..}), "
-                        "qps: Q, duration_s: S (or num_requests: N)}, ...]")
+                   help="phased workload YAML, or the name of an example in examples/workloads (chat, summarize, phases, chat_and_batch): phases: [{trace: NAME|CSV (or synthetic: {prompt: .., output: ..}), "
+                        "qps: Q, duration_s: S (or num_requests: N), slo_class: NAME}, ...]; a phase may be a mix: of "
+                        "components drawn by share (docs/workloads.md)")
     w.add_argument("--replay", default=None, type=Path,
                    help="the requests a `bench --json` file recorded (arrival times, prompt and output lengths), "
                         "exactly as sent")
@@ -311,7 +312,16 @@ def format_simulation(r) -> str:
 
 def format_slo_report(slo) -> list[str]:
     """An SloReport as lines: each declared target's observed percentile, whether it holds and
-    its attainment; then whether all hold, the requests meeting every target and goodput."""
+    its attainment; then whether all hold, the requests meeting every target and goodput. With
+    SLO classes: one line per class (its own targets over its own requests and gaps), then
+    whether every class meets its targets."""
+    if slo.per_class:
+        lines = [format_class_line(name, r.num_requests, r.attainment, r.targets, r.ttft_p_s, r.ttft_met, r.tbt_p_s,
+                                   r.tbt_met) for name, r in slo.per_class.items()]
+        lines.append(f"SLO every class meets its targets: {'yes' if slo.percentiles_met else 'no'}; "
+                     f"{slo.attainment:.1%} of requests meet their class's targets, goodput {slo.goodput_rps:.2f} "
+                     "req/s")
+        return lines
     t = slo.targets
     lines = []
     if t.ttft_s is not None:
@@ -326,6 +336,22 @@ def format_slo_report(slo) -> list[str]:
     return lines
 
 
+def format_class_line(name: str, num_requests: int, attainment: float, targets, ttft_p_s, ttft_met, tbt_p_s,
+                      tbt_met) -> str:
+    """One SLO class as a line: each declared target of the class, the observed value at its
+    percentile (TTFT over the class's requests, TBT over its gaps), whether it holds, and the
+    class's requests meeting every target."""
+    parts = []
+    if targets.ttft_s is not None:
+        parts.append(f"TTFT P{targets.ttft_percentile:g} {_ms(ttft_p_s)} <= {targets.ttft_s * 1e3:g} ms "
+                     f"{_holds(ttft_met)}")
+    if targets.tbt_s is not None:
+        parts.append(f"TBT P{targets.tbt_percentile:g} {_ms(tbt_p_s)} <= {targets.tbt_s * 1e3:g} ms "
+                     f"{_holds(tbt_met)}")
+    return (f"SLO class {name} ({num_requests} requests): {', '.join(parts)}; {attainment:.1%} of its requests "
+            "meet every target")
+
+
 def _ms(seconds: float) -> str:
     return f"{seconds * 1e3:.1f} ms" if math.isfinite(seconds) else str(seconds)
 
@@ -338,11 +364,17 @@ def format_capacity(c) -> str:
     """A CapacityResult as the summary `capacity` prints."""
     targets = (f"TTFT P{c.ttft_percentile:g} <= {c.ttft_slo_s * 1e3:g} ms and TBT P{c.tbt_percentile:g} <= "
                f"{c.tbt_slo_s * 1e3:g} ms over every token gap")
+    if c.per_class:
+        targets = "every class meets its own targets, TTFT over its requests and TBT over its token gaps"
     lines = [f"SLO capacity {c.slo_capacity_qps:.3g} qps (every target holds: {targets})",
              f"proxy capacity {c.capacity_qps:.3g} qps (Sarathi-Serve's: P99 TBT <= {c.tbt_slo_s * 1e3:g} ms, median "
              f"scheduling delay <= 2 s; ignores the TTFT target)",
              f"goodput rate {c.goodput_qps:.3g} qps (>= {c.min_attainment:.0%} of requests meet every SLO)",
              f"search: {len(c.probes)} simulations, {c.wall_time_s:.1f} s host time"]
+    if c.per_class:
+        lines[1:1] = [f"  at {c.slo_capacity_qps:.3g} qps: " + format_class_line(
+            name, p.num_requests, p.attainment, p.targets, p.ttft_p_s, p.ttft_met, p.tbt_p_s, p.tbt_met)
+            for name, p in c.per_class.items()]
     # The proxy reads P99 TBT; a separate column only when the declared TBT percentile differs.
     proxy_column = c.tbt_percentile != 99
     lines.append(f"{'qps':>10}{f'P{c.ttft_percentile:g} TTFT ms':>15}{f'P{c.tbt_percentile:g} TBT ms':>13}"

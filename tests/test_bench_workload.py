@@ -111,6 +111,38 @@ def test_bench_json_replays_as_the_same_requests(tmp_path, trace):
     assert replayed == draw_workload(config)
 
 
+CLASSED_WORKLOAD = """
+phases:
+  - mix:
+      - {trace: TRACE, share: 2, slo_class: interactive}
+      - {synthetic: {prompt: 900, output: 5}, share: 1, slo_class: batch}
+    qps: 5
+    num_requests: 40
+"""
+
+
+def test_bench_json_records_each_requests_class_for_replay(tmp_path, trace):
+    path = tmp_path / "classed.yaml"
+    path.write_text(CLASSED_WORKLOAD.replace("TRACE", str(trace)))
+    flags = ["--workload", str(path), "--seed", "3"]
+    drawn = drawn_by_bench(*flags)
+    assert drawn == drawn_by_simulate(*flags) and {r.slo_class for r in drawn} == {"interactive", "batch"}
+    config = bench_config(build_parser().parse_args(["bench", *flags, "--json", str(tmp_path / "b.json")]))
+    sent = make_requests(drawn, config.vocab_size, config.seed)
+    assert [r.slo_class for r in sent] == [r.slo_class for r in drawn]
+    results = [RequestResult(len(r.prompt_token_ids), r.output_len, arrival_s=r.arrival_s, success=True,
+                             ttft_s=0.1, output_tokens=r.output_len, slo_class=r.slo_class) for r in sent]
+    write_json(config.json_path, config, BenchResult(summarize(results, 10.0, config.slo), results))
+    document = json.loads((tmp_path / "b.json").read_text())
+    assert [r["slo_class"] for r in document["requests"]] == [r.slo_class for r in drawn]
+    assert read_requests(config.json_path) == drawn_by_simulate("--replay", config.json_path) == drawn
+    # A file written before requests carried a class replays them with the top-level targets.
+    for record in document["requests"]:
+        del record["slo_class"]
+    (tmp_path / "old.json").write_text(json.dumps(document))
+    assert {r.slo_class for r in read_requests(tmp_path / "old.json")} == {None}
+
+
 def result(ttft: float, gaps: list[float], success: bool = True) -> RequestResult:
     return RequestResult(10, len(gaps) + 1, success=success, ttft_s=ttft, e2e_s=ttft + sum(gaps), itl_s=gaps,
                          output_tokens=len(gaps) + 1 if success else 0)

@@ -91,3 +91,50 @@ def test_capacity_needs_an_slo():
     s = scenario(30)
     with pytest.raises(ValueError, match="capacity needs SLO targets"):
         find_capacity(Scenario(s.workload, s.scheduler, s.policy, s.latency_model, s.num_kv_blocks))
+
+
+def tiered(batch_ttft_ms: float = 6000) -> SLOPolicy:
+    from adaptive_sarathi.controller.slo import LatencyTarget, RequestClass
+
+    ttft, tbt = LatencyTarget(250, 90), LatencyTarget(200, 99)
+    return SLOPolicy("tiered-test", ttft, tbt, classes=(RequestClass("interactive", ttft, tbt),
+                                                        RequestClass("batch", LatencyTarget(batch_ttft_ms, 90), tbt)))
+
+
+def classed_scenario(slo: SLOPolicy, classes: tuple = ("interactive", "batch")) -> Scenario:
+    from adaptive_sarathi.workloads import ArrivalProcess, Mix, MixComponent, Phase, WorkloadSpec
+
+    # Short chat prompts and long summarization prompts: the batch class has the longer TTFTs.
+    mix = Mix((MixComponent(SyntheticLengths(Uniform(100, 400), Uniform(16, 64)), 3, classes[0]),
+               MixComponent(SyntheticLengths(Uniform(2500, 3500), Uniform(16, 64)), 1, classes[1])))
+    workload = WorkloadSpec((Phase(mix, ArrivalProcess(1.0), num_requests=120),), seed=0)
+    return Scenario(workload, SchedulerConfig(name="sarathi"), "fixed:512", roofline_from_spec("h100:llama-3-8b"),
+                    num_kv_blocks=5000, slo=slo)
+
+
+def test_slo_capacity_with_classes_needs_every_class_to_meet_its_own_targets():
+    classed = find_capacity(classed_scenario(tiered()), rel_tol=0.05)
+    # The same requests judged by the interactive targets alone (no classes) reach a lower rate:
+    # the long batch prompts' TTFTs no longer count against 250 ms.
+    strict = find_capacity(classed_scenario(SLOPolicy.from_shorthand("ttft:250@p90,tbt:200"), (None, None)),
+                           rel_tol=0.05)
+    assert 0 < strict.slo_capacity_qps < classed.slo_capacity_qps
+    assert strict.per_class == {} and all(p.per_class == {} for p in strict.probes)
+    assert set(classed.per_class) == {"interactive", "batch"}
+    edge = next(p for p in classed.probes if p.qps_scale == classed.slo_capacity_scale)
+    assert classed.per_class == edge.per_class
+    assert all(c.ttft_met and c.tbt_met and c.ttft_p_s <= c.targets.ttft_s for c in edge.per_class.values())
+    assert edge.per_class["batch"].targets.ttft_s == 6.0 and edge.per_class["interactive"].targets.ttft_s == 0.25
+    assert sum(c.num_requests for c in edge.per_class.values()) == 120
+    above = min((p for p in classed.probes if p.qps > classed.slo_capacity_qps), key=lambda p: p.qps)
+    assert not above.meets_slo and not all(c.ttft_met and c.tbt_met for c in above.per_class.values())
+    # A stricter batch class can only lower it.
+    stricter = find_capacity(classed_scenario(tiered(batch_ttft_ms=250)), rel_tol=0.05)
+    assert stricter.slo_capacity_qps < classed.slo_capacity_qps
+    assert classed.to_dict()["per_class"]["batch"]["targets"]["ttft_s"] == 6.0
+
+
+def test_a_workload_class_missing_from_the_policy_is_refused_with_the_fix():
+    with pytest.raises(ValueError, match=r"class\(es\) batch, interactive are not in SLO policy 'cli' \(its classes: "
+                                         r"none\): pass --slo-policy"):
+        classed_scenario(SLOPolicy.from_shorthand("ttft:600@p90,tbt:60"))

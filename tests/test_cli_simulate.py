@@ -114,3 +114,50 @@ def test_bad_flags_exit_2_with_the_fix(argv, message, trace, workload, capsys):
     argv = [str(trace) if a == "TRACE" else str(workload) if a == "WORKLOAD" else a for a in argv]
     assert main(argv + ["--no-progress"]) == 2
     assert message in capsys.readouterr().err
+
+
+CLASSED = """
+phases:
+  - mix:
+      - {synthetic: {prompt: {dist: uniform, low: 100, high: 900}, output: 32}, share: 3, slo_class: interactive}
+      - {synthetic: {prompt: 3000, output: 16}, share: 1, slo_class: batch}
+    qps: 4
+    num_requests: 60
+"""
+
+
+def test_simulate_and_capacity_print_one_line_per_class(tmp_path, capsys):
+    path = tmp_path / "classed.yaml"
+    path.write_text(CLASSED)
+    out = tmp_path / "sim.json"
+    common = ["--workload", str(path), "--roofline", "h100:llama-3-8b", "--slo-policy", "llama-3-8b-h100-tiered",
+              "--no-progress"]
+    assert main(["simulate", *common, "--json", str(out)]) == 0
+    text = capsys.readouterr().out
+    lines = {name: next(line for line in text.splitlines() if line.startswith(f"SLO class {name} "))
+             for name in ("interactive", "batch")}
+    assert "TTFT P90" in lines["interactive"] and "<= 1000 ms" in lines["interactive"]
+    assert "<= 30000 ms" in lines["batch"] and "TBT P99" in lines["batch"] and "<= 325 ms" in lines["batch"]
+    assert "SLO every class meets its targets: " in text and "SLO TTFT P90 <= 2000 ms" not in text
+    slo = json.loads(out.read_text())["slo"]
+    assert set(slo["per_class"]) == {"interactive", "batch"}
+    assert sum(c["num_requests"] for c in slo["per_class"].values()) == 60
+    assert slo["percentiles_met"] == all(c["percentiles_met"] for c in slo["per_class"].values())
+    assert slo["per_class"]["batch"]["targets"]["ttft_s"] == 30.0
+
+    cap = tmp_path / "cap.json"
+    assert main(["capacity", *common, "--tolerance", "0.2", "--json", str(cap)]) == 0
+    text = capsys.readouterr().out
+    data = json.loads(cap.read_text())
+    assert set(data["per_class"]) == {"interactive", "batch"} and data["slo_capacity_qps"] > 0
+    at = f"  at {data['slo_capacity_qps']:.3g} qps: SLO class"
+    assert sum(line.startswith(at) for line in text.splitlines()) == 2
+    assert all(c["ttft_met"] and c["tbt_met"] for c in data["per_class"].values())
+
+
+def test_a_workload_class_the_policy_lacks_exits_2(tmp_path, capsys):
+    path = tmp_path / "classed.yaml"
+    path.write_text(CLASSED)
+    assert main(["simulate", "--workload", str(path), "--roofline", "h100:llama-3-8b", "--slo-policy",
+                 "llama-3-8b-h100-strict", "--no-progress"]) == 2
+    assert "are not in SLO policy 'llama-3-8b-h100-strict'" in capsys.readouterr().err

@@ -5,9 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from adaptive_sarathi.workloads import (ArrivalProcess, Fixed, LogNormal, Phase, RecordedWorkload, SyntheticLengths,
-                                        TraceLengths, Uniform, WorkloadError, WorkloadRequest, WorkloadSpec, load_trace,
-                                        load_workload, resolve_trace, single_phase, workload_from_flags)
+from adaptive_sarathi.workloads import (ArrivalProcess, Fixed, LogNormal, Mix, MixComponent, Phase, RecordedWorkload,
+                                        SyntheticLengths, TraceLengths, Uniform, WorkloadError, WorkloadRequest,
+                                        WorkloadSpec, load_trace, load_workload, resolve_trace, single_phase,
+                                        workload_from_flags)
+from adaptive_sarathi.workloads.traces import SHARED_TRACES
 
 
 @pytest.fixture
@@ -167,6 +169,24 @@ phases:
     ("phases: [{synthetic: {prompt: 10, output: 5}, qps: 1, duration_s: 5, max_total_len: 9}]",
      "max_total_len: only for trace phases"),
     ("phases: [oops", "not valid YAML"),
+    ("phases: [{synthetic: {prompt: 10, output: 5}, qps: 1, duration_s: 5, slo_class: 3}]",
+     r"phases\[0\]: slo_class=3 is invalid: use the name of a class"),
+    ("phases: [{mix: [], qps: 1, duration_s: 5}]", r"phases\[0\]: mix: must be a non-empty list"),
+    ("phases: [{mix: [{synthetic: {prompt: 10, output: 5}}], qps: 1, duration_s: 5}]",
+     r"phases\[0\]: mix: \[0\]: share: missing"),
+    ("phases: [{mix: [{synthetic: {prompt: 10, output: 5}, share: 0}], qps: 1, duration_s: 5}]",
+     r"mix: \[0\]: share=0 is invalid: use a finite number > 0 \(shares are normalized"),
+    ("phases: [{mix: [{synthetic: {prompt: 10, output: 5}, share: -2}], qps: 1, duration_s: 5}]", "share=-2"),
+    ("phases: [{mix: [{synthetic: {prompt: 10, output: 5}, share: 1, qps: 2}], qps: 1, duration_s: 5}]",
+     r"mix: \[0\]: unknown key\(s\) \['qps'\]: a component takes .*\(arrivals are the phase's\)"),
+    ("phases: [{mix: [{share: 1}], qps: 1, duration_s: 5}]", r"mix: \[0\]: needs exactly one of 'trace' and 'synthetic'"),
+    ("phases: [{mix: [{synthetic: {prompt: 10, output: 5}, share: 1}], slo_class: batch, qps: 1, duration_s: 5}]",
+     r"phases\[0\]: slo_class: a mix phase takes these per component"),
+    ("phases: [{mix: [{synthetic: {prompt: 10, output: 5}, share: 1}], synthetic: {prompt: 1, output: 1}, qps: 1, "
+     "duration_s: 5}]", "synthetic: a mix phase takes these per component"),
+    ("phases: [{mix: [{synthetic: {prompt: 10, output: 5}, share: 1, max_output_tokens: 0}], qps: 1, duration_s: 5}]",
+     r"mix: \[0\]: max_output_tokens=0 is invalid"),
+    ("phases: [{mix: {a: 1}, qps: 1, duration_s: 5}]", "mix: must be a non-empty list of components"),
 ])
 def test_bad_workload_files_name_the_field_and_the_fix(tmp_path, text, message):
     path = tmp_path / "bad.yaml"
@@ -191,12 +211,100 @@ def test_shipped_example_workloads_load_by_name_and_path():
     from adaptive_sarathi.workloads import EXAMPLE_WORKLOADS, resolve_workload
 
     names = sorted(p.stem for p in EXAMPLE_WORKLOADS.glob("*.yaml"))
-    assert {"chat", "chat_short", "summarize", "phases"} <= set(names)
+    assert {"chat", "chat_short", "summarize", "phases", "chat_and_batch"} <= set(names)
     for name in names:
         assert resolve_workload(name) == EXAMPLE_WORKLOADS / f"{name}.yaml"
         assert resolve_workload(f"{name}.yaml") == EXAMPLE_WORKLOADS / f"{name}.yaml"
+        if "trace:" in (EXAMPLE_WORKLOADS / f"{name}.yaml").read_text() and not SHARED_TRACES.is_dir():
+            continue  # an example over the shared traces, which this checkout lacks
         spec = load_workload(name)
         assert spec.phases and all(p.lengths is not None for p in spec.phases)
+
+
+@pytest.mark.skipif(not (SHARED_TRACES / "sharegpt_8k.csv").is_file(), reason="needs ../shared/traces")
+def test_the_chat_and_batch_example_carries_the_tiered_policy_classes():
+    from adaptive_sarathi.controller.slo import load_slo_policy
+
+    spec = load_workload("chat_and_batch")
+    policy = load_slo_policy("llama-3-8b-h100-tiered")
+    assert spec.slo_classes == {c.name for c in policy.classes} == {"interactive", "batch"}
+    requests = spec.generate()
+    chat = [r for r in requests if r.slo_class == "interactive"]
+    batch = [r for r in requests if r.slo_class == "batch"]
+    assert len(chat) + len(batch) == len(requests) == 400
+    assert len(chat) / len(requests) == pytest.approx(0.75, abs=0.06)
+    # arxiv_4k rows total at most ~4K tokens; sharegpt_8k's reach 8K.
+    assert max(r.num_prompt_tokens + r.num_output_tokens for r in batch) <= 4096 + 4056
+    assert max(r.num_prompt_tokens for r in batch) <= 4054 < max(r.num_prompt_tokens for r in chat)
+
+
+def mix_phase(chat_output=Fixed(20), share_batch=1.0, num_requests=400, **caps):
+    return Phase(Mix((MixComponent(SyntheticLengths(Fixed(50), chat_output), 3.0, "interactive", **caps),
+                      MixComponent(SyntheticLengths(Uniform(1000, 3000), Uniform(100, 300)), share_batch, "batch"))),
+                 ArrivalProcess(10.0), num_requests=num_requests)
+
+
+def test_a_mix_draws_components_by_normalized_share_on_the_phase_arrivals():
+    mixed = WorkloadSpec((mix_phase(),), seed=3).generate()
+    alone = WorkloadSpec((Phase(SyntheticLengths(Fixed(50), Fixed(20)), ArrivalProcess(10.0), num_requests=400),),
+                         seed=3).generate()
+    assert [r.arrival_time_s for r in mixed] == [r.arrival_time_s for r in alone]  # one arrival process
+    chat = [r for r in mixed if r.slo_class == "interactive"]
+    assert all((r.num_prompt_tokens, r.num_output_tokens) == (50, 20) for r in chat)
+    assert all(r.num_prompt_tokens >= 1000 for r in mixed if r.slo_class == "batch")
+    assert len(chat) / len(mixed) == pytest.approx(0.75, abs=0.05)
+    # Shares are normalized: 6 and 2 is 3 and 1.
+    doubled = Phase(Mix(tuple(MixComponent(c.lengths, 2 * c.share, c.slo_class)
+                              for c in mix_phase().lengths.components)), ArrivalProcess(10.0), num_requests=400)
+    assert WorkloadSpec((doubled,), seed=3).generate() == mixed
+    assert WorkloadSpec((mix_phase(),), seed=3).generate() == mixed  # seeded
+    assert WorkloadSpec((mix_phase(),), seed=4).generate() != mixed
+
+
+def test_changing_one_components_lengths_keeps_every_arrivals_component_and_the_others_lengths():
+    base = WorkloadSpec((mix_phase(),), seed=1).generate()
+    longer = WorkloadSpec((mix_phase(chat_output=LogNormal(300, 1.0), max_output_tokens=100),), seed=1).generate()
+    assert [r.slo_class for r in longer] == [r.slo_class for r in base]
+    assert [r.arrival_time_s for r in longer] == [r.arrival_time_s for r in base]
+    assert [r for r in longer if r.slo_class == "batch"] == [r for r in base if r.slo_class == "batch"]
+    outputs = [r.num_output_tokens for r in longer if r.slo_class == "interactive"]
+    assert max(outputs) == 100 and len(set(outputs)) > 10  # the changed component's lengths did change
+    # More arrivals (a higher rate over a duration, or a longer phase) keep the earlier ones' components.
+    more = WorkloadSpec((mix_phase(num_requests=600),), seed=1).generate()
+    assert [r.slo_class for r in more[:400]] == [r.slo_class for r in base]
+
+
+def test_yaml_phase_and_mix_classes(tmp_path, trace):
+    path = tmp_path / "w.yaml"
+    path.write_text(f"""
+phases:
+  - synthetic: {{prompt: 10, output: 5}}
+    slo_class: batch
+    qps: 2
+    num_requests: 5
+  - mix:
+      - {{trace: {trace.name}, share: 1, slo_class: interactive, max_output_tokens: 8, max_total_len: 700}}
+      - {{synthetic: {{prompt: 77, output: 7}}, share: 1}}
+    qps: 4
+    num_requests: 200
+""")
+    spec = load_workload(path, seed=2)
+    assert spec.phases[0].slo_class == "batch" and spec.slo_classes == {"batch", "interactive"}
+    mix = spec.phases[1].lengths
+    assert mix.components[0].lengths.path == trace and mix.components[0].lengths.max_total_len == 700
+    assert list(mix.probabilities) == [0.5, 0.5]
+    requests = spec.generate()
+    assert {r.slo_class for r in requests[:5]} == {"batch"}
+    traced = [r for r in requests[5:] if r.slo_class == "interactive"]
+    assert {r.num_prompt_tokens for r in traced} == {100, 300} and max(r.num_output_tokens for r in traced) == 8
+    assert {(r.num_prompt_tokens, r.num_output_tokens) for r in requests[5:] if r.slo_class is None} == {(77, 7)}
+
+
+def test_a_recorded_workload_keeps_classes_when_scaled():
+    recorded = RecordedWorkload((WorkloadRequest(2.0, 5, 1, "batch"), WorkloadRequest(1.0, 7, 2)))
+    assert recorded.slo_classes == {"batch"}
+    assert [r.slo_class for r in recorded.scaled(2.0).generate()] == [None, "batch"]
+    assert single_phase(SyntheticLengths(Fixed(5), Fixed(1)), 1.0, num_requests=3).slo_classes == frozenset()
 
 
 def test_example_chat_lengths_match_the_sharegpt_statistics():

@@ -45,9 +45,10 @@ class RequestResult:
 async def send_completion(session: aiohttp.ClientSession, url: str, model: str, request: BenchRequest,
                           headers: dict[str, str], start_s: float, slo_class: str | None = None) -> RequestResult:
     """Stream one completion of exactly request.output_len tokens (ignore_eos), naming `slo_class`
-    in the x-slo-class header when given (a header, so servers without classes ignore it rather
+    (else the workload's class of the request) in the x-slo-class header when there is one (a header, so servers without classes ignore it rather
     than refuse an unknown body field); never raises for HTTP or connection errors, which land
     in RequestResult.error."""
+    slo_class = slo_class if slo_class is not None else request.slo_class  # the flag, else the workload's
     result = RequestResult(len(request.prompt_token_ids), request.output_len, arrival_s=request.arrival_s,
                            start_s=start_s, slo_class=slo_class)
     if slo_class is not None:

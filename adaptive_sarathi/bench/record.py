@@ -3,9 +3,11 @@ so that `simulate --replay` can serve exactly the same requests.
 
     {"config": {...}, "interrupted": false, "summary": {...},
      "requests": [{"arrival_s": 0.41, "prompt_len": 212, "output_len": 37, "start_s": 0.4102,
-                   "success": true, "ttft_s": 0.051, "itl_s": [0.012, ...], ...}, ...]}
+                   "success": true, "ttft_s": 0.051, "itl_s": [0.012, ...], "slo_class": null, ...}, ...]}
 
-arrival_s is on the workload clock (the first phase starts at 0), as simulate's arrivals are.
+arrival_s is on the workload clock (the first phase starts at 0), as simulate's arrivals are;
+slo_class is the workload's SLO class of the request (null: the top-level targets; absent in
+files of versions before it, read as null).
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ def write_json(path: str | Path, config: BenchConfig, result: BenchResult) -> No
 
 def read_requests(path: str | Path) -> list[WorkloadRequest]:
     """The requests a benchmark JSON file recorded, as a workload (arrival time, prompt and
-    output length), in arrival order. An interrupted run's file holds the requests that finished.
+    output length, SLO class), in arrival order. An interrupted run's file holds the requests that finished.
     Raises FileNotFoundError, or WorkloadError naming the file and the missing field."""
     path = Path(path)
     try:
@@ -53,8 +55,11 @@ def read_requests(path: str | Path) -> list[WorkloadRequest]:
         if missing:
             raise WorkloadError(f"{path}: requests[{i}] lacks {', '.join(missing)}: record it again with this "
                                 "version's bench --json")
+        slo_class = record.get("slo_class")
+        if slo_class is not None and not (isinstance(slo_class, str) and slo_class):
+            raise WorkloadError(f"{path}: requests[{i}].slo_class={slo_class!r} is invalid: use a class name or null")
         requests.append(WorkloadRequest(float(record["arrival_s"]), int(record["prompt_len"]),
-                                        int(record["output_len"])))
+                                        int(record["output_len"]), slo_class))
     return sorted(requests, key=lambda r: r.arrival_time_s)
 
 

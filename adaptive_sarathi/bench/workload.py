@@ -13,11 +13,13 @@ from adaptive_sarathi.workloads import Fixed, SyntheticLengths, Workload, worklo
 @dataclass(frozen=True)
 class BenchRequest:
     """One request of a benchmark: when to send it (seconds on the workload clock, which starts
-    at 0), an exact prompt and the number of tokens to generate."""
+    at 0), an exact prompt, the number of tokens to generate and the workload's SLO class for it
+    (None: the top-level targets), which the JSON record keeps for `simulate --replay`."""
 
     arrival_s: float
     prompt_token_ids: list[int]
     output_len: int
+    slo_class: str | None = None
 
 
 def draw_workload(config: BenchConfig) -> Workload:
@@ -50,4 +52,4 @@ def make_requests(workload: Workload, vocab_size: int, seed: int) -> list[BenchR
     server needs no tokenizer and prompt lengths are exact."""
     rng = random.Random(seed)
     return [BenchRequest(r.arrival_time_s, [rng.randrange(vocab_size) for _ in range(r.num_prompt_tokens)],
-                         r.num_output_tokens) for r in workload]
+                         r.num_output_tokens, r.slo_class) for r in workload]

@@ -119,6 +119,22 @@ class TraceLengths:
         return self._prompt[rows], self._output[rows]
 
 
+def cap_lengths(prompts: np.ndarray, outputs: np.ndarray, max_prompt_tokens: int | None,
+                max_output_tokens: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """The lengths with each cap applied (None = no cap); returns new arrays or the inputs."""
+    if max_prompt_tokens is not None:
+        prompts = np.minimum(prompts, max_prompt_tokens)
+    if max_output_tokens is not None:
+        outputs = np.minimum(outputs, max_output_tokens)
+    return prompts, outputs
+
+
+def check_cap(name: str, cap: object) -> None:
+    """Raise WorkloadError naming `name` unless `cap` is None or an integer >= 1."""
+    if cap is not None and not (isinstance(cap, int) and not isinstance(cap, bool) and cap >= 1):
+        raise WorkloadError(f"{name}={cap!r} is invalid: use an integer >= 1 or leave it out")
+
+
 def _require(ok: bool, name: str, value: object, expected: str) -> None:
     if not ok:
         raise WorkloadError(f"{name}={value!r} is invalid: use {expected}")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from adaptive_sarathi.workloads.request import Workload, WorkloadError, WorkloadRequest
 
@@ -28,13 +28,18 @@ class RecordedWorkload:
         last = self.requests[-1].arrival_time_s
         return len(self.requests) / last if last > 0 else float("inf")
 
+    @property
+    def slo_classes(self) -> frozenset[str]:
+        """The SLO class names its requests carry."""
+        return frozenset(r.slo_class for r in self.requests if r.slo_class is not None)
+
     def scaled(self, factor: float) -> "RecordedWorkload":
         if not factor > 0:
             raise WorkloadError(f"qps scale factor {factor!r} is invalid: use a number > 0")
         if factor == 1.0:
             return self
-        return RecordedWorkload(tuple(WorkloadRequest(r.arrival_time_s / factor, r.num_prompt_tokens,
-                                                      r.num_output_tokens) for r in self.requests), self.source)
+        return RecordedWorkload(tuple(replace(r, arrival_time_s=r.arrival_time_s / factor) for r in self.requests),
+                                self.source)
 
     def generate(self) -> Workload:
         return list(self.requests)

@@ -7,7 +7,8 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from adaptive_sarathi.workloads.arrivals import ArrivalProcess
-from adaptive_sarathi.workloads.lengths import LengthSource
+from adaptive_sarathi.workloads.lengths import LengthSource, cap_lengths, check_cap
+from adaptive_sarathi.workloads.mix import Mix, check_slo_class
 from adaptive_sarathi.workloads.request import Workload, WorkloadError, WorkloadRequest
 
 
@@ -16,15 +17,19 @@ class Phase:
     """Traffic of one kind for `duration_s` seconds, or for `num_requests` requests (exactly one).
 
     A phase starts when the previous one ends: after its duration_s, or at its last arrival.
-    max_prompt_tokens / max_output_tokens cap the drawn lengths (None = no cap).
+    max_prompt_tokens / max_output_tokens cap the drawn lengths (None = no cap); slo_class is the
+    SLO class of every request (None: the top-level targets). With a Mix as `lengths`, each
+    arrival draws a component, which sets its lengths, caps and class: the phase's own caps and
+    slo_class must then be None.
     """
 
-    lengths: LengthSource
+    lengths: LengthSource | Mix
     arrivals: ArrivalProcess
     duration_s: float | None = None
     num_requests: int | None = None
     max_prompt_tokens: int | None = None
     max_output_tokens: int | None = None
+    slo_class: str | None = None
 
     def __post_init__(self) -> None:
         if (self.duration_s is None) == (self.num_requests is None):
@@ -34,9 +39,21 @@ class Phase:
         if self.num_requests is not None and not (isinstance(self.num_requests, int) and self.num_requests >= 1):
             raise WorkloadError(f"num_requests={self.num_requests!r} is invalid: use an integer >= 1")
         for name in ("max_prompt_tokens", "max_output_tokens"):
-            cap = getattr(self, name)
-            if cap is not None and not (isinstance(cap, int) and cap >= 1):
-                raise WorkloadError(f"{name}={cap!r} is invalid: use an integer >= 1 or leave it out")
+            check_cap(name, getattr(self, name))
+        check_slo_class(self.slo_class)
+        if isinstance(self.lengths, Mix):
+            given = [name for name in ("max_prompt_tokens", "max_output_tokens", "slo_class")
+                     if getattr(self, name) is not None]
+            if given:
+                raise WorkloadError(f"{', '.join(given)}: a mix phase sets these per component: move them into "
+                                    "the components under mix")
+
+    @property
+    def slo_classes(self) -> frozenset[str]:
+        """The SLO class names its requests carry."""
+        if isinstance(self.lengths, Mix):
+            return self.lengths.slo_classes
+        return frozenset(() if self.slo_class is None else (self.slo_class,))
 
     @property
     def expected_duration_s(self) -> float:
@@ -63,6 +80,11 @@ class WorkloadSpec:
         total = sum(p.expected_duration_s for p in self.phases)
         return sum(p.arrivals.qps * p.expected_duration_s for p in self.phases) / total
 
+    @property
+    def slo_classes(self) -> frozenset[str]:
+        """The SLO class names its requests carry (empty when every request has the top-level targets)."""
+        return frozenset().union(*(p.slo_classes for p in self.phases))
+
     def scaled(self, factor: float) -> "WorkloadSpec":
         """The same workload with every phase's rate multiplied by `factor` (durations kept)."""
         if not factor > 0:
@@ -71,21 +93,23 @@ class WorkloadSpec:
 
     def generate(self) -> Workload:
         """The requests of every phase in arrival order. Deterministic in (phases, seed); phase k
-        draws from its own streams, so changing one phase leaves the others' draws alone."""
+        draws from its own streams, so changing one phase leaves the others' draws alone (and in
+        a mix phase, each component's lengths and the component draw have their own streams:
+        Mix.sample)."""
         requests: Workload = []
         start = 0.0
         for index, phase in enumerate(self.phases):
             arrival_rng = np.random.default_rng([self.seed, index, 0])
-            length_rng = np.random.default_rng([self.seed, index, 1])
             times = phase.arrivals.times(arrival_rng, start, num_requests=phase.num_requests,
                                          duration_s=phase.duration_s)
-            prompts, outputs = phase.lengths.sample(length_rng, len(times))
-            if phase.max_prompt_tokens is not None:
-                prompts = np.minimum(prompts, phase.max_prompt_tokens)
-            if phase.max_output_tokens is not None:
-                outputs = np.minimum(outputs, phase.max_output_tokens)
-            requests.extend(WorkloadRequest(t, p, o) for t, p, o in
-                            zip(times.tolist(), prompts.tolist(), outputs.tolist()))
+            if isinstance(phase.lengths, Mix):
+                prompts, outputs, classes = phase.lengths.sample((self.seed, index), len(times))
+            else:
+                prompts, outputs = phase.lengths.sample(np.random.default_rng([self.seed, index, 1]), len(times))
+                prompts, outputs = cap_lengths(prompts, outputs, phase.max_prompt_tokens, phase.max_output_tokens)
+                classes = [phase.slo_class] * len(times)
+            requests.extend(WorkloadRequest(t, p, o, c) for t, p, o, c in
+                            zip(times.tolist(), prompts.tolist(), outputs.tolist(), classes))
             if phase.duration_s is not None:
                 start += phase.duration_s
             elif len(times):

@@ -13,6 +13,14 @@
           output: {dist: uniform, low: 16, high: 512}    # or {dist: fixed, value: 128}, or just 128
         qps: 4.0
         num_requests: 500
+        slo_class: batch            # optional: the SLO policy's class of these requests
+      - mix:                        # components sharing the phase's arrivals, each drawn by share
+          - {trace: sharegpt_8k, share: 3, slo_class: interactive, max_output_tokens: 512}
+          - {synthetic: {prompt: 3000, output: 200}, share: 1, slo_class: batch}
+        qps: 5.0
+        duration_s: 60
+
+The format, with the random streams that keep draws stable, is documented in docs/workloads.md.
 """
 
 from __future__ import annotations
@@ -23,7 +31,8 @@ from typing import Any
 import yaml
 
 from adaptive_sarathi.workloads.arrivals import ArrivalProcess
-from adaptive_sarathi.workloads.lengths import DISTRIBUTIONS, Fixed, SyntheticLengths, TraceLengths
+from adaptive_sarathi.workloads.lengths import DISTRIBUTIONS, Fixed, LengthSource, SyntheticLengths, TraceLengths
+from adaptive_sarathi.workloads.mix import Mix, MixComponent
 from adaptive_sarathi.workloads.request import WorkloadError
 from adaptive_sarathi.workloads.spec import Phase, WorkloadSpec
 from adaptive_sarathi.workloads.traces import resolve_trace
@@ -32,8 +41,10 @@ from adaptive_sarathi.workloads.traces import resolve_trace
 # such as "chat" resolve there, so that `--workload chat` works from any directory.
 EXAMPLE_WORKLOADS = Path(__file__).resolve().parents[2] / "examples" / "workloads"
 
-_PHASE_KEYS = {"trace", "synthetic", "qps", "duration_s", "num_requests", "cv", "max_prompt_tokens",
-               "max_output_tokens", "max_total_len"}
+_LENGTH_KEYS = {"trace", "synthetic", "max_prompt_tokens", "max_output_tokens", "max_total_len", "slo_class"}
+_ARRIVAL_KEYS = {"qps", "duration_s", "num_requests", "cv"}
+_PHASE_KEYS = _LENGTH_KEYS | _ARRIVAL_KEYS | {"mix"}
+_COMPONENT_KEYS = _LENGTH_KEYS | {"share"}
 
 
 def load_workload(path: Path | str, seed: int = 0) -> WorkloadSpec:
@@ -88,20 +99,54 @@ def _phase(data: Any, base_dir: Path) -> Phase:
     unknown = set(data) - _PHASE_KEYS
     if unknown:
         raise WorkloadError(f"unknown key(s) {sorted(unknown)}: use {', '.join(sorted(_PHASE_KEYS))}")
-    if ("trace" in data) == ("synthetic" in data):
-        raise WorkloadError("needs exactly one of 'trace' and 'synthetic' for its request lengths")
-    if "trace" in data:
-        lengths = _field("trace", lambda v: TraceLengths(resolve_trace(str(v), base_dir), data.get("max_total_len")),
-                         data["trace"])
-    elif "max_total_len" in data:
-        raise WorkloadError("max_total_len: only for trace phases; cap synthetic lengths with "
-                            "max_prompt_tokens and max_output_tokens")
-    else:
-        lengths = _field("synthetic", _synthetic, data["synthetic"])
     if "qps" not in data:
         raise WorkloadError("qps: missing: give the phase's mean request rate, e.g. qps: 2.0")
-    return Phase(lengths, ArrivalProcess(data["qps"], data.get("cv", 1.0)), duration_s=data.get("duration_s"), num_requests=data.get("num_requests"),
-                 max_prompt_tokens=data.get("max_prompt_tokens"), max_output_tokens=data.get("max_output_tokens"))
+    arrivals = ArrivalProcess(data["qps"], data.get("cv", 1.0))
+    if "mix" in data:
+        misplaced = sorted(set(data) & _LENGTH_KEYS)
+        if misplaced:
+            raise WorkloadError(f"{', '.join(misplaced)}: a mix phase takes these per component: move them into "
+                                "the entries under mix")
+        return Phase(_field("mix", _mix, data["mix"], base_dir), arrivals, duration_s=data.get("duration_s"),
+                     num_requests=data.get("num_requests"))
+    return Phase(_lengths(data, base_dir, "phase"), arrivals, duration_s=data.get("duration_s"),
+                 num_requests=data.get("num_requests"), max_prompt_tokens=data.get("max_prompt_tokens"),
+                 max_output_tokens=data.get("max_output_tokens"), slo_class=data.get("slo_class"))
+
+
+def _mix(data: Any, base_dir: Path) -> Mix:
+    if not isinstance(data, list) or not data:
+        raise WorkloadError("must be a non-empty list of components such as "
+                            "[{trace: sharegpt_8k, share: 3, slo_class: interactive}, ...]")
+    return Mix(tuple(_field(f"[{i}]", _component, c, base_dir) for i, c in enumerate(data)))
+
+
+def _component(data: Any, base_dir: Path) -> MixComponent:
+    if not isinstance(data, dict):
+        raise WorkloadError("must be a mapping such as {trace: sharegpt_8k, share: 1, slo_class: interactive}")
+    unknown = set(data) - _COMPONENT_KEYS
+    if unknown:
+        raise WorkloadError(f"unknown key(s) {sorted(unknown)}: a component takes "
+                            f"{', '.join(sorted(_COMPONENT_KEYS))} (arrivals are the phase's)")
+    if "share" not in data:
+        raise WorkloadError("share: missing: give the component's share of the arrivals, a number > 0 "
+                            "(shares are normalized), e.g. share: 1")
+    return MixComponent(_lengths(data, base_dir, "component"), data["share"], data.get("slo_class"),
+                        data.get("max_prompt_tokens"), data.get("max_output_tokens"))
+
+
+def _lengths(data: dict, base_dir: Path, what: str) -> LengthSource:
+    """The trace or synthetic lengths of a phase or mix component (`what` names it in errors)."""
+    if ("trace" in data) == ("synthetic" in data):
+        raise WorkloadError("needs exactly one of 'trace' and 'synthetic' for its request lengths"
+                            + (" (or a 'mix' of components)" if what == "phase" else ""))
+    if "trace" in data:
+        return _field("trace", lambda v: TraceLengths(resolve_trace(str(v), base_dir), data.get("max_total_len")),
+                      data["trace"])
+    if "max_total_len" in data:
+        raise WorkloadError(f"max_total_len: only for trace {what}s; cap synthetic lengths with "
+                            "max_prompt_tokens and max_output_tokens")
+    return _field("synthetic", _synthetic, data["synthetic"])
 
 
 def _synthetic(data: Any) -> SyntheticLengths:

@@ -5,7 +5,7 @@ from typing import Any
 
 _EXPORTS = {
     "VirtualClock": "clock", "DUMMY_TOKEN": "executor", "SimulatedExecutor": "executor",
-    "BudgetStats": "result", "Percentiles": "result", "SimulationResult": "result", "SloReport": "result",
+    "BudgetStats": "result", "Percentiles": "result", "SimulationResult": "result", "SloReport": "result", "UNCLASSED": "result",
     "ArrivingRequest": "run", "drive": "run", "simulate": "run",
     "PercentileCheck": "slo", "SloTargets": "slo", "check_percentile": "slo",
 }

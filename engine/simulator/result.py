@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields, is_dataclass
-from typing import Sequence
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
+from typing import Mapping, Sequence
 
 import numpy as np
 
 from adaptive_sarathi.engine.request import Request, RequestTimeline
-from adaptive_sarathi.engine.simulator.slo import SloTargets, check_percentile
+from adaptive_sarathi.engine.simulator.slo import PercentileCheck, SloTargets, check_percentile
 from adaptive_sarathi.engine.stats import StepStats
 
 
@@ -58,6 +58,15 @@ class SloReport:
     with TTFT <= target, tbt_attainment the fraction whose own tbt_percentile-th gap is <= target,
     attainment the fraction meeting every target; goodput_rps those requests per second of the
     makespan.
+
+    Classes: when any request has an slo_class, per_class holds one report per class (key
+    UNCLASSED for requests without one, judged by the top-level targets), each over that class's
+    requests and gaps by that class's targets (SloTargets.targets_for), goodput per second of the
+    whole run's makespan. Then percentiles_met says whether every class meets its own targets,
+    and the attainments judge each request (each gap) by its class's targets; ttft_p_s, tbt_p_s,
+    ttft_met and tbt_met still judge the top-level targets over every request and gap, for
+    reference. Without classes per_class is empty and every field is as described above.
+    num_requests: the requests judged.
     """
 
     targets: SloTargets
@@ -71,6 +80,12 @@ class SloReport:
     ttft_met: bool | None = None
     tbt_met: bool | None = None
     tbt_gap_attainment: float | None = None
+    num_requests: int = 0
+    per_class: Mapping[str, "SloReport"] = field(default_factory=dict)
+
+
+# The per_class key of requests without a class; SLO policy class names cannot start with "(".
+UNCLASSED = "(none)"
 
 
 @dataclass(frozen=True)
@@ -118,7 +133,8 @@ def summarize(requests: Sequence[Request], num_prompt_tokens: int, budgets: np.n
     num_outputs = sum(len(r.output_token_ids) for r in requests)
     budget = BudgetStats(*_mean_min_max(budgets), *_mean_min_max(chunks),
                          float(step_tokens.mean()) if len(step_tokens) else 0.0)
-    report = _slo_report(slo, ttft, gaps, all_gaps, rate) if slo is not None and not slo.is_empty else None
+    classes = [r.slo_class for r in requests]
+    report = _slo_report(slo, classes, ttft, gaps, all_gaps, rate) if slo is not None and not slo.is_empty else None
     return SimulationResult(
         num_requests=len(timelines), num_steps=len(budgets), makespan_s=makespan, ttft=Percentiles.of(ttft),
         tbt=Percentiles.of(all_gaps), scheduling_delay=Percentiles.of(delay), e2e=Percentiles.of(finished - arrival),
@@ -127,30 +143,90 @@ def summarize(requests: Sequence[Request], num_prompt_tokens: int, budgets: np.n
         budget=budget, slo=report, wall_time_s=wall_time_s, timelines=timelines, steps=steps, schedule=schedule)
 
 
-def _slo_report(slo: SloTargets, ttft: np.ndarray, gaps: list[np.ndarray], all_gaps: np.ndarray,
-                rate) -> SloReport:
+def _slo_report(slo: SloTargets, classes: Sequence[str | None], ttft: np.ndarray, gaps: list[np.ndarray],
+                all_gaps: np.ndarray, rate) -> SloReport:
+    everyone = _judge(slo, ttft, gaps, all_gaps)
+    if all(c is None for c in classes):
+        return _report(slo, everyone, rate)
+    members: dict[str | None, list[int]] = {}
+    for i, c in enumerate(classes):
+        members.setdefault(c, []).append(i)
+    judged = {}
+    for c, index in members.items():
+        mine = [gaps[i] for i in index]
+        judged[c] = _judge(slo.targets_for(c), ttft[index], mine, np.concatenate(mine) if mine else np.empty(0))
+    per_class = {UNCLASSED if c is None else c: _report(slo.targets_for(c), j, rate) for c, j in judged.items()}
+    parts = list(judged.values())
+    ok = np.concatenate([j.ok for j in parts])
+    with_ttft = [j.ttft_ok for j in parts if j.ttft_ok is not None]
+    with_tbt = [j for j in parts if j.tbt_ok is not None]
+    num_gaps = sum(len(j.tbt_check.samples) for j in with_tbt)
+    top = everyone.ttft_check, everyone.tbt_check
+    return SloReport(
+        slo, _fraction(ok), _fraction(np.concatenate(with_ttft)) if with_ttft else None,
+        _fraction(np.concatenate([j.tbt_ok for j in with_tbt])) if with_tbt else None,
+        rate(int(ok.sum())), all(r.percentiles_met for r in per_class.values()),
+        ttft_p_s=None if top[0] is None else top[0].check.observed_s,
+        tbt_p_s=None if top[1] is None else top[1].check.observed_s,
+        ttft_met=None if top[0] is None else top[0].check.met,
+        tbt_met=None if top[1] is None else top[1].check.met,
+        tbt_gap_attainment=(sum(j.tbt_check.num_within for j in with_tbt) / num_gaps if num_gaps else 1.0)
+        if with_tbt else None,
+        num_requests=len(ttft), per_class=per_class)
+
+
+@dataclass(frozen=True)
+class _Checked:
+    check: PercentileCheck
+    samples: np.ndarray
+
+    @property
+    def num_within(self) -> int:
+        return int(np.count_nonzero(self.samples <= self.check.target_s))
+
+
+@dataclass(frozen=True)
+class _Judged:
+    """One group of requests judged by one set of targets (a check is None when undeclared)."""
+
+    ok: np.ndarray  # per request: meets every declared target
+    ttft_ok: np.ndarray | None
+    tbt_ok: np.ndarray | None
+    ttft_check: _Checked | None
+    tbt_check: _Checked | None
+
+
+def _judge(slo: SloTargets, ttft: np.ndarray, gaps: list[np.ndarray], all_gaps: np.ndarray) -> _Judged:
     ok = np.ones(len(ttft), dtype=bool)
-    fraction = (lambda mask: float(mask.mean()) if len(mask) else 1.0)
     ttft_check = tbt_check = None
     ttft_ok = tbt_ok = None
     if slo.ttft_s is not None:
-        ttft_check = check_percentile(ttft, slo.ttft_s, slo.ttft_percentile)
+        ttft_check = _Checked(check_percentile(ttft, slo.ttft_s, slo.ttft_percentile), ttft)
         ttft_ok = ttft <= slo.ttft_s
         ok &= ttft_ok
     if slo.tbt_s is not None:
-        tbt_check = check_percentile(all_gaps, slo.tbt_s, slo.tbt_percentile)
+        tbt_check = _Checked(check_percentile(all_gaps, slo.tbt_s, slo.tbt_percentile), all_gaps)
         tbt_ok = np.array([len(g) == 0 or np.percentile(g, slo.tbt_percentile) <= slo.tbt_s for g in gaps],
                           dtype=bool)
         ok &= tbt_ok
-    checks = [c for c in (ttft_check, tbt_check) if c is not None]
+    return _Judged(ok, ttft_ok, tbt_ok, ttft_check, tbt_check)
+
+
+def _report(slo: SloTargets, j: _Judged, rate) -> SloReport:
+    checks = [c.check for c in (j.ttft_check, j.tbt_check) if c is not None]
     return SloReport(
-        slo, fraction(ok), None if ttft_ok is None else fraction(ttft_ok), None if tbt_ok is None else fraction(tbt_ok),
-        rate(int(ok.sum())), all(c.met for c in checks),
-        ttft_p_s=None if ttft_check is None else ttft_check.observed_s,
-        tbt_p_s=None if tbt_check is None else tbt_check.observed_s,
-        ttft_met=None if ttft_check is None else ttft_check.met,
-        tbt_met=None if tbt_check is None else tbt_check.met,
-        tbt_gap_attainment=None if tbt_check is None else tbt_check.within)
+        slo, _fraction(j.ok), None if j.ttft_ok is None else _fraction(j.ttft_ok),
+        None if j.tbt_ok is None else _fraction(j.tbt_ok), rate(int(j.ok.sum())), all(c.met for c in checks),
+        ttft_p_s=None if j.ttft_check is None else j.ttft_check.check.observed_s,
+        tbt_p_s=None if j.tbt_check is None else j.tbt_check.check.observed_s,
+        ttft_met=None if j.ttft_check is None else j.ttft_check.check.met,
+        tbt_met=None if j.tbt_check is None else j.tbt_check.check.met,
+        tbt_gap_attainment=None if j.tbt_check is None else j.tbt_check.check.within,
+        num_requests=len(j.ok))
+
+
+def _fraction(mask: np.ndarray) -> float:
+    return float(mask.mean()) if len(mask) else 1.0
 
 
 def _mean_min_max(values: np.ndarray) -> tuple[float, int, int]:

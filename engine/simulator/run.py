@@ -25,7 +25,8 @@ from adaptive_sarathi.engine.stats import StepStats
 
 
 class ArrivingRequest(Protocol):
-    """What simulate() needs of a request (adaptive_sarathi.workloads.WorkloadRequest has it)."""
+    """What simulate() needs of a request (adaptive_sarathi.workloads.WorkloadRequest has it).
+    slo_class, where present, names the request's class (None or absent: the top-level targets)."""
 
     arrival_time_s: float
     num_prompt_tokens: int
@@ -66,8 +67,10 @@ def simulate(workload: Sequence[ArrivingRequest], scheduler: str | SchedulerConf
     Every request gets `num_output_tokens` tokens exactly (EOS ignored). `policy` is mutated (it
     observes every step); pass a fresh one per run. record_steps keeps every StepStats,
     record_schedule every step's tokens per request id (request ids are workload indices as
-    strings). Raises ValueError naming the setting to change when a request does not fit the
-    context window (max_model_len, or the KV cache).
+    strings). Each request carries its `slo_class` (where it has one) into the engine's Request,
+    and `slo` judges it by that class's targets (SloTargets.targets_for). Raises ValueError
+    naming the setting to change when a request does not fit the context window (max_model_len,
+    or the KV cache), or when `slo` has no targets for a request's class.
     """
     start = time.perf_counter()
     config = scheduler if isinstance(scheduler, SchedulerConfig) else SchedulerConfig(name=scheduler)
@@ -79,6 +82,10 @@ def simulate(workload: Sequence[ArrivingRequest], scheduler: str | SchedulerConf
                 f"request {i} needs {r.num_prompt_tokens} + {r.num_output_tokens} tokens but the context window is "
                 f"{window} (max_model_len={config.max_model_len}, {num_kv_blocks} KV blocks of {config.block_size}): "
                 "raise max_model_len or the KV blocks, or cap the workload's prompt/output lengths")
+    classes = [getattr(r, "slo_class", None) for r in workload]
+    if slo is not None and not slo.is_empty:
+        for name in set(classes) - {None}:
+            slo.targets_for(name)  # raises, naming the known classes, before anything runs
     clock = VirtualClock(0.0)
     executor = SimulatedExecutor(latency_model, clock, num_kv_blocks, config.block_size,
                                  record_schedule=record_schedule)
@@ -102,7 +109,8 @@ def simulate(workload: Sequence[ArrivingRequest], scheduler: str | SchedulerConf
         p = params.get(r.num_output_tokens)
         if p is None:  # one frozen SamplingParams per output length, shared
             p = params[r.num_output_tokens] = SamplingParams(max_tokens=r.num_output_tokens, ignore_eos=True)
-        engine.add_request([DUMMY_TOKEN] * r.num_prompt_tokens, p, request_id=rid, arrival_time=r.arrival_time_s)
+        engine.add_request([DUMMY_TOKEN] * r.num_prompt_tokens, p, request_id=rid, arrival_time=r.arrival_time_s,
+                           slo_class=classes[i])
         requests.append(sched.get_request(rid))
     with tqdm(total=len(requests), desc="simulate", unit="req", disable=not progress, leave=False) as bar:
         drive(engine, clock, sorted(r.arrival_time_s for r in workload), bar if progress else None)

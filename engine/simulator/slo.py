@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Mapping
 
 import numpy as np
 
@@ -16,14 +17,24 @@ class SloTargets:
     tbt_percentile-th gap over every token gap of every request (per gap, as vLLM and
     inference-perf count TBT/ITL) is <= tbt_s. For goodput, a request meets the TTFT target when
     its TTFT <= ttft_s, and the TBT target when the tbt_percentile-th of its own gaps is <= tbt_s.
+
+    classes: the targets of each named request class (plain records without classes of their
+    own, e.g. built from an SLO policy's classes). A request whose slo_class names one is judged
+    by those; a request without a class by the top-level ones (targets_for).
     """
 
     ttft_s: float | None = None
     tbt_s: float | None = None
     ttft_percentile: float = 99.0
     tbt_percentile: float = 99.0
+    classes: Mapping[str, "SloTargets"] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        for name, targets in self.classes.items():
+            if not (isinstance(name, str) and name):
+                raise ValueError(f"classes key {name!r} is invalid: use a non-empty class name")
+            if not isinstance(targets, SloTargets) or targets.classes:
+                raise ValueError(f"classes[{name!r}] is invalid: use an SloTargets without classes of its own")
         for name in ("ttft_s", "tbt_s"):
             value = getattr(self, name)
             if value is not None and not (isinstance(value, (int, float)) and value > 0):
@@ -35,7 +46,21 @@ class SloTargets:
 
     @property
     def is_empty(self) -> bool:
-        return self.ttft_s is None and self.tbt_s is None
+        """No target declared, at the top level or for any class."""
+        return self.ttft_s is None and self.tbt_s is None and all(c.is_empty for c in self.classes.values())
+
+    def targets_for(self, slo_class: str | None) -> "SloTargets":
+        """The targets that judge a request of class `slo_class`: the class's, or for None the
+        top-level ones (without classes). Raises ValueError naming the known classes for an
+        unknown name."""
+        if slo_class is None:
+            return SloTargets(self.ttft_s, self.tbt_s, self.ttft_percentile, self.tbt_percentile)
+        try:
+            return self.classes[slo_class]
+        except KeyError:
+            known = ", ".join(self.classes) or "none"
+            raise ValueError(f"request class {slo_class!r} has no SLO targets (classes with targets: {known}): "
+                             "use an SLO policy that declares the class, or drop slo_class from the workload") from None
 
 
 @dataclass(frozen=True)

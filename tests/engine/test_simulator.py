@@ -143,3 +143,84 @@ def test_results_are_deterministic():
     requests = [WorkloadRequest(0.01 * i, 5 + 7 * i, 1 + i) for i in range(20)]
     a, b = run(requests, budget=16), run(requests, budget=16)
     assert [t.token_times for t in a.timelines] == [t.token_times for t in b.timelines]
+
+
+def test_each_request_is_judged_by_its_class_targets():
+    # Request 0 (interactive): TTFT 0.1 s; request 1 (batch) queues behind it: TTFT 0.3 s. Gaps 0.1 s.
+    requests = [WorkloadRequest(0.0, 8, 3, "interactive"), WorkloadRequest(0.0, 8, 3, "batch")]
+    classes = {"interactive": SloTargets(ttft_s=0.15, tbt_s=0.15), "batch": SloTargets(ttft_s=0.5, tbt_s=0.15)}
+    r = run(requests, budget=8, chunk=8, slo=SloTargets(ttft_s=0.15, tbt_s=0.15, classes=classes))
+    assert [t.ttft for t in r.timelines] == pytest.approx([0.1, 0.3])
+    interactive, batch = r.slo.per_class["interactive"], r.slo.per_class["batch"]
+    assert (interactive.num_requests, batch.num_requests) == (1, 1)
+    assert interactive.ttft_p_s == pytest.approx(0.1) and batch.ttft_p_s == pytest.approx(0.3)
+    assert interactive.percentiles_met and batch.percentiles_met and batch.targets == classes["batch"]
+    # Every class meets its own targets, so the run does, though the top-level 0.15 s misses request 1.
+    assert r.slo.percentiles_met and r.slo.attainment == 1.0 and r.slo.ttft_attainment == 1.0
+    assert r.slo.ttft_met is False and r.slo.goodput_rps == pytest.approx(2 / r.makespan_s)
+    assert batch.goodput_rps == pytest.approx(1 / r.makespan_s)
+    # A class that misses its target fails the run.
+    strict = {**classes, "batch": SloTargets(ttft_s=0.2, tbt_s=0.15)}
+    r = run(requests, budget=8, chunk=8, slo=SloTargets(ttft_s=1.0, tbt_s=0.15, classes=strict))
+    assert r.slo.ttft_met is True and not r.slo.per_class["batch"].ttft_met and not r.slo.percentiles_met
+    assert r.slo.attainment == 0.5 and r.slo.per_class["interactive"].attainment == 1.0
+    assert r.to_dict()["slo"]["per_class"]["batch"]["ttft_met"] is False
+
+
+def test_requests_without_a_class_form_their_own_group_beside_the_classes():
+    requests = [WorkloadRequest(0.0, 8, 3), WorkloadRequest(0.0, 8, 3, "batch")]
+    slo = SloTargets(ttft_s=0.15, tbt_s=0.15, classes={"batch": SloTargets(ttft_s=0.2, tbt_s=0.05)})
+    r = run(requests, budget=8, chunk=8, slo=slo)
+    from adaptive_sarathi.engine.simulator import UNCLASSED
+
+    assert set(r.slo.per_class) == {UNCLASSED, "batch"}
+    assert r.slo.per_class[UNCLASSED].percentiles_met and r.slo.per_class[UNCLASSED].targets.ttft_s == 0.15
+    assert not r.slo.per_class["batch"].tbt_met  # 0.1 s gaps over its 0.05 s target
+    assert r.slo.tbt_gap_attainment == 0.5  # request 0's two gaps within 0.15 s, request 1's two over 0.05 s
+    assert not r.slo.percentiles_met
+
+
+def test_a_single_class_workload_gives_exactly_the_unclassed_numbers():
+    requests = [WorkloadRequest(0.02 * i, 30 + 11 * i, 2 + i % 5) for i in range(30)]
+    top = SloTargets(ttft_s=0.4, tbt_s=0.12, ttft_percentile=90, tbt_percentile=99)
+    plain = run(requests, budget=64, seconds=0.05, slo=top).slo
+    assert 0 < plain.attainment < 1 and plain.per_class == {}
+    # Classes declared but unused change nothing.
+    declared = SloTargets(0.4, 0.12, 90, 99, classes={"chat": SloTargets(0.4, 0.12, 90, 99),
+                                                      "batch": SloTargets(9.0, 1.0)})
+    unused = run(requests, budget=64, seconds=0.05, slo=declared).slo
+    assert {k: v for k, v in vars(unused).items() if k != "targets"} == \
+           {k: v for k, v in vars(plain).items() if k != "targets"}
+    # Every request of one class with the same targets: the same figures, overall and for the class.
+    classed = run([WorkloadRequest(r.arrival_time_s, r.num_prompt_tokens, r.num_output_tokens, "chat")
+                   for r in requests], budget=64, seconds=0.05, slo=declared).slo
+    same = ("attainment", "ttft_attainment", "tbt_attainment", "goodput_rps", "percentiles_met", "ttft_p_s",
+            "tbt_p_s", "ttft_met", "tbt_met", "tbt_gap_attainment", "num_requests")
+    assert {k: getattr(classed, k) for k in same} == {k: getattr(plain, k) for k in same}
+    assert {k: getattr(classed.per_class["chat"], k) for k in same} == {k: getattr(plain, k) for k in same}
+
+
+def test_a_class_without_targets_is_refused_before_the_run():
+    slo = SloTargets(ttft_s=1.0, tbt_s=0.1, classes={"interactive": SloTargets(ttft_s=0.5, tbt_s=0.1)})
+    with pytest.raises(ValueError, match=r"request class 'batch' has no SLO targets \(classes with targets: "
+                                         r"interactive\): use an SLO policy that declares"):
+        run([WorkloadRequest(0.0, 8, 2, "batch")], slo=slo)
+    assert run([WorkloadRequest(0.0, 8, 2, "batch")]).slo is None  # no SLO: the class is only carried
+    with pytest.raises(ValueError, match="without classes of its own"):
+        SloTargets(ttft_s=1.0, classes={"a": SloTargets(ttft_s=1.0, classes={"b": SloTargets(ttft_s=1.0)})})
+
+
+def test_the_engine_request_carries_the_workload_class(monkeypatch):
+    from adaptive_sarathi.engine.engine import LLMEngine
+
+    seen = {}
+    add = LLMEngine.add_request
+
+    def recording(self, *args, **kwargs):
+        rid = add(self, *args, **kwargs)
+        seen[rid] = self.scheduler.get_request(rid).slo_class
+        return rid
+
+    monkeypatch.setattr(LLMEngine, "add_request", recording)
+    run([WorkloadRequest(0.0, 8, 2, "batch"), WorkloadRequest(0.1, 8, 2)])
+    assert seen == {"0": "batch", "1": None}
