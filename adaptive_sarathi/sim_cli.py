@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from adaptive_sarathi import exit_codes
+from adaptive_sarathi.json_values import json_safe
 from adaptive_sarathi.engine.config import SCHEDULER_NAMES
 
 SIMULATION_COMMANDS = ("simulate", "capacity", "tune")
@@ -128,7 +129,7 @@ def run_simulation_command(args: argparse.Namespace) -> int:
         return exit_codes.USAGE
     if args.json is not None:
         payload = {"command": args.command, "config": _config(args, scenario), **payload}
-        args.json.write_text(json.dumps(_json_safe(payload), indent=2))
+        args.json.write_text(json.dumps(json_safe(payload), indent=2))
     return exit_codes.OK
 
 
@@ -203,7 +204,7 @@ def _tune(args: argparse.Namespace, scenario) -> int:
                                          "seed": args.seed}))
     print(f"wrote {args.out}")
     if args.json is not None:
-        args.json.write_text(json.dumps(_json_safe({"command": "tune", "config": _config(args, scenario),
+        args.json.write_text(json.dumps(json_safe({"command": "tune", "config": _config(args, scenario),
                                                     "policy": result.policy, "objective": result.objective,
                                                     "best_params": result.best_params,
                                                     "best_value": result.best_value,
@@ -278,17 +279,6 @@ def _config(args: argparse.Namespace, scenario) -> dict:
             "qps": scenario.workload.mean_qps, "scheduler": args.scheduler, "policy": args.policy,
             "slo": None if scenario.slo is None else scenario.slo.name, "profile": args.profile,
             "roofline": args.roofline, "tensor_parallel_size": args.tensor_parallel_size, "num_kv_blocks": scenario.num_kv_blocks, "seed": args.seed}
-
-
-def _json_safe(value):
-    """NaN (an empty sample's percentiles) and inf become null: JSON has neither."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    return value
 
 
 def format_simulation(r) -> str:

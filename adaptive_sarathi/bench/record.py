@@ -13,11 +13,11 @@ files of versions before it, read as null).
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from adaptive_sarathi.json_values import json_safe
 from adaptive_sarathi.workloads import WorkloadError, WorkloadRequest
 
 if TYPE_CHECKING:
@@ -34,7 +34,7 @@ def write_json(path: str | Path, config: BenchConfig, result: BenchResult) -> No
                 "requests": [{**asdict(r), "tpot_s": r.tpot_s}
                              for r in sorted(result.results, key=lambda r: r.arrival_s)]}
     with open(path, "w") as f:
-        json.dump(_json_safe(document), f, indent=1)
+        json.dump(json_safe(document), f, indent=1)
 
 
 def read_requests(path: str | Path) -> list[WorkloadRequest]:
@@ -61,13 +61,3 @@ def read_requests(path: str | Path) -> list[WorkloadRequest]:
         requests.append(WorkloadRequest(float(record["arrival_s"]), int(record["prompt_len"]),
                                         int(record["output_len"]), slo_class))
     return sorted(requests, key=lambda r: r.arrival_time_s)
-
-
-def _json_safe(value):
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    return value
