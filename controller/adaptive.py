@@ -3,7 +3,6 @@ queue, within the largest one that keeps the TBT target of the decodes in flight
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, replace
 
 import numpy as np

@@ -4,7 +4,6 @@ that simulate --replay serves the same ones, and judges SLO targets at their per
 from __future__ import annotations
 
 import json
-import math
 
 import pytest
 
