@@ -60,18 +60,8 @@ class Scenario:
 
 
 def slo_targets(policy: SLOPolicy | None) -> SloTargets | None:
-    """The TTFT and TBT targets of an SLO policy as a simulation judges them: the top-level ones,
-    and each class's (SLOPolicy.targets_for, so a class inherits what it leaves out)."""
-    if policy is None:
-        return None
-
-    def plain(ttft, tbt) -> SloTargets:
-        return SloTargets(ttft_s=ttft.target_s, tbt_s=tbt.target_s, ttft_percentile=ttft.percentile,
-                          tbt_percentile=tbt.percentile)
-
-    top = plain(*policy.targets_for(None))
-    return SloTargets(top.ttft_s, top.tbt_s, top.ttft_percentile, top.tbt_percentile,
-                      classes={c.name: plain(*policy.targets_for(c.name)) for c in policy.classes})
+    """The targets of an SLO policy as a simulation judges them (SLOPolicy.as_targets)."""
+    return None if policy is None else policy.as_targets()
 
 
 def latency_model(profile: str | Path | None = None, roofline: str | None = None) -> LatencyModel:

@@ -11,6 +11,7 @@ from adaptive_sarathi.controller.ladder import budget_ladder, candidate_shape, l
 from adaptive_sarathi.controller.latency_model import OnlineLatencyModel
 from adaptive_sarathi.controller.slo import SLOPolicy
 from adaptive_sarathi.engine.budget import BudgetPolicy, StepBudget
+from adaptive_sarathi.engine.slo_targets import SloTargets
 from adaptive_sarathi.engine.stats import PREFILL_QUEUE_LEN, EngineState, StepStats
 
 _STALL_DECISIONS = 8  # decisions without observe() before the policy falls back (a stalled engine)
@@ -84,6 +85,7 @@ class AdaptiveBudget(BudgetPolicy):
         self._ladder = budget_ladder(bounds, bounds.tile_tokens)
         self._tbt = slo.tightest_tbt
         self._ttft = slo.tightest_ttft
+        self._targets = slo.as_targets()
         self._fallback = StepBudget(bounds.fallback_token_budget, bounds.clamp_chunk(bounds.fallback_token_budget))
         self._since_observe = 0
         # Where the three ladder searches start (the last decision's budgets): a steady state
@@ -185,6 +187,9 @@ class AdaptiveBudget(BudgetPolicy):
     def observe(self, stats: StepStats) -> None:
         self._since_observe = 0
         self.online_model.observe(stats)
+
+    def slo_targets(self) -> SloTargets:
+        return self._targets
 
     def admits(self, state: EngineState, num_prompt_tokens: int) -> bool:
         """False when the prompt tokens queued ahead of a new request (late requests, served

@@ -34,6 +34,8 @@ from typing import Any
 
 import yaml
 
+from adaptive_sarathi.engine.slo_targets import SloTargets
+
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _DEFAULT_FALLBACK_BUDGET = 512  # Sarathi-Serve's choice for strict SLOs
 
@@ -208,6 +210,19 @@ class SLOPolicy:
     @property
     def tightest_ttft(self) -> LatencyTarget:
         return _tightest([self.ttft, *(c.ttft for c in self.classes)])
+
+    def as_targets(self) -> SloTargets:
+        """The policy's targets as plain seconds: the top-level ones and each class's (targets_for,
+        so a class inherits what it leaves out); what simulations judge and the engine's request
+        deadlines follow."""
+
+        def plain(ttft: LatencyTarget, tbt: LatencyTarget) -> SloTargets:
+            return SloTargets(ttft_s=ttft.target_s, tbt_s=tbt.target_s, ttft_percentile=ttft.percentile,
+                              tbt_percentile=tbt.percentile)
+
+        top = plain(*self.targets_for(None))
+        return SloTargets(top.ttft_s, top.tbt_s, top.ttft_percentile, top.tbt_percentile,
+                          classes={c.name: plain(*self.targets_for(c.name)) for c in self.classes})
 
     def targets_for(self, class_name: str | None) -> tuple[LatencyTarget, LatencyTarget]:
         """(ttft, tbt) of the class `class_name`; the top-level targets for None. Raises KeyError

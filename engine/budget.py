@@ -12,6 +12,7 @@ from abc import abstractmethod
 from dataclasses import dataclass
 
 from adaptive_sarathi.engine.estimator import Estimator
+from adaptive_sarathi.engine.slo_targets import SloTargets
 from adaptive_sarathi.engine.stats import EngineState, StepStats
 
 
@@ -58,6 +59,12 @@ class BudgetPolicy(Estimator):
 
     def observe(self, stats: StepStats) -> None:
         """Learn from a finished step. The default ignores it."""
+
+    def slo_targets(self) -> SloTargets | None:
+        """The targets the policy plans for, per request class; the engine stamps every request
+        with its TTFT deadline and TBT target from them, and the scheduler orders waiting requests
+        by deadline. None (the default): no deadlines, first come first served."""
+        return None
 
     def admits(self, state: EngineState, num_prompt_tokens: int) -> bool:
         """Whether a request of `num_prompt_tokens` arriving now can still get its first token

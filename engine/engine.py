@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import math
 import time
 from typing import Callable
 
@@ -108,12 +109,25 @@ class LLMEngine:
         request_id = request_id if request_id is not None else f"req-{next(self._ids)}"
         if request_id in self._live:
             raise InvalidRequestError("request_id", f"request_id={request_id!r} is already in flight: use a new id")
-        request = Request(request_id, token_ids, params,
-                          arrival_time=self.clock() if arrival_time is None else arrival_time,
-                          eos_token_ids=self.eos_token_ids, slo_class=slo_class)
+        arrival = self.clock() if arrival_time is None else arrival_time
+        ttft_s, tbt_s = self._targets_of(slo_class)
+        request = Request(request_id, token_ids, params, arrival_time=arrival, eos_token_ids=self.eos_token_ids,
+                          slo_class=slo_class, ttft_deadline_s=arrival + ttft_s, tbt_target_s=tbt_s)
         self.scheduler.add_request(request)  # first: a refusal there must leave nothing behind here
         self._live[request_id] = (request, _TextState(self.tokenizer, params.stop, token_ids))
         return request_id
+
+    def _targets_of(self, slo_class: str | None) -> tuple[float, float]:
+        """(TTFT, TBT) targets in seconds of a request of `slo_class` under the policy's SLO (inf
+        where none is declared). Raises InvalidRequestError for a class the SLO does not know."""
+        targets = self.policy.slo_targets()
+        if targets is None:
+            return math.inf, math.inf
+        try:
+            own = targets.targets_for(slo_class)
+        except ValueError as err:
+            raise InvalidRequestError("slo_class", str(err)) from None
+        return (math.inf if own.ttft_s is None else own.ttft_s), (math.inf if own.tbt_s is None else own.tbt_s)
 
     def tokenize(self, prompt: str | list[int]) -> list[int]:
         """Token ids of a text prompt, or a token-id prompt checked against the vocabulary (a new

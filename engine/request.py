@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import enum
 from dataclasses import dataclass, field
 
@@ -73,6 +75,10 @@ class Request:
     arrival_time: float
     eos_token_ids: tuple[int, ...] = ()  # any of them ends generation (unless ignore_eos)
     slo_class: str | None = None  # the SLO policy's request class (None: its top-level targets)
+    # Stamped by the engine from its policy's SLO targets (inf: no target): when the first token is
+    # due (arrival + the class's TTFT target), and the most time one token gap may take.
+    ttft_deadline_s: float = math.inf
+    tbt_target_s: float = math.inf
     output_token_ids: list[int] = field(default_factory=list)
     num_computed_tokens: int = 0
     status: RequestStatus = RequestStatus.WAITING

@@ -7,7 +7,8 @@ _EXPORTS = {
     "VirtualClock": "clock", "DUMMY_TOKEN": "executor", "SimulatedExecutor": "executor",
     "BudgetStats": "result", "Percentiles": "result", "SimulationResult": "result", "SloReport": "result", "UNCLASSED": "result",
     "ArrivingRequest": "run", "drive": "run", "simulate": "run",
-    "PercentileCheck": "slo", "SloTargets": "slo", "check_percentile": "slo",
+    "PercentileCheck": "slo", "check_percentile": "slo",
+    "SloTargets": "adaptive_sarathi.engine.slo_targets",
 }
 __all__ = sorted(_EXPORTS)
 
@@ -19,4 +20,5 @@ def __getattr__(name: str) -> Any:
         raise AttributeError(f"module 'adaptive_sarathi.engine.simulator' has no attribute {name!r}")
     import importlib
 
-    return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    module = _EXPORTS[name]
+    return getattr(importlib.import_module(module if "." in module else f"{__name__}.{module}"), name)

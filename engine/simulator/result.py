@@ -9,7 +9,8 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from adaptive_sarathi.engine.request import Request, RequestTimeline
-from adaptive_sarathi.engine.simulator.slo import PercentileCheck, SloTargets, check_percentile
+from adaptive_sarathi.engine.simulator.slo import PercentileCheck, check_percentile
+from adaptive_sarathi.engine.slo_targets import SloTargets
 from adaptive_sarathi.engine.stats import StepStats
 
 

@@ -20,7 +20,7 @@ from adaptive_sarathi.engine.schedulers import make_scheduler
 from adaptive_sarathi.engine.simulator.clock import VirtualClock
 from adaptive_sarathi.engine.simulator.executor import DUMMY_TOKEN, SimulatedExecutor
 from adaptive_sarathi.engine.simulator.result import SimulationResult, summarize
-from adaptive_sarathi.engine.simulator.slo import SloTargets
+from adaptive_sarathi.engine.slo_targets import SloTargets
 from adaptive_sarathi.engine.stats import StepStats
 
 
