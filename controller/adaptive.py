@@ -3,6 +3,7 @@ queue, within the largest one that keeps the TBT target of the decodes in flight
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -49,16 +50,18 @@ class AdaptiveBudget(BudgetPolicy):
 
     Control law, every step with D decodes in flight and t(B) the predicted time of the step a
     budget B builds:
-    - TBT cap: top = the largest B whose tail time t(B) x r keeps the TBT target x (1 - margin),
-      less the time the tightest decode has already waited (r: the model's observed
+    - TBT cap: top = the largest B whose tail time t(B) x r fits the tightest running decode's
+      slack (its class's TBT target less the time since its last token) less margin x the
+      tightest TBT target: long steps while only relaxed decodes run (r: the model's observed
       actual/predicted ratio at the TBT percentile, so timing noise lowers the cap smoothly
       instead of tripping a switch);
     - knee: the largest B <= top with t(B) <= (1 + knee_slack) t(D): prefill that rides along
       with the memory-bound decodes almost free;
     - need: the smallest B in [knee, top] at which every request of the prefill queue meets its
       TTFT deadline: ceil(P_k / (B - D)) steps of t(B) finish the P_k tokens queued up to and
-      including request k before arrival_k + TTFT target x (1 - margin). When even top cannot
-      keep them all (overload), top: the queue drains fastest;
+      including request k before its deadline (arrival + its class's TTFT target, stamped by the
+      engine) less margin x the tightest TTFT target. When even top cannot keep them all
+      (overload), top: the queue drains fastest;
     - budget = max(knee, need), never more prompt than the free KV cache takes.
     Requests past their deadline (they cannot get a token within the shortest step) are relegated
     behind the others (StepBudget.relegate_before_s), so overload costs the fewest deadlines.
@@ -97,7 +100,7 @@ class AdaptiveBudget(BudgetPolicy):
     def decide(self, state: EngineState) -> StepBudget:
         self._since_observe += 1
         bounds = self.slo.bounds
-        relegate = state.now_s - self._ttft.target_s
+        relegate = state.now_s  # requests already past their deadline
         if self._since_observe > _STALL_DECISIONS:
             return self._record(self._with(self._fallback, relegate), "stalled")
         if state.num_decodes == 0:
@@ -116,7 +119,10 @@ class AdaptiveBudget(BudgetPolicy):
 
         floor = bounds.clamp_budget(state.num_decodes)
         candidates = ladder_candidates(self._ladder, floor, bounds.max_token_budget)
-        limit = (1.0 - self.margin) * self._tbt.target_s - state.max_decode_gap_s
+        if math.isfinite(state.decode_tbt_slack_s):  # the tightest decode's own target, less its wait
+            limit = state.decode_tbt_slack_s - self.margin * self._tbt.target_s
+        else:
+            limit = (1.0 - self.margin) * self._tbt.target_s - state.max_decode_gap_s
         ratio = model.tail_ratio(self._tbt.quantile)
         top_hint, knee_hint, need_hint = self._hints
         top_i = max(0, last_true(candidates, lambda b: time_of(b) * ratio <= limit, top_hint))
@@ -129,7 +135,7 @@ class AdaptiveBudget(BudgetPolicy):
             self._drain_tps = (top - state.num_decodes) / time_of(top)
         budget = candidates[need_i]
         # The shortest step is the soonest a waiting request can get its first token.
-        chosen = self._fit_kv(state, budget, relegate + time_of(floor))
+        chosen = self._fit_kv(state, budget, state.now_s + time_of(floor))
         return self._record(chosen, reason, candidates[top_i], candidates[knee_i], budget, time_of(budget))
 
     def _need(self, state: EngineState, candidates: tuple[int, ...], knee_i: int, top_i: int,
@@ -141,7 +147,7 @@ class AdaptiveBudget(BudgetPolicy):
             return knee_i, "knee"
         rows = np.array(queue, dtype=np.float64)  # [k, (arrival, pending, computed)]
         queued = np.cumsum(rows[:, 1])
-        slack = rows[:, 0] + (self._ttft.target_s * (1.0 - self.margin) - state.now_s)
+        slack = rows[:, 0] - (state.now_s + self.margin * self._ttft.target_s)
         decodes = state.num_decodes
         has_deadline = np.isfinite(slack)
 
@@ -191,16 +197,19 @@ class AdaptiveBudget(BudgetPolicy):
     def slo_targets(self) -> SloTargets:
         return self._targets
 
-    def admits(self, state: EngineState, num_prompt_tokens: int) -> bool:
-        """False when the prompt tokens queued ahead of a new request (late requests, served
-        after it, left out), and its own, would take longer than the TTFT target less the margin
-        at the last planned TBT cap's prefill rate. True until a step has been planned."""
+    def admits(self, state: EngineState, num_prompt_tokens: int, slo_class: str | None = None) -> bool:
+        """False when the prompt tokens queued ahead of a new request of `slo_class` (requests
+        past their deadline, served after it, left out), and its own, would take longer than its
+        TTFT target less the margin at the last planned TBT cap's prefill rate. True until a step
+        has been planned."""
         if self._drain_tps is None:
             return True
-        on_time_after = state.now_s - self._ttft.target_s
+        own = self._targets.targets_for(slo_class).ttft_s
+        if own is None:
+            return True
         queue = state.prefill_queue
-        ahead = sum(pending for arrival, pending, _ in queue if arrival >= on_time_after)
+        ahead = sum(pending for deadline, pending, _ in queue if deadline >= state.now_s)
         if len(queue) >= PREFILL_QUEUE_LEN:  # requests past the listed ones wait too
             ahead += max(0, state.running_prefill_tokens + state.waiting_prefill_tokens
                          - sum(pending for _, pending, _ in queue))
-        return (ahead + num_prompt_tokens) / self._drain_tps <= (1.0 - self.margin) * self._ttft.target_s
+        return (ahead + num_prompt_tokens) / self._drain_tps <= (1.0 - self.margin) * own

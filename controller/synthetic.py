@@ -72,6 +72,8 @@ class SyntheticStream:
     output_tokens: tuple[int, int] = (16, 512)
     max_running: int = 128
     noise: float = 0.05  # sigma of a lognormal factor on every step time
+    ttft_s: float = math.inf  # requests' TTFT target (their deadlines in the prefill queue); run() sets the policy's
+    tbt_s: float = math.inf  # decodes' TBT target; run() sets the policy's
     now_s: float = 0.0
 
     def __post_init__(self) -> None:
@@ -99,8 +101,9 @@ class SyntheticStream:
             waiting_prefill_tokens=sum(r.prompt for r in self._waiting),
             oldest_waiting_age_s=self.now_s - self._waiting[0].arrival_s if self._waiting else 0.0,
             max_decode_gap_s=max((self.now_s - r.last_token_s for r in decodes), default=0.0),
-            prefill_queue=tuple((r.arrival_s, r.prompt - r.computed, r.computed) for r in
-                                [*(r for r in self._running if r.in_prefill), *self._waiting][:PREFILL_QUEUE_LEN]))
+            prefill_queue=tuple((r.arrival_s + self.ttft_s, r.prompt - r.computed, r.computed) for r in
+                                [*(r for r in self._running if r.in_prefill), *self._waiting][:PREFILL_QUEUE_LEN]),
+            decode_tbt_slack_s=min((self.tbt_s - (self.now_s - r.last_token_s) for r in decodes), default=math.inf))
 
     def next_state(self) -> EngineState:
         """state(), after skipping idle time to the next arrival when nothing is queued or running."""
@@ -153,7 +156,12 @@ class SyntheticStream:
         return stats
 
     def run(self, policy: BudgetPolicy, num_steps: int) -> list[StepRecord]:
-        """next_state -> decide -> step -> observe, `num_steps` times."""
+        """next_state -> decide -> step -> observe, `num_steps` times; requests are due by the
+        policy's top-level targets, as the engine would stamp them (BudgetPolicy.slo_targets)."""
+        targets = policy.slo_targets()
+        if targets is not None:
+            self.ttft_s = math.inf if targets.ttft_s is None else targets.ttft_s
+            self.tbt_s = math.inf if targets.tbt_s is None else targets.tbt_s
         records = []
         for _ in range(num_steps):
             state = self.next_state()

@@ -66,10 +66,11 @@ class BudgetPolicy(Estimator):
         by deadline. None (the default): no deadlines, first come first served."""
         return None
 
-    def admits(self, state: EngineState, num_prompt_tokens: int) -> bool:
-        """Whether a request of `num_prompt_tokens` arriving now can still get its first token
-        within the TTFT target; a server refuses (429) the ones that cannot, rather than let them
-        wait in a queue that misses every deadline. The default admits every request."""
+    def admits(self, state: EngineState, num_prompt_tokens: int, slo_class: str | None = None) -> bool:
+        """Whether a request of `num_prompt_tokens` and `slo_class` arriving now can still get
+        its first token within its TTFT target; a server refuses (429) the ones that cannot,
+        rather than let them wait in a queue that misses every deadline. The default admits every
+        request."""
         return True
 
 

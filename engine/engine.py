@@ -169,10 +169,10 @@ class LLMEngine:
     def has_unfinished_requests(self) -> bool:
         return self.scheduler.has_unfinished()
 
-    def admits(self, num_prompt_tokens: int) -> bool:
-        """Whether the budget policy expects a new request of that many prompt tokens to be
-        served within its TTFT target now (BudgetPolicy.admits)."""
-        return self.policy.admits(self.state(), num_prompt_tokens)
+    def admits(self, num_prompt_tokens: int, slo_class: str | None = None) -> bool:
+        """Whether the budget policy expects a new request of that many prompt tokens and that
+        class to be served within its TTFT target now (BudgetPolicy.admits)."""
+        return self.policy.admits(self.state(), num_prompt_tokens, slo_class)
 
     def state(self) -> EngineState:
         """What the budget policy sees now (the snapshot step() hands it); reads, never mutates."""

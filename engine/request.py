@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import math
-
 import enum
+import math
 from dataclasses import dataclass, field
 
 from adaptive_sarathi.engine.sampling_params import SamplingParams

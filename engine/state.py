@@ -16,6 +16,7 @@ def snapshot_state(scheduler: QueueScheduler, now: float) -> EngineState:
     decode_context = 0
     running_prefill = 0
     max_gap = 0.0
+    tbt_slack = math.inf
     queue: list[tuple[float, int, int]] = []
     for r in scheduler.running:
         # num_pending_tokens written out (this runs every step), the rule not.
@@ -25,13 +26,15 @@ def snapshot_state(scheduler: QueueScheduler, now: float) -> EngineState:
         if in_prefill(len(outputs), pending):
             running_prefill += pending
             if len(queue) < PREFILL_QUEUE_LEN:
-                queue.append((math.inf if outputs else r.arrival_time, pending, r.num_computed_tokens))
+                queue.append((math.inf if outputs else r.ttft_deadline_s, pending, r.num_computed_tokens))
         else:
             decodes += 1
             decode_context += num_tokens
             gap = now - r.timeline.token_times[-1]
             if gap > max_gap:
                 max_gap = gap
+            if r.tbt_target_s - gap < tbt_slack:
+                tbt_slack = r.tbt_target_s - gap
     waiting_tokens = 0
     oldest_age = 0.0
     num_arrived = 0
@@ -41,7 +44,7 @@ def snapshot_state(scheduler: QueueScheduler, now: float) -> EngineState:
         waiting_tokens += pending
         oldest_age = max(oldest_age, now - r.arrival_time)
         if len(queue) < PREFILL_QUEUE_LEN:
-            queue.append((math.inf if r.output_token_ids else r.arrival_time, pending, 0))
+            queue.append((math.inf if r.output_token_ids else r.ttft_deadline_s, pending, 0))
     bm = scheduler.block_manager
     return EngineState(
         now_s=now, num_waiting=num_arrived, num_running=scheduler.num_running, num_decodes=decodes,
@@ -50,4 +53,4 @@ def snapshot_state(scheduler: QueueScheduler, now: float) -> EngineState:
         admissible_kv_tokens=bm.num_admissible_blocks * bm.block_size,
         decode_context_tokens=decode_context, running_prefill_tokens=running_prefill,
         waiting_prefill_tokens=waiting_tokens, oldest_waiting_age_s=oldest_age, max_decode_gap_s=max_gap,
-        prefill_queue=tuple(queue))
+        prefill_queue=tuple(queue), decode_tbt_slack_s=tbt_slack)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from adaptive_sarathi.engine.latency.shape import StepShape
@@ -82,12 +83,15 @@ class EngineState:
     waiting_prefill_tokens: int = 0  # pending tokens of arrived waiting requests
     oldest_waiting_age_s: float = 0.0  # now - arrival of the oldest arrived waiting request
     max_decode_gap_s: float = 0.0  # longest time since a running decode's last token (TBT pressure)
-    # (arrival time s, pending tokens, computed tokens) of the first PREFILL_QUEUE_LEN requests with
-    # prefill to do, in the order the scheduler serves them (running prefills, then arrived waiting
-    # ones). The time is inf for a request that already has its first token (a preempted one
-    # recomputing): no TTFT deadline, only its tokens to wait for. Computed tokens are the prefix
-    # its next chunk attends to.
+    # (TTFT deadline s, pending tokens, computed tokens) of the first PREFILL_QUEUE_LEN requests
+    # with prefill to do, in the order the scheduler serves them (running prefills, then arrived
+    # waiting ones). The deadline is inf without a TTFT target, and for a request that already has
+    # its first token (a preempted one recomputing): only its tokens to wait for. Computed tokens
+    # are the prefix its next chunk attends to.
     prefill_queue: tuple[tuple[float, int, int], ...] = ()
+    # min over running decodes of (its TBT target - the time since its last token): how long the
+    # next step may take before the tightest decode misses its target; inf without TBT targets.
+    decode_tbt_slack_s: float = math.inf
 
 
 PREFILL_QUEUE_LEN = 64  # deadlines further back are seconds away: planning for them can wait

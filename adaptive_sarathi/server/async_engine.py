@@ -301,7 +301,7 @@ class AsyncEngine:
         # Text prompts are tokenized by the engine: their length is not known here, so only
         # token prompts (what the server hands over) count.
         tokens = sum(len(p) for p in command.prompts if not isinstance(p, str))
-        if not self.engine.admits(tokens):
+        if not self.engine.admits(tokens, command.slo_class):
             self._loop.call_soon_threadsafe(self._resolve, command.accepted, QueueFullError(
                 "the requests queued ahead would delay its first token past the TTFT target", "ttft_unreachable"))
             return

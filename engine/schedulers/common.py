@@ -38,13 +38,14 @@ class StepBuilder:
 class QueueScheduler(Scheduler):
     """A waiting queue, a running list and a BlockManager; subclasses only pick each step's chunks.
 
-    The waiting queue is FCFS by arrival_time; preempted requests go back to its front. A request
-    that has not arrived yet (arrival_time > now) blocks those behind it, which arrived no
-    earlier. A step budget with `relegate_before_s` moves never-scheduled requests that arrived
-    before it (their TTFT deadline has passed) to a late queue, served in arrival order only when
-    no other arrived request waits: under overload the requests that can still meet their
-    deadline go first, instead of every request missing behind the late ones. The running list
-    is in admission order; preemption takes victims from its tail.
+    Requests wait for their arrival_time in arrival order (a simulator adds them ahead of time),
+    then in the waiting queue by TTFT deadline (Request.ttft_deadline_s, earliest first; equal
+    deadlines, e.g. none at all, keep arrival order: FCFS); preempted requests go back to its
+    front. A step budget with `relegate_before_s` moves never-scheduled requests whose deadline is
+    before it (they can no longer meet it) to a late queue, served in deadline order only when no
+    other arrived request waits: under overload the requests that can still meet their deadline
+    go first, instead of every request missing behind the late ones. The running list is in
+    admission order; preemption takes victims from its tail.
 
     The context window is `max_context_len` = min(max_model_len, the tokens the KV cache can hold
     beyond the watermark), so that any single request always fits once others are preempted.
@@ -60,8 +61,9 @@ class QueueScheduler(Scheduler):
         self._block_size = block_manager.block_size
         usable_blocks = block_manager.num_total_blocks - block_manager.watermark_blocks
         self.max_context_len = min(config.max_model_len, usable_blocks * block_manager.block_size)
-        self._waiting: deque[Request] = deque()
-        self._late: deque[Request] = deque()  # relegated (see the class docstring), in arrival order
+        self._future: deque[Request] = deque()  # not arrived yet (as of the last call that knew the time)
+        self._waiting: deque[Request] = deque()  # arrived: preempted ones first, then by TTFT deadline
+        self._late: deque[Request] = deque()  # relegated (see the class docstring), by deadline
         self._running: list[Request] = []
         self._requests: dict[str, Request] = {}
         self._last_batch = ScheduledBatch()
@@ -73,7 +75,7 @@ class QueueScheduler(Scheduler):
     # -- the Scheduler interface -------------------------------------------------------------
 
     def add_request(self, request: Request) -> None:
-        """Queue `request` (status WAITING) in arrival_time order.
+        """Queue `request` (status WAITING) to wait for its arrival_time.
 
         Raises ValueError, queueing nothing, on a duplicate id, a request already in progress,
         or a prompt that is empty or longer than `max_context_len`.
@@ -88,15 +90,16 @@ class QueueScheduler(Scheduler):
                 f"request {rid!r} has a prompt of {request.num_prompt_tokens} tokens: use 1 to "
                 f"{self.max_context_len} (max_model_len={self.config.max_model_len}, KV cache of "
                 f"{self._block_manager.num_total_blocks} blocks of {self._block_manager.block_size} tokens)")
-        i = len(self._waiting)
-        while i > 0 and self._waiting[i - 1].arrival_time > request.arrival_time:
+        i = len(self._future)
+        while i > 0 and self._future[i - 1].arrival_time > request.arrival_time:
             i -= 1
-        self._waiting.insert(i, request)
+        self._future.insert(i, request)
         self._requests[rid] = request
 
     def schedule(self, budget: StepBudget, now: float) -> ScheduledBatch:
         """Pick this step's chunks (see Scheduler.schedule). The batch is remembered for `update`,
         which must be called before the next `schedule`."""
+        self._take_arrivals(now)
         if budget.relegate_before_s is not None:
             self._relegate(budget.relegate_before_s)
         step = StepBuilder(budget, now)
@@ -148,7 +151,8 @@ class QueueScheduler(Scheduler):
 
     @property
     def num_waiting(self) -> int:
-        return len(self._waiting) + len(self._late)
+        """Waiting requests, those not arrived yet included."""
+        return len(self._future) + len(self._waiting) + len(self._late)
 
     @property
     def num_running(self) -> int:
@@ -161,17 +165,17 @@ class QueueScheduler(Scheduler):
 
     @property
     def waiting(self) -> tuple[Request, ...]:
-        """A snapshot of the waiting requests: the queue head first, then the late queue."""
-        return (*self._waiting, *self._late)
+        """A snapshot of the waiting requests in the order they would be admitted: the queue, the
+        late queue, then those not arrived yet."""
+        return (*self._waiting, *self._late, *self._future)
 
     def iter_arrived_waiting(self, now: float) -> Iterator[Request]:
         """The waiting requests that have arrived by `now`, in the order they would be admitted,
         without copying the queues (they can hold a whole simulated workload); the scheduler must
-        not change while the iterator is in use."""
-        for request in self._waiting:
-            if request.arrival_time > now:
-                break  # the queue is in arrival order (preempted requests, at its front, have arrived)
-            yield request
+        not change while the iterator is in use. Moves the arrived ones into the waiting queue
+        first, which changes no answer of the scheduler's."""
+        self._take_arrivals(now)
+        yield from self._waiting
         yield from self._late
 
     @property
@@ -189,14 +193,14 @@ class QueueScheduler(Scheduler):
     def next_arrival_time(self, now: float | None = None) -> float | None:
         """Earliest arrival_time among waiting requests that arrive after `now` (all waiting
         requests when now is None); None if there is none. Lets a simulator jump its clock."""
-        times = [r.arrival_time for r in self._waiting if now is None or r.arrival_time > now]
+        times = [r.arrival_time for r in self._future if now is None or r.arrival_time > now]
         return min(times, default=None)
 
     def check_invariants(self) -> None:
         """Raise AssertionError if queues, statuses and KV blocks disagree. Mutates nothing."""
         bm = self._block_manager
         bm.check_invariants(set(self._requests))
-        waiting_ids = [r.request_id for r in (*self._waiting, *self._late)]
+        waiting_ids = [r.request_id for r in (*self._future, *self._waiting, *self._late)]
         running_ids = [r.request_id for r in self._running]
         assert len(set(waiting_ids)) == len(waiting_ids), "a request is queued twice"
         assert len(set(running_ids)) == len(running_ids), "a request is running twice"
@@ -208,9 +212,15 @@ class QueueScheduler(Scheduler):
             assert list(table) == bm.block_table(rid), f"cached block table of {rid!r} is stale"
         assert all(bm.num_owned_blocks(rid) == 0 for rid in set(self._requests) - set(self._block_tables)), (
             "a request owns blocks without a cached block table")
-        for r in self._late:
-            assert r.timeline.first_scheduled_time is None, f"late request {r.request_id!r} was scheduled"
-        for r in (*self._waiting, *self._late):
+        for r in (*self._late, *self._future):
+            assert r.timeline.first_scheduled_time is None, f"late or future request {r.request_id!r} was scheduled"
+        arrivals = [r.arrival_time for r in self._future]
+        assert arrivals == sorted(arrivals), "requests not arrived yet are out of arrival order"
+        started = [r.timeline.first_scheduled_time is not None for r in self._waiting]
+        assert started == sorted(started, reverse=True), "a preempted request waits behind a new one"
+        deadlines = [r.ttft_deadline_s for r, s in zip(self._waiting, started) if not s]
+        assert deadlines == sorted(deadlines), "the waiting queue is out of deadline order"
+        for r in (*self._future, *self._waiting, *self._late):
             assert r.status is RequestStatus.WAITING, f"waiting request {r.request_id!r} is {r.status}"
             assert r.num_computed_tokens == 0, f"waiting request {r.request_id!r} has computed tokens"
             assert bm.num_owned_blocks(r.request_id) == 0, f"waiting request {r.request_id!r} owns blocks"
@@ -234,26 +244,39 @@ class QueueScheduler(Scheduler):
                 yield request
 
     def _admissible_head(self, now: float) -> Request | None:
-        """The request to admit next when a running slot is free: the waiting queue's head if it
-        has arrived, else the late queue's head; None when neither is."""
+        """The request to admit next when a running slot is free: the waiting queue's head, else
+        the late queue's; None when both are empty (requests not arrived by `now` never are)."""
         if len(self._running) >= self.config.max_num_seqs:
             return None
-        if self._waiting and self._waiting[0].arrival_time <= now:
+        self._take_arrivals(now)
+        if self._waiting:
             return self._waiting[0]
         return self._late[0] if self._late else None
 
+    def _take_arrivals(self, now: float) -> None:
+        """Move the requests arrived by `now` into the waiting queue, each behind those with an
+        earlier or equal deadline (and behind every preempted request)."""
+        future, waiting = self._future, self._waiting
+        while future and future[0].arrival_time <= now:
+            request = future.popleft()
+            i = len(waiting)
+            while (i > 0 and waiting[i - 1].timeline.first_scheduled_time is None
+                   and waiting[i - 1].ttft_deadline_s > request.ttft_deadline_s):
+                i -= 1
+            waiting.insert(i, request)
+
     def _relegate(self, before_s: float) -> None:
-        """Move never-scheduled requests that arrived before `before_s` to the late queue."""
+        """Move never-scheduled requests whose deadline is before `before_s` to the late queue."""
         waiting, i = self._waiting, 0
         while i < len(waiting):
             request = waiting[i]
             if request.timeline.first_scheduled_time is not None:  # preempted: it has started
                 i += 1
-            elif request.arrival_time < before_s:
+            elif request.ttft_deadline_s < before_s:
                 del waiting[i]
                 self._late.append(request)
             else:
-                break  # later ones arrived later still
+                break  # later ones are due later still
 
     def _fits(self, request: Request, num_tokens: int) -> bool:
         """Whether admitting `request` with a chunk of `num_tokens` leaves the watermark free."""
@@ -360,7 +383,7 @@ class QueueScheduler(Scheduler):
 
     def _unqueue(self, request: Request) -> None:
         """Take a waiting request out of whichever queue holds it (found by identity)."""
-        for queue in (self._waiting, self._late):
+        for queue in (self._waiting, self._late, self._future):
             for i, queued in enumerate(queue):
                 if queued is request:
                     del queue[i]

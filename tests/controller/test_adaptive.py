@@ -22,8 +22,9 @@ def policy(**params) -> AdaptiveBudget:
 
 
 def queued(now: float, *entries: tuple[float, int], decodes: int = 16, **fields):
-    """A state at `now` whose prefill queue is `entries` (age in s, pending tokens), all waiting."""
-    queue = tuple((now - age, tokens, 0) for age, tokens in entries)
+    """A state at `now` whose prefill queue is `entries` (age in s, pending tokens), all waiting and
+    due by the SLO's TTFT target, as the engine stamps them."""
+    queue = tuple((now - age + TTFT_S, tokens, 0) for age, tokens in entries)
     return state(now_s=now, num_decodes=decodes, num_running=decodes, decode_context_tokens=decodes * 1024,
                  running_prefill_tokens=0, num_waiting=len(queue), waiting_prefill_tokens=sum(t for _, t, _ in queue),
                  oldest_waiting_age_s=max((age for age, _ in entries), default=0.0), prefill_queue=queue, **fields)
@@ -54,8 +55,7 @@ def test_a_pressing_deadline_asks_for_the_smallest_budget_that_keeps_it():
     smaller = max(b for b in p._ladder if b < budget)
     assert finish_s(s, smaller, 6000) > due  # one rung less would miss it
     # The step relegates nothing that can still make it: only requests past their deadline.
-    assert d.budget.relegate_before_s == pytest.approx(10.0 - TTFT_S + TRUTH.step_time(candidate_shape(s, 16, 0)),
-                                                       rel=0.05)
+    assert d.budget.relegate_before_s == pytest.approx(10.0 + TRUTH.step_time(candidate_shape(s, 16, 0)), rel=0.05)
 
 
 def test_overload_runs_the_tbt_cap():
@@ -109,3 +109,14 @@ def test_admits_new_requests_only_while_the_queue_ahead_can_be_served_in_time():
 
 def test_admission_is_open_before_any_plan():
     assert policy().admits(queued(10.0, (0.1, 10**9)), 1)
+
+
+def test_relaxed_decodes_allow_longer_steps_than_an_interactive_one():
+    """The TBT cap follows the tightest running decode's own slack: with only decodes of a relaxed
+    class (500 ms) in flight the step may last far longer than with one interactive decode."""
+    p = policy()
+    p.decide(queued(10.0, (0.5, 20_000), decode_tbt_slack_s=SLO.tbt.target_s))
+    interactive = p.last_decision.tbt_budget
+    p.decide(queued(10.0, (0.5, 20_000), decode_tbt_slack_s=0.5))
+    assert p.last_decision.tbt_budget > interactive
+    assert p.last_decision.tbt_budget >= 4 * interactive or p.last_decision.tbt_budget == BOUNDS.max_token_budget

@@ -75,3 +75,6 @@ class _Recorder:
     def observe(self, stats):
         self.inputs.append((stats, copy.deepcopy(stats)))
         self.policy.observe(stats)
+
+    def slo_targets(self):
+        return self.policy.slo_targets()

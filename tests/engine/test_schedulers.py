@@ -496,25 +496,43 @@ def test_the_is_prefill_rule_counts_a_recompute_as_prefill():
 
 # -- relegation of requests past their TTFT deadline ---------------------------------------------
 
+def due(r: Request, ttft_s: float = 4.5) -> Request:
+    """`r` with the TTFT deadline the engine would stamp under a `ttft_s` target."""
+    r.ttft_deadline_s = r.arrival_time + ttft_s
+    return r
+
+
 def test_late_requests_wait_behind_those_that_can_still_meet_their_deadline():
     s = make("sarathi")
-    add(s, req("old1", 4, arrival=0.0), req("old2", 4, arrival=1.0), req("new", 4, arrival=5.0),
-        req("future", 4, arrival=9.0))
-    # At t=6 with a 4.5 s TTFT target, requests that arrived before t=1.5 have missed it.
-    batch = s.schedule(StepBudget(4, relegate_before_s=1.5), 6.0)
+    add(s, due(req("old1", 4, arrival=0.0)), due(req("old2", 4, arrival=1.0)), due(req("new", 4, arrival=5.0)),
+        due(req("future", 4, arrival=9.0)))
+    # At t=6, old1 and old2 (due at 4.5 and 5.5) can no longer make their deadline.
+    batch = s.schedule(StepBudget(4, relegate_before_s=6.0), 6.0)
     assert batch.tokens_by_request() == {"new": 4}
     s.check_invariants()
     s.update(StepResult({"new": TOKEN}, 0.01), 6.0)
-    assert [r.request_id for r in s.waiting] == ["future", "old1", "old2"]
+    assert [r.request_id for r in s.waiting] == ["old1", "old2", "future"]
     assert s.num_waiting == 3
-    # With nothing on time waiting, the late ones are served, oldest first (no budget flag needed).
+    # With nothing on time waiting, the late ones are served, earliest deadline first.
     assert s.schedule(StepBudget(5), 6.1).tokens_by_request() == {"new": 1, "old1": 4}
+    s.check_invariants()
+
+
+def test_waiting_requests_are_admitted_by_deadline_and_future_ones_block_nobody():
+    s = make("sarathi", max_num_seqs=1)
+    # batch arrived first but is due in 30 s; chat arrived later, due in 1 s; "soon" has not
+    # arrived and must not hold back the ones that have.
+    add(s, due(req("batch", 4, max_tokens=1, arrival=0.0), 30.0), due(req("chat", 4, max_tokens=1, arrival=0.5), 1.0),
+        due(req("soon", 4, max_tokens=1, arrival=5.0), 0.1))
+    assert step(s, 8, now=1.0) == {"chat": 4}
+    assert step(s, 8, now=1.1) == {"batch": 4}
+    assert step(s, 8, now=5.0) == {"soon": 4}
     s.check_invariants()
 
 
 def test_preempted_requests_are_never_relegated_and_late_ones_can_be_aborted():
     s = make("orca", num_blocks=3, block_size=2, max_num_seqs=3)
-    add(s, req("a", 2), req("b", 2), req("c", 2), req("d", 1, arrival=0.5))
+    add(s, due(req("a", 2)), due(req("b", 2)), due(req("c", 2)), due(req("d", 1, arrival=0.5)))
     assert step(s, 16) == {"a": 2, "b": 2, "c": 2}
     assert run(s, 16).preempted_ids == ["c", "b"]  # b and c started at t=0 and are requeued at the front
     s.schedule(StepBudget(16, relegate_before_s=10.0), 11.0)
@@ -529,8 +547,21 @@ def test_engine_state_lists_the_prefill_queue_in_service_order():
     from adaptive_sarathi.engine.state import snapshot_state
 
     s = make("sarathi")
-    add(s, req("r", 10, arrival=0.0), req("w1", 6, arrival=1.0), req("w2", 3, arrival=2.0),
+    add(s, due(req("r", 10, arrival=0.0)), due(req("w1", 6, arrival=1.0)), due(req("w2", 3, arrival=2.0)),
         req("later", 3, arrival=50.0))
     step(s, 4, now=2.0)  # r admitted with 4 of its 10 tokens
     state = snapshot_state(s, 3.0)
-    assert state.prefill_queue == ((0.0, 6, 4), (1.0, 6, 0), (2.0, 3, 0))
+    # (deadline, pending, computed): the running prefill first, then the waiting ones by deadline.
+    assert state.prefill_queue == ((4.5, 6, 4), (5.5, 6, 0), (6.5, 3, 0))
+    assert state.decode_tbt_slack_s == float("inf")  # no decodes yet
+
+
+def test_engine_state_gives_the_tightest_decodes_tbt_slack():
+    from adaptive_sarathi.engine.state import snapshot_state
+
+    s = make("sarathi")
+    chat, batch = req("chat", 4, max_tokens=8), req("batch", 4, max_tokens=8)
+    chat.tbt_target_s, batch.tbt_target_s = 0.05, 0.5
+    add(s, chat, batch)
+    step(s, 16, now=1.0)  # both prefilled: first tokens at t=1.0
+    assert snapshot_state(s, 1.02).decode_tbt_slack_s == pytest.approx(0.03)

@@ -202,7 +202,7 @@ def test_a_policy_that_expects_a_missed_ttft_refuses_with_429():
     from adaptive_sarathi.server.server import Server, ServerArgs
 
     class ShortPromptsOnly(FixedBudget):
-        def admits(self, state, num_prompt_tokens):
+        def admits(self, state, num_prompt_tokens, slo_class=None):
             return num_prompt_tokens <= 8
 
     engine = create_engine(EngineArgs(model="dummy:tiny", num_kv_blocks=512), ShortPromptsOnly(64))
