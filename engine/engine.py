@@ -175,7 +175,8 @@ class LLMEngine:
         return self.policy.admits(self.state(), num_prompt_tokens, slo_class)
 
     def state(self) -> EngineState:
-        """What the budget policy sees now (the snapshot step() hands it); reads, never mutates."""
+        """What the budget policy sees now (the snapshot step() hands it); changes nothing that is
+        scheduled (see snapshot_state)."""
         return snapshot_state(self.scheduler, self.clock())
 
     @property

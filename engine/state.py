@@ -10,7 +10,8 @@ from adaptive_sarathi.engine.stats import PREFILL_QUEUE_LEN, EngineState
 
 
 def snapshot_state(scheduler: QueueScheduler, now: float) -> EngineState:
-    """EngineState at time `now`; reads the scheduler without changing it. O(running + arrived
+    """EngineState at time `now`; changes nothing the scheduler will schedule (it may move arrived
+    requests into the waiting queue, as the next schedule() would). O(running + arrived
     waiting) per call."""
     decodes = 0
     decode_context = 0
