@@ -15,7 +15,7 @@ from adaptive_sarathi.engine.latency.shape import LatencyModel
 # The adaptive policy's tunable hyperparameters (what a seed file may set).
 ADAPTIVE_PARAMS = tuple(p for p in inspect.signature(AdaptiveBudget.__init__).parameters
                         if p not in ("self", "slo", "latency_model", "seed"))
-POLICY_SPECS = ("fixed:<budget>[:<chunk>]", "adaptive", "two_level[:<low>:<high>]", "slack")
+POLICY_SPECS = ("fixed:<budget>[:<chunk>][:edf]", "adaptive", "two_level[:<low>:<high>]", "slack")
 
 
 class PolicySpecError(ValueError):
@@ -40,7 +40,8 @@ def _ints(spec: str, args: list[str], usage: str) -> list[int]:
 def make_policy(spec: str, slo: SLOPolicy | None = None, prior: LatencyModel | None = None,
                 seed: int = 0, params: Mapping[str, Any] | None = None) -> BudgetPolicy:
     """A fresh policy for `spec`:
-      fixed:<budget>[:<chunk>]   the same budget every step (Sarathi-Serve as published)
+      fixed:<budget>[:<chunk>][:edf]   the same budget every step (Sarathi-Serve as published);
+                                 edf: admit requests by the SLO's TTFT deadlines instead of FCFS
       adaptive                   AdaptiveBudget over an OnlineLatencyModel with `prior` (steady_latency_model)
       two_level[:<low>:<high>]   TwoLevelBudget (defaults from the SLO's bounds)
       slack                      SlackBudget with `prior` as its offline model (else fitted)
@@ -49,8 +50,14 @@ def make_policy(spec: str, slo: SLOPolicy | None = None, prior: LatencyModel | N
     Raises PolicySpecError (a ValueError) naming the spec, the problem and the choices."""
     name, *args = spec.strip().split(":")
     if name == "fixed":
+        edf = bool(args) and args[-1] == "edf"
+        if edf:
+            args = args[:-1]
+            if slo is None:
+                raise _fail(spec, "edf orders requests by their SLO deadlines: pass --slo-policy NAME|FILE or --slo")
         if len(args) not in (1, 2):
-            raise _fail(spec, "fixed takes a budget and an optional chunk, e.g. fixed:512 or fixed:512:256")
+            raise _fail(spec, "fixed takes a budget, an optional chunk and an optional edf, e.g. fixed:512, "
+                              "fixed:512:256 or fixed:512:edf")
         budget, *chunk = _ints(spec, args, "fixed:512")
         if slo is not None and not slo.bounds.min_token_budget <= budget <= slo.bounds.max_token_budget:
             raise _fail(spec, f"budget {budget} is outside SLO policy {slo.name!r}'s bounds "
@@ -59,7 +66,7 @@ def make_policy(spec: str, slo: SLOPolicy | None = None, prior: LatencyModel | N
         if slo is not None and chunk and not slo.bounds.min_chunk <= chunk[0] <= slo.bounds.max_chunk:
             raise _fail(spec, f"chunk {chunk[0]} is outside SLO policy {slo.name!r}'s chunk bounds "
                               f"[{slo.bounds.min_chunk}, {slo.bounds.max_chunk}]: pick one inside them")
-        return FixedBudget(budget, chunk[0] if chunk else None, seed=seed)
+        return FixedBudget(budget, chunk[0] if chunk else None, seed=seed, deadlines=slo.as_targets() if edf else None)
     if name not in ("adaptive", "two_level", "slack"):
         raise _fail(spec, f"unknown policy {name!r}")
     if slo is None:

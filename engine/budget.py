@@ -75,14 +75,21 @@ class BudgetPolicy(Estimator):
 
 
 class FixedBudget(BudgetPolicy):
-    """The same token budget and chunk size every step. Raises ValueError for a budget < 1 or a
-    chunk < 1."""
+    """The same token budget and chunk size every step. With `deadlines` (SLO targets per class),
+    requests are stamped with deadlines and admitted earliest deadline first (see slo_targets);
+    without, first come first served, as Sarathi-Serve published it. Raises ValueError for a
+    budget < 1 or a chunk < 1."""
 
-    def __init__(self, token_budget: int = 512, max_chunk: int | None = None, seed: int = 0):
+    def __init__(self, token_budget: int = 512, max_chunk: int | None = None, seed: int = 0,
+                 deadlines: SloTargets | None = None):
         self.token_budget = token_budget
         self.max_chunk = max_chunk
         self.seed = seed  # a constant policy draws no random numbers; kept for the common signature
+        self.deadlines = deadlines
         self.budget = StepBudget(token_budget, max_chunk)
 
     def decide(self, state: EngineState) -> StepBudget:
         return self.budget
+
+    def slo_targets(self) -> SloTargets | None:
+        return self.deadlines

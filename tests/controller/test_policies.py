@@ -57,8 +57,8 @@ def test_learning_policies_need_an_slo():
 
 def test_fixed_keeps_its_parameters():
     policy = FixedBudget(256, 128, seed=3)
-    assert policy.get_params() == {"token_budget": 256, "max_chunk": 128, "seed": 3}
-    assert repr(policy) == "FixedBudget(token_budget=256, max_chunk=128, seed=3)"
+    assert policy.get_params() == {"token_budget": 256, "max_chunk": 128, "seed": 3, "deadlines": None}
+    assert repr(policy) == "FixedBudget(token_budget=256, max_chunk=128, seed=3, deadlines=None)"
 
 
 def test_two_level_switches_with_hysteresis():
@@ -120,3 +120,15 @@ def test_rolling_quantile_matches_sorting():
         i = int(pos)
         expected = s[i] if i == len(s) - 1 else s[i] + (s[i + 1] - s[i]) * (pos - i)
         assert window.quantile(0.9) == pytest.approx(expected)
+
+
+def test_fixed_edf_stamps_the_slos_deadlines_and_plain_fixed_none():
+    from adaptive_sarathi.controller.slo import load_slo_policy
+
+    tiered = load_slo_policy("llama-3-8b-h100-tiered")
+    edf = make_policy("fixed:1024:edf", tiered)
+    assert edf.decide(None).token_budget == 1024 and edf.slo_targets() == tiered.as_targets()
+    assert make_policy("fixed:1024:256:edf", tiered).budget.max_chunk == 256
+    assert make_policy("fixed:1024", tiered).slo_targets() is None
+    with pytest.raises(PolicySpecError, match="edf orders requests"):
+        make_policy("fixed:1024:edf")
