@@ -58,7 +58,7 @@ def _add_serve_flags(p: argparse.ArgumentParser) -> None:
                    help="require 'Authorization: Bearer <key>' on /v1 routes (default: $ADAPTIVE_SARATHI_API_KEY)")
     p.add_argument("--shutdown-timeout", type=float, default=10.0,
                    help="seconds in-flight requests may finish after SIGTERM before they are aborted")
-    p.add_argument("--policy", default=None, help="budget policy: fixed:<budget>[:<chunk>], adaptive, "
+    p.add_argument("--policy", default=None, help="budget policy: fixed:<budget>[:<chunk>][:edf], adaptive, "
                    "two_level[:<low>:<high>], slack (default: fixed at --token-budget/--max-chunk)")
     p.add_argument("--slo-policy", default=None, help="SLO policy YAML, or the name of a shipped one")
     p.add_argument("--slo", default=None, help="SLO shorthand ttft:MS,tbt:MS (each optionally @pNN)")

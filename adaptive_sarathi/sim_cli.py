@@ -84,7 +84,7 @@ def _add_flags(p: argparse.ArgumentParser) -> None:
     w.add_argument("--seed", type=int, default=0, help="seed of arrivals, lengths and policies")
     e = p.add_argument_group("engine")
     e.add_argument("--scheduler", default="sarathi", choices=SCHEDULER_NAMES)
-    e.add_argument("--policy", default="fixed:512", help="budget policy: fixed:<budget>[:<chunk>], adaptive, "
+    e.add_argument("--policy", default="fixed:512", help="budget policy: fixed:<budget>[:<chunk>][:edf], adaptive, "
                                                          "two_level[:<low>:<high>], slack")
     e.add_argument("--slo-policy", default=None, help="SLO policy YAML, or the name of a shipped one")
     e.add_argument("--slo", default=None, help="SLO shorthand ttft:MS,tbt:MS (each optionally @pNN)")
