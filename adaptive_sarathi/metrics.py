@@ -71,6 +71,8 @@ class ServerMetrics:
         self.prompt_tokens = make(Counter, "prompt_tokens", "Prompt tokens of requests whose prefill completed")
         self.generation_tokens = make(Counter, "generation_tokens", "Output tokens generated")
         self.num_preemptions = make(Counter, "num_preemptions", "Requests preempted (to be recomputed)")
+        self.num_relegations = make(Counter, "num_relegations", "Requests served after the others because their TTFT "
+                                    "deadline had passed (SLO relegation)")
         self._request_success = make(Counter, "request_success", "Finished requests by finish reason",
                                      labelnames=("finished_reason",))
         self._request_rejected = make(Counter, "request_rejected", "Requests refused before reaching the engine, "
@@ -117,6 +119,8 @@ class ServerMetrics:
         self.max_chunk.set(stats.max_chunk)
         if stats.num_preempted:
             self.num_preemptions.inc(stats.num_preempted)
+        if stats.num_relegated:
+            self.num_relegations.inc(stats.num_relegated)
         self._set_queue(stats.num_waiting, stats.num_running, stats.num_free_blocks, stats.num_total_blocks)
 
     def observe_state(self, state: EngineState) -> None:

@@ -76,10 +76,12 @@ class ScheduledBatch:
     """What one step computes: decodes first, then prefill chunks, in that order.
 
     preempted_ids: requests whose KV blocks were freed this step to make room (they will recompute).
+    relegated_ids: requests moved behind the others this step, their TTFT deadline missed.
     """
 
     chunks: list[ScheduledChunk] = field(default_factory=list)
     preempted_ids: list[str] = field(default_factory=list)
+    relegated_ids: list[str] = field(default_factory=list)
 
     @property
     def is_empty(self) -> bool:

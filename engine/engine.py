@@ -229,7 +229,8 @@ class LLMEngine:
             num_waiting=sched.num_waiting, num_running=sched.num_running,
             num_free_blocks=sched.block_manager.num_free_blocks,
             num_total_blocks=sched.block_manager.num_total_blocks,
-            num_preempted=len(batch.preempted_ids), token_budget=budget.token_budget,
+            num_preempted=len(batch.preempted_ids), num_relegated=len(batch.relegated_ids),
+            token_budget=budget.token_budget,
             max_chunk=budget.chunk_limit, first_token_latencies_s=first_token_latencies, max_token_gap_s=max_gap,
             host_gap_s=None if self._busy_since is None else start - self._busy_since,
             budget_reason=budget.reason)

@@ -38,6 +38,7 @@ class StepStats:
     first_token_latencies_s: tuple[float, ...] = ()  # TTFTs of requests whose first token came this step
     max_token_gap_s: float = 0.0  # largest gap between consecutive tokens of one request this step
     host_gap_s: float | None = None
+    num_relegated: int = 0  # requests moved behind the others this step, their TTFT deadline missed
     budget_reason: str = ""  # the StepBudget's reason this step ran under
 
     @property

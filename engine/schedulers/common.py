@@ -100,9 +100,9 @@ class QueueScheduler(Scheduler):
         """Pick this step's chunks (see Scheduler.schedule). The batch is remembered for `update`,
         which must be called before the next `schedule`."""
         self._take_arrivals(now)
-        if budget.relegate_before_s is not None:
-            self._relegate(budget.relegate_before_s)
         step = StepBuilder(budget, now)
+        if budget.relegate_before_s is not None:
+            step.batch.relegated_ids.extend(self._relegate(budget.relegate_before_s))
         self._fill(step)
         self._last_batch = step.batch
         return step.batch
@@ -265,8 +265,10 @@ class QueueScheduler(Scheduler):
                 i -= 1
             waiting.insert(i, request)
 
-    def _relegate(self, before_s: float) -> None:
-        """Move never-scheduled requests whose deadline is before `before_s` to the late queue."""
+    def _relegate(self, before_s: float) -> list[str]:
+        """Move never-scheduled requests whose deadline is before `before_s` to the late queue;
+        returns their ids."""
+        moved: list[str] = []
         waiting, i = self._waiting, 0
         while i < len(waiting):
             request = waiting[i]
@@ -275,8 +277,10 @@ class QueueScheduler(Scheduler):
             elif request.ttft_deadline_s < before_s:
                 del waiting[i]
                 self._late.append(request)
+                moved.append(request.request_id)
             else:
                 break  # later ones are due later still
+        return moved
 
     def _fits(self, request: Request, num_tokens: int) -> bool:
         """Whether admitting `request` with a chunk of `num_tokens` leaves the watermark free."""

@@ -508,7 +508,7 @@ def test_late_requests_wait_behind_those_that_can_still_meet_their_deadline():
         due(req("future", 4, arrival=9.0)))
     # At t=6, old1 and old2 (due at 4.5 and 5.5) can no longer make their deadline.
     batch = s.schedule(StepBudget(4, relegate_before_s=6.0), 6.0)
-    assert batch.tokens_by_request() == {"new": 4}
+    assert batch.tokens_by_request() == {"new": 4} and batch.relegated_ids == ["old1", "old2"]
     s.check_invariants()
     s.update(StepResult({"new": TOKEN}, 0.01), 6.0)
     assert [r.request_id for r in s.waiting] == ["old1", "old2", "future"]

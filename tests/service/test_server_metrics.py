@@ -70,3 +70,19 @@ def test_two_servers_in_one_process_keep_separate_registries(serve, served):
         metrics = other.metrics()
     assert metrics[f"{M}time_to_first_token_seconds_count"] == 0
     assert served[f"{M}time_to_first_token_seconds_count"] == len(TRAFFIC)
+
+
+def test_relegated_requests_are_counted():
+    from prometheus_client import generate_latest
+
+    from adaptive_sarathi.engine.latency.shape import StepShape
+    from adaptive_sarathi.engine.stats import StepStats
+    from adaptive_sarathi.metrics import ServerMetrics
+
+    metrics = ServerMetrics("m")
+    step = StepStats(step_index=0, start_time_s=0.0, duration_s=0.01, shape=StepShape(0, 1, 0, 1), num_seqs=1,
+                     num_waiting=3, num_running=1, num_free_blocks=10, num_total_blocks=10, num_preempted=0,
+                     token_budget=64, max_chunk=64, num_relegated=2)
+    metrics.observe_step(step)
+    metrics.observe_step(dataclasses.replace(step, num_relegated=0))
+    assert 'adaptive_sarathi:num_relegations_total{model_name="m"} 2.0' in generate_latest(metrics.registry).decode()
