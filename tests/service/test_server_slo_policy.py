@@ -150,3 +150,20 @@ def test_a_stream_in_flight_during_a_put_completes_with_its_own_deadlines(adapti
     assert old.ttft_deadline_s == pytest.approx(old.arrival_time + 1.0)
     assert (new.slo_class, new.tbt_target_s) == ("bulk", pytest.approx(0.100))
     assert new.ttft_deadline_s == pytest.approx(new.arrival_time + 60.0)
+
+
+def test_a_policy_the_budget_policy_refuses_is_a_400_naming_budget():
+    from adaptive_sarathi.controller.registry import make_policy
+
+    engine = create_engine(TINY, make_policy("two_level:512:2048", TIERED))
+    running = RunningServer(Server(engine, ServerArgs(port=0, slo=TIERED), "dummy:tiny"))
+    try:
+        narrow = {**NEW, "budget": {"max_token_budget": 1024, "fallback_token_budget": 512}}
+        status, _, answer = running.request("PUT", SLO_POLICY, narrow)
+        assert status == 400 and answer["error"]["param"] == "budget", answer
+        assert "high=2048" in answer["error"]["message"]
+        assert running.request("GET", SLO_POLICY)[2]["name"] == TIERED.name
+        assert running.request("PUT", SLO_POLICY, NEW)[0] == 200  # one inside its levels' bounds is taken
+        assert running.engine.policy.slo == policy_from_dict(NEW)
+    finally:
+        running.stop()
