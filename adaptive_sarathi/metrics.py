@@ -6,7 +6,8 @@ and decode tokens per iteration, and the token budget and chunk size in force. E
 the label model_name; the per-request latency histograms (TTFT, queue time, inter-token latency,
 end-to-end latency) also the label slo_class: the request's SLO class, "" for none (the policy's
 top-level targets). Its values are fixed when the metrics are built (the policy's classes), so
-its cardinality is bounded. TTFT, queue time and inter-token latency are observed as tokens come out;
+its cardinality is bounded (a policy changed at run time adds its classes' series). The info
+metric slo_policy_info{name} is 1 for the SLO policy in force (absent without one). TTFT, queue time and inter-token latency are observed as tokens come out;
 end-to-end latency and the per-request token histograms when a request finishes on its own
 (stop or length): aborted requests count only in request_success_total{finished_reason="abort"}.
 """
@@ -52,10 +53,12 @@ class ServerMetrics:
 
     slo_classes: the class names requests may carry (the SLO policy's); each gets its series of
     the per-request latency histograms up front, beside the "" series of requests without one.
+    slo_policy: the name of the SLO policy in force, or None.
     """
 
-    def __init__(self, model_name: str, slo_classes: Sequence[str] = ()):
+    def __init__(self, model_name: str, slo_classes: Sequence[str] = (), slo_policy: str | None = None):
         self.registry = CollectorRegistry(auto_describe=True)
+        self._model_name = model_name
         labels = {"model_name": model_name}
 
         def make(kind, name: str, doc: str, **kwargs):
@@ -95,9 +98,13 @@ class ServerMetrics:
                    buckets=_E2E_BUCKETS, labelnames=by_class)
         queue_time = make(Histogram, "request_queue_time_seconds", "Arrival to first scheduled",
                           buckets=_TTFT_BUCKETS, labelnames=by_class)
-        self._latency = {name: _ClassLatency(*(h.labels(model_name=model_name, slo_class=name)
-                                                for h in (ttft, inter_token, e2e, queue_time)))
-                         for name in ("", *slo_classes)}
+        self._latency_families = (ttft, inter_token, e2e, queue_time)
+        self._latency: dict[str, _ClassLatency] = {}
+        self._add_classes(("", *slo_classes))
+        self._slo_policy_info = make(Gauge, "slo_policy_info", "1 for the SLO policy in force, by its name",
+                                     labelnames=("name",))
+        self._slo_policy: str | None = None
+        self.set_slo_policy(slo_policy, ())
         self.request_prompt_tokens = make(Histogram, "request_prompt_tokens", "Prompt tokens per finished request",
                                           buckets=_TOKEN_BUCKETS)
         self.request_generation_tokens = make(Histogram, "request_generation_tokens",
@@ -108,6 +115,25 @@ class ServerMetrics:
                                              "Prompt tokens processed per iteration", buckets=(0.0, *_TOKEN_BUCKETS))
         self.iteration_decode_tokens = make(Histogram, "iteration_decode_tokens",
                                             "Decode tokens processed per iteration", buckets=(0.0, *_TOKEN_BUCKETS))
+
+    def set_slo_policy(self, name: str | None, slo_classes: Sequence[str]) -> None:
+        """Name the SLO policy now in force (None: none) in slo_policy_info, removing the old
+        name's series, and give its classes their latency series (those of earlier policies stay)."""
+        self._add_classes(slo_classes)
+        if self._slo_policy is not None and self._slo_policy != name:
+            self._slo_policy_info.remove(self._model_name, self._slo_policy)
+        if name is not None:
+            self._slo_policy_info.labels(model_name=self._model_name, name=name).set(1)
+        self._slo_policy = name
+
+    def _add_classes(self, names: Sequence[str]) -> None:
+        # A new dict, swapped in whole: the engine thread reads it while the event loop updates it.
+        latency = dict(self._latency)
+        for name in names:
+            if name not in latency:
+                latency[name] = _ClassLatency(*(h.labels(model_name=self._model_name, slo_class=name)
+                                                for h in self._latency_families))
+        self._latency = latency
 
     # -- EngineObserver --------------------------------------------------------------------------
 

@@ -84,18 +84,27 @@ class AdaptiveBudget(BudgetPolicy):
         self.knee_slack = knee_slack
         self.seed = seed
         self.online_model = latency_model.clone() if latency_model is not None else OnlineLatencyModel()
+        self._since_observe = 0
+        self.last_decision: Decision | None = None
+        self.set_slo(slo)
+
+    def set_slo(self, slo: SLOPolicy) -> None:
+        """Serve `slo` from the next decision on: every value derived from the policy (ladder,
+        tightest targets, per-class targets, fallback budget) is rebuilt and the planning hints
+        are dropped, so the next decide() plans against the new targets from scratch. What was
+        learned (online_model) is kept: it describes the hardware, not the policy. Requests
+        already queued keep the deadlines they were stamped with."""
+        self.slo = slo
         bounds = slo.bounds
         self._ladder = budget_ladder(bounds, bounds.tile_tokens)
         self._tbt = slo.tightest_tbt
         self._ttft = slo.tightest_ttft
         self._targets = slo.as_targets()
         self._fallback = StepBudget(bounds.fallback_token_budget, bounds.clamp_chunk(bounds.fallback_token_budget))
-        self._since_observe = 0
         # Where the three ladder searches start (the last decision's budgets): a steady state
         # then costs two or three model predictions per search instead of a bisection.
         self._hints: tuple[int | None, int | None, int | None] = (None, None, None)
         self._drain_tps: float | None = None  # prompt tokens/s at the TBT cap, as last planned
-        self.last_decision: Decision | None = None
 
     def decide(self, state: EngineState) -> StepBudget:
         self._since_observe += 1

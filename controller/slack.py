@@ -30,19 +30,24 @@ class SlackBudget(BudgetPolicy):
                  fit_steps: int = 256, seed: int = 0):
         if fit_steps < 5:
             raise ValueError(f"fit_steps={fit_steps!r} is too few for a 5-coefficient fit: use >= 5")
-        self.slo = slo
         self.prior = prior
         self.tile_tokens = tile_tokens
         self.fit_steps = fit_steps
         self.seed = seed
 
-        bounds = slo.bounds
-        self._ladder = budget_ladder(bounds, tile_tokens or bounds.tile_tokens)
-        self._tbt_s = slo.tightest_tbt.target_s
-        self._fallback = StepBudget(bounds.fallback_token_budget, bounds.clamp_chunk(bounds.fallback_token_budget))
         self._rows: list[tuple[float, ...]] = []
         self._durations: list[float] = []
         self.coefficients: tuple[float, ...] | None = None  # the fitted model (seconds per unit)
+        self.set_slo(slo)
+
+    def set_slo(self, slo: SLOPolicy) -> None:
+        """Serve `slo` from the next decision on: the ladder, the TBT target and the fallback
+        budget are rebuilt from it; the fit (or the steps gathered towards it) is kept."""
+        self.slo = slo
+        bounds = slo.bounds
+        self._ladder = budget_ladder(bounds, self.tile_tokens or bounds.tile_tokens)
+        self._tbt_s = slo.tightest_tbt.target_s
+        self._fallback = StepBudget(bounds.fallback_token_budget, bounds.clamp_chunk(bounds.fallback_token_budget))
         self._previous_budget: int | None = None  # where the next ladder search starts
 
     def step_time(self, shape: StepShape) -> float:

@@ -235,6 +235,26 @@ class SLOPolicy:
         raise KeyError(f"request class {class_name!r} is not in SLO policy {self.name!r}: "
                        f"use one of {[c.name for c in self.classes]}")
 
+    def to_dict(self) -> dict[str, Any]:
+        """The policy as a document of the YAML schema (plain dicts, strs and numbers): every
+        bound and every class target written out, so policy_from_dict(to_dict()) == self."""
+
+        def target(t: LatencyTarget) -> dict[str, float]:
+            return {"target_ms": t.target_ms, "percentile": t.percentile}
+
+        b = self.bounds
+        doc: dict[str, Any] = {
+            "name": self.name, "description": self.description,
+            "slo": {"ttft": target(self.ttft), "tbt": target(self.tbt)},
+            "budget": {"min_token_budget": b.min_token_budget, "max_token_budget": b.max_token_budget,
+                       "min_chunk": b.min_chunk, "max_chunk": b.max_chunk,
+                       "fallback_token_budget": b.fallback_token_budget, "tile_tokens": b.tile_tokens},
+            "classes": {c.name: {"ttft": target(c.ttft), "tbt": target(c.tbt)} for c in self.classes},
+        }
+        if self.default_class is not None:
+            doc["default_class"] = self.default_class
+        return doc
+
     @classmethod
     def from_shorthand(cls, text: str, bounds: BudgetBounds | None = None) -> "SLOPolicy":
         """Parse the CLI shorthand `ttft:MS,tbt:MS`, each target optionally `@pNN` (default p99),

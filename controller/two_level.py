@@ -20,7 +20,6 @@ class TwoLevelBudget(BudgetPolicy):
     def __init__(self, slo: SLOPolicy, low: int | None = None, high: int | None = None,
                  enter_tokens: int | None = None, exit_tokens: int | None = None,
                  enter_age_frac: float = 0.5, exit_age_frac: float = 0.25, seed: int = 0):
-        self.slo = slo
         self.low = low
         self.high = high
         self.enter_tokens = enter_tokens
@@ -29,6 +28,16 @@ class TwoLevelBudget(BudgetPolicy):
         self.exit_age_frac = exit_age_frac
         self.seed = seed
 
+        self.is_high = False
+        self.set_slo(slo)
+
+    def set_slo(self, slo: SLOPolicy) -> None:
+        """Serve `slo` from the next decision on: the levels (explicit ones checked against its
+        bounds, defaults derived from them) and the TTFT target are rebuilt; the current level is
+        kept. Raises ValueError, changing nothing, when an explicit level falls outside the new
+        bounds."""
+        low, high, enter_tokens, exit_tokens = self.low, self.high, self.enter_tokens, self.exit_tokens
+        exit_age_frac, enter_age_frac = self.exit_age_frac, self.enter_age_frac
         bounds = slo.bounds
         lo = bounds.fallback_token_budget if low is None else low
         hi = bounds.clamp_budget(4 * lo) if high is None else high
@@ -41,12 +50,12 @@ class TwoLevelBudget(BudgetPolicy):
         if exit_age_frac > enter_age_frac:
             raise ValueError(f"exit_age_frac={exit_age_frac} exceeds enter_age_frac={enter_age_frac}: "
                              "the exit threshold must not be above the entry one")
+        self.slo = slo
         self._low = StepBudget(lo, bounds.clamp_chunk(lo))
         self._high = StepBudget(hi, bounds.clamp_chunk(hi))
         self._enter_tokens = hi if enter_tokens is None else enter_tokens
         self._exit_tokens = lo if exit_tokens is None else exit_tokens
         self._ttft_s = slo.tightest_ttft.target_s
-        self.is_high = False
 
     def decide(self, state: EngineState) -> StepBudget:
         age = state.oldest_waiting_age_s / self._ttft_s

@@ -93,3 +93,8 @@ class FixedBudget(BudgetPolicy):
 
     def slo_targets(self) -> SloTargets | None:
         return self.deadlines
+
+    def set_slo(self, slo) -> None:
+        """Stamp requests from now on with the deadlines of `slo` (an SLO policy: anything with
+        as_targets() -> SloTargets), admitted earliest deadline first; the budget stays fixed."""
+        self.deadlines = slo.as_targets()

@@ -5,6 +5,7 @@ Handlers only parse, move bytes and wait; the engine runs on its own thread (Asy
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import logging
@@ -12,14 +13,15 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+import yaml
 from aiohttp import web
 
-from adaptive_sarathi.controller.slo import SLOPolicy
+from adaptive_sarathi.controller.slo import SLOPolicy, SLOPolicyError, policy_from_dict
 from adaptive_sarathi.engine.engine import InvalidRequestError
 from adaptive_sarathi.metrics import ServerMetrics
 from adaptive_sarathi.server.async_engine import AsyncEngine
-from adaptive_sarathi.server.errors import (APIError, EngineDeadError, EngineStoppedError, QueueFullError,
-                                            RequestFailedError, bad_request)
+from adaptive_sarathi.server.errors import (APIError, EngineDeadError, EngineStoppedError, NoSLOPolicyError,
+                                            QueueFullError, RequestFailedError, bad_request)
 from adaptive_sarathi.server.protocol import (GenerateRequest, RequestLimits, parse_chat_request,
                                               parse_completion_request)
 from adaptive_sarathi.server.responses import ResponseHeader, collect, stream_chunks
@@ -35,19 +37,26 @@ _ERROR_TYPES = {401: "authentication_error", 404: "not_found_error", 429: "rate_
 
 def build_app(engine: AsyncEngine, metrics: ServerMetrics, model_name: str, api_key: str | None = None,
               max_body_bytes: int = 1 << 20, retry_after_s: int = 1,
-              limits: RequestLimits = RequestLimits(), slo: SLOPolicy | None = None) -> web.Application:
+              limits: RequestLimits = RequestLimits(), slo: SLOPolicy | None = None,
+              on_slo_change: Callable[[SLOPolicy], None] | None = None) -> web.Application:
     """The application serving `engine` under `model_name`. With `api_key`, every /v1 route needs
     "Authorization: Bearer <api_key>"; /health and /metrics stay open (for probes and scrapers).
     Bodies over `max_body_bytes` get a 413; requests over `limits` a 400. A generation request's
     SLO class (body `slo_class`, else header x-slo-class, else `slo`'s default_class) must be one
     `slo` declares, else a 400; without `slo` naming any class is a 400. Every refused request
-    (4xx) is counted in metrics.request_rejected by reason."""
-    routes = _Routes(engine, metrics, model_name, retry_after_s, limits, slo)
+    (4xx) is counted in metrics.request_rejected by reason.
+
+    GET /v1/slo_policy answers the SLO policy in force as a policy document (404 without one);
+    PUT /v1/slo_policy replaces it (docs/slo-classes.md), then calls `on_slo_change` with the new
+    policy on the event loop."""
+    routes = _Routes(engine, metrics, model_name, retry_after_s, limits, slo, on_slo_change)
     app = web.Application(client_max_size=max_body_bytes,
                           middlewares=[_error_middleware(metrics), _auth_middleware(api_key)])
     app.router.add_post("/v1/completions", routes.completions)
     app.router.add_post("/v1/chat/completions", routes.chat_completions)
     app.router.add_get("/v1/models", routes.models)
+    app.router.add_get("/v1/slo_policy", routes.get_slo_policy)
+    app.router.add_put("/v1/slo_policy", routes.put_slo_policy)
     app.router.add_get("/health", routes.health)
     app.router.add_get("/metrics", routes.metrics)
     return app
@@ -96,10 +105,13 @@ def _auth_middleware(api_key: str | None):
 
 class _Routes:
     def __init__(self, engine: AsyncEngine, metrics: ServerMetrics, model_name: str, retry_after_s: int,
-                 limits: RequestLimits, slo: SLOPolicy | None):
+                 limits: RequestLimits, slo: SLOPolicy | None,
+                 on_slo_change: Callable[[SLOPolicy], None] | None = None):
         self.engine = engine
         self.limits = limits
-        self.slo = slo
+        self.slo = slo  # what request classes are checked against; replaced by PUT /v1/slo_policy
+        self._on_slo_change = on_slo_change
+        self._slo_lock = asyncio.Lock()  # one replacement at a time, applied in arrival order
         self._metrics = metrics
         self.model_name = model_name
         self.retry_after_s = retry_after_s
@@ -131,6 +143,38 @@ class _Routes:
     async def metrics(self, request: web.Request) -> web.Response:
         body, content_type = self._metrics.render()
         return web.Response(body=body, headers={"Content-Type": content_type})
+
+    async def get_slo_policy(self, request: web.Request) -> web.Response:
+        if self.slo is None:
+            raise APIError(404, "this server runs without an SLO policy: start it with --policy adaptive "
+                                "--slo-policy FILE|NAME, or PUT one to /v1/slo_policy", type="not_found_error",
+                           code="no_slo_policy")
+        return web.json_response(self.slo.to_dict())
+
+    async def put_slo_policy(self, request: web.Request) -> web.Response:
+        document = await _read_policy_document(request)
+        try:
+            policy = policy_from_dict(document)
+        except SLOPolicyError as err:
+            raise bad_request(err.field, str(err), code="invalid_slo_policy") from None
+        async with self._slo_lock:
+            try:
+                await self.engine.set_slo(policy)
+            except NoSLOPolicyError as err:
+                raise APIError(409, f"{err}: there is no SLO policy to replace. Start the server with --policy "
+                                    "adaptive (or fixed:B:edf) and --slo-policy FILE|NAME",
+                               code="no_slo_policy") from None
+            except ValueError as err:  # the budget policy refused it, e.g. a level outside the new bounds
+                raise bad_request("budget", f"the budget policy refused the SLO policy, which is not in force: "
+                                            f"{err}", code="invalid_slo_policy") from None
+            except (EngineStoppedError, EngineDeadError):
+                raise _unavailable(self.engine) from None
+            self.slo = policy
+            self._metrics.set_slo_policy(policy.name, policy.class_names)
+            if self._on_slo_change is not None:
+                self._on_slo_change(policy)
+        logger.info("SLO policy %r is in force", policy.name)
+        return web.json_response(policy.to_dict())
 
     async def _generate(self, request: web.Request, parsed: GenerateRequest,
                         arrival: float) -> web.StreamResponse:
@@ -189,6 +233,20 @@ async def _read_json(request: web.Request) -> Any:
         return json.loads(raw)
     except (ValueError, RecursionError) as err:  # bad JSON, bad UTF-8, absurd nesting
         raise bad_request(None, f"the body is not valid JSON: {err}") from None
+
+
+_YAML_TYPES = ("application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml")
+
+
+async def _read_policy_document(request: web.Request) -> Any:
+    """The body of a PUT /v1/slo_policy: YAML text for a YAML content type, else JSON."""
+    if request.content_type not in _YAML_TYPES:
+        return await _read_json(request)
+    raw = await request.read()
+    try:
+        return yaml.safe_load(raw)
+    except yaml.YAMLError as err:
+        raise bad_request(None, f"the body is not valid YAML: {err}") from None
 
 
 async def _send_events(request: web.Request, chunks: AsyncIterator[dict[str, Any]]) -> web.StreamResponse:

@@ -25,7 +25,8 @@ from adaptive_sarathi.engine.outputs import RequestOutput
 from adaptive_sarathi.engine.sampling_params import SamplingParams
 from adaptive_sarathi.engine.stats import EngineState, StepStats
 from adaptive_sarathi.engine.tokenizer import Tokenizer
-from adaptive_sarathi.server.errors import EngineDeadError, EngineStoppedError, QueueFullError, RequestFailedError
+from adaptive_sarathi.server.errors import (EngineDeadError, EngineStoppedError, NoSLOPolicyError, QueueFullError,
+                                            RequestFailedError)
 
 logger = logging.getLogger(__name__)
 
@@ -90,6 +91,12 @@ class _Abort:
     request_ids: list[str]
 
 
+@dataclass
+class _SetSLO:
+    slo: object  # an SLO policy (controller/slo.py SLOPolicy), handed to the budget policy's set_slo
+    done: asyncio.Future
+
+
 class _Stop:
     pass
 
@@ -109,7 +116,7 @@ class AsyncEngine:
         self.max_waiting = max_waiting
         self.observer = observer
         self.error: BaseException | None = None
-        self._inbox: queue.SimpleQueue[_Submit | _Abort | _Stop] = queue.SimpleQueue()
+        self._inbox: queue.SimpleQueue[_Submit | _Abort | _SetSLO | _Stop] = queue.SimpleQueue()
         self._ids = itertools.count()
         self._stopping = False
         self._thread: threading.Thread | None = None
@@ -209,6 +216,34 @@ class AsyncEngine:
         finally:
             self._forget(ids, abort=True)
 
+    @property
+    def serves_slo(self) -> bool:
+        """Whether the budget policy serves an SLO policy that set_slo can replace: it has a
+        set_slo and plans for an SLO (an `slo` attribute or deadlines). A plain fixed budget does not."""
+        policy = self.engine.policy
+        return callable(getattr(policy, "set_slo", None)) and (
+            getattr(policy, "slo", None) is not None or policy.slo_targets() is not None)
+
+    async def set_slo(self, slo) -> None:
+        """Hand `slo` to the budget policy's set_slo on the engine thread, between two steps, and
+        return once it is in force: requests submitted afterwards are stamped with its targets;
+        requests already held keep their deadlines, and none is dropped. Raises NoSLOPolicyError
+        when the policy serves no SLO, ValueError when the policy refuses `slo` (nothing changed),
+        EngineStoppedError while shutting down, EngineDeadError."""
+        if self.error is not None:
+            raise EngineDeadError(f"the engine stopped on an error: {self.error!r}")
+        if self._loop is None:
+            raise RuntimeError("AsyncEngine.start() was not called")
+        if self._stopping:
+            raise EngineStoppedError("the server is shutting down")
+        done = self._loop.create_future()
+        self._pending.add(done)
+        self._inbox.put(_SetSLO(slo, done))
+        try:
+            await done
+        finally:
+            self._pending.discard(done)
+
     async def shutdown(self, grace_s: float) -> None:
         """Refuse new requests, let in-flight ones finish for up to `grace_s` seconds, then abort
         the rest (their streams end with finish reason abort) and stop the engine thread."""
@@ -283,6 +318,8 @@ class AsyncEngine:
                 return False
             if isinstance(command, _Submit):
                 self._submit(command)
+            elif isinstance(command, _SetSLO):
+                self._set_slo(command)
             else:
                 self._emit(self._abort(command.request_ids))
             try:
@@ -325,6 +362,17 @@ class AsyncEngine:
             return
         self._live.update(added)
         self._loop.call_soon_threadsafe(self._resolve, command.accepted, None)
+
+    def _set_slo(self, command: _SetSLO) -> None:
+        error: Exception | None = None
+        if not self.serves_slo:
+            error = NoSLOPolicyError(f"the budget policy {type(self.engine.policy).__name__} serves no SLO policy")
+        else:
+            try:
+                self.engine.policy.set_slo(command.slo)
+            except ValueError as err:  # the policy refused it and kept the old one
+                error = err
+        self._loop.call_soon_threadsafe(self._resolve, command.done, error)
 
     def _abort(self, request_ids: Sequence[str]) -> list[RequestOutput]:
         """Abort requests the engine holds; returns their final outputs (finish reason abort)."""

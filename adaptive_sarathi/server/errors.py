@@ -54,3 +54,8 @@ class EngineStoppedError(Exception):
 class RequestFailedError(Exception):
     """One request failed inside the engine (e.g. its output could not be detokenized); the
     engine and every other request carry on."""
+
+
+class NoSLOPolicyError(Exception):
+    """The engine's budget policy serves no SLO (a fixed budget without edf), so there is no SLO
+    policy to replace."""

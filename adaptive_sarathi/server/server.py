@@ -7,7 +7,7 @@ import faulthandler
 import logging
 import signal
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from aiohttp import web
@@ -37,7 +37,8 @@ class ServerArgs:
     after SIGTERM before they are aborted. docs/server-limits.md states the defaults and why.
     step_log: a file to write the step log of the run to (engine/step_log.py; overwritten), or None.
     slo: the SLO policy whose classes requests may name (docs/slo-classes.md), the one the budget
-    policy serves; None: requests may name no class.
+    policy serves; None: requests may name no class. PUT /v1/slo_policy replaces it (Server.args
+    then holds the new one).
     """
 
     host: str = "127.0.0.1"
@@ -71,14 +72,18 @@ class Server:
     def __init__(self, engine: LLMEngine, args: ServerArgs, model_name: str):
         self.args = args
         self.model_name = model_name
-        self.metrics = ServerMetrics(model_name, slo_classes=args.slo.class_names if args.slo else ())
+        self.metrics = ServerMetrics(model_name, slo_classes=args.slo.class_names if args.slo else (),
+                                     slo_policy=args.slo.name if args.slo else None)
         self.engine = AsyncEngine(engine, max_waiting=args.max_waiting, observer=self.metrics)
         self.app = build_app(self.engine, self.metrics, model_name, api_key=args.api_key,
                              max_body_bytes=args.max_body_bytes, retry_after_s=args.retry_after_s,
                              limits=RequestLimits(args.max_prompts_per_request, args.max_prompt_chars),
-                             slo=args.slo)
+                             slo=args.slo, on_slo_change=self._slo_changed)
         self._runner: web.AppRunner | None = None
         self._step_log: StepLogWriter | None = None
+
+    def _slo_changed(self, slo: SLOPolicy) -> None:
+        self.args = replace(self.args, slo=slo)
 
     async def start(self) -> int:
         """Start the engine thread and listen; returns the bound port. With args.step_log, every

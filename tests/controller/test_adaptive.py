@@ -120,3 +120,24 @@ def test_relaxed_decodes_allow_longer_steps_than_an_interactive_one():
     p.decide(queued(10.0, (0.5, 20_000), decode_tbt_slack_s=0.5))
     assert p.last_decision.tbt_budget > interactive
     assert p.last_decision.tbt_budget >= 4 * interactive or p.last_decision.tbt_budget == BOUNDS.max_token_budget
+
+
+def test_set_slo_replans_at_once_against_a_tighter_tbt_and_keeps_the_model():
+    from dataclasses import replace
+
+    from adaptive_sarathi.controller.slo import LatencyTarget
+
+    p = policy()
+    s = queued(10.0, (TTFT_S - 0.05, 200_000))  # overload: the budget is the TBT cap
+    before = p.decide(s)
+    ratio = p.online_model.tail_ratio(SLO.tbt.quantile)
+    tight = replace(SLO, name="tighter", tbt=LatencyTarget(30.0, SLO.tbt.percentile), classes=())
+    limit = (1 - p.margin) * tight.tbt.target_s
+    assert p.last_decision.predicted_s * ratio > limit  # the old budget would break the new target
+    model = p.online_model
+    p.set_slo(tight)
+    after = p.decide(s)
+    assert p.online_model is model  # what was learned is kept
+    assert after.token_budget < before.token_budget
+    assert 0 < p.last_decision.predicted_s * ratio <= limit
+    assert p.slo_targets() == tight.as_targets() and p.slo_targets().tbt_s == pytest.approx(0.030)

@@ -132,3 +132,35 @@ def test_fixed_edf_stamps_the_slos_deadlines_and_plain_fixed_none():
     assert make_policy("fixed:1024", tiered).slo_targets() is None
     with pytest.raises(PolicySpecError, match="edf orders requests"):
         make_policy("fixed:1024:edf")
+
+
+def test_set_slo_rebuilds_the_baselines_from_the_new_policy():
+    from dataclasses import replace
+
+    from adaptive_sarathi.controller.slo import LatencyTarget
+
+    narrow = replace(SLO, name="narrow", bounds=BudgetBounds(min_token_budget=64, max_token_budget=1024,
+                                                           fallback_token_budget=128))
+    two = make_policy("two_level", SLO)  # default levels: derived from the policy's bounds
+    assert two.decide(state(waiting_prefill_tokens=0)).token_budget == SLO.bounds.fallback_token_budget
+    two.set_slo(narrow)
+    assert two.slo is narrow and two.decide(state(waiting_prefill_tokens=0)).token_budget == 128
+    explicit = make_policy("two_level:512:2048", SLO)
+    with pytest.raises(ValueError, match="outside the SLO policy 'narrow'"):
+        explicit.set_slo(narrow)
+    assert explicit.slo is SLO  # a refused policy changes nothing
+
+    slack = make_policy("slack", SLO, prior=TRUTH)
+    s = state(num_decodes=64, num_running=65, decode_context_tokens=64 * 2048, waiting_prefill_tokens=50_000)
+    before = slack.decide(s).token_budget
+    slack.set_slo(replace(SLO, name="tight", tbt=LatencyTarget(SLO.tbt.target_ms / 2), classes=()))
+    after = slack.decide(s).token_budget
+    assert after < before and TRUTH.step_time(candidate_shape(s, after, after)) <= SLO.tbt.target_s / 2
+
+
+def test_fixed_budget_set_slo_stamps_the_new_deadlines():
+    policy = FixedBudget(256, deadlines=SLO.as_targets())
+    tight = SLO.__class__(name="t", ttft=SLO.ttft.__class__(500.0), tbt=SLO.tbt)
+    policy.set_slo(tight)
+    assert policy.slo_targets() == tight.as_targets() and policy.slo_targets().ttft_s == 0.5
+    assert policy.decide(state()) == StepBudget(256, None)

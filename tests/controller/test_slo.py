@@ -6,10 +6,11 @@ import textwrap
 from pathlib import Path
 
 import pytest
+import yaml
 
 from adaptive_sarathi.controller.slo import (
     BudgetBounds, LatencyTarget, SLOPolicy, SLOPolicyError, UnknownSLOClassError, load_slo_policy,
-    shipped_policy_names)
+    policy_from_dict, shipped_policy_names)
 
 VALID = """\
 name: test-policy
@@ -188,3 +189,20 @@ def test_a_default_class_needs_declared_classes():
     with pytest.raises(SLOPolicyError, match="none is") as info:
         SLOPolicy("p", LatencyTarget(2000), LatencyTarget(100), default_class="interactive")
     assert info.value.field == "default_class"
+
+
+@pytest.mark.parametrize("name", shipped_policy_names())
+def test_to_dict_parses_back_to_an_equal_policy(name):
+    policy = load_slo_policy(name)
+    doc = policy.to_dict()
+    assert policy_from_dict(doc) == policy
+    assert policy_from_dict(yaml.safe_load(yaml.safe_dump(doc, sort_keys=False))) == policy  # plain types
+
+
+def test_to_dict_writes_inherited_class_targets_and_the_default_class():
+    policy = policy_from_dict({"name": "p", "slo": {"ttft": {"target_ms": 2000}, "tbt": {"target_ms": 80}},
+                               "classes": {"batch": {"ttft": {"target_ms": 30000}}}, "default_class": "batch"})
+    doc = policy.to_dict()
+    assert doc["classes"]["batch"]["tbt"] == {"target_ms": 80.0, "percentile": 99.0}
+    assert doc["default_class"] == "batch" and doc["budget"]["max_chunk"] == 8192
+    assert policy_from_dict(doc) == policy
