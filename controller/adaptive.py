@@ -6,8 +6,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 
-import numpy as np
-
 from adaptive_sarathi.controller.ladder import budget_ladder, candidate_shape, ladder_candidates, last_true
 from adaptive_sarathi.controller.latency_model import OnlineLatencyModel
 from adaptive_sarathi.controller.slo import SLOPolicy
@@ -154,22 +152,26 @@ class AdaptiveBudget(BudgetPolicy):
         queue = state.prefill_queue
         if not queue or knee_i == top_i:
             return knee_i, "knee"
-        rows = np.array(queue, dtype=np.float64)  # [k, (arrival, pending, computed)]
-        queued = np.cumsum(rows[:, 1])
-        slack = rows[:, 0] - (state.now_s + self.margin * self._ttft.target_s)
+        # (prompt tokens queued up to and including the request, its slack) of every request with
+        # a deadline; plain Python: the queue is short, and numpy's per-call cost would dominate.
+        lead = state.now_s + self.margin * self._ttft.target_s
+        due: list[tuple[int, float]] = []
+        queued = 0
+        for deadline, pending, _ in queue:
+            queued += pending
+            if deadline != math.inf:
+                due.append((queued, deadline - lead))
+        if not due:
+            return knee_i, "knee"
         decodes = state.num_decodes
-        has_deadline = np.isfinite(slack)
-
-        def finish_s(budget: int) -> np.ndarray:
-            prefill = max(1, budget - min(decodes, budget))
-            return np.ceil(queued / prefill) * time_of(budget)
-
-        keepable = has_deadline & (finish_s(candidates[top_i]) <= slack)
-        if (has_deadline & ~keepable).any():
-            return top_i, "tbt"  # overload: some deadlines are lost whatever the budget; drain fastest
 
         def keeps_all(budget: int) -> bool:
-            return bool((finish_s(budget)[has_deadline] <= slack[has_deadline]).all())
+            prefill = max(1, budget - min(decodes, budget))
+            step_s = time_of(budget)
+            return all(-(-tokens // prefill) * step_s <= slack for tokens, slack in due)
+
+        if not keeps_all(candidates[top_i]):
+            return top_i, "tbt"  # overload: some deadlines are lost whatever the budget; drain fastest
 
         if keeps_all(candidates[knee_i]):
             return knee_i, "knee"
