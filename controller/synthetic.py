@@ -155,13 +155,18 @@ class SyntheticStream:
         self._step += 1
         return stats
 
-    def run(self, policy: BudgetPolicy, num_steps: int) -> list[StepRecord]:
-        """next_state -> decide -> step -> observe, `num_steps` times; requests are due by the
-        policy's top-level targets, as the engine would stamp them (BudgetPolicy.slo_targets)."""
+    def serve_targets_of(self, policy: BudgetPolicy) -> None:
+        """Stamp requests with `policy`'s top-level TTFT and TBT targets from now on, as the
+        engine stamps them (BudgetPolicy.slo_targets); nothing when it has none."""
         targets = policy.slo_targets()
         if targets is not None:
             self.ttft_s = math.inf if targets.ttft_s is None else targets.ttft_s
             self.tbt_s = math.inf if targets.tbt_s is None else targets.tbt_s
+
+    def run(self, policy: BudgetPolicy, num_steps: int) -> list[StepRecord]:
+        """next_state -> decide -> step -> observe, `num_steps` times; requests are due by the
+        policy's top-level targets, as the engine would stamp them (BudgetPolicy.slo_targets)."""
+        self.serve_targets_of(policy)
         records = []
         for _ in range(num_steps):
             state = self.next_state()

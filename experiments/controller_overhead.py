@@ -38,6 +38,7 @@ def measure(spec: str, with_prior: bool, steps: int, seed: int) -> dict[str, flo
     truth = ToyLatency()
     policy = make_policy(spec, slo, prior=truth if with_prior else None, seed=seed)
     stream = SyntheticStream(truth, seed=seed, arrival_rate_per_s=20.0)
+    stream.serve_targets_of(policy)
     wall, cpu, decide_cpu, observe_cpu, budgets, gaps = [], [], [], [], [], []
     # Wall time is what a step pays; thread CPU time leaves out time the OS gave other processes,
     # so it shows the policy's own cost on a busy host.
