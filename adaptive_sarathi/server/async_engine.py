@@ -187,12 +187,7 @@ class AsyncEngine:
         the context (a finished stream, an error, a cancelled task such as a dropped client)
         aborts the requests still running and so frees their KV blocks.
         """
-        if self.error is not None:
-            raise EngineDeadError(f"the engine stopped on an error: {self.error!r}")
-        if self._loop is None:
-            raise RuntimeError("AsyncEngine.start() was not called")
-        if self._stopping:
-            raise EngineStoppedError("the server is shutting down")
+        self._check_taking_commands()
         ids = [f"req-{next(self._ids)}" for _ in prompts]
         stream = RequestStream(ids)
         accepted = self._loop.create_future()
@@ -216,6 +211,16 @@ class AsyncEngine:
         finally:
             self._forget(ids, abort=True)
 
+    def _check_taking_commands(self) -> None:
+        """Raise EngineDeadError, RuntimeError (not started) or EngineStoppedError unless the
+        engine thread takes new commands."""
+        if self.error is not None:
+            raise EngineDeadError(f"the engine stopped on an error: {self.error!r}")
+        if self._loop is None:
+            raise RuntimeError("AsyncEngine.start() was not called")
+        if self._stopping:
+            raise EngineStoppedError("the server is shutting down")
+
     @property
     def serves_slo(self) -> bool:
         """Whether the budget policy serves an SLO policy that set_slo can replace: it has a
@@ -230,12 +235,7 @@ class AsyncEngine:
         requests already held keep their deadlines, and none is dropped. Raises NoSLOPolicyError
         when the policy serves no SLO, ValueError when the policy refuses `slo` (nothing changed),
         EngineStoppedError while shutting down, EngineDeadError."""
-        if self.error is not None:
-            raise EngineDeadError(f"the engine stopped on an error: {self.error!r}")
-        if self._loop is None:
-            raise RuntimeError("AsyncEngine.start() was not called")
-        if self._stopping:
-            raise EngineStoppedError("the server is shutting down")
+        self._check_taking_commands()
         done = self._loop.create_future()
         self._pending.add(done)
         self._inbox.put(_SetSLO(slo, done))

@@ -94,6 +94,19 @@ class RunningServer:
         return True
 
 
+def record_added(server) -> list:
+    """The Requests the engine's scheduler is handed from now on (appended on the engine thread)."""
+    scheduler = server.engine.scheduler
+    added, add = [], scheduler.add_request
+
+    def recording(request):
+        added.append(request)
+        return add(request)
+
+    scheduler.add_request = recording
+    return added
+
+
 @contextmanager
 def running_server(engine_args: EngineArgs | None = None, **server_args) -> Iterator[RunningServer]:
     """Build the engine (default: the tiny model), serve it on a free loopback port with

@@ -3,6 +3,7 @@ header (the body wins), checked against the server's SLO policy, carried into th
 Request and into the slo_class label of the per-request latency histograms."""
 
 import pytest
+from conftest import record_added
 
 from adaptive_sarathi.controller.slo import LatencyTarget, RequestClass, SLOPolicy, load_slo_policy
 from adaptive_sarathi.engine.factory import EngineArgs
@@ -14,19 +15,6 @@ TIERED = load_slo_policy("llama-3-8b-h100-tiered")  # interactive (the default) 
 
 def body(**extra):
     return {"prompt": [3, 4, 5], "max_tokens": 2, "ignore_eos": True, **extra}
-
-
-def record_added(server) -> list:
-    """The Requests the engine's scheduler is handed from now on (appended on the engine thread)."""
-    scheduler = server.engine.scheduler
-    added, add = [], scheduler.add_request
-
-    def recording(request):
-        added.append(request)
-        return add(request)
-
-    scheduler.add_request = recording
-    return added
 
 
 @pytest.fixture(scope="module")

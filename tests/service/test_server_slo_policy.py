@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import TINY, RunningServer
+from conftest import TINY, RunningServer, record_added
 
 from adaptive_sarathi.controller.adaptive import AdaptiveBudget
 from adaptive_sarathi.controller.slo import load_slo_policy, policy_from_dict
@@ -114,19 +114,6 @@ def test_get_without_a_policy_is_a_404(serve):
         status, _, answer = plain.request("GET", SLO_POLICY)
         assert status == 404 and answer["error"]["code"] == "no_slo_policy"
         assert not any(key.startswith(INFO) for key in plain.metrics())
-
-
-def record_added(server) -> list:
-    """The Requests the engine's scheduler is handed from now on (appended on the engine thread)."""
-    scheduler = server.engine.scheduler
-    added, add = [], scheduler.add_request
-
-    def recording(request):
-        added.append(request)
-        return add(request)
-
-    scheduler.add_request = recording
-    return added
 
 
 def test_a_stream_in_flight_during_a_put_completes_with_its_own_deadlines(adaptive):
