@@ -243,12 +243,12 @@ class QueueScheduler(Scheduler):
             if request.status is running:
                 yield request
 
-    def _admissible_head(self, now: float) -> Request | None:
+    def _admissible_head(self) -> Request | None:
         """The request to admit next when a running slot is free: the waiting queue's head, else
-        the late queue's; None when both are empty (requests not arrived by `now` never are)."""
+        the late queue's; None when both are empty. Only arrived requests are in them: schedule()
+        took this step's arrivals before filling it."""
         if len(self._running) >= self.config.max_num_seqs:
             return None
-        self._take_arrivals(now)
         if self._waiting:
             return self._waiting[0]
         return self._late[0] if self._late else None
@@ -306,7 +306,7 @@ class QueueScheduler(Scheduler):
         the token budget, stopping at the first that does not fit. The step's first prompt is
         admitted whatever its size, so that a prompt longer than the budget is never starved."""
         first = True
-        while (request := self._admissible_head(step.now)) is not None:
+        while (request := self._admissible_head()) is not None:
             n = request.num_pending_tokens
             if not first and step.num_tokens + n > step.budget.token_budget:
                 break

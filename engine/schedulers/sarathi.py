@@ -32,7 +32,7 @@ class SarathiScheduler(QueueScheduler):
         # A step that had to preempt is short of blocks: admitting now would only feed the thrash.
         if step.batch.preempted_ids:
             return
-        while step.remaining > 0 and (request := self._admissible_head(step.now)) is not None:
+        while step.remaining > 0 and (request := self._admissible_head()) is not None:
             n = min(request.num_pending_tokens, chunk_limit, step.remaining)
             if not self._fits(request, n):
                 break

@@ -12,7 +12,7 @@ class VllmScheduler(QueueScheduler):
     ignored, preempting from the tail when blocks run out. Decodes stall while prompts arrive."""
 
     def _fill(self, step: StepBuilder) -> None:
-        head = self._admissible_head(step.now)
+        head = self._admissible_head()
         if head is not None and self._fits(head, head.num_pending_tokens):
             self._admit_whole_prompts(step)
             return
