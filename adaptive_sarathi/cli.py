@@ -15,14 +15,34 @@ from adaptive_sarathi.engine.latency.from_step_log import DURATIONS
 from adaptive_sarathi.sim_cli import SIMULATION_COMMANDS, add_simulation_commands, run_simulation_command
 
 
+_DESCRIPTION = ("An SLO-aware LLM server: chunked prefills under a per-step token budget that a controller "
+                "retunes to hold the declared TTFT and TBT targets. Each command has its own --help.")
+
+
+class _SubcommandParser(argparse.ArgumentParser):
+    def __init__(self, **kwargs):
+        kwargs.setdefault("formatter_class", argparse.ArgumentDefaultsHelpFormatter)
+        super().__init__(allow_abbrev=False, **kwargs)
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("adaptive-sarathi")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
+
+
 def _add_engine_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default=None,
                    help="HF directory, .gguf file or dummy:<arch>; default: the embedded SmolLM2-135M-Instruct")
     p.add_argument("--scheduler", default="sarathi", choices=SCHEDULER_NAMES)
-    p.add_argument("--token-budget", type=int, default=512, help="most tokens one iteration processes")
+    p.add_argument("--token-budget", "--max-num-batched-tokens", type=int, default=512,
+                   help="most tokens one iteration processes (vLLM's --max-num-batched-tokens)")
     p.add_argument("--max-chunk", type=int, default=None, help="most prompt tokens per request per iteration")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--dtype", default="auto")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (a GPU when there is one)")
+    p.add_argument("--dtype", default="auto", help="float16, bfloat16, float32 or auto (the model's)")
     p.add_argument("--enforce-eager", action="store_true",
                    help="run every step eagerly instead of replaying CUDA graphs (GPU only)")
     _add_threads_flag(p)
@@ -42,7 +62,18 @@ def _add_sampling_flags(p: argparse.ArgumentParser) -> None:
 
 
 def _add_serve_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("model_tag", nargs="?", default=None, metavar="MODEL",
+                   help="the model, as vLLM's `serve MODEL` takes it (the same as --model)")
+    p.add_argument("--served-model-name", nargs="+", default=None, metavar="NAME",
+                   help="names requests call the model by; the first one is shown in responses and /v1/models "
+                        "(default: the model's own name)")
+    p.add_argument("--gpu-memory-utilization", type=float, default=0.9,
+                   help="fraction of the GPU's memory the engine may use, weights and KV cache together")
+    p.add_argument("--enable-chunked-prefill", action="store_true",
+                   help="accepted for vLLM command lines: prefills are always chunked here")
+    p.add_argument("--disable-log-requests", action="store_true",
+                   help="accepted for vLLM command lines: requests are never logged here")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on")
     p.add_argument("--port", type=int, default=8000, help="0 picks a free port")
     p.add_argument("--max-num-seqs", type=int, default=256, help="most requests in the running batch")
     p.add_argument("--max-model-len", type=int, default=None, help="context window (default: the model's)")
@@ -54,8 +85,11 @@ def _add_serve_flags(p: argparse.ArgumentParser) -> None:
                    help="most prompts in one completions body (or messages in one chat); beyond it 400")
     p.add_argument("--max-prompt-chars", type=int, default=200_000,
                    help="most characters in one text prompt or chat message; beyond it 400")
-    p.add_argument("--api-key", default=os.environ.get("ADAPTIVE_SARATHI_API_KEY"),
-                   help="require 'Authorization: Bearer <key>' on /v1 routes (default: $ADAPTIVE_SARATHI_API_KEY)")
+    # The default is read at start-up, not here: --help would print the key.
+    p.add_argument("--api-key", default=None,
+                   help="require 'Authorization: Bearer <key>' on /v1 routes (unset: $ADAPTIVE_SARATHI_API_KEY)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of the engine's random draws for requests that send no seed of their own")
     p.add_argument("--shutdown-timeout", type=float, default=10.0,
                    help="seconds in-flight requests may finish after SIGTERM before they are aborted")
     p.add_argument("--policy", default=None, help="budget policy: fixed:<budget>[:<chunk>][:edf], adaptive, "
@@ -137,8 +171,11 @@ def _add_profile_flags(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="adaptive-sarathi", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = argparse.ArgumentParser(prog="adaptive-sarathi", description=_DESCRIPTION, allow_abbrev=False)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    # Every subcommand shows its defaults, and takes only whole flag names: a prefix such as --seed
+    # would otherwise match --seed-gpu on one command and be a different flag on another.
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_SubcommandParser)
     gen = sub.add_parser("generate", help="complete a prompt")
     gen.add_argument("prompt")
     chat = sub.add_parser("chat", help="answer a question through the model's chat template")
@@ -185,12 +222,15 @@ def _serve_engine_args(args: argparse.Namespace):
     """The EngineArgs of `serve`'s flags. Raises ValueError naming a bad flag."""
     from adaptive_sarathi.engine.factory import EngineArgs
 
-    return EngineArgs(model=args.model, scheduler=args.scheduler, token_budget=args.token_budget,
+    if args.model_tag is not None and args.model is not None and args.model_tag != args.model:
+        raise ValueError(f"serve {args.model_tag} --model {args.model}: name the model once")
+    return EngineArgs(model=args.model_tag or args.model, scheduler=args.scheduler, token_budget=args.token_budget,
                       max_chunk=args.max_chunk, max_num_seqs=args.max_num_seqs,
                       max_model_len=args.max_model_len, num_kv_blocks=args.num_kv_blocks, block_size=args.block_size,
                       tensor_parallel_size=args.tensor_parallel_size,
                       device=args.device, dtype=args.dtype, enforce_eager=args.enforce_eager,
-                      num_threads=args.num_threads)
+                      num_threads=args.num_threads, gpu_memory_utilization=args.gpu_memory_utilization,
+                      seed=args.seed)
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -199,10 +239,12 @@ def _serve(args: argparse.Namespace) -> int:
     try:
         engine_args = _serve_engine_args(args)
         slo = _serve_slo(args)  # read once: the budget policy serves it, requests name its classes
-        server_args = ServerArgs(host=args.host, port=args.port, api_key=args.api_key,
+        api_key = args.api_key if args.api_key is not None else os.environ.get("ADAPTIVE_SARATHI_API_KEY")
+        server_args = ServerArgs(host=args.host, port=args.port, api_key=api_key,
                                  max_waiting=args.max_waiting or None, shutdown_timeout_s=args.shutdown_timeout,
                                  max_prompts_per_request=args.max_prompts_per_request,
-                                 max_prompt_chars=args.max_prompt_chars, step_log=args.step_log, slo=slo)
+                                 max_prompt_chars=args.max_prompt_chars, step_log=args.step_log, slo=slo,
+                                 served_model_names=tuple(args.served_model_name or ()))
         return run_server(engine_args, server_args, _serve_policy(args, slo))
     except ValueError as err:  # bad flags and ModelLoadError
         print(f"error: {err}", file=sys.stderr)

@@ -38,9 +38,12 @@ _ERROR_TYPES = {401: "authentication_error", 404: "not_found_error", 429: "rate_
 def build_app(engine: AsyncEngine, metrics: ServerMetrics, model_name: str, api_key: str | None = None,
               max_body_bytes: int = 1 << 20, retry_after_s: int = 1,
               limits: RequestLimits = RequestLimits(), slo: SLOPolicy | None = None,
-              on_slo_change: Callable[[SLOPolicy], None] | None = None) -> web.Application:
-    """The application serving `engine` under `model_name`. With `api_key`, every /v1 route needs
-    "Authorization: Bearer <api_key>"; /health and /metrics stay open (for probes and scrapers).
+              on_slo_change: Callable[[SLOPolicy], None] | None = None,
+              model_aliases: tuple[str, ...] = ()) -> web.Application:
+    """The application serving `engine` under `model_name`, which requests may also call by any of
+    `model_aliases` (vLLM's further --served-model-name values). With `api_key`, every /v1 route
+    needs "Authorization: Bearer <api_key>" (the scheme's case is free, as HTTP has it); /health and
+    /metrics stay open (for probes and scrapers).
     Bodies over `max_body_bytes` get a 413; requests over `limits` a 400. A generation request's
     SLO class (body `slo_class`, else header x-slo-class, else `slo`'s default_class) must be one
     `slo` declares, else a 400; without `slo` naming any class is a 400. Every refused request
@@ -49,7 +52,7 @@ def build_app(engine: AsyncEngine, metrics: ServerMetrics, model_name: str, api_
     GET /v1/slo_policy answers the SLO policy in force as a policy document (404 without one);
     PUT /v1/slo_policy replaces it (docs/slo-classes.md), then calls `on_slo_change` with the new
     policy on the event loop."""
-    routes = _Routes(engine, metrics, model_name, retry_after_s, limits, slo, on_slo_change)
+    routes = _Routes(engine, metrics, (model_name, *model_aliases), retry_after_s, limits, slo, on_slo_change)
     app = web.Application(client_max_size=max_body_bytes,
                           middlewares=[_error_middleware(metrics), _auth_middleware(api_key)])
     app.router.add_post("/v1/completions", routes.completions)
@@ -89,13 +92,14 @@ def _error_middleware(metrics: ServerMetrics):
 
 
 def _auth_middleware(api_key: str | None):
-    expected = f"Bearer {api_key}".encode()
+    expected = (api_key or "").encode()
 
     @web.middleware
     async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:
         if api_key is not None and request.path.startswith("/v1"):
-            given = request.headers.get("Authorization", "").encode()
-            if not hmac.compare_digest(given, expected):
+            scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+            key_ok = hmac.compare_digest(given.strip().encode(), expected)  # constant time: runs whatever the scheme
+            if not key_ok or scheme.lower() != "bearer":
                 raise APIError(401, "missing or wrong API key: send 'Authorization: Bearer <key>'",
                                type="authentication_error", code="invalid_api_key")
         return await handler(request)
@@ -104,7 +108,7 @@ def _auth_middleware(api_key: str | None):
 
 
 class _Routes:
-    def __init__(self, engine: AsyncEngine, metrics: ServerMetrics, model_name: str, retry_after_s: int,
+    def __init__(self, engine: AsyncEngine, metrics: ServerMetrics, model_names: tuple[str, ...], retry_after_s: int,
                  limits: RequestLimits, slo: SLOPolicy | None,
                  on_slo_change: Callable[[SLOPolicy], None] | None = None):
         self.engine = engine
@@ -113,7 +117,8 @@ class _Routes:
         self._on_slo_change = on_slo_change
         self._slo_lock = asyncio.Lock()  # one replacement at a time, applied in arrival order
         self._metrics = metrics
-        self.model_name = model_name
+        self.model_names = model_names  # the first is the one responses name
+        self.model_name = model_names[0]
         self.retry_after_s = retry_after_s
         self.created = int(time.time())
 
@@ -131,8 +136,8 @@ class _Routes:
 
     async def models(self, request: web.Request) -> web.Response:
         return web.json_response({"object": "list", "data": [{
-            "id": self.model_name, "object": "model", "created": self.created, "owned_by": "adaptive-sarathi",
-            "max_model_len": self.engine.max_model_len}]})
+            "id": name, "object": "model", "created": self.created, "owned_by": "adaptive-sarathi",
+            "max_model_len": self.engine.max_model_len} for name in self.model_names]})
 
     async def health(self, request: web.Request) -> web.Response:
         if self.engine.is_serving:
@@ -178,8 +183,9 @@ class _Routes:
 
     async def _generate(self, request: web.Request, parsed: GenerateRequest,
                         arrival: float) -> web.StreamResponse:
-        if parsed.model is not None and parsed.model != self.model_name:
-            raise APIError(404, f"model '{parsed.model}' does not exist: this server serves '{self.model_name}'",
+        if parsed.model is not None and parsed.model not in self.model_names:
+            served = ", ".join(f"'{name}'" for name in self.model_names)
+            raise APIError(404, f"model '{parsed.model}' does not exist: this server serves {served}",
                            param="model", code="model_not_found")
         slo_class = request_class(self.slo, parsed.slo_class, request.headers.get(SLO_CLASS_HEADER))
         if not self.engine.is_serving:  # before any work: tokenizing would be wasted

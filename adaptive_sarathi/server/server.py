@@ -35,6 +35,8 @@ class ServerArgs:
     ones get 429 (None = no limit). max_prompts_per_request / max_prompt_chars: the RequestLimits
     of one body (400 beyond them). shutdown_timeout_s: how long in-flight requests may run on
     after SIGTERM before they are aborted. docs/server-limits.md states the defaults and why.
+    served_model_names: the names requests may call the model by, the first one named in responses
+    and metrics (vLLM's --served-model-name); empty: the model's own name.
     step_log: a file to write the step log of the run to (engine/step_log.py; overwritten), or None.
     slo: the SLO policy whose classes requests may name (docs/slo-classes.md), the one the budget
     policy serves; None: requests may name no class. PUT /v1/slo_policy replaces it (Server.args
@@ -52,6 +54,7 @@ class ServerArgs:
     retry_after_s: int = 1
     step_log: str | None = None
     slo: SLOPolicy | None = None
+    served_model_names: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.step_log is not None and not Path(self.step_log).parent.is_dir():
@@ -67,15 +70,18 @@ class ServerArgs:
 
 
 class Server:
-    """One engine behind one listening socket, with its own metrics registry."""
+    """One engine behind one listening socket, with its own metrics registry. The model is served
+    as args.served_model_names, or as `model_name` when that is empty."""
 
     def __init__(self, engine: LLMEngine, args: ServerArgs, model_name: str):
         self.args = args
-        self.model_name = model_name
+        names = args.served_model_names or (model_name,)
+        self.model_name = model_name = names[0]
         self.metrics = ServerMetrics(model_name, slo_classes=args.slo.class_names if args.slo else (),
                                      slo_policy=args.slo.name if args.slo else None)
         self.engine = AsyncEngine(engine, max_waiting=args.max_waiting, observer=self.metrics)
-        self.app = build_app(self.engine, self.metrics, model_name, api_key=args.api_key,
+        self.app = build_app(self.engine, self.metrics, model_name, model_aliases=names[1:],
+                             api_key=args.api_key,
                              max_body_bytes=args.max_body_bytes, retry_after_s=args.retry_after_s,
                              limits=RequestLimits(args.max_prompts_per_request, args.max_prompt_chars),
                              slo=args.slo, on_slo_change=self._slo_changed)
@@ -128,7 +134,7 @@ async def serve(engine: LLMEngine, args: ServerArgs, model_name: str) -> bool:
     supervisor restart it rather than it answering 503s for ever)."""
     server = Server(engine, args, model_name)
     port = await server.start()
-    print(f"adaptive-sarathi: serving {model_name} on http://{args.host}:{port}", flush=True)
+    print(f"adaptive-sarathi: serving {server.model_name} on http://{args.host}:{port}", flush=True)
     if args.step_log is not None:
         print(f"adaptive-sarathi: writing every step to {args.step_log}", file=sys.stderr, flush=True)
     stop = asyncio.Event()

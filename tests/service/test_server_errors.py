@@ -147,6 +147,15 @@ def test_api_key_is_required_on_v1(guarded, headers):
     assert guarded.request("POST", COMPLETIONS, GOOD, headers=AUTH)[0] == 200
 
 
+@pytest.mark.parametrize("scheme", ["bearer", "BEARER", "Bearer"])
+def test_the_bearer_scheme_is_case_insensitive(guarded, scheme):
+    assert guarded.request("POST", COMPLETIONS, GOOD, headers={"Authorization": f"{scheme} secret"})[0] == 200
+
+
+def test_another_scheme_with_the_right_key_is_refused(guarded):
+    assert guarded.request("GET", "/v1/models", headers={"Authorization": "Basic secret"})[0] == 401
+
+
 def test_body_over_the_limit_is_413(guarded):
     status, _, body = guarded.request("POST", COMPLETIONS, good(prompt=[5] * 2000), headers=AUTH)
     assert status == 413 and "error" in body
