@@ -40,6 +40,8 @@ def _draw(logits: torch.Tensor, params: list[SamplingParams], num_output_tokens:
     prefix)."""
     x = logits / _column([p.temperature for p in params], x_like=logits)
     x = _top_k(x, [p.top_k if 0 < p.top_k < x.shape[-1] else 0 for p in params])
+    if any(p.min_p > 0.0 for p in params):
+        x = _min_p(x, _column([p.min_p for p in params], x_like=x))
     order = None
     if any(p.top_p < 1.0 for p in params):
         x, order = x.sort(dim=-1, descending=True)
@@ -71,6 +73,13 @@ def _top_k(x: torch.Tensor, top_k: list[int]) -> torch.Tensor:
     k = _column(top_k, x_like=x, dtype=torch.int64)
     kth = torch.topk(x, max(top_k), dim=-1).values.gather(1, (k - 1).clamp(min=0))
     return x.masked_fill((x < kth) & (k > 0), float("-inf"))
+
+
+def _min_p(x: torch.Tensor, min_p: torch.Tensor) -> torch.Tensor:
+    """x with every token whose tempered probability is below min_p times its row's top
+    probability set to -inf (vLLM's definition); compared in log space: p_i < m * p_max
+    <=> x_i - x_max < log m, so no softmax is needed. Rows with min_p 0 keep everything."""
+    return x.masked_fill(x - x.max(dim=-1, keepdim=True).values < min_p.log(), float("-inf"))
 
 
 def _column(values: list, x_like: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:

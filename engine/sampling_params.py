@@ -22,6 +22,7 @@ class SamplingParams:
     temperature: float = 0.0
     top_p: float = 1.0
     top_k: int = 0
+    min_p: float = 0.0  # drop tokens whose probability is below min_p * the top token's (0 = off)
     seed: int | None = None
     stop: tuple[str, ...] = ()
     stop_token_ids: tuple[int, ...] = ()
@@ -41,6 +42,8 @@ class SamplingParams:
                "top_p", self.top_p, "a number in (0, 1]")
         _check(isinstance(self.top_k, int) and self.top_k >= -1,
                "top_k", self.top_k, "an integer >= 0 (0 or -1 disables it)")
+        _check(isinstance(self.min_p, (int, float)) and 0.0 <= self.min_p <= 1.0,
+               "min_p", self.min_p, "a number in [0, 1] (0 disables it)")
         _check(self.seed is None or isinstance(self.seed, int), "seed", self.seed, "an integer or None")
         _check(all(isinstance(s, str) and s for s in self.stop),
                "stop", self.stop, "non-empty strings")

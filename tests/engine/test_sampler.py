@@ -101,3 +101,13 @@ def test_temperatures_too_small_to_divide_by_are_greedy(temperature):
     logits = torch.randn(4, 50, generator=torch.Generator().manual_seed(0)) * 10
     params = [SamplingParams(temperature=temperature, seed=s) for s in range(4)]
     assert sample(logits, params, [0] * 4) == logits.argmax(dim=-1).tolist()
+
+
+def test_min_p_masks_exactly_the_tokens_below_the_threshold():
+    # probabilities 0.5, 0.3, 0.15, 0.05: min_p 0.5 keeps p >= 0.25, i.e. tokens {0, 1} only.
+    logits = torch.tensor([[0.5, 0.3, 0.15, 0.05]]).log()
+    gen = torch.Generator().manual_seed(0)
+    draws = {sample(logits, [SamplingParams(temperature=1.0, min_p=0.5)], [0], gen)[0] for _ in range(300)}
+    assert draws == {0, 1}
+    unfiltered = {sample(logits, [SamplingParams(temperature=1.0)], [0], gen)[0] for _ in range(300)}
+    assert unfiltered == {0, 1, 2, 3}
