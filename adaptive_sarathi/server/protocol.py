@@ -3,9 +3,10 @@
 Every refusal is an APIError 400 whose `param` names the offending field: a field the server does
 not know or does not implement, a value of the wrong type or out of range, text that is not valid
 Unicode (a lone UTF-16 surrogate), more prompts or longer prompts than RequestLimits allow. Beyond
-the OpenAI fields, vLLM's `top_k` (int, 0 or -1 = off), `min_p` (number in [0, 1], 0 = off), `stop_token_ids` (list of ints) and
-`ignore_eos` (bool: generation runs to max_tokens whatever the model samples, so benchmarks get
-exact output lengths) are accepted, and two scheduling fields: `slo_class` (a string naming the
+the OpenAI fields, vLLM's `top_k` (int, 0 or -1 = off), `min_p` (number in [0, 1], 0 = off),
+`stop_token_ids` (list of ints) and `ignore_eos` (bool: generation runs to max_tokens whatever the
+model samples, so benchmarks get exact output lengths) are accepted, and two scheduling fields:
+`slo_class` (a string naming the
 SLO policy's request class; app.py checks the name against the policy) and vLLM's integer
 `priority`, of which only 0 is accepted (see _priority).
 """
@@ -132,8 +133,8 @@ def _parse(body: dict, prompts: list[Prompt], chat: bool, max_model_len: int) ->
     top_k = _integer(body, "top_k", low=-1, high=_INT64 - 1)
     params = SamplingParams(
         max_tokens=max_tokens, temperature=float(temperature), top_p=float(top_p),
-        top_k=0 if top_k is None else top_k,
-        min_p=float(_number(body, "min_p", 0.0, 1.0, default=0.0)), seed=_integer(body, "seed", low=-_INT64, high=_INT64 - 1),
+        top_k=0 if top_k is None else top_k, min_p=float(_number(body, "min_p", 0.0, 1.0, default=0.0)),
+        seed=_integer(body, "seed", low=-_INT64, high=_INT64 - 1),
         stop=_stop(body), stop_token_ids=_stop_token_ids(body), ignore_eos=_boolean(body, "ignore_eos", False))
     _priority(body)
     return GenerateRequest(chat=chat, model=model, prompts=prompts, params=params, stream=stream,
