@@ -6,9 +6,8 @@ Unicode (a lone UTF-16 surrogate), more prompts or longer prompts than RequestLi
 the OpenAI fields, vLLM's `top_k` (int, 0 or -1 = off), `min_p` (number in [0, 1], 0 = off),
 `stop_token_ids` (list of ints) and `ignore_eos` (bool: generation runs to max_tokens whatever the
 model samples, so benchmarks get exact output lengths) are accepted, and two scheduling fields:
-`slo_class` (a string naming the
-SLO policy's request class; app.py checks the name against the policy) and vLLM's integer
-`priority`, of which only 0 is accepted (see _priority).
+`slo_class` (a string naming the SLO policy's request class; app.py checks the name against the
+policy) and vLLM's integer `priority`, of which only 0 is accepted (see _priority).
 """
 
 from __future__ import annotations
