@@ -9,6 +9,7 @@ import os
 import sys
 
 from adaptive_sarathi import exit_codes
+from adaptive_sarathi.version import package_version
 from adaptive_sarathi.engine.config import SCHEDULER_NAMES
 from adaptive_sarathi.engine.latency.profile import FORMS, TOKEN_KNOTS
 from adaptive_sarathi.engine.latency.from_step_log import DURATIONS
@@ -23,15 +24,6 @@ class _SubcommandParser(argparse.ArgumentParser):
     def __init__(self, **kwargs):
         kwargs.setdefault("formatter_class", argparse.ArgumentDefaultsHelpFormatter)
         super().__init__(allow_abbrev=False, **kwargs)
-
-
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("adaptive-sarathi")
-    except PackageNotFoundError:
-        return "unknown (not installed)"
 
 
 def _add_engine_flags(p: argparse.ArgumentParser) -> None:
@@ -172,7 +164,7 @@ def _add_profile_flags(p: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="adaptive-sarathi", description=_DESCRIPTION, allow_abbrev=False)
-    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
     # Every subcommand shows its defaults, and takes only whole flag names: a prefix such as --seed
     # would otherwise match --seed-gpu on one command and be a different flag on another.
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_SubcommandParser)

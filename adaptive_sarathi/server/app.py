@@ -26,6 +26,7 @@ from adaptive_sarathi.server.protocol import (GenerateRequest, RequestLimits, pa
                                               parse_completion_request)
 from adaptive_sarathi.server.responses import ResponseHeader, collect, stream_chunks
 from adaptive_sarathi.server.slo_class import HEADER as SLO_CLASS_HEADER, request_class
+from adaptive_sarathi.version import package_version
 
 logger = logging.getLogger(__name__)
 
@@ -58,11 +59,22 @@ def build_app(engine: AsyncEngine, metrics: ServerMetrics, model_name: str, api_
     app.router.add_post("/v1/completions", routes.completions)
     app.router.add_post("/v1/chat/completions", routes.chat_completions)
     app.router.add_get("/v1/models", routes.models)
+    app.router.add_get("/v1/models/{model:.+}", routes.model)  # ids may hold "/"
+    app.router.add_get("/version", routes.version)
     app.router.add_get("/v1/slo_policy", routes.get_slo_policy)
     app.router.add_put("/v1/slo_policy", routes.put_slo_policy)
     app.router.add_get("/health", routes.health)
     app.router.add_get("/metrics", routes.metrics)
+    app.on_response_prepare.append(_echo_request_id)
     return app
+
+
+async def _echo_request_id(request: web.Request, response: web.StreamResponse) -> None:
+    """Every response, streamed ones included (this runs before the headers go out), carries the
+    client's X-Request-Id back, so a client or proxy can match answers to its own logs."""
+    request_id = request.headers.get("X-Request-Id")
+    if request_id is not None:
+        response.headers["X-Request-Id"] = request_id
 
 
 def error_response(err: APIError) -> web.Response:
@@ -135,9 +147,25 @@ class _Routes:
         return await self._generate(request, parsed, arrival)
 
     async def models(self, request: web.Request) -> web.Response:
-        return web.json_response({"object": "list", "data": [{
-            "id": name, "object": "model", "created": self.created, "owned_by": "adaptive-sarathi",
-            "max_model_len": self.engine.max_model_len} for name in self.model_names]})
+        return web.json_response({"object": "list", "data": [self._model_card(name) for name in self.model_names]})
+
+    async def model(self, request: web.Request) -> web.Response:
+        name = request.match_info["model"]
+        if name not in self.model_names:
+            raise self._unknown_model(name)
+        return web.json_response(self._model_card(name))
+
+    async def version(self, request: web.Request) -> web.Response:
+        return web.json_response({"version": package_version()})
+
+    def _model_card(self, name: str) -> dict:
+        return {"id": name, "object": "model", "created": self.created, "owned_by": "adaptive-sarathi",
+                "max_model_len": self.engine.max_model_len}
+
+    def _unknown_model(self, name: str) -> APIError:
+        served = ", ".join(f"'{served}'" for served in self.model_names)
+        return APIError(404, f"model '{name}' does not exist: this server serves {served}",
+                        param="model", code="model_not_found")
 
     async def health(self, request: web.Request) -> web.Response:
         if self.engine.is_serving:
@@ -184,9 +212,7 @@ class _Routes:
     async def _generate(self, request: web.Request, parsed: GenerateRequest,
                         arrival: float) -> web.StreamResponse:
         if parsed.model is not None and parsed.model not in self.model_names:
-            served = ", ".join(f"'{name}'" for name in self.model_names)
-            raise APIError(404, f"model '{parsed.model}' does not exist: this server serves {served}",
-                           param="model", code="model_not_found")
+            raise self._unknown_model(parsed.model)
         slo_class = request_class(self.slo, parsed.slo_class, request.headers.get(SLO_CLASS_HEADER))
         if not self.engine.is_serving:  # before any work: tokenizing would be wasted
             raise _unavailable(self.engine)
