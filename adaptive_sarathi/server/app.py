@@ -26,6 +26,7 @@ from adaptive_sarathi.server.protocol import (GenerateRequest, RequestLimits, pa
                                               parse_completion_request)
 from adaptive_sarathi.server.responses import ResponseHeader, collect, stream_chunks
 from adaptive_sarathi.server.slo_class import HEADER as SLO_CLASS_HEADER, request_class
+from adaptive_sarathi.server.tokenize_api import parse_detokenize, parse_tokenize
 from adaptive_sarathi.version import package_version
 
 logger = logging.getLogger(__name__)
@@ -61,6 +62,8 @@ def build_app(engine: AsyncEngine, metrics: ServerMetrics, model_name: str, api_
     app.router.add_get("/v1/models", routes.models)
     app.router.add_get("/v1/models/{model:.+}", routes.model)  # ids may hold "/"
     app.router.add_get("/version", routes.version)
+    app.router.add_post("/tokenize", routes.tokenize)
+    app.router.add_post("/detokenize", routes.detokenize)
     app.router.add_get("/v1/slo_policy", routes.get_slo_policy)
     app.router.add_put("/v1/slo_policy", routes.put_slo_policy)
     app.router.add_get("/health", routes.health)
@@ -155,6 +158,29 @@ class _Routes:
             raise self._unknown_model(name)
         return web.json_response(self._model_card(name))
 
+    async def tokenize(self, request: web.Request) -> web.Response:
+        tokenizer = self._tokenizer()
+        parsed = parse_tokenize(await _read_json(request), tokenizer, self.limits)
+        self._check_model(parsed.model)
+        tokens = await asyncio.to_thread(tokenizer.encode, parsed.text, parsed.add_special_tokens)
+        return web.json_response({"count": len(tokens), "max_model_len": self.engine.max_model_len, "tokens": tokens})
+
+    async def detokenize(self, request: web.Request) -> web.Response:
+        tokenizer = self._tokenizer()
+        model, tokens = parse_detokenize(await _read_json(request), tokenizer.vocab_size)
+        self._check_model(model)
+        return web.json_response({"prompt": await asyncio.to_thread(tokenizer.decode, tokens, False)})
+
+    def _tokenizer(self):
+        if self.engine.tokenizer is None:
+            raise APIError(404, "this model has no tokenizer: /tokenize and /detokenize are not served",
+                           code="no_tokenizer")
+        return self.engine.tokenizer
+
+    def _check_model(self, name: str | None) -> None:
+        if name is not None and name not in self.model_names:
+            raise self._unknown_model(name)
+
     async def version(self, request: web.Request) -> web.Response:
         return web.json_response({"version": package_version()})
 
@@ -211,8 +237,7 @@ class _Routes:
 
     async def _generate(self, request: web.Request, parsed: GenerateRequest,
                         arrival: float) -> web.StreamResponse:
-        if parsed.model is not None and parsed.model not in self.model_names:
-            raise self._unknown_model(parsed.model)
+        self._check_model(parsed.model)
         slo_class = request_class(self.slo, parsed.slo_class, request.headers.get(SLO_CLASS_HEADER))
         if not self.engine.is_serving:  # before any work: tokenizing would be wasted
             raise _unavailable(self.engine)
