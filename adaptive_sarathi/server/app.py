@@ -67,6 +67,7 @@ def build_app(engine: AsyncEngine, metrics: ServerMetrics, model_name: str, api_
     app.router.add_get("/v1/slo_policy", routes.get_slo_policy)
     app.router.add_put("/v1/slo_policy", routes.put_slo_policy)
     app.router.add_get("/health", routes.health)
+    app.router.add_get("/health/live", routes.live)
     app.router.add_get("/metrics", routes.metrics)
     app.on_response_prepare.append(_echo_request_id)
     return app
@@ -194,10 +195,20 @@ class _Routes:
                         param="model", code="model_not_found")
 
     async def health(self, request: web.Request) -> web.Response:
+        """Readiness: 200 while new requests are taken; 503 from the moment shutdown starts (so a
+        load balancer stops sending at once) or the engine fails."""
         if self.engine.is_serving:
             return web.json_response({"status": "ok"})
         status = "engine failed" if self.engine.error is not None else "shutting down"
         return web.json_response({"status": status}, status=503)
+
+    async def live(self, request: web.Request) -> web.Response:
+        """Liveness: 200 for as long as the process answers HTTP, draining included (a probe that
+        failed during the drain would have the process killed before its streams finish); 503
+        only once the engine failed, which a restart may cure."""
+        if self.engine.error is not None:
+            return web.json_response({"status": "engine failed"}, status=503)
+        return web.json_response({"status": "ok"})
 
     async def metrics(self, request: web.Request) -> web.Response:
         body, content_type = self._metrics.render()

@@ -33,6 +33,14 @@ def open_stream(port, max_tokens):
     return response
 
 
+def get(port, path):
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    conn.request("GET", path)
+    status = conn.getresponse().status
+    conn.close()
+    return status
+
+
 def events(response):
     return [json.loads(e.strip()[6:]) for e in response.read().split(b"\n\n") if e.strip().startswith(b"data: {")]
 
@@ -57,6 +65,8 @@ def test_sigterm_lets_in_flight_streams_finish_within_the_grace_period():
         response = open_stream(port, max_tokens=300)
         assert response.readline().startswith(b"data: {")
         proc.send_signal(signal.SIGTERM)
+        assert get(port, "/health") == 503  # readiness fails at once
+        assert get(port, "/health/live") == 200  # liveness holds while streams drain
         rest = events(response)
         assert rest[-1]["choices"][0]["finish_reason"] == "length"
         assert len(rest) == 300 - 1
