@@ -155,8 +155,7 @@ class _Routes:
 
     async def model(self, request: web.Request) -> web.Response:
         name = request.match_info["model"]
-        if name not in self.model_names:
-            raise self._unknown_model(name)
+        self._check_model(name)
         return web.json_response(self._model_card(name))
 
     async def tokenize(self, request: web.Request) -> web.Response:
