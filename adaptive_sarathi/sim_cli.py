@@ -36,8 +36,9 @@ def add_simulation_commands(sub: argparse._SubParsersAction) -> None:
                                       "capacity (or goodput at --qps); the defaults are trial 0. Writes the best "
                                       "parameters to a seed file keyed by GPU, model and tensor-parallel size, "
                                       "which serve/simulate/capacity read with --policy-seed.")
-    for p in (sim, cap, tune):
+    for p in (sim, cap):
         _add_flags(p)
+    _add_flags(tune, tuning=True)
     cap.add_argument("--min-attainment", type=float, default=0.9,
                      help="fraction of requests that must meet every SLO for the goodput rate (default 0.9)")
     cap.add_argument("--tolerance", type=float, default=0.02, help="relative precision of the search (default 0.02)")
@@ -58,9 +59,17 @@ def add_simulation_commands(sub: argparse._SubParsersAction) -> None:
                                                 "profile's gpu tag)")
     t.add_argument("--model-name", default=None, help="model name of the seed entry (default: from --roofline or "
                                                        "the profile's model tag)")
+    t.add_argument("--storage", default=None,
+                   help="Optuna RDB URL to keep the study in, e.g. sqlite:///study.db: every finished trial is "
+                        "saved, and a rerun with the same --study-name resumes it up to --trials (default: memory)")
+    t.add_argument("--study-name", default=None, help="name of the study in --storage (required with it)")
+    t.add_argument("--plots", default=None, type=Path,
+                   help="folder to write optimization_history.png and param_importances.png to (needs matplotlib)")
 
 
-def _add_flags(p: argparse.ArgumentParser) -> None:
+def _add_flags(p: argparse.ArgumentParser, tuning: bool = False) -> None:
+    """The workload, engine, latency-model and output flags; `tuning` leaves out the policy flags
+    (tune sets the policy of every trial itself)."""
     w = p.add_argument_group("workload (give --trace, --workload or --replay)")
     w.add_argument("--trace", default=None,
                    help="request-length CSV (num_prefill_tokens,num_decode_tokens) or a name in ../shared/traces, "
@@ -84,8 +93,9 @@ def _add_flags(p: argparse.ArgumentParser) -> None:
     w.add_argument("--seed", type=int, default=0, help="seed of arrivals, lengths and policies")
     e = p.add_argument_group("engine")
     e.add_argument("--scheduler", default="sarathi", choices=SCHEDULER_NAMES)
-    e.add_argument("--policy", default="fixed:512", help="budget policy: fixed:<budget>[:<chunk>][:edf], adaptive, "
-                                                         "two_level[:<low>:<high>], slack")
+    if not tuning:
+        e.add_argument("--policy", default="fixed:512", help="budget policy: fixed:<budget>[:<chunk>][:edf], "
+                                                             "adaptive, two_level[:<low>:<high>], slack")
     e.add_argument("--slo-policy", default=None, help="SLO policy YAML, or the name of a shipped one")
     e.add_argument("--slo", default=None, help="SLO shorthand ttft:MS,tbt:MS (each optionally @pNN)")
     e.add_argument("--max-num-seqs", type=int, default=256)
@@ -99,9 +109,10 @@ def _add_flags(p: argparse.ArgumentParser) -> None:
     m.add_argument("--tensor-parallel-size", type=int, default=1,
                    help="GPUs the model is split over: the roofline model splits weights, KV and FLOPs and adds "
                         "the all-reduces; a --profile must have been measured at this size")
-    e.add_argument("--policy-seed", default=None, type=Path,
-                   help="seed file from `adaptive-sarathi tune`: the adaptive policy starts from the entry for this "
-                        "GPU, model and tensor-parallel size (defaults when none matches)")
+    if not tuning:
+        e.add_argument("--policy-seed", default=None, type=Path,
+                       help="seed file from `adaptive-sarathi tune`: the adaptive policy starts from the entry for "
+                            "this GPU, model and tensor-parallel size (defaults when none matches)")
     o = p.add_argument_group("output")
     o.add_argument("--json", default=None, type=Path, help="write the results to this JSON file")
     o.add_argument("--no-progress", action="store_true", help="hide progress bars")
@@ -147,7 +158,8 @@ def _scenario(args: argparse.Namespace):
         raise ValueError(f"--num-kv-blocks={args.num_kv_blocks} is invalid: use an integer >= 1")
     blocks = args.num_kv_blocks if args.num_kv_blocks is not None else default_kv_blocks(model, args.block_size)
     params = None
-    if args.policy_seed is not None and args.command != "tune":
+    policy = getattr(args, "policy", "adaptive")  # tune sets each trial's policy itself
+    if getattr(args, "policy_seed", None) is not None:
         from adaptive_sarathi.controller.seed_store import seed_params
 
         gpu, name = deployment(args, model)
@@ -155,7 +167,7 @@ def _scenario(args: argparse.Namespace):
         if params is None:
             print(f"note: {args.policy_seed} has no adaptive entry for gpu={gpu}, model={name}, tensor_parallel_size="
                   f"{args.tensor_parallel_size}: using the default hyperparameters", file=sys.stderr)
-    return Scenario(_workload(args), config, args.policy, model, blocks, slo, args.seed, policy_params=params)
+    return Scenario(_workload(args), config, policy, model, blocks, slo, args.seed, policy_params=params)
 
 
 def deployment(args: argparse.Namespace, model) -> tuple[str | None, str | None]:
@@ -178,22 +190,32 @@ def _tune(args: argparse.Namespace, scenario) -> int:
     gpu, name = deployment(args, scenario.latency_model)
     if gpu is None or name is None:
         raise ValueError("cannot tell the GPU and model of this profile: pass --gpu NAME and --model-name NAME")
+    if args.plots is not None:
+        from adaptive_sarathi.tune_plots import require_matplotlib
+
+        require_matplotlib()  # before the study, not after an hour of trials
     bar = tqdm(total=args.trials, desc="tune", unit="trial", disable=args.no_progress)
-    best = [float("-inf")]
+    best, new = [float("-inf")], []
 
     def on_trial(record) -> None:
         best[0] = max(best[0], record.value)
+        new.append(record)
         bar.update(1)
         bar.set_postfix(value=f"{record.value:.3g}", best=f"{best[0]:.3g}")
 
     with bar:
-        result = tune_scenario(scenario, policy=args.tune_policy, objective=args.objective, qps=args.qps, trials=args.trials,
-                      seed=args.seed, rel_tol=args.tolerance, on_trial=on_trial)
+        result = tune_scenario(scenario, policy=args.tune_policy, objective=args.objective, qps=args.qps,
+                               trials=args.trials, seed=args.seed, rel_tol=args.tolerance, on_trial=on_trial,
+                               progress=not args.no_progress, storage=args.storage, study_name=args.study_name)
     unit = "goodput req/s" if args.objective == "goodput" else "qps"
+    resumed = len(result.trials) - len(new)
     print(f"{args.tune_policy} {args.objective}: defaults {result.default_value:.3f} {unit}, best "
-          f"{result.best_value:.3f} {unit} ({result.improvement:.3f}x) after {len(result.trials)} trials")
+          f"{result.best_value:.3f} {unit} ({result.improvement:.3f}x) after {len(result.trials)} trials"
+          + (f" ({resumed} from {args.storage}, study {args.study_name})" if resumed else ""))
     print("best params: " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                                       for k, v in result.best_params.items()))
+    if result.importances:
+        print("importances: " + ", ".join(f"{k}={v:.2f}" for k, v in result.importances.items()))
     params = {k: v for k, v in result.best_params.items() if v is not None}
     save_seed(args.out, SeedEntry(gpu=gpu, model=name, policy=args.tune_policy, params=params,
                                   tensor_parallel_size=args.tensor_parallel_size, objective=args.objective,
@@ -203,12 +225,18 @@ def _tune(args: argparse.Namespace, scenario) -> int:
                                   extra={"default_value": round(result.default_value, 4), "trials": args.trials,
                                          "seed": args.seed}))
     print(f"wrote {args.out}")
+    if args.plots is not None:
+        from adaptive_sarathi.tune_plots import write_tune_plots
+
+        for path in write_tune_plots(result, args.plots):
+            print(f"wrote {path}")
     if args.json is not None:
         args.json.write_text(json.dumps(json_safe({"command": "tune", "config": _config(args, scenario),
                                                     "policy": result.policy, "objective": result.objective,
                                                     "best_params": result.best_params,
                                                     "best_value": result.best_value,
                                                     "default_value": result.default_value,
+                                                    "importances": result.importances,
                                                     "trials": [vars(t) for t in result.trials]}), indent=2))
     return exit_codes.OK
 
@@ -276,7 +304,7 @@ def _config(args: argparse.Namespace, scenario) -> dict:
     """The run's settings, for the JSON file."""
     return {"trace": args.trace, "workload": None if args.workload is None else str(args.workload),
             "replay": None if args.replay is None else str(args.replay),
-            "qps": scenario.workload.mean_qps, "scheduler": args.scheduler, "policy": args.policy,
+            "qps": scenario.workload.mean_qps, "scheduler": args.scheduler, "policy": scenario.policy,
             "slo": None if scenario.slo is None else scenario.slo.name, "profile": args.profile,
             "roofline": args.roofline, "tensor_parallel_size": args.tensor_parallel_size, "num_kv_blocks": scenario.num_kv_blocks, "seed": args.seed}
 

@@ -29,13 +29,13 @@ _SEARCHED = {"capacity": ("slo_capacity_qps", "meets_slo"), "proxy": ("capacity_
 
 
 def scenario_objective(scenario: Scenario, objective: str = "capacity", qps: float | None = None,
-                       rel_tol: float = 0.05) -> Objective:
+                       rel_tol: float = 0.05, progress: bool = False) -> Objective:
     """The tuner's objective: (policy spec, adaptive params) -> `objective` of `scenario` run with
     that policy. Each call runs one simulation (goodput) or a capacity search (about 6-15
     simulations, shared between the SLO capacity and the proxy). Raises ValueError naming the
     argument for an unknown objective or goodput without `qps`; a call raises ValueError when the
     capacity search finds no rate that breaks its criterion (the value would be the search's
-    ceiling, not the policy's)."""
+    ceiling, not the policy's). `progress` shows each capacity search's simulations as they run."""
     if objective not in OBJECTIVES:
         raise ValueError(f"objective={objective!r} is unknown: use one of {', '.join(OBJECTIVES)}")
     if objective == "goodput" and qps is None:
@@ -45,10 +45,10 @@ def scenario_objective(scenario: Scenario, objective: str = "capacity", qps: flo
     def measure(spec: str, adaptive_params: dict[str, Any] | None) -> float:
         run = dataclasses.replace(scenario, policy=spec, policy_params=adaptive_params)
         if objective == "goodput":
-            result = run.run(scale)
+            result = run.run(scale, progress=progress)
             return result.slo.goodput_rps if result.slo is not None else 0.0
         field, criterion = _SEARCHED[objective]
-        result = find_capacity(run, start_scale=scale, rel_tol=rel_tol)
+        result = find_capacity(run, start_scale=scale, rel_tol=rel_tol, progress=progress)
         if result.probes and all(getattr(p, criterion) for p in result.probes):
             # Every rate passed: the search stopped at its ceiling, which says nothing about the policy.
             what = ("every declared target held" if objective == "capacity"
@@ -69,12 +69,15 @@ def evaluate(scenario: Scenario, policy: str, params: dict[str, Any], objective:
 
 def tune_scenario(scenario: Scenario, *, policy: str = "adaptive", objective: str = "capacity",
                   qps: float | None = None, trials: int = 20, seed: int = 0, rel_tol: float = 0.05,
-                  progress: bool = False, on_trial: Callable[[TrialRecord], None] | None = None) -> TuneResult:
-    """controller.tuner.tune over `scenario` (its `policy` field replaced per trial). Raises
-    ValueError naming the argument for a scenario without an SLO policy, an unknown objective,
-    goodput without a rate, an unknown policy or fewer than 1 trial."""
+                  progress: bool = False, on_trial: Callable[[TrialRecord], None] | None = None,
+                  storage: str | None = None, study_name: str | None = None) -> TuneResult:
+    """controller.tuner.tune over `scenario` (its `policy` field replaced per trial), in `storage`
+    under `study_name` when given (resumable). `progress` shows the simulations inside each trial.
+    Raises ValueError naming the argument for a scenario without an SLO policy, an unknown
+    objective, goodput without a rate, an unknown policy, fewer than 1 trial or a storage without
+    a study name."""
     if scenario.slo is None:
         raise ValueError("tuning needs SLO targets: pass --slo-policy NAME|FILE or --slo ttft:MS,tbt:MS")
-    measure = scenario_objective(scenario, objective, qps, rel_tol)
+    measure = scenario_objective(scenario, objective, qps, rel_tol, progress=progress)
     return tune(measure, scenario.slo, policy=policy, objective_name=objective, trials=trials, seed=seed,
-                progress=progress, on_trial=on_trial)
+                on_trial=on_trial, storage=storage, study_name=study_name)

@@ -8,12 +8,17 @@ starting from the defaults on the objective as measured.
 The objective is a callable built by the service layer (adaptive_sarathi.tuning builds one that
 runs a scenario in the simulator): the controller imports nothing from the service layer. Only
 hyperparameters are searched; deployment facts (block size, KV watermark) come from the engine.
+
+A study lives in memory, or in an Optuna RDB storage (`storage="sqlite:///study.db"` and a
+`study_name`): then every finished trial is committed as it ends, and a later call with the same
+storage and name resumes it, running only the trials still missing from `trials` (optuna-dashboard
+opens the same storage).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from adaptive_sarathi.controller.slo import SLOPolicy
@@ -51,6 +56,7 @@ class TuneResult:
     default_params: dict[str, Any]
     default_value: float
     trials: tuple[TrialRecord, ...]
+    importances: dict[str, float] = field(default_factory=dict)  # fANOVA share of the value's variance per param
 
     @property
     def improvement(self) -> float:
@@ -97,13 +103,18 @@ def _suggest(trial, slo: SLOPolicy, policy: str) -> dict[str, Any]:
 
 def tune(objective: Objective, slo: SLOPolicy, *, policy: str = "adaptive", objective_name: str = "objective",
          trials: int = 20, seed: int = 0, progress: bool = False,
-         on_trial: Callable[[TrialRecord], None] | None = None) -> TuneResult:
-    """Run a seeded TPE study of `trials` trials (the first is the defaults) and return the best.
+         on_trial: Callable[[TrialRecord], None] | None = None, storage: str | None = None,
+         study_name: str | None = None) -> TuneResult:
+    """Run a seeded TPE study until it holds `trials` finished trials (the first is the defaults)
+    and return the best of them.
 
     Each trial calls `objective(spec, adaptive_params)` once (see policy_spec); `slo` gives the
-    fixed budget's ladder and the adaptive defaults; `objective_name` labels the result. Raises
-    ValueError naming the argument for an unknown policy or fewer than 1 trial; what `objective`
-    raises propagates.
+    fixed budget's ladder and the adaptive defaults; `objective_name` labels the result. With
+    `storage` (an Optuna RDB URL) and `study_name`, the study is created or resumed there: trials
+    finished before count towards `trials`, failed or interrupted ones do not, and on_trial is
+    called for the new ones only. Raises ValueError naming the argument for an unknown policy,
+    fewer than 1 trial, a storage without a study name, or a stored study of another policy or
+    objective; what `objective` raises propagates (the trial is recorded as failed).
     """
     import optuna
 
@@ -111,24 +122,71 @@ def tune(objective: Objective, slo: SLOPolicy, *, policy: str = "adaptive", obje
         raise ValueError(f"policy={policy!r} cannot be tuned: use one of {', '.join(TUNABLE_POLICIES)}")
     if trials < 1:
         raise ValueError(f"trials={trials!r} is invalid: use at least 1 (the first trial is the defaults)")
+    if storage is not None and not study_name:
+        raise ValueError("a study in --storage needs a name to be resumed by: pass --study-name NAME")
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed))
+    study = _open_study(optuna, storage, study_name, seed, policy, objective_name)
     defaults = default_params(slo, policy)
-    study.enqueue_trial({k: v for k, v in defaults.items() if v is not None})
-    records: list[TrialRecord] = []
+    enqueued = {k: v for k, v in defaults.items() if v is not None}
+    done = _finished(study)
+    if not any(t.params == enqueued for t in done) and not _waiting(study):
+        study.enqueue_trial(enqueued)
 
     def objective_fn(trial) -> float:
         params = _suggest(trial, slo, policy)
+        trial.set_user_attr("params", params)  # the whole set, None values too (Optuna's params drop them)
         value = objective(*policy_spec(policy, params))
-        record = TrialRecord(trial.number, params, value)
-        records.append(record)
         if on_trial is not None:
-            on_trial(record)
+            on_trial(TrialRecord(trial.number, params, value))
         return value
 
-    study.optimize(objective_fn, n_trials=trials, show_progress_bar=progress)
-    # The first record is the enqueued defaults; ties keep the earliest (the defaults first).
+    missing = trials - len(done)
+    if missing > 0:
+        study.optimize(objective_fn, n_trials=missing, show_progress_bar=progress)
+    records = [TrialRecord(t.number, dict(t.user_attrs["params"]), t.value) for t in _finished(study)]
+    default = next(r for r in records if {k: v for k, v in r.params.items() if v is not None} == enqueued)
+    # Ties keep the earliest, so the defaults win a tie.
     best = max(records, key=lambda r: (r.value, -r.number))
-    return TuneResult(policy, objective_name, dict(best.params), best.value, defaults, records[0].value,
-                      tuple(records))
+    return TuneResult(policy, objective_name, dict(best.params), best.value, defaults, default.value,
+                      tuple(records), _importances(optuna, study))
+
+
+def _open_study(optuna, storage: str | None, study_name: str | None, seed: int, policy: str, objective_name: str):
+    sampler = optuna.samplers.TPESampler(seed=seed)
+    if storage is None:
+        return optuna.create_study(direction="maximize", sampler=sampler)
+    # A heartbeat lets a later run mark trials of a killed process as failed instead of running forever.
+    rdb = optuna.storages.RDBStorage(storage, heartbeat_interval=30, grace_period=90)
+    study = optuna.create_study(storage=rdb, study_name=study_name, direction="maximize", sampler=sampler,
+                                load_if_exists=True)
+    stored = study.user_attrs
+    if not stored:
+        study.set_user_attr("policy", policy)
+        study.set_user_attr("objective", objective_name)
+    elif (stored.get("policy"), stored.get("objective")) != (policy, objective_name):
+        raise ValueError(f"study {study_name!r} in {storage} tunes {stored.get('policy')} on "
+                         f"{stored.get('objective')}, not {policy} on {objective_name}: pass another --study-name")
+    return study
+
+
+def _finished(study) -> list:
+    import optuna
+
+    return sorted(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)),
+                  key=lambda t: t.number)
+
+
+def _waiting(study) -> bool:
+    import optuna
+
+    return bool(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,)))
+
+
+def _importances(optuna, study) -> dict[str, float]:
+    """fANOVA importances of the finished trials; empty while they cannot be computed (fewer than
+    two trials, or a parameter that never varied)."""
+    try:
+        return dict(optuna.importance.get_param_importances(study))
+    except (RuntimeError, ValueError, ZeroDivisionError):
+        return {}

@@ -4,6 +4,7 @@ clear errors, and policies start from a seed."""
 from __future__ import annotations
 
 import dataclasses
+import re
 
 import pytest
 
@@ -13,7 +14,8 @@ from adaptive_sarathi.controller.adaptive import AdaptiveBudget
 from adaptive_sarathi.controller.registry import PolicySpecError, make_policy
 from adaptive_sarathi.controller.seed_store import SeedEntry, SeedFileError, load_seeds, save_seed, seed_params
 from adaptive_sarathi.controller.slo import load_slo_policy
-from adaptive_sarathi.tuning import evaluate, tune_scenario as tune
+from adaptive_sarathi.controller.tuner import tune as tuner_tune
+from adaptive_sarathi.tuning import evaluate, scenario_objective, tune_scenario as tune
 from adaptive_sarathi.engine.config import SchedulerConfig
 from adaptive_sarathi.scenario import Scenario, latency_model
 from adaptive_sarathi.workloads import LogNormal, SyntheticLengths, single_phase
@@ -185,3 +187,56 @@ def test_an_old_seed_naming_a_deployment_fact_is_refused_with_the_reason(tmp_pat
     path.write_text(f"seeds: [{{gpu: h100, model: m, policy: adaptive, params: {{knee_slack: 0.2, {name}: 16}}}}]")
     with pytest.raises(SeedFileError, match=f"{name} are deployment facts.*delete them"):
         load_seeds(path)
+
+
+def test_a_stored_study_resumes_to_the_trial_count_after_an_interruption(tmp_path):
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    measure = scenario_objective(tiny_scenario(), "goodput", qps=30.0)
+    calls = []
+
+    def interrupted_at_third(spec, params):
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # what Ctrl-C raises inside a trial
+        calls.append(params)
+        return measure(spec, params)
+
+    with pytest.raises(KeyboardInterrupt):
+        tuner_tune(interrupted_at_third, SLO, objective_name="goodput", trials=4, seed=0, storage=storage,
+                   study_name="s")
+    seen = []
+    result = tuner_tune(measure, SLO, objective_name="goodput", trials=4, seed=0, storage=storage,
+                        study_name="s", on_trial=seen.append)
+    assert len(result.trials) == 4 and len(seen) == 2  # two finished before, two run now
+    assert [t.params for t in result.trials[:2]] == calls  # the stored trials, the defaults first
+    assert result.trials[0].params == result.default_params
+    assert result.best_value == max(t.value for t in result.trials)
+    again = tuner_tune(measure, SLO, objective_name="goodput", trials=4, seed=0, storage=storage, study_name="s",
+                       on_trial=seen.append)
+    assert len(seen) == 2 and again.trials == result.trials  # complete: nothing runs
+
+
+def test_a_stored_study_of_another_objective_is_refused(tmp_path):
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    measure = scenario_objective(tiny_scenario(), "goodput", qps=30.0)
+    tuner_tune(measure, SLO, objective_name="goodput", trials=1, storage=storage, study_name="s")
+    with pytest.raises(ValueError, match="tunes adaptive on goodput, not adaptive on capacity: pass another --study-name"):
+        tuner_tune(measure, SLO, objective_name="capacity", trials=1, storage=storage, study_name="s")
+    with pytest.raises(ValueError, match="--study-name"):
+        tuner_tune(measure, SLO, trials=1, storage=storage)
+
+
+def test_tune_cli_resumes_a_stored_study_and_lists_only_its_flags(tmp_path, capsys):
+    args = ["tune", "--workload", "examples/workloads/chat_short.yaml", "--roofline", "h100:llama-3-8b",
+            "--slo-policy", "llama-3-8b-h100-relaxed", "--tolerance", "0.3", "--no-progress",
+            "--storage", f"sqlite:///{tmp_path / 'study.db'}", "--study-name", "chat", "--out",
+            str(tmp_path / "seeds.yaml")]
+    assert main([*args, "--trials", "1"]) == 0
+    assert main([*args, "--trials", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "after 2 trials (1 from sqlite:///" in out
+    with pytest.raises(SystemExit):
+        main(["tune", "--help"])
+    text = capsys.readouterr().out
+    options = re.findall(r"^\s+(--[a-z-]+)", text, re.M)
+    assert "--storage" in options and "--study-name" in options and "--plots" in options
+    assert "--policy" not in options and "--policy-seed" not in options  # tune sets every trial's policy itself
