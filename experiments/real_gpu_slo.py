@@ -44,6 +44,8 @@ then the merge on any machine:
 from __future__ import annotations
 
 import argparse
+import csv
+import gzip
 import json
 import os
 import subprocess
@@ -64,7 +66,7 @@ from adaptive_sarathi.engine.step_log import deployment_tags
 from adaptive_sarathi.workloads import SyntheticLengths, Uniform, WorkloadRequest, workload_from_flags
 # Sibling modules: a script run from experiments/ imports them from its own folder.
 from real_gpu_slo_report import call_report, merge
-from real_gpu_slo_run import real_run, run_record, simulate_run
+from real_gpu_slo_run import STEP_TRACE_FIELDS, real_run, run_record, simulate_run, step_trace
 from real_time import serve_in_real_time, warm_up
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -196,6 +198,19 @@ def write_outputs(out: Path | None, name: str, meta: dict, runs: list[dict]) -> 
         os.replace(tmp, path)
 
 
+def append_step_trace(out: Path | None, name: str, rows: list[tuple]) -> None:
+    """Append a run's step rows to NAME_steps.csv.gz under `out` (header on creation)."""
+    if out is None:
+        return
+    path = out / f"{name}_steps.csv.gz"
+    new = not path.exists()
+    with gzip.open(path, "at", newline="") as f:
+        writer = csv.writer(f)
+        if new:
+            writer.writerow(STEP_TRACE_FIELDS)
+        writer.writerows(rows)
+
+
 def main(argv=None) -> int:
     started = time.monotonic()
     args = parse_args(argv)
@@ -287,6 +302,8 @@ def main(argv=None) -> int:
         run, timed = real_run(engine, spec, slo, profile, workload, args.seed, f"r{len(runs)}")
         record = run_record(spec, rate, repeat, run, timed, sim, slo, profile)
         record["sim_host_s"] = sim_s
+        record["run_id"] = f"r{len(runs)}"
+        append_step_trace(args.out, args.name, step_trace(record["run_id"], run, timed, profile))
         runs.append(record)
         real = record["real"]
         print(f"{spec} @ {rate:g} qps repeat {repeat}: attainment {real['attainment']:.1%} (sim "

@@ -78,12 +78,12 @@ def run_table(runs: Iterable[dict]) -> list[str]:
     """One line per run, skipped runs with their reason."""
     lines = ["| policy | qps | rep | wall s | attainment (sim) | TTFT P50/P90/P99 ms | TBT P50/P90/P99 ms | "
              "met TTFT, TBT | sim P99 TTFT, TBT ms | real/sim P99 TTFT, TBT | step error decode, mixed "
-             "(median / P90) | decide us mean / P99 |",
-             "|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|"]
+             "(median / P90) | online model error decode, mixed (median / P90) | decide us mean / P99 |",
+             "|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|"]
     for r in runs:
         if "real" not in r:
             lines.append(f"| {r['policy']} | {r['rate_qps']:g} | {r['repeat']} | skipped: {r['skipped']} "
-                         "| | | | | | | | |")
+                         "| | | | | | | | | |")
             continue
         real, sim, e = r["real"], r["sim"], r["model_error"]
         lines.append(
@@ -96,8 +96,18 @@ def run_table(runs: Iterable[dict]) -> list[str]:
             f"{_num(r['real_over_sim']['ttft_p99'])}, {_num(r['real_over_sim']['tbt_p99'])} | "
             f"{_num(e['decode']['median'], '.1%')} / {_num(e['decode']['p90'], '.1%')}, "
             f"{_num(e['mixed']['median'], '.1%')} / {_num(e['mixed']['p90'], '.1%')} | "
+            f"{_online_error(r.get('online_model_error'))} | "
             f"{_num(r['decide_us']['mean'], '.0f')} / {_num(r['decide_us']['p99'], '.0f')} |")
+
     return lines
+
+
+def _online_error(e: dict | None) -> str:
+    """The online model's errors of a run; '-' for policies without one (or older records)."""
+    if not e:
+        return "-"
+    return (f"{_num(e['decode']['median'], '.1%')} / {_num(e['decode']['p90'], '.1%')}, "
+            f"{_num(e['mixed']['median'], '.1%')} / {_num(e['mixed']['p90'], '.1%')}")
 
 
 NOTES = ("Attainment: the fraction of requests meeting every target (TTFT within its target, and the "
@@ -106,7 +116,9 @@ NOTES = ("Attainment: the fraction of requests meeting every target (TTFT within
          "target. Repeats serve the same drawn requests (lengths and arrival offsets), so their spread "
          "is the engine's run-to-run variability, not the workload's. Simulated: the same requests, "
          "policy spec, scheduler config and KV blocks through engine.simulator.simulate with the "
-         "latency profile as model. Step error: |observed period / profile prediction - 1| per step.")
+         "latency profile as model. Step error: |observed period / profile prediction - 1| per step. "
+         "Online model error: the same for the adaptive policy's own online model, predicted before it "
+         "learned the step, against what it learns from (executor time + the host gap before the step).")
 
 
 def call_report(meta: dict, runs: Sequence[dict]) -> str:

@@ -27,11 +27,14 @@ from real_time import RealTimeRun, serve_in_real_time
 
 class TimedPolicy(BudgetPolicy):
     """Delegates to `policy`, recording the wall time of every decide() call (nanoseconds, in
-    `decide_ns`). observe() is passed through untimed."""
+    `decide_ns`). observe() is passed through untimed; before it, a policy with an online latency
+    model (`online_model`) has that model predict the step it is about to learn from
+    (`online_pred_s`, one per observed step; NaN for policies without one)."""
 
     def __init__(self, policy: BudgetPolicy):
         self.policy = policy
         self.decide_ns: list[int] = []
+        self.online_pred_s: list[float] = []
 
     def decide(self, state: EngineState) -> StepBudget:
         start = time.perf_counter_ns()
@@ -40,6 +43,8 @@ class TimedPolicy(BudgetPolicy):
         return budget
 
     def observe(self, stats: StepStats) -> None:
+        model = getattr(self.policy, "online_model", None)
+        self.online_pred_s.append(model.step_time(stats.shape) if model is not None else math.nan)
         self.policy.observe(stats)
 
 
@@ -86,9 +91,44 @@ def run_record(spec: str, rate: float, repeat: int, run: RealTimeRun, policy: Ti
         "real_over_sim": {"ttft_p99": _ratio(real.ttft.p99, sim.ttft.p99), "tbt_p99": _ratio(real.tbt.p99, sim.tbt.p99),
                           "attainment": _ratio(real_d["attainment"], sim_d["attainment"])},
         "model_error": {"decode": _ratio_error(error.decode), "mixed": _ratio_error(error.mixed)},
+        "online_model_error": _online_error(run.stats, policy.online_pred_s),
         "decide_us": {"count": len(decide_us), "mean": float(decide_us.mean()) if len(decide_us) else math.nan,
                       "p99": float(np.percentile(decide_us, 99)) if len(decide_us) else math.nan},
     }
+
+
+def _online_error(stats: Sequence[StepStats], predicted_s: Sequence[float]) -> dict:
+    """|observed / predicted - 1| of the policy's online model, predicted before it learned each
+    step, against what it learns from (executor time + the host gap before the step; steps after
+    an idle gap left out), decode-only and mixed steps apart; empty without an online model."""
+    groups: dict[str, list[float]] = {"decode": [], "mixed": []}
+    for s, pred in zip(stats, predicted_s):
+        if s.host_gap_s is None or not pred > 0:
+            continue
+        groups["mixed" if s.shape.num_prefill_seqs else "decode"].append(
+            abs((s.duration_s + s.host_gap_s) / pred - 1.0))
+    if not any(groups.values()):
+        return {}
+    return {k: {"count": len(v), "median": float(np.median(v)) if v else math.nan,
+                "p90": float(np.percentile(v, 90)) if v else math.nan} for k, v in groups.items()}
+
+
+STEP_TRACE_FIELDS = ("run", "step", "prefill_tokens", "decode_tokens", "prefill_seqs", "context_tokens",
+                     "decode_context_tokens", "executor_s", "host_gap_s", "period_s", "profile_pred_s",
+                     "online_pred_s", "token_budget", "max_chunk", "reason")
+
+
+def step_trace(run_id: str, run: RealTimeRun, policy: TimedPolicy, profile: LatencyModel) -> list[tuple]:
+    """One row per step of a real run (STEP_TRACE_FIELDS): its shape, measured times, the
+    profile's and the online model's predictions, and the budget with the policy's reason."""
+    online = list(policy.online_pred_s) + [math.nan] * (len(run.stats) - len(policy.online_pred_s))
+    rows = []
+    for r, pred in zip(records_from_stats(run.stats), online):
+        sh = r.shape
+        rows.append((run_id, r.step_index, sh.num_prefill_tokens, sh.num_decode_tokens, sh.num_prefill_seqs,
+                     sh.sum_context_tokens, sh.decode_context_tokens, r.duration_s, r.host_gap_s, r.period_s,
+                     profile.step_time(sh), pred, r.token_budget, r.max_chunk, r.reason))
+    return rows
 
 
 def _result(result: SimulationResult) -> dict:
