@@ -9,9 +9,14 @@ from adaptive_sarathi.engine.latency.shape import StepShape
 _TOKENS = 1.0 / 1024
 _CONTEXT = 1.0 / 65536
 
+# The order of feature_values(); "prior" only for models with a prior.
+FEATURE_NAMES = ("bias", "prefill", "decode", "tiles", "over_knee", "prefill_seqs", "context", "prefill_attn")
+FEATURE_NAMES_WITH_PRIOR = (*FEATURE_NAMES, "prior")
 
-def step_features(shape: StepShape, tile_tokens: int, knee_tokens: int, prior_ms: float | None) -> dict[str, float]:
-    """A fresh dict of scaled features of `shape` (not mutated).
+
+def feature_values(shape: StepShape, tile_tokens: int, knee_tokens: int, prior_ms: float | None) -> tuple[float, ...]:
+    """Scaled features of `shape`, in the order of FEATURE_NAMES (FEATURE_NAMES_WITH_PRIOR when
+    prior_ms is given).
 
     tiles: total tokens rounded up to the GEMM tile, so the model can learn the step a batch pays
     when it spills into a new tile (on H100, 520 tokens cost like 640).
@@ -21,18 +26,16 @@ def step_features(shape: StepShape, tile_tokens: int, knee_tokens: int, prior_ms
     prior: the prior model's prediction, so a mis-scaled prior is corrected by one weight.
     """
     p = shape.num_prefill_tokens
-    n = p + shape.num_decode_tokens
+    d = shape.num_decode_tokens
+    n = p + d
     s = shape.num_prefill_seqs
-    x = {
-        "bias": 1.0,
-        "prefill": p * _TOKENS,
-        "decode": shape.num_decode_tokens * _TOKENS,
-        "tiles": -(-n // tile_tokens) * tile_tokens * _TOKENS,
-        "over_knee": max(0, n - knee_tokens) * _TOKENS,
-        "prefill_seqs": s / 16.0,
-        "context": shape.sum_context_tokens * _CONTEXT,
-        "prefill_attn": (p * _TOKENS) ** 2 / s if s else 0.0,
-    }
-    if prior_ms is not None:
-        x["prior"] = prior_ms / 100.0
-    return x
+    values = (1.0, p * _TOKENS, d * _TOKENS, -(-n // tile_tokens) * tile_tokens * _TOKENS,
+              max(0, n - knee_tokens) * _TOKENS, s / 16.0, shape.sum_context_tokens * _CONTEXT,
+              (p * _TOKENS) ** 2 / s if s else 0.0)
+    return values if prior_ms is None else (*values, prior_ms / 100.0)
+
+
+def step_features(shape: StepShape, tile_tokens: int, knee_tokens: int, prior_ms: float | None) -> dict[str, float]:
+    """feature_values() as a fresh dict keyed by feature name (what the regression learns from)."""
+    names = FEATURE_NAMES if prior_ms is None else FEATURE_NAMES_WITH_PRIOR
+    return dict(zip(names, feature_values(shape, tile_tokens, knee_tokens, prior_ms)))

@@ -9,7 +9,8 @@ from dataclasses import dataclass
 from river import drift, linear_model, metrics, utils
 
 from adaptive_sarathi.engine.estimator import Estimator
-from adaptive_sarathi.controller.latency_features import step_features
+from adaptive_sarathi.controller.latency_features import (FEATURE_NAMES, FEATURE_NAMES_WITH_PRIOR, feature_values,
+                                                          step_features)
 from adaptive_sarathi.controller.rolling_quantile import RollingQuantile
 from adaptive_sarathi.engine.latency.shape import LatencyModel, StepShape
 from adaptive_sarathi.engine.stats import StepStats
@@ -94,6 +95,8 @@ class OnlineLatencyModel(Estimator):
         self.num_fitted = 0  # steps the current regression was fitted on (reset by drift)
         self._typical_ms = 0.0
         self.num_drifts = 0
+        self._feature_names = FEATURE_NAMES if prior is None else FEATURE_NAMES_WITH_PRIOR
+        self._weights: tuple[float, ...] | None = None  # the regression's, read once after each fit
 
     def _new_regression(self) -> linear_model.BayesianLinearRegression:
         # Ridge strength through beta (posterior mean = (I / (alpha beta) + X'X)^-1 X'y): river
@@ -105,15 +108,23 @@ class OnlineLatencyModel(Estimator):
     def _prior_ms(self, shape: StepShape) -> float | None:
         return self.prior.step_time(shape) * 1e3 if self.prior is not None else None
 
-    def _base_ms(self, x: dict[str, float], prior_ms: float | None) -> float:
+    def _base_ms(self, shape: StepShape, prior_ms: float | None) -> float:
         """Level-free prediction in milliseconds (may be <= 0 early in the fit)."""
         base = prior_ms or 0.0
-        return base + self._regression.predict_one(x) if self.num_fitted else base
+        if not self.num_fitted:
+            return base
+        weights = self._weights
+        if weights is None:
+            # The regression is linear without intercept, so its weight of a feature is its
+            # prediction for that feature alone. Read once per fit: a plain dot product then
+            # predicts each candidate step a decision weighs, instead of a dict and numpy scalars.
+            weights = self._weights = tuple(self._regression.predict_one({name: 1.0}) for name in self._feature_names)
+        x = feature_values(shape, self.tile_tokens, self.knee_tokens, prior_ms)
+        return base + sum(w * v for w, v in zip(weights, x))
 
     def _predict_ms(self, shape: StepShape) -> float:
         prior_ms = self._prior_ms(shape)
-        base = self._base_ms(step_features(shape, self.tile_tokens, self.knee_tokens, prior_ms), prior_ms)
-        return max(0.0, base) * self._level
+        return max(0.0, self._base_ms(shape, prior_ms)) * self._level
 
     def step_time(self, shape: StepShape) -> float:
         """Predicted mean seconds (>= 0) of a step of `shape`; 0.0 before any step without a prior."""
@@ -167,7 +178,7 @@ class OnlineLatencyModel(Estimator):
         y_ms = duration_s * 1e3
         stale, error = False, 0.0
         if self.num_fitted or self.prior is not None:
-            base_ms = self._base_ms(x, prior_ms)
+            base_ms = self._base_ms(shape, prior_ms)
             pred_ms = max(0.0, base_ms) * self._level
             error = abs(y_ms - pred_ms) / y_ms
             stale = self._score(y_ms, pred_ms, error)
@@ -206,12 +217,14 @@ class OnlineLatencyModel(Estimator):
         self._typical_ms += _TYPICAL_RATE * (y_ms - self._typical_ms)
         w = self._typical_ms / y_ms
         self._regression.learn_one({k: v * w for k, v in x.items()}, (y_ms - prior_ms) * w)
+        self._weights = None
         self.num_fitted += 1
 
     def _refit(self) -> None:
         """Rebuild the regression from the recent steps that came after the change."""
         self.num_drifts += 1
         self._regression = self._new_regression()
+        self._weights = None
         self._log_level = 0.0
         self._level = 1.0
         self._ratios.clear()
