@@ -1,10 +1,10 @@
-"""The adaptive budget policy: each step, the smallest budget that keeps the TTFT deadlines of the
-queue, within the largest one that keeps the TBT target of the decodes in flight."""
+"""The adaptive budget policy: each step, the largest budget that keeps the TBT target of the
+decodes in flight, within the free KV cache; requests past their TTFT deadline served last."""
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from adaptive_sarathi.controller.ladder import budget_ladder, candidate_shape, ladder_candidates, last_true
 from adaptive_sarathi.controller.latency_model import OnlineLatencyModel
@@ -30,16 +30,13 @@ def steady_latency_model(prior, tile_tokens: int) -> OnlineLatencyModel:
 
 @dataclass(frozen=True)
 class Decision:
-    """Why the last budget was chosen. reason: "deadline" (the queue's deadlines need more than
-    the knee), "knee", "tbt" (the TBT cap binds: deadlines of some requests cannot all be met),
-    "no_decodes" (no TBT constraint: the max bound), "unsure" or "stalled" (the SLO's fallback
-    budget). Budgets in tokens, times in seconds."""
+    """Why the last budget was chosen. reason: "tbt" (the TBT cap), "kv" (the free KV cache took
+    less prompt than the cap allowed), "no_decodes" (no TBT constraint: the max bound), "unsure" or
+    "stalled" (the SLO's fallback budget). Budgets in tokens, times in seconds."""
 
     budget: StepBudget
     reason: str
     tbt_budget: int = 0  # the largest budget whose predicted tail keeps the TBT target
-    knee_budget: int = 0  # the largest budget costing at most knee_slack more than the decodes alone
-    need_budget: int = 0  # the smallest budget keeping every deadline that the TBT cap allows
     predicted_s: float = 0.0  # the model's mean time of the chosen step
 
 
@@ -47,39 +44,35 @@ class AdaptiveBudget(BudgetPolicy):
     """A budget planned against the declared SLOs, from the engine state and a latency model only.
 
     Control law, every step with D decodes in flight and t(B) the predicted time of the step a
-    budget B builds:
-    - TBT cap: top = the largest B whose tail time t(B) x r fits the tightest running decode's
-      slack (its class's TBT target less the time since its last token) less margin x the
-      tightest TBT target: long steps while only relaxed decodes run (r: the model's observed
-      actual/predicted ratio at the TBT percentile, so timing noise lowers the cap smoothly
-      instead of tripping a switch);
-    - knee: the largest B <= top with t(B) <= (1 + knee_slack) t(D): prefill that rides along
-      with the memory-bound decodes almost free;
-    - need: the smallest B in [knee, top] at which every request of the prefill queue meets its
-      TTFT deadline: ceil(P_k / (B - D)) steps of t(B) finish the P_k tokens queued up to and
-      including request k before its deadline (arrival + its class's TTFT target, stamped by the
-      engine) less margin x the tightest TTFT target. When even top cannot keep them all
-      (overload), top: the queue drains fastest;
-    - budget = max(knee, need), never more prompt than the free KV cache takes.
-    Requests past their deadline (they cannot get a token within the shortest step) are relegated
-    behind the others (StepBudget.relegate_before_s), so overload costs the fewest deadlines.
+    budget B builds (decodes first, then the prefill queue in order):
+    - budget = the TBT cap: the largest B whose tail time t(B) x r fits the tightest running
+      decode's slack (its class's TBT target less the time since its last token) less margin x
+      the tightest TBT target, r being the model's observed actual/predicted ratio at the TBT
+      percentile (timing noise lowers the cap smoothly instead of tripping a switch). Long steps
+      while only relaxed decodes run, short ones when an interactive decode is in flight;
+    - never more prompt than the free KV cache takes;
+    - requests past their TTFT deadline (they cannot get a token within the shortest step) are
+      relegated behind the others (StepBudget.relegate_before_s), so overload costs the fewest
+      deadlines, and admits() refuses new requests the queue ahead would make late.
+    Why the cap and not the smallest budget that still keeps the queue's deadlines: prompt work
+    left for later is done later at a worse price per token (a small step costs nearly what the
+    decodes alone cost), so a lazy budget turns the next burst into missed TTFTs, while the TBT
+    target holds at the cap by construction.
 
-    There is no feedback loop on observed latencies: the decisions move only with the queue and
-    with the latency model, which learns slowly. `latency_model` is an unfitted template (default
-    OnlineLatencyModel()); the policy learns on a clone, `online_model`. Deployment facts (block
-    size, free KV) come from the EngineState. No random numbers are drawn; `seed` is kept for the
-    common signature.
+    There is no feedback loop on observed latencies: the decisions move only with the engine
+    state and with the latency model, which learns slowly. `latency_model` is an unfitted
+    template (default OnlineLatencyModel()); the policy learns on a clone, `online_model`.
+    Deployment facts (block size, free KV) come from the EngineState. No random numbers are
+    drawn; `seed` is kept for the common signature.
     """
 
     def __init__(self, slo: SLOPolicy, latency_model: OnlineLatencyModel | None = None, margin: float = 0.05,
-                 knee_slack: float = 0.15, seed: int = 0):
-        if not 0 <= margin < 1 or not knee_slack >= 0:
-            raise ValueError(f"AdaptiveBudget: margin={margin!r}, knee_slack={knee_slack!r}; it needs "
-                             "0 <= margin < 1 and knee_slack >= 0")
+                 seed: int = 0):
+        if not 0 <= margin < 1:
+            raise ValueError(f"AdaptiveBudget: margin={margin!r}; it needs 0 <= margin < 1")
         self.slo = slo
         self.latency_model = latency_model
         self.margin = margin
-        self.knee_slack = knee_slack
         self.seed = seed
         self.online_model = latency_model.clone() if latency_model is not None else OnlineLatencyModel()
         self._since_observe = 0
@@ -99,9 +92,7 @@ class AdaptiveBudget(BudgetPolicy):
         self._ttft = slo.tightest_ttft
         self._targets = slo.as_targets()
         self._fallback = StepBudget(bounds.fallback_token_budget, bounds.clamp_chunk(bounds.fallback_token_budget))
-        # Where the three ladder searches start (the last decision's budgets): a steady state
-        # then costs two or three model predictions per search instead of a bisection.
-        self._hints: tuple[int | None, int | None, int | None] = (None, None, None)
+        self._hint: int | None = None  # where the cap's search starts: the last cap (two or three predictions)
         self._drain_tps: float | None = None  # prompt tokens/s at the TBT cap, as last planned
 
     def decide(self, state: EngineState) -> StepBudget:
@@ -111,8 +102,7 @@ class AdaptiveBudget(BudgetPolicy):
         if self._since_observe > _STALL_DECISIONS:
             return self._record(self._with(self._fallback, relegate), "stalled")
         if state.num_decodes == 0:
-            top = bounds.max_token_budget
-            return self._record(self._fit_kv(state, top, relegate), "no_decodes")
+            return self._record(self._fit_kv(state, bounds.max_token_budget, relegate), "no_decodes")
         if not self.online_model.is_confident:
             return self._record(self._with(self._fallback, relegate), "unsure")
 
@@ -131,53 +121,14 @@ class AdaptiveBudget(BudgetPolicy):
         else:
             limit = (1.0 - self.margin) * self._tbt.target_s - state.max_decode_gap_s
         ratio = model.tail_ratio(self._tbt.quantile)
-        top_hint, knee_hint, need_hint = self._hints
-        top_i = max(0, last_true(candidates, lambda b: time_of(b) * ratio <= limit, top_hint))
-        knee_s = (1.0 + self.knee_slack) * time_of(floor)
-        knee_i = max(0, last_true(candidates[:top_i + 1], lambda b: time_of(b) <= knee_s, knee_hint))
-        need_i, reason = self._need(state, candidates, knee_i, top_i, time_of, need_hint)
-        top = candidates[top_i]
-        self._hints = (top, candidates[knee_i], candidates[need_i])
+        top = candidates[max(0, last_true(candidates, lambda b: time_of(b) * ratio <= limit, self._hint))]
+        self._hint = top
         if top > state.num_decodes and time_of(top) > 0:
             self._drain_tps = (top - state.num_decodes) / time_of(top)
-        budget = candidates[need_i]
         # The shortest step is the soonest a waiting request can get its first token.
-        chosen = self._fit_kv(state, budget, state.now_s + time_of(floor))
-        return self._record(chosen, reason, candidates[top_i], candidates[knee_i], budget, time_of(budget))
-
-    def _need(self, state: EngineState, candidates: tuple[int, ...], knee_i: int, top_i: int,
-              time_of, hint: int | None) -> tuple[int, str]:
-        """(index of the budget to run, reason): the smallest candidate in [knee, top] meeting every
-        deadline of the prefill queue; top when none does; the knee when the queue asks no more."""
-        queue = state.prefill_queue
-        if not queue or knee_i == top_i:
-            return knee_i, "knee"
-        # (prompt tokens queued up to and including the request, its slack) of every request with
-        # a deadline; plain Python: the queue is short, and numpy's per-call cost would dominate.
-        lead = state.now_s + self.margin * self._ttft.target_s
-        due: list[tuple[int, float]] = []
-        queued = 0
-        for deadline, pending, _ in queue:
-            queued += pending
-            if deadline != math.inf:
-                due.append((queued, deadline - lead))
-        if not due:
-            return knee_i, "knee"
-        decodes = state.num_decodes
-
-        def keeps_all(budget: int) -> bool:
-            prefill = max(1, budget - min(decodes, budget))
-            step_s = time_of(budget)
-            return all(-(-tokens // prefill) * step_s <= slack for tokens, slack in due)
-
-        if not keeps_all(candidates[top_i]):
-            return top_i, "tbt"  # overload: some deadlines are lost whatever the budget; drain fastest
-
-        if keeps_all(candidates[knee_i]):
-            return knee_i, "knee"
-        # The first budget that keeps them all: one past the last that does not.
-        late_i = last_true(candidates[knee_i + 1:top_i + 1], lambda b: not keeps_all(b), hint)
-        return knee_i + 2 + late_i, "deadline"
+        chosen = self._fit_kv(state, top, state.now_s + time_of(floor))
+        reason = "tbt" if chosen.token_budget == top else "kv"
+        return self._record(chosen, reason, top, time_of(chosen.token_budget))
 
     def _fit_kv(self, state: EngineState, budget: int, relegate_before_s: float) -> StepBudget:
         """`budget` with its chunk, both within the prompt tokens the free KV cache can take: free
@@ -195,10 +146,9 @@ class AdaptiveBudget(BudgetPolicy):
     def _with(budget: StepBudget, relegate_before_s: float) -> StepBudget:
         return StepBudget(budget.token_budget, budget.max_chunk, relegate_before_s)
 
-    def _record(self, budget: StepBudget, reason: str, tbt_budget: int = 0, knee_budget: int = 0,
-                need_budget: int = 0, predicted_s: float = 0.0) -> StepBudget:
-        budget = replace(budget, reason=reason)
-        self.last_decision = Decision(budget, reason, tbt_budget, knee_budget, need_budget, predicted_s)
+    def _record(self, budget: StepBudget, reason: str, tbt_budget: int = 0, predicted_s: float = 0.0) -> StepBudget:
+        budget = StepBudget(budget.token_budget, budget.max_chunk, budget.relegate_before_s, reason)
+        self.last_decision = Decision(budget, reason, tbt_budget, predicted_s)
         return budget
 
     def observe(self, stats: StepStats) -> None:

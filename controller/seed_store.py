@@ -7,7 +7,7 @@ A seed file is a small YAML (or JSON, which YAML reads too) written by `adaptive
         model: llama-3-8b
         tensor_parallel_size: 1
         policy: adaptive
-        params: {knee_slack: 0.2, margin: 0.05}
+        params: {margin: 0.05}
         objective: capacity_qps       # what the tuner maximised, and the value it reached
         value: 18.6
         workload: sharegpt_8k

@@ -31,7 +31,6 @@ TUNABLE_POLICIES = ("adaptive", "fixed")
 # name -> (low, high, log scale, integer). Ranges bracket the defaults with room on both sides.
 ADAPTIVE_SPACE: dict[str, tuple[float, float, bool, bool]] = {
     "margin": (0.0, 0.2, False, False),
-    "knee_slack": (0.0, 0.6, False, False),
 }
 
 

@@ -1,5 +1,5 @@
-"""The adaptive policy on hand-made states: its TBT cap, the knee, the smallest budget that keeps the
-queue's TTFT deadlines, overload, relegation, and decisions that noise does not flip."""
+"""The adaptive policy on hand-made states: its TBT cap, the KV limit, relegation, admission, and
+decisions that noise does not flip."""
 
 from __future__ import annotations
 
@@ -30,39 +30,33 @@ def queued(now: float, *entries: tuple[float, int], decodes: int = 16, **fields)
                  oldest_waiting_age_s=max((age for age, _ in entries), default=0.0), prefill_queue=queue, **fields)
 
 
-def finish_s(s, budget: int, tokens: int) -> float:
-    """When `tokens` queued prompt tokens have been prefilled at `budget`, by the true model."""
-    prefill = budget - s.num_decodes
-    return math.ceil(tokens / prefill) * TRUTH.step_time(candidate_shape(s, budget, prefill))
-
-
-def test_a_calm_queue_runs_the_knee_below_the_tbt_cap():
+def test_the_budget_is_the_largest_rung_whose_tail_keeps_the_tbt_target():
     p = policy()
-    p.decide(queued(10.0, (0.0, 20_000)))  # just arrived: its deadline is far at the knee's pace
-    d = p.last_decision
-    assert d.reason == "knee" and d.knee_budget == d.budget.token_budget <= d.tbt_budget
-    assert d.tbt_budget > d.knee_budget  # the cap is well above: the knee is the cheap choice
-
-
-def test_a_pressing_deadline_asks_for_the_smallest_budget_that_keeps_it():
-    p = policy()
-    s = queued(10.0, (TTFT_S - 0.4, 6000))  # 6000 tokens due within 0.4 s (less the margin)
+    s = queued(10.0, (0.0, 20_000))  # a queue whose deadline is far: prefill still runs at the cap
     budget = p.decide(s).token_budget
     d = p.last_decision
-    assert d.reason == "deadline" and d.knee_budget < budget <= d.tbt_budget
-    due = (1 - p.margin) * TTFT_S - (TTFT_S - 0.4)
-    assert finish_s(s, budget, 6000) <= due
-    smaller = max(b for b in p._ladder if b < budget)
-    assert finish_s(s, smaller, 6000) > due  # one rung less would miss it
+    assert d.reason == "tbt" and budget == d.tbt_budget
+    ratio = p.online_model.tail_ratio(SLO.tbt.quantile)
+    limit = (1 - p.margin) * SLO.tbt.target_s
+
+    def tail_s(b: int) -> float:
+        return p.online_model.step_time(candidate_shape(s, b, b - s.num_decodes)) * ratio
+
+    assert tail_s(budget) <= limit
+    larger = min(b for b in p._ladder if b > budget)
+    assert tail_s(larger) > limit  # one rung more would break the TBT target
+    assert d.predicted_s == pytest.approx(tail_s(budget) / ratio)
     # The step relegates nothing that can still make it: only requests past their deadline.
     assert d.budget.relegate_before_s == pytest.approx(10.0 + TRUTH.step_time(candidate_shape(s, 16, 0)), rel=0.05)
 
 
-def test_overload_runs_the_tbt_cap():
+def test_a_full_kv_cache_limits_the_prompt_a_step_takes():
     p = policy()
-    s = queued(10.0, (TTFT_S - 0.05, 200_000))  # far more than any budget prefills in 50 ms
-    budget = p.decide(s).token_budget
-    assert p.last_decision.reason == "tbt" and budget == p.last_decision.tbt_budget
+    roomy = p.decide(queued(10.0, (0.5, 20_000)))
+    tokens = 300 + 16 * 2  # room for 300 prompt tokens past the decodes' growth
+    tight = p.decide(queued(10.0, (0.5, 20_000), num_total_blocks=10_000, admissible_free_tokens=tokens))
+    assert p.last_decision.reason == "kv" and p.last_decision.tbt_budget == roomy.token_budget
+    assert tight.token_budget == 16 + 300 and tight.chunk_limit == 300
 
 
 def test_decisions_do_not_flip_with_ten_percent_timing_noise():

@@ -103,28 +103,28 @@ def test_bad_arguments_name_the_fix():
 
 def test_seed_file_round_trips_and_keeps_other_entries(tmp_path):
     path = tmp_path / "seeds.yaml"
-    a = SeedEntry("h100", "llama-3-8b", "adaptive", {"knee_slack": 0.2, "margin": 0.1},
+    a = SeedEntry("h100", "llama-3-8b", "adaptive", {"margin": 0.1},
                   objective="capacity", value=17.5, workload="sharegpt_8k", slo=SLO.name)
-    b = SeedEntry("a100", "llama-3-8b", "adaptive", {"knee_slack": 0.1})
+    b = SeedEntry("a100", "llama-3-8b", "adaptive", {"margin": 0.12})
     save_seed(path, a)
     save_seed(path, b)
-    save_seed(path, SeedEntry("h100", "llama-3-8b", "adaptive", {"knee_slack": 0.3}))  # replaces a
+    save_seed(path, SeedEntry("h100", "llama-3-8b", "adaptive", {"margin": 0.13}))  # replaces a
     entries = load_seeds(path)
     assert len(entries) == 2
-    assert seed_params(path, "H100", "llama-3-8b") == {"knee_slack": 0.3}
-    assert seed_params(path, "a100", "llama-3-8b") == {"knee_slack": 0.1}
+    assert seed_params(path, "H100", "llama-3-8b") == {"margin": 0.13}
+    assert seed_params(path, "a100", "llama-3-8b") == {"margin": 0.12}
     assert seed_params(path, "h100", "llama-3-8b", tensor_parallel_size=2) is None  # fall back to defaults
     assert seed_params(None) is None
     policy = make_policy("adaptive", SLO, params=seed_params(path, "h100", "llama-3-8b"))
-    assert isinstance(policy, AdaptiveBudget) and policy.knee_slack == 0.3
-    assert policy.clone().knee_slack == 0.3
+    assert isinstance(policy, AdaptiveBudget) and policy.margin == 0.13
+    assert policy.clone().margin == 0.13
 
 
 @pytest.mark.parametrize("text, field", [
     ("seeds: [{model: m, policy: adaptive, params: {}}]", "gpu"),
     ("seeds: [{gpu: h100, model: m, policy: magic, params: {}}]", "policy"),
     ("seeds: [{gpu: h100, model: m, policy: adaptive, params: {knee: 1}}]", "params"),
-    ("seeds: [{gpu: h100, model: m, policy: adaptive, params: {knee_slack: fast}}]", "params.knee_slack"),
+    ("seeds: [{gpu: h100, model: m, policy: adaptive, params: {margin: fast}}]", "params.margin"),
     ("seeds: [{gpu: h100, model: m, policy: adaptive, tensor_parallel_size: 0, params: {}}]", "tensor_parallel_size"),
     ("seeds: [{gpu: h100, model: m, policy: fixed, params: {}}]", "token_budget"),
     ("nothing: here", "seeds"),
@@ -137,7 +137,7 @@ def test_bad_seed_files_name_the_field(tmp_path, text, field):
 
 
 def test_unknown_hyperparameter_names_the_known_ones():
-    with pytest.raises(PolicySpecError, match="knee_slack"):
+    with pytest.raises(PolicySpecError, match="margin"):
         make_policy("adaptive", SLO, params={"knee": 1.0})
 
 
@@ -171,12 +171,12 @@ def test_serve_policy_starts_from_a_seed(tmp_path):
     from adaptive_sarathi.cli import _serve_policy, build_parser
 
     path = tmp_path / "seeds.yaml"
-    save_seed(path, SeedEntry("h100", "llama-3-8b", "adaptive", {"knee_slack": 0.4}))
+    save_seed(path, SeedEntry("h100", "llama-3-8b", "adaptive", {"margin": 0.14}))
     base = ["serve", "--policy", "adaptive", "--slo-policy", SLO.name, "--policy-seed", str(path)]
     policy = _serve_policy(build_parser().parse_args(base + ["--seed-gpu", "h100"]))
-    assert isinstance(policy, AdaptiveBudget) and policy.knee_slack == 0.4
+    assert isinstance(policy, AdaptiveBudget) and policy.margin == 0.14
     fallback = _serve_policy(build_parser().parse_args(base + ["--seed-gpu", "a100"]))
-    assert fallback.knee_slack == AdaptiveBudget(SLO).knee_slack  # no entry: the defaults
+    assert fallback.margin == AdaptiveBudget(SLO).margin  # no entry: the defaults
     with pytest.raises(ValueError, match="need --policy"):
         _serve_policy(build_parser().parse_args(["serve", "--policy-seed", str(path)]))
 
@@ -184,7 +184,7 @@ def test_serve_policy_starts_from_a_seed(tmp_path):
 @pytest.mark.parametrize("name", ["block_tokens", "kv_watermark"])
 def test_an_old_seed_naming_a_deployment_fact_is_refused_with_the_reason(tmp_path, name):
     path = tmp_path / "old.yaml"
-    path.write_text(f"seeds: [{{gpu: h100, model: m, policy: adaptive, params: {{knee_slack: 0.2, {name}: 16}}}}]")
+    path.write_text(f"seeds: [{{gpu: h100, model: m, policy: adaptive, params: {{margin: 0.11, {name}: 16}}}}]")
     with pytest.raises(SeedFileError, match=f"{name} are deployment facts.*delete them"):
         load_seeds(path)
 
