@@ -1,4 +1,5 @@
-"""Token choice per request: greedy, or temperature with top-k / top-p, optionally seeded.
+"""Token choice per request: penalties and min_tokens on the logits, then greedy, or temperature
+with top-k / top-p / min-p, optionally seeded; and the log-probabilities a request asks for.
 
 All rows are sampled together on the logits' device and the tokens come back in one copy: a
 per-row loop costs several kernel launches and a device sync per sampling row (2.4 ms of host time
@@ -9,20 +10,28 @@ from __future__ import annotations
 
 import torch
 
+from adaptive_sarathi.engine.batch import SamplingHistory, TokenLogprobs
 from adaptive_sarathi.engine.sampling_params import SamplingParams
 
 _SEED_STRIDE = 1_000_003  # a prime, so (seed, output index) pairs map to distinct streams
 
 
 def sample(logits: torch.Tensor, params: list[SamplingParams], num_output_tokens: list[int],
-           generator: torch.Generator | None = None) -> list[int]:
+           generator: torch.Generator | None = None,
+           histories: list[SamplingHistory | None] | None = None) -> list[int]:
     """One token id per row of logits [N, vocab].
 
-    A seeded request's draw is a hash of (seed, number of outputs so far), so its tokens depend
-    neither on batch composition nor on preemption. Unseeded requests draw from `generator` (on
-    the logits' device). logits are not modified.
+    Rows whose params have penalties or min_tokens read their row of `histories` (which must then
+    be given, not None, for those rows); rows without them cost nothing extra. A seeded request's
+    draw is a hash of (seed, number of outputs so far), so its tokens depend neither on batch
+    composition nor on preemption. Unseeded requests draw from `generator` (on the logits'
+    device). logits are not modified.
     """
     logits = logits.float()
+    adjusted = [i for i, p in enumerate(params) if p.needs_history]
+    if adjusted:
+        logits = logits.clone()  # the caller's logits stay as they came (logprobs read them)
+        _adjust(logits, adjusted, params, num_output_tokens, histories)
     tokens = logits.argmax(dim=-1)
     rows = [i for i, p in enumerate(params) if not p.greedy]
     if rows:
@@ -64,6 +73,63 @@ def _draw(logits: torch.Tensor, params: list[SamplingParams], num_output_tokens:
     kept_mass = cdf.gather(1, last[:, None])
     token = torch.minimum(torch.searchsorted(cdf, uniform[:, None] * kept_mass, right=True)[:, 0], last)
     return token if order is None else order.gather(1, token[:, None])[:, 0]
+
+
+def _adjust(logits: torch.Tensor, rows: list[int], params: list[SamplingParams], num_output_tokens: list[int],
+            histories: list[SamplingHistory | None] | None) -> None:
+    """Apply min_tokens and the penalties (vLLM's order: min_tokens, then repetition, frequency
+    and presence) to `rows` of logits, in place."""
+    if histories is None or any(histories[i] is None for i in rows):
+        raise ValueError("rows with penalties or min_tokens need their SamplingHistory")
+    device, vocab = logits.device, logits.shape[-1]
+    masked = [(i, t) for i in rows if num_output_tokens[i] < params[i].min_tokens
+              for t in histories[i].stop_ids if t < vocab]
+    if masked:
+        r, t = zip(*masked)
+        logits[torch.tensor(r, device=device), torch.tensor(t, device=device)] = float("-inf")
+    penalized = [i for i in rows if params[i].has_penalties]
+    if not penalized:
+        return
+    index = torch.tensor(penalized, device=device)
+    x = logits[index]
+    outputs = _counts([histories[i].output_token_ids for i in penalized], vocab, device)
+    repetition = _column([params[i].repetition_penalty for i in penalized], x_like=x)
+    if (repetition != 1.0).any():
+        seen = (_counts([histories[i].prompt_token_ids for i in penalized], vocab, device) + outputs) > 0
+        x = torch.where(seen, torch.where(x > 0, x / repetition, x * repetition), x)
+    x = x - _column([params[i].frequency_penalty for i in penalized], x_like=x) * outputs
+    x = x - _column([params[i].presence_penalty for i in penalized], x_like=x) * (outputs > 0)
+    logits[index] = x
+
+
+def _counts(token_lists: list[list[int]], vocab: int, device: torch.device) -> torch.Tensor:
+    """[len(token_lists), vocab] float counts of each token id per list (ids >= vocab dropped)."""
+    counts = torch.zeros(len(token_lists), vocab + 1, device=device)
+    for row, ids in enumerate(token_lists):
+        if ids:
+            ids_t = torch.tensor(ids, device=device).clamp_(max=vocab)
+            counts[row].index_add_(0, ids_t, torch.ones(len(ids), device=device))
+    return counts[:, :vocab]
+
+
+def logprobs(logits: torch.Tensor, tokens: list[int], num_top: list[int | None]) -> list[TokenLogprobs | None]:
+    """Per row of logits [N, vocab]: None where num_top is None, else the TokenLogprobs of
+    `tokens[row]` under the log-softmax of the row as given (the raw model logits) with its
+    num_top most likely tokens. One top-k over the rows that ask; logits are not modified."""
+    rows = [i for i, k in enumerate(num_top) if k is not None]
+    out: list[TokenLogprobs | None] = [None] * len(tokens)
+    if not rows:
+        return out
+    index = torch.tensor(rows, device=logits.device)
+    lp = torch.log_softmax(logits[index].float(), dim=-1)
+    chosen = lp.gather(1, torch.tensor([tokens[i] for i in rows], device=lp.device)[:, None])[:, 0].tolist()
+    k = max(num_top[i] for i in rows)
+    top_values, top_ids = (lp.topk(k, dim=-1) if k else (lp[:, :0], lp[:, :0].long()))
+    top_values, top_ids = top_values.tolist(), top_ids.tolist()
+    for j, i in enumerate(rows):
+        kk = num_top[i]
+        out[i] = TokenLogprobs(tokens[i], chosen[j], list(zip(top_ids[j][:kk], top_values[j][:kk])))
+    return out
 
 
 def _top_k(x: torch.Tensor, top_k: list[int]) -> torch.Tensor:

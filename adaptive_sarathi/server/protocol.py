@@ -4,10 +4,13 @@ Every refusal is an APIError 400 whose `param` names the offending field: a fiel
 not know or does not implement, a value of the wrong type or out of range, text that is not valid
 Unicode (a lone UTF-16 surrogate), more prompts or longer prompts than RequestLimits allow. Beyond
 the OpenAI fields, vLLM's `top_k` (int, 0 or -1 = off), `min_p` (number in [0, 1], 0 = off),
-`stop_token_ids` (list of ints) and `ignore_eos` (bool: generation runs to max_tokens whatever the
-model samples, so benchmarks get exact output lengths) are accepted, and two scheduling fields:
+`stop_token_ids` (list of ints), `ignore_eos` (bool: generation runs to max_tokens whatever the
+model samples, so benchmarks get exact output lengths), `repetition_penalty` (number in (0, 100],
+1 = off) and `min_tokens` (int <= max_tokens) are accepted, and two scheduling fields:
 `slo_class` (a string naming the SLO policy's request class; app.py checks the name against the
-policy) and vLLM's integer `priority`, of which only 0 is accepted (see _priority).
+policy) and vLLM's integer `priority`, of which only 0 is accepted (see _priority). `n` samples
+per prompt, `logprobs` (completions: int; chat: bool with `top_logprobs`) and the presence and
+frequency penalties are OpenAI's; SamplingParams states their semantics.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from adaptive_sarathi.engine.sampling_params import SamplingParams
+from adaptive_sarathi.engine.sampling_params import MAX_LOGPROBS, SamplingParams
 from adaptive_sarathi.engine.tokenizer import Tokenizer
 from adaptive_sarathi.server.errors import bad_request
 
@@ -26,16 +29,22 @@ Prompt = str | list[int]
 # Fields this server does not implement, and the values that ask for nothing (so clients that
 # always send defaults still work).
 _UNSUPPORTED: dict[str, tuple[Any, ...]] = {
-    "echo": (None, False), "logprobs": (None, False), "top_logprobs": (None, 0), "best_of": (None, 1),
-    "suffix": (None, ""), "logit_bias": (None, {}), "tools": (None, []), "presence_penalty": (None, 0),
-    "frequency_penalty": (None, 0), "response_format": (None, {"type": "text"}), "functions": (None, []),
+    "echo": (None, False), "best_of": (None, 1), "suffix": (None, ""), "logit_bias": (None, {}),
+    "tools": (None, []), "response_format": (None, {"type": "text"}), "functions": (None, []),
     "function_call": (None, "none"), "tool_choice": (None, "none"), "parallel_tool_calls": (None,),
+}
+# What to say instead of "leave it out" where a client may expect the field to work.
+_UNSUPPORTED_HINTS = {
+    "response_format": "only {\"type\": \"text\"} is supported (JSON mode and JSON schemas are not "
+                       "implemented): leave it out and ask for JSON in the prompt",
+    "best_of": "only best_of=1 is supported: use 'n' for several samples and pick among them",
 }
 _FIELDS = {"model", "n", "stream", "stream_options", "max_tokens", "max_completion_tokens", "temperature",
            "top_p", "top_k", "min_p", "seed", "stop", "stop_token_ids", "ignore_eos", "slo_class", "priority",
+           "presence_penalty", "frequency_penalty", "repetition_penalty", "min_tokens", "logprobs",
            "user"}  # `user` only labels the request for the caller's own bookkeeping
 _COMPLETION_FIELDS = _FIELDS | {"prompt"}
-_CHAT_FIELDS = _FIELDS | {"messages"}
+_CHAT_FIELDS = _FIELDS | {"messages", "top_logprobs"}
 _COMPLETION_DEFAULT_MAX_TOKENS = 16  # OpenAI's default for /v1/completions
 _INT64 = 1 << 63  # seeds and token ids: what OpenAI's and vLLM's schemas accept
 _MAX_STOPS = 16
@@ -68,6 +77,14 @@ class GenerateRequest:
     include_usage: bool
     max_tokens_field: str | None = None  # the field that set max_tokens; None: the default applies
     slo_class: str | None = None  # the body's `slo_class`, unchecked against any policy; None: not given
+    n: int = 1  # samples per prompt: choice prompt_index * n + i is sample i of that prompt
+
+    def sample_params(self) -> list[SamplingParams]:
+        """The params of the n samples of one prompt: sample i is seeded seed + i when a seed is
+        given (so the samples differ and each is reproducible), else all share `params`."""
+        if self.params.seed is None or self.n == 1:
+            return [self.params] * self.n
+        return [dataclasses.replace(self.params, seed=self.params.seed + i) for i in range(self.n)]
 
     @property
     def max_tokens_given(self) -> bool:
@@ -80,7 +97,7 @@ def parse_completion_request(body: Any, max_model_len: int,
     list of token-id lists; each prompt becomes one choice."""
     body = _object(body)
     _known(body, _COMPLETION_FIELDS)
-    return _parse(body, _prompts(body, limits), chat=False, max_model_len=max_model_len)
+    return _parse(body, _prompts(body, limits), chat=False, max_model_len=max_model_len, limits=limits)
 
 
 def parse_chat_request(body: Any, tokenizer: Tokenizer | None, max_model_len: int,
@@ -89,7 +106,7 @@ def parse_chat_request(body: Any, tokenizer: Tokenizer | None, max_model_len: in
     body = _object(body)
     _known(body, _CHAT_FIELDS)
     messages = _messages(body, limits)
-    request = _parse(body, [], chat=True, max_model_len=max_model_len)
+    request = _parse(body, [], chat=True, max_model_len=max_model_len, limits=limits)
     if tokenizer is None:
         raise bad_request("messages", "'messages' need a chat template and this model has no tokenizer: "
                                       "send token ids to /v1/completions")
@@ -100,20 +117,26 @@ def parse_chat_request(body: Any, tokenizer: Tokenizer | None, max_model_len: in
     return dataclasses.replace(request, prompts=[prompt])
 
 
-def _parse(body: dict, prompts: list[Prompt], chat: bool, max_model_len: int) -> GenerateRequest:
+def _parse(body: dict, prompts: list[Prompt], chat: bool, max_model_len: int,
+           limits: RequestLimits = RequestLimits()) -> GenerateRequest:
     for name, harmless in _UNSUPPORTED.items():
         value = body.get(name)
         # By type too: true == 1 and 0 == False, but `best_of: true` asks for nothing sensible.
         if not any(value == h and type(value) is type(h) for h in harmless):
-            raise bad_request(name, f"'{name}' is not supported by this server: leave it out")
+            raise bad_request(name, f"'{name}' is not supported by this server: "
+                                    f"{_UNSUPPORTED_HINTS.get(name, 'leave it out')}")
     if not isinstance(body.get("user", ""), str):
         raise bad_request("user", "'user' must be a string")
     model = body.get("model")
     if model is not None and not isinstance(model, str):
         raise bad_request("model", "'model' must be a string naming a model from GET /v1/models")
-    n = body.get("n")
-    if n is not None and (n != 1 or not _is_int(n)):
-        raise bad_request("n", f"n={_show(n)} is not supported: this server returns one choice per prompt (n=1)")
+    n = _integer(body, "n", low=1, high=limits.max_prompts)
+    n = 1 if n is None else n
+    num_prompts = max(len(prompts), 1)  # chat: one prompt, rendered later
+    if n * num_prompts > limits.max_prompts:
+        raise bad_request("n", f"n={n} samples of {num_prompts} prompts make {n * num_prompts} sequences, more "
+                               f"than the limit of {limits.max_prompts} per request (--max-prompts-per-request): "
+                               "ask for fewer")
     stream = _boolean(body, "stream", False)
     include_usage = _stream_options(body, stream)
     max_tokens_field = max_tokens = None
@@ -134,11 +157,38 @@ def _parse(body: dict, prompts: list[Prompt], chat: bool, max_model_len: int) ->
         max_tokens=max_tokens, temperature=float(temperature), top_p=float(top_p),
         top_k=0 if top_k is None else top_k, min_p=float(_number(body, "min_p", 0.0, 1.0, default=0.0)),
         seed=_integer(body, "seed", low=-_INT64, high=_INT64 - 1),
-        stop=_stop(body), stop_token_ids=_stop_token_ids(body), ignore_eos=_boolean(body, "ignore_eos", False))
+        stop=_stop(body), stop_token_ids=_stop_token_ids(body), ignore_eos=_boolean(body, "ignore_eos", False),
+        presence_penalty=float(_number(body, "presence_penalty", -2.0, 2.0, default=0.0)),
+        frequency_penalty=float(_number(body, "frequency_penalty", -2.0, 2.0, default=0.0)),
+        repetition_penalty=float(_number(body, "repetition_penalty", 0.0, 100.0, default=1.0, low_open=True)),
+        min_tokens=_min_tokens(body, max_tokens), logprobs=_chat_logprobs(body) if chat else _completion_logprobs(body))
     _priority(body)
     return GenerateRequest(chat=chat, model=model, prompts=prompts, params=params, stream=stream,
                            include_usage=include_usage, max_tokens_field=max_tokens_field,
-                           slo_class=_slo_class(body))
+                           slo_class=_slo_class(body), n=n)
+
+
+def _min_tokens(body: dict, max_tokens: int) -> int:
+    value = _integer(body, "min_tokens", low=0)
+    if value is not None and value > max_tokens:
+        raise bad_request("min_tokens", f"'min_tokens'={value} exceeds max_tokens={max_tokens}: ask for at most "
+                                        "max_tokens, or raise max_tokens")
+    return value or 0
+
+
+def _completion_logprobs(body: dict) -> int | None:
+    """Completions' `logprobs`: how many alternatives to list per token (0 = the chosen token's only)."""
+    return _integer(body, "logprobs", low=0, high=MAX_LOGPROBS)
+
+
+def _chat_logprobs(body: dict) -> int | None:
+    """Chat's `logprobs` (true: the chosen tokens' logprobs) and `top_logprobs` (alternatives per
+    token, which need `logprobs` true, as OpenAI has it)."""
+    wanted = _boolean(body, "logprobs", False)
+    top = _integer(body, "top_logprobs", low=0, high=MAX_LOGPROBS)
+    if top is not None and not wanted:
+        raise bad_request("top_logprobs", "'top_logprobs' needs 'logprobs': true: send both, or neither")
+    return (top or 0) if wanted else None
 
 
 def _slo_class(body: dict) -> str | None:
