@@ -5,6 +5,7 @@ simulator's simulate, capacity and tune (offline Optuna tuning; see sim_cli)."""
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 
@@ -80,6 +81,16 @@ def _add_serve_flags(p: argparse.ArgumentParser) -> None:
     # The default is read at start-up, not here: --help would print the key.
     p.add_argument("--api-key", default=None,
                    help="require 'Authorization: Bearer <key>' on /v1 routes (unset: $ADAPTIVE_SARATHI_API_KEY)")
+    c = p.add_argument_group("CORS (off unless --allowed-origins is given)")
+    c.add_argument("--allowed-origins", type=_string_list, default=[], metavar="JSON_LIST",
+                   help='browser origins allowed to call the API, as vLLM takes them: a JSON list such as '
+                        '\'["https://app.example"]\' (or one origin); \'["*"]\' allows any')
+    c.add_argument("--allowed-methods", type=_string_list, default=["*"], metavar="JSON_LIST",
+                   help="HTTP methods allowed cross-origin")
+    c.add_argument("--allowed-headers", type=_string_list, default=["*"], metavar="JSON_LIST",
+                   help="request headers allowed cross-origin")
+    c.add_argument("--allow-credentials", action="store_true",
+                   help="let browsers send credentials (cookies, Authorization) cross-origin")
     p.add_argument("--seed", type=int, default=0,
                    help="seed of the engine's random draws for requests that send no seed of their own")
     p.add_argument("--shutdown-timeout", type=float, default=10.0,
@@ -98,6 +109,19 @@ def _add_serve_flags(p: argparse.ArgumentParser) -> None:
                    help="split the model over this many GPUs of this host (CPU: processes over gloo)")
     p.add_argument("--step-log", default=None, help="write one JSON line per engine step to this file "
                    "(overwritten), for `adaptive-sarathi profile --from-stats`")
+
+
+def _string_list(text: str) -> list[str]:
+    """A flag value that is a JSON list of strings (vLLM's form), or one plain string."""
+    if not text.lstrip().startswith("["):
+        return [text]
+    try:
+        value = json.loads(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"not a JSON list ({err}): write it as '[\"a\", \"b\"]'") from None
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise argparse.ArgumentTypeError("use a JSON list of strings, such as '[\"a\", \"b\"]'")
+    return value
 
 
 def _add_bench_flags(p: argparse.ArgumentParser) -> None:
@@ -227,6 +251,7 @@ def _serve_engine_args(args: argparse.Namespace):
 
 def _serve(args: argparse.Namespace) -> int:
     from adaptive_sarathi.server import ServerArgs, run_server
+    from adaptive_sarathi.server.cors import CORSConfig
 
     try:
         engine_args = _serve_engine_args(args)
@@ -236,7 +261,9 @@ def _serve(args: argparse.Namespace) -> int:
                                  max_waiting=args.max_waiting or None, shutdown_timeout_s=args.shutdown_timeout,
                                  max_prompts_per_request=args.max_prompts_per_request,
                                  max_prompt_chars=args.max_prompt_chars, step_log=args.step_log, slo=slo,
-                                 served_model_names=tuple(args.served_model_name or ()))
+                                 served_model_names=tuple(args.served_model_name or ()),
+                                 cors=CORSConfig(tuple(args.allowed_origins), tuple(args.allowed_methods),
+                                                 tuple(args.allowed_headers), args.allow_credentials))
         return run_server(engine_args, server_args, _serve_policy(args, slo))
     except ValueError as err:  # bad flags and ModelLoadError
         print(f"error: {err}", file=sys.stderr)

@@ -6,6 +6,7 @@ Handlers only parse, move bytes and wait; the engine runs on its own thread (Asy
 from __future__ import annotations
 
 import asyncio
+import functools
 import hmac
 import json
 import logging
@@ -20,6 +21,7 @@ from adaptive_sarathi.controller.slo import SLOPolicy, SLOPolicyError, policy_fr
 from adaptive_sarathi.engine.engine import InvalidRequestError
 from adaptive_sarathi.metrics import ServerMetrics
 from adaptive_sarathi.server.async_engine import AsyncEngine
+from adaptive_sarathi.server.cors import CORSConfig, add_cors_headers, cors_middleware
 from adaptive_sarathi.server.errors import (APIError, EngineDeadError, EngineStoppedError, NoSLOPolicyError,
                                             QueueFullError, RequestFailedError, bad_request)
 from adaptive_sarathi.server.protocol import (GenerateRequest, RequestLimits, parse_chat_request,
@@ -42,7 +44,7 @@ def build_app(engine: AsyncEngine, metrics: ServerMetrics, model_name: str, api_
               max_body_bytes: int = 1 << 20, retry_after_s: int = 1,
               limits: RequestLimits = RequestLimits(), slo: SLOPolicy | None = None,
               on_slo_change: Callable[[SLOPolicy], None] | None = None,
-              model_aliases: tuple[str, ...] = ()) -> web.Application:
+              model_aliases: tuple[str, ...] = (), cors: CORSConfig = CORSConfig()) -> web.Application:
     """The application serving `engine` under `model_name`, which requests may also call by any of
     `model_aliases` (vLLM's further --served-model-name values). With `api_key`, every /v1 route
     needs "Authorization: Bearer <api_key>" (the scheme's case is free, as HTTP has it); /health and
@@ -54,10 +56,12 @@ def build_app(engine: AsyncEngine, metrics: ServerMetrics, model_name: str, api_
 
     GET /v1/slo_policy answers the SLO policy in force as a policy document (404 without one);
     PUT /v1/slo_policy replaces it (docs/slo-classes.md), then calls `on_slo_change` with the new
-    policy on the event loop."""
+    policy on the event loop. `cors` allows browser origins (off by default; server/cors.py)."""
     routes = _Routes(engine, metrics, (model_name, *model_aliases), retry_after_s, limits, slo, on_slo_change)
-    app = web.Application(client_max_size=max_body_bytes,
-                          middlewares=[_error_middleware(metrics), _auth_middleware(api_key)])
+    middlewares = [_error_middleware(metrics), _auth_middleware(api_key)]
+    if cors.enabled:  # outermost: a preflight needs no API key
+        middlewares.insert(0, cors_middleware(cors))
+    app = web.Application(client_max_size=max_body_bytes, middlewares=middlewares)
     app.router.add_post("/v1/completions", routes.completions)
     app.router.add_post("/v1/chat/completions", routes.chat_completions)
     app.router.add_get("/v1/models", routes.models)
@@ -71,6 +75,8 @@ def build_app(engine: AsyncEngine, metrics: ServerMetrics, model_name: str, api_
     app.router.add_get("/health/live", routes.live)
     app.router.add_get("/metrics", routes.metrics)
     app.on_response_prepare.append(_echo_request_id)
+    if cors.enabled:
+        app.on_response_prepare.append(functools.partial(add_cors_headers, cors))
     return app
 
 
