@@ -141,7 +141,8 @@ def _add_bench_flags(p: argparse.ArgumentParser) -> None:
                    help="with --trace: leave out rows whose prompt + output exceed this many tokens (as simulate "
                         "does)")
     w.add_argument("--vocab-size", type=int, default=500,
-                   help="prompt token ids are drawn from [0, vocab-size): keep it within the model's vocabulary")
+                   help="with --prompts token-ids: ids are drawn from [0, vocab-size); keep it within the model's "
+                        "vocabulary")
     w.add_argument("--num-requests", type=int, default=None, help="requests without --workload (default 100)")
     w.add_argument("--qps", type=float, default=None,
                    help="mean request rate without --workload (default inf: all at once)")
@@ -149,6 +150,18 @@ def _add_bench_flags(p: argparse.ArgumentParser) -> None:
                    help="gamma shape of inter-arrival times: 1 = Poisson (default), < 1 burstier, > 1 more regular "
                         "(simulate's --cv = burstiness^-1/2)")
     w.add_argument("--seed", type=int, default=0, help="seed of arrivals, lengths and prompt token ids")
+    p.add_argument("--endpoint", choices=("completions", "chat"), default="completions",
+                   help="the API to load: /v1/completions, or /v1/chat/completions with the prompt as the user "
+                        "message (the chat template's tokens count in its length)")
+    p.add_argument("--prompts", choices=("text", "token-ids"), default="text",
+                   help="text of the drawn token lengths, built from --tokenizer; or random token ids "
+                        "(completions only, for servers without a tokenizer)")
+    p.add_argument("--tokenizer", default=None, metavar="DIR",
+                   help="Hugging Face tokenizer directory (tokenizer.json) of the served model, for text prompts "
+                        "(default: the embedded SmolLM2's)")
+    p.add_argument("--goodput", nargs="+", default=None, metavar="KEY:MS",
+                   help="vLLM's goodput: requests per second that succeed within every target given, KEY among "
+                        "ttft, tpot, e2el (e.g. --goodput ttft:500 tpot:50)")
     p.add_argument("--max-concurrency", type=int, default=None, help="most requests in flight at once")
     p.add_argument("--slo", default=None,
                    help="targets in ms, each optionally @pNN (default p99), e.g. ttft:2000@p90,tbt:65 (keys: ttft, "
@@ -316,7 +329,7 @@ def _bench(args: argparse.Namespace) -> int:
 def bench_config(args: argparse.Namespace):
     """The BenchConfig of `bench`'s flags. Raises ValueError naming a bad flag."""
     from adaptive_sarathi.bench import BenchConfig
-    from adaptive_sarathi.bench.slo import slo_from_flags
+    from adaptive_sarathi.bench.slo import parse_goodput, slo_from_flags
 
     return BenchConfig(
         base_url=args.base_url, model=args.model, api_key=args.api_key, trace=args.trace, workload=args.workload,
@@ -324,7 +337,8 @@ def bench_config(args: argparse.Namespace):
         vocab_size=args.vocab_size, num_requests=args.num_requests, qps=args.qps,
         burstiness=args.burstiness, max_concurrency=args.max_concurrency, seed=args.seed,
         slo=slo_from_flags(args.slo, args.slo_policy), json_path=args.json, progress=not args.no_progress,
-        slo_class=args.slo_class)
+        slo_class=args.slo_class, endpoint=args.endpoint, prompts=args.prompts, tokenizer=args.tokenizer,
+        goodput=parse_goodput(args.goodput or ()))
 
 
 def _profile(args: argparse.Namespace) -> int:
