@@ -103,13 +103,17 @@ def _adjust(logits: torch.Tensor, rows: list[int], params: list[SamplingParams],
 
 
 def _counts(token_lists: list[list[int]], vocab: int, device: torch.device) -> torch.Tensor:
-    """[len(token_lists), vocab] float counts of each token id per list (ids >= vocab dropped)."""
-    counts = torch.zeros(len(token_lists), vocab + 1, device=device)
-    for row, ids in enumerate(token_lists):
-        if ids:
-            ids_t = torch.tensor(ids, device=device).clamp_(max=vocab)
-            counts[row].index_add_(0, ids_t, torch.ones(len(ids), device=device))
-    return counts[:, :vocab]
+    """[len(token_lists), vocab] float counts of each token id per list (ids >= vocab dropped):
+    one scatter over all lists, each id offset by its row."""
+    width = vocab + 1  # a spill column for out-of-vocabulary ids
+    counts = torch.zeros(len(token_lists) * width, device=device)
+    lengths = [len(ids) for ids in token_lists]
+    if sum(lengths):
+        ids = torch.tensor([t for ids in token_lists for t in ids], dtype=torch.int64).clamp_(max=vocab)
+        rows = torch.repeat_interleave(torch.arange(len(token_lists)), torch.tensor(lengths))
+        flat = (rows * width + ids).to(device, non_blocking=True)
+        counts.index_add_(0, flat, torch.ones(len(flat), device=device))
+    return counts.view(len(token_lists), width)[:, :vocab]
 
 
 def logprobs(logits: torch.Tensor, tokens: list[int], num_top: list[int | None]) -> list[TokenLogprobs | None]:
