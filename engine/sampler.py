@@ -93,8 +93,8 @@ def _adjust(logits: torch.Tensor, rows: list[int], params: list[SamplingParams],
     index = torch.tensor(penalized, device=device)
     x = logits[index]
     outputs = _counts([histories[i].output_token_ids for i in penalized], vocab, device)
-    repetition = _column([params[i].repetition_penalty for i in penalized], x_like=x)
-    if (repetition != 1.0).any():
+    if any(params[i].repetition_penalty != 1.0 for i in penalized):  # decided on the host: no device sync
+        repetition = _column([params[i].repetition_penalty for i in penalized], x_like=x)
         seen = (_counts([histories[i].prompt_token_ids for i in penalized], vocab, device) + outputs) > 0
         x = torch.where(seen, torch.where(x > 0, x / repetition, x * repetition), x)
     x = x - _column([params[i].frequency_penalty for i in penalized], x_like=x) * outputs

@@ -87,14 +87,21 @@ def _logprobs(header: ResponseHeader, entries: list[TokenLogprobs], text_offsets
     for token in tokens:
         offsets.append(text_offsets.get(index, 0))
         text_offsets[index] = offsets[-1] + len(token)
-    return {"tokens": tokens, "token_logprobs": [e.logprob for e in entries],
-            "top_logprobs": [{**{text(t): lp for t, lp in e.top}, token: e.logprob}
+    return {"tokens": tokens, "token_logprobs": [_finite(e.logprob) for e in entries],
+            "top_logprobs": [{**{text(t): _finite(lp) for t, lp in e.top}, token: _finite(e.logprob)}
                              for e, token in zip(entries, tokens)],
             "text_offset": offsets}
 
 
 def _token_entry(token: str, logprob: float) -> dict[str, Any]:
-    return {"token": token, "logprob": logprob, "bytes": list(token.encode("utf-8"))}
+    return {"token": token, "logprob": _finite(logprob), "bytes": list(token.encode("utf-8"))}
+
+
+_LOWEST_LOGPROB = -9999.0  # what vLLM answers for a token of probability 0 (JSON has no -inf)
+
+
+def _finite(logprob: float) -> float:
+    return logprob if logprob > _LOWEST_LOGPROB else _LOWEST_LOGPROB
 
 
 def _usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
