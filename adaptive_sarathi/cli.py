@@ -140,9 +140,9 @@ def _add_bench_flags(p: argparse.ArgumentParser) -> None:
     w.add_argument("--max-total-len", type=int, default=None,
                    help="with --trace: leave out rows whose prompt + output exceed this many tokens (as simulate "
                         "does)")
-    w.add_argument("--vocab-size", type=int, default=500,
-                   help="with --prompts token-ids: ids are drawn from [0, vocab-size); keep it within the model's "
-                        "vocabulary")
+    w.add_argument("--vocab-size", type=int, default=None,
+                   help="with --prompts token-ids: ids are drawn from [0, vocab-size) (default 500); keep it within "
+                        "the model's vocabulary")
     w.add_argument("--num-requests", type=int, default=None, help="requests without --workload (default 100)")
     w.add_argument("--qps", type=float, default=None,
                    help="mean request rate without --workload (default inf: all at once)")

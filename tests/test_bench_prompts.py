@@ -84,6 +84,14 @@ def test_goodput_counts_successful_requests_within_every_target():
     assert summary["itl_ms"]["median"] == pytest.approx(19.0) and summary["itl_ms"]["mean"] != summary["tpot_ms"]["mean"]
 
 
+def test_flags_of_the_other_prompt_kind_are_refused():
+    with pytest.raises(ValueError, match="--prompts token-ids"):
+        BenchConfig(vocab_size=1000)
+    with pytest.raises(ValueError, match="--tokenizer"):
+        BenchConfig(prompts="token-ids", tokenizer="/some/dir")
+    assert BenchConfig(prompts="token-ids", vocab_size=1000).vocab_size == 1000
+
+
 def test_token_ids_only_for_completions():
     with pytest.raises(ValueError, match="--endpoint completions"):
         BenchConfig(prompts="token-ids", endpoint="chat")

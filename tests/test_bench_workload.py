@@ -96,7 +96,7 @@ def test_prompts_are_seeded_token_ids_of_the_drawn_lengths(trace):
 def test_bench_json_replays_as_the_same_requests(tmp_path, trace):
     flags = ["--trace", str(trace), "--qps", "3", "--num-requests", "40", "--seed", "2", "--slo", "ttft:500@p90"]
     config = bench_config(build_parser().parse_args(["bench", *flags, "--json", str(tmp_path / "b.json")]))
-    sent = make_requests(draw_workload(config), config.vocab_size, config.seed)
+    sent = make_requests(draw_workload(config), 500, config.seed)
     # Answered in reverse order, as a server may finish them: the file is in arrival order.
     results = [RequestResult(r.prompt_len, r.output_len, arrival_s=r.arrival_s, start_s=r.arrival_s,
                              success=True, ttft_s=0.2, e2e_s=0.2 + 0.01 * (r.output_len - 1),
@@ -127,7 +127,7 @@ def test_bench_json_records_each_requests_class_for_replay(tmp_path, trace):
     drawn = drawn_by_bench(*flags)
     assert drawn == drawn_by_simulate(*flags) and {r.slo_class for r in drawn} == {"interactive", "batch"}
     config = bench_config(build_parser().parse_args(["bench", *flags, "--json", str(tmp_path / "b.json")]))
-    sent = make_requests(drawn, config.vocab_size, config.seed)
+    sent = make_requests(drawn, 500, config.seed)
     assert [r.slo_class for r in sent] == [r.slo_class for r in drawn]
     results = [RequestResult(r.prompt_len, r.output_len, arrival_s=r.arrival_s, success=True,
                              ttft_s=0.1, output_tokens=r.output_len, slo_class=r.slo_class) for r in sent]

@@ -13,6 +13,7 @@ from adaptive_sarathi.controller.slo import LatencyTarget
 DEFAULT_NUM_REQUESTS = 100
 DEFAULT_INPUT_LEN, DEFAULT_OUTPUT_LEN = 128, 32
 PROMPT_KINDS = ("text", "token-ids")
+DEFAULT_VOCAB_SIZE = 500  # token-id prompts: ids below it exist in any model's vocabulary
 
 
 @dataclass(frozen=True)
@@ -43,7 +44,7 @@ class BenchConfig:
     input_len: int | None = None
     output_len: int | None = None
     max_total_len: int | None = None
-    vocab_size: int = 500
+    vocab_size: int | None = None  # token-id prompts only; None: DEFAULT_VOCAB_SIZE
     num_requests: int | None = None
     qps: float | None = None
     burstiness: float | None = None
@@ -87,6 +88,8 @@ class BenchConfig:
             raise ValueError("--prompts token-ids needs --endpoint completions: chat messages are text")
         if self.prompts == "token-ids" and self.tokenizer is not None:
             raise ValueError("--tokenizer builds text prompts: leave it out with --prompts token-ids")
+        if self.prompts == "text" and self.vocab_size is not None:
+            raise ValueError("--vocab-size bounds token-id prompts: add --prompts token-ids, or leave it out")
         bad = {key: value for key, value in self.goodput.items() if key not in GOODPUT_KEYS or not value > 0}
         if bad:
             raise ValueError(f"--goodput {bad}: use KEY:MS with KEY among {', '.join(GOODPUT_KEYS)} and MS > 0")

@@ -13,7 +13,7 @@ from tqdm import tqdm
 
 from adaptive_sarathi import exit_codes
 from adaptive_sarathi.bench.client import RequestResult, request_url, send_completion
-from adaptive_sarathi.bench.config import BenchConfig
+from adaptive_sarathi.bench.config import DEFAULT_VOCAB_SIZE, BenchConfig
 from adaptive_sarathi.bench.record import write_json
 from adaptive_sarathi.bench.report import format_report, summarize
 from adaptive_sarathi.bench.prompts import PromptBuilder, load_bench_tokenizer
@@ -87,7 +87,7 @@ def bench_requests(config: BenchConfig) -> list[BenchRequest]:
     Raises ValueError/FileNotFoundError for a bad trace or tokenizer, before anything is sent."""
     workload = draw_workload(config)
     if config.prompts == "token-ids":
-        return make_requests(workload, config.vocab_size, config.seed)
+        return make_requests(workload, config.vocab_size or DEFAULT_VOCAB_SIZE, config.seed)
     return make_text_requests(workload, PromptBuilder(load_bench_tokenizer(config.tokenizer), config.endpoint,
                                                       config.seed))
 
