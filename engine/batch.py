@@ -8,6 +8,7 @@ from functools import cached_property
 
 import numpy as np
 
+from adaptive_sarathi.engine.json_mode import JSONMode
 from adaptive_sarathi.engine.sampling_params import SamplingParams
 
 
@@ -42,11 +43,13 @@ def block_table_array(table: tuple[int, ...]) -> np.ndarray:
 class SamplingHistory:
     """What sampling reads of a request beyond its logits row, for penalties and min_tokens: the
     request's own token lists (not copies; nothing may change them before the step's update) and
-    the ids that end it (EOS, unless ignore_eos, and its stop token ids)."""
+    the ids that end it (EOS, unless ignore_eos, and its stop token ids); json: the model's
+    JSONMode when the request is in JSON mode, else None."""
 
     prompt_token_ids: list[int]
     output_token_ids: list[int]
     stop_ids: tuple[int, ...]
+    json: JSONMode | None = None
 
 
 @dataclass(slots=True)

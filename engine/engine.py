@@ -11,6 +11,7 @@ from typing import Callable
 from adaptive_sarathi.engine.budget import BudgetPolicy, StepBudget
 from adaptive_sarathi.engine.batch import ScheduledBatch, StepResult, TokenLogprobs
 from adaptive_sarathi.engine.executor import Executor
+from adaptive_sarathi.engine.json_mode import JSONMode
 from adaptive_sarathi.engine.latency.shape import StepShape
 from adaptive_sarathi.engine.outputs import RequestOutput
 from adaptive_sarathi.engine.request import FinishReason, Request
@@ -81,6 +82,7 @@ class LLMEngine:
         self.clock = clock
         self.stats_listeners: list[StatsListener] = []
         self._live: dict[str, tuple[Request, _TextState]] = {}
+        self._json: JSONMode | None = None  # built by the first JSON-mode request
         self._ids = itertools.count()
         self._step_index = 0
         # When the last step's executor returned, if the engine has had work ever since; None after
@@ -113,10 +115,24 @@ class LLMEngine:
         arrival = self.clock() if arrival_time is None else arrival_time
         ttft_s, tbt_s = self._targets_of(slo_class)
         request = Request(request_id, token_ids, params, arrival_time=arrival, eos_token_ids=self.eos_token_ids,
-                          slo_class=slo_class, ttft_deadline_s=arrival + ttft_s, tbt_target_s=tbt_s)
+                          slo_class=slo_class, ttft_deadline_s=arrival + ttft_s, tbt_target_s=tbt_s,
+                          json_mode=self._json_mode() if params.json_object else None)
         self.scheduler.add_request(request)  # first: a refusal there must leave nothing behind here
         self._live[request_id] = (request, _TextState(self.tokenizer, params.stop, token_ids))
         return request_id
+
+    def _json_mode(self) -> JSONMode:
+        """The model's JSONMode, built on first use. Raises InvalidRequestError (field
+        response_format) when the tokenizer cannot say its tokens' bytes."""
+        if self._json is None:
+            if self.tokenizer is None:
+                raise InvalidRequestError("response_format", "JSON mode needs a model with a tokenizer")
+            try:
+                self._json = JSONMode(self.tokenizer.token_bytes())
+            except ValueError as err:
+                raise InvalidRequestError("response_format",
+                                          f"JSON mode is not available for this model: {err}") from None
+        return self._json
 
     def _targets_of(self, slo_class: str | None) -> tuple[float, float]:
         """(TTFT, TBT) targets in seconds of a request of `slo_class` under the policy's SLO (inf

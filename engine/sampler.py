@@ -38,7 +38,10 @@ def sample(logits: torch.Tensor, params: list[SamplingParams], num_output_tokens
         index = torch.tensor(rows, device=logits.device)
         tokens[index] = _draw(logits[index], [params[i] for i in rows], [num_output_tokens[i] for i in rows],
                               generator)
-    return tokens.tolist()
+    chosen = tokens.tolist()
+    for i in (i for i in adjusted if params[i].json_object):
+        chosen[i] = _json_token(logits[i], chosen[i], params[i], num_output_tokens[i], histories[i], generator)
+    return chosen
 
 
 def _draw(logits: torch.Tensor, params: list[SamplingParams], num_output_tokens: list[int],
@@ -73,6 +76,45 @@ def _draw(logits: torch.Tensor, params: list[SamplingParams], num_output_tokens:
     kept_mass = cdf.gather(1, last[:, None])
     token = torch.minimum(torch.searchsorted(cdf, uniform[:, None] * kept_mass, right=True)[:, 0], last)
     return token if order is None else order.gather(1, token[:, None])[:, 0]
+
+
+_JSON_REDRAWS = 16  # refused draws before the whole vocabulary is checked
+_REDRAW_STRIDE = 1 << 32  # seeded redraw k of output n keys its draw by n + k * stride: a fresh stream
+
+
+def _json_token(row: torch.Tensor, token: int, params: SamplingParams, num_output_tokens: int,
+                history: SamplingHistory, generator: torch.Generator | None) -> int:
+    """`token` if JSON mode allows it after the request's outputs, else a redraw from `row` (the
+    adjusted logits) with every refused token masked: drawing again with the refused ones removed
+    samples the row's distribution restricted to the allowed tokens (greedy: the best allowed one;
+    top-k, top-p and min-p apply to what is left). After _JSON_REDRAWS refusals every token is
+    checked and only allowed ones are left. Stop ids end nothing before min_tokens."""
+    mode = history.json
+    state = mode.state_of(history.output_token_ids)
+    stops = history.stop_ids if num_output_tokens >= params.min_tokens else ()
+    if mode.allows(state, token, stops):
+        return token
+    row = row.clone()
+    for attempt in range(1, _JSON_REDRAWS + 2):
+        if attempt <= _JSON_REDRAWS:
+            row[token] = float("-inf")
+        else:
+            allowed = mode.allowed(state, row.shape[-1], stops)
+            if not allowed:  # no token continues the output (an engine error, not a client's)
+                raise RuntimeError("JSON mode: no token continues this output")
+            keep = torch.full_like(row, float("-inf"))
+            index = torch.tensor(allowed, device=row.device)
+            keep[index] = row[index]
+            row = keep
+            if not torch.isfinite(row).any():
+                row[index] = 0.0  # every allowed token had probability 0: choose among them evenly
+        if params.greedy:
+            token = int(row.argmax())
+        else:
+            token = int(_draw(row[None], [params], [num_output_tokens + attempt * _REDRAW_STRIDE], generator)[0])
+        if attempt > _JSON_REDRAWS or mode.allows(state, token, stops):
+            return token
+    raise AssertionError("unreachable")
 
 
 def _adjust(logits: torch.Tensor, rows: list[int], params: list[SamplingParams], num_output_tokens: list[int],

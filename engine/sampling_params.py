@@ -29,6 +29,9 @@ class SamplingParams:
     logprobs: None = none returned; k >= 0 = the chosen token's log-probability and the k most
     likely tokens' (log-softmax of the model's raw logits, before penalties and temperature, as
     vLLM returns by default).
+    json_object: JSON mode: every output is a prefix of one JSON object, and EOS (or a stop token
+    id) can only end it once the object is complete (engine/json_mode.py); needs a byte-level BPE
+    tokenizer. Stop strings and max_tokens may still cut it short, as in OpenAI's JSON mode.
     Raises ValueError naming the field and the allowed range on a bad value.
     """
 
@@ -46,6 +49,7 @@ class SamplingParams:
     repetition_penalty: float = 1.0
     min_tokens: int = 0
     logprobs: int | None = None
+    json_object: bool = False
 
     def __post_init__(self) -> None:
         # Accept lists and single strings for convenience; store tuples so params stay hashable.
@@ -88,9 +92,9 @@ class SamplingParams:
 
     @property
     def needs_history(self) -> bool:
-        """Whether sampling reads the request's tokens so far (penalties, min_tokens): only then
+        """Whether sampling reads the request's tokens so far (penalties, min_tokens, JSON mode): only then
         does the scheduler hand them to the sampler."""
-        return self.min_tokens > 0 or self.has_penalties
+        return self.min_tokens > 0 or self.has_penalties or self.json_object
 
 
 def _check(ok: bool, name: str, value: object, expected: str) -> None:

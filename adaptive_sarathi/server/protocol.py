@@ -24,7 +24,7 @@ from adaptive_sarathi.engine.tokenizer import Tokenizer
 from adaptive_sarathi.server.errors import bad_request
 from adaptive_sarathi.server.fields import (INT64, RequestLimits, boolean_field, chat_messages, check_known,
                                             integer_field, is_token_id, json_object, model_field,
-                                            number_field, show, text_field)
+                                            number_field, show, show_text, text_field)
 
 Prompt = str | list[int]
 
@@ -32,19 +32,17 @@ Prompt = str | list[int]
 # always send defaults still work).
 _UNSUPPORTED: dict[str, tuple[Any, ...]] = {
     "echo": (None, False), "best_of": (None, 1), "suffix": (None, ""), "logit_bias": (None, {}),
-    "tools": (None, []), "response_format": (None, {"type": "text"}), "functions": (None, []),
+    "tools": (None, []), "functions": (None, []),
     "function_call": (None, "none"), "tool_choice": (None, "none"), "parallel_tool_calls": (None,),
 }
 # What to say instead of "leave it out" where a client may expect the field to work.
 _UNSUPPORTED_HINTS = {
-    "response_format": "only {\"type\": \"text\"} is supported (JSON mode and JSON schemas are not "
-                       "implemented): leave it out and ask for JSON in the prompt",
     "best_of": "only best_of=1 is supported: use 'n' for several samples and pick among them",
 }
 _FIELDS = {"model", "n", "stream", "stream_options", "max_tokens", "max_completion_tokens", "temperature",
            "top_p", "top_k", "min_p", "seed", "stop", "stop_token_ids", "ignore_eos", "slo_class", "priority",
            "presence_penalty", "frequency_penalty", "repetition_penalty", "min_tokens", "logprobs",
-           "user"}  # `user` only labels the request for the caller's own bookkeeping
+           "response_format", "user"}  # `user` only labels the request for the caller's own bookkeeping
 _COMPLETION_FIELDS = _FIELDS | {"prompt"}
 _CHAT_FIELDS = _FIELDS | {"messages", "top_logprobs"}
 _COMPLETION_DEFAULT_MAX_TOKENS = 16  # OpenAI's default for /v1/completions
@@ -146,11 +144,26 @@ def _parse(body: dict, prompts: list[Prompt], chat: bool, max_model_len: int,
         presence_penalty=float(number_field(body, "presence_penalty", -2.0, 2.0, default=0.0)),
         frequency_penalty=float(number_field(body, "frequency_penalty", -2.0, 2.0, default=0.0)),
         repetition_penalty=float(number_field(body, "repetition_penalty", 0.0, 100.0, default=1.0, low_open=True)),
-        min_tokens=_min_tokens(body, max_tokens), logprobs=_chat_logprobs(body) if chat else _completion_logprobs(body))
+        min_tokens=_min_tokens(body, max_tokens), logprobs=_chat_logprobs(body) if chat else _completion_logprobs(body),
+        json_object=_json_object(body))
     _priority(body)
     return GenerateRequest(chat=chat, model=model, prompts=prompts, params=params, stream=stream,
                            include_usage=include_usage, max_tokens_field=max_tokens_field,
                            slo_class=_slo_class(body), n=n)
+
+
+def _json_object(body: dict) -> bool:
+    """`response_format`: {"type": "text"} (the default) or {"type": "json_object"} (JSON mode)."""
+    value = body.get("response_format")
+    if value is None:
+        return False
+    kind = value.get("type") if isinstance(value, dict) else None
+    if not isinstance(value, dict) or set(value) != {"type"} or kind not in ("text", "json_object"):
+        shown = kind if isinstance(kind, str) else show(value)
+        raise bad_request("response_format", f"response_format {show_text(shown)} is not supported: send "
+                                             "{\"type\": \"json_object\"} for JSON mode or {\"type\": \"text\"} "
+                                             "(JSON schemas are not implemented)")
+    return kind == "json_object"
 
 
 def _min_tokens(body: dict, max_tokens: int) -> int:

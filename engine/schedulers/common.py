@@ -427,4 +427,5 @@ class QueueScheduler(Scheduler):
 def _history(request: Request) -> SamplingHistory:
     params = request.sampling_params
     eos = () if params.ignore_eos else request.eos_token_ids
-    return SamplingHistory(request.prompt_token_ids, request.output_token_ids, (*eos, *params.stop_token_ids))
+    return SamplingHistory(request.prompt_token_ids, request.output_token_ids, (*eos, *params.stop_token_ids),
+                           request.json_mode)

@@ -2,6 +2,7 @@
 SmolLM2: n samples per prompt, logprobs (chat and completions, streamed and not), the penalties
 and min_tokens."""
 
+import json
 import math
 
 import pytest
@@ -124,3 +125,25 @@ def test_penalties_change_a_repetitive_greedy_output(client):
                    {"extra_body": {"repetition_penalty": 2.0}}):
         penalized = tokens(**fields)
         assert max(penalized.count(t) for t in penalized) < most, fields
+
+
+def test_json_mode_answers_parse_as_objects(client):
+    """JSON mode: every answer that ends by itself (finish_reason stop) is one JSON object, at
+    temperature 1 too, where the model alone often writes prose around it."""
+    messages = [{"role": "user", "content": "Describe a cat as JSON with keys name and age."}]
+    model = client.models.list().data[0].id
+    ended = 0
+    for seed in range(4):
+        reply = client.chat.completions.create(model=model, messages=messages, max_tokens=120, temperature=1.0,
+                                               seed=seed, response_format={"type": "json_object"})
+        choice = reply.choices[0]
+        if choice.finish_reason == "stop":
+            ended += 1
+            assert isinstance(json.loads(choice.message.content), dict), choice.message.content
+    assert ended >= 2
+    completion = client.completions.create(model=model, prompt="A JSON object describing a dog:", max_tokens=60,
+                                           temperature=0, extra_body={"response_format": {"type": "json_object"}})
+    text = completion.choices[0].text
+    assert text.lstrip().startswith("{")
+    if completion.choices[0].finish_reason == "stop":
+        assert isinstance(json.loads(text), dict)
