@@ -9,8 +9,9 @@ model samples, so benchmarks get exact output lengths), `repetition_penalty` (nu
 1 = off) and `min_tokens` (int <= max_tokens) are accepted, and two scheduling fields:
 `slo_class` (a string naming the SLO policy's request class; app.py checks the name against the
 policy) and vLLM's integer `priority`, of which only 0 is accepted (see _priority). `n` samples
-per prompt, `logprobs` (completions: int; chat: bool with `top_logprobs`) and the presence and
-frequency penalties are OpenAI's; SamplingParams states their semantics.
+per prompt, `logprobs` (completions: int; chat: bool with `top_logprobs`), the presence and
+frequency penalties and `response_format` (text or json_object) are OpenAI's; SamplingParams
+states their semantics.
 """
 
 from __future__ import annotations
