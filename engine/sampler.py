@@ -8,10 +8,14 @@ per step at 64 rows, on a CPU).
 
 from __future__ import annotations
 
+import logging
+
 import torch
 
 from adaptive_sarathi.engine.batch import SamplingHistory, TokenLogprobs
 from adaptive_sarathi.engine.sampling_params import SamplingParams
+
+logger = logging.getLogger(__name__)
 
 _SEED_STRIDE = 1_000_003  # a prime, so (seed, output index) pairs map to distinct streams
 
@@ -100,8 +104,11 @@ def _json_token(row: torch.Tensor, token: int, params: SamplingParams, num_outpu
             row[token] = float("-inf")
         else:
             allowed = mode.allowed(state, row.shape[-1], stops)
-            if not allowed:  # no token continues the output (an engine error, not a client's)
-                raise RuntimeError("JSON mode: no token continues this output")
+            if not allowed:
+                # Unreachable while every output came through `allows` (whitespace always may
+                # follow); were it reached, ending the request beats stopping the engine.
+                logger.error("JSON mode: no token continues an output; ending it")
+                return history.stop_ids[0] if history.stop_ids else token
             keep = torch.full_like(row, float("-inf"))
             index = torch.tensor(allowed, device=row.device)
             keep[index] = row[index]
