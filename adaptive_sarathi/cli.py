@@ -5,6 +5,7 @@ simulator's simulate, capacity and tune (offline Optuna tuning; see sim_cli)."""
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 
@@ -80,6 +81,16 @@ def _add_serve_flags(p: argparse.ArgumentParser) -> None:
     # The default is read at start-up, not here: --help would print the key.
     p.add_argument("--api-key", default=None,
                    help="require 'Authorization: Bearer <key>' on /v1 routes (unset: $ADAPTIVE_SARATHI_API_KEY)")
+    c = p.add_argument_group("CORS (off unless --allowed-origins is given)")
+    c.add_argument("--allowed-origins", type=_string_list, default=[], metavar="JSON_LIST",
+                   help='browser origins allowed to call the API, as vLLM takes them: a JSON list such as '
+                        '\'["https://app.example"]\' (or one origin); \'["*"]\' allows any')
+    c.add_argument("--allowed-methods", type=_string_list, default=["*"], metavar="JSON_LIST",
+                   help="HTTP methods allowed cross-origin")
+    c.add_argument("--allowed-headers", type=_string_list, default=["*"], metavar="JSON_LIST",
+                   help="request headers allowed cross-origin")
+    c.add_argument("--allow-credentials", action="store_true",
+                   help="let browsers send credentials (cookies, Authorization) cross-origin")
     p.add_argument("--seed", type=int, default=0,
                    help="seed of the engine's random draws for requests that send no seed of their own")
     p.add_argument("--shutdown-timeout", type=float, default=10.0,
@@ -100,6 +111,19 @@ def _add_serve_flags(p: argparse.ArgumentParser) -> None:
                    "(overwritten), for `adaptive-sarathi profile --from-stats`")
 
 
+def _string_list(text: str) -> list[str]:
+    """A flag value that is a JSON list of strings (vLLM's form), or one plain string."""
+    if not text.lstrip().startswith("["):
+        return [text]
+    try:
+        value = json.loads(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"not a JSON list ({err}): write it as '[\"a\", \"b\"]'") from None
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise argparse.ArgumentTypeError("use a JSON list of strings, such as '[\"a\", \"b\"]'")
+    return value
+
+
 def _add_bench_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--base-url", default="http://127.0.0.1:8000", help="the server, without /v1")
     p.add_argument("--model", default=None, help="model name to request (default: the server's first)")
@@ -116,8 +140,9 @@ def _add_bench_flags(p: argparse.ArgumentParser) -> None:
     w.add_argument("--max-total-len", type=int, default=None,
                    help="with --trace: leave out rows whose prompt + output exceed this many tokens (as simulate "
                         "does)")
-    w.add_argument("--vocab-size", type=int, default=500,
-                   help="prompt token ids are drawn from [0, vocab-size): keep it within the model's vocabulary")
+    w.add_argument("--vocab-size", type=int, default=None,
+                   help="with --prompts token-ids: ids are drawn from [0, vocab-size) (default 500); keep it within "
+                        "the model's vocabulary")
     w.add_argument("--num-requests", type=int, default=None, help="requests without --workload (default 100)")
     w.add_argument("--qps", type=float, default=None,
                    help="mean request rate without --workload (default inf: all at once)")
@@ -125,6 +150,18 @@ def _add_bench_flags(p: argparse.ArgumentParser) -> None:
                    help="gamma shape of inter-arrival times: 1 = Poisson (default), < 1 burstier, > 1 more regular "
                         "(simulate's --cv = burstiness^-1/2)")
     w.add_argument("--seed", type=int, default=0, help="seed of arrivals, lengths and prompt token ids")
+    p.add_argument("--endpoint", choices=("completions", "chat"), default="completions",
+                   help="the API to load: /v1/completions, or /v1/chat/completions with the prompt as the user "
+                        "message (the chat template's tokens count in its length)")
+    p.add_argument("--prompts", choices=("text", "token-ids"), default="text",
+                   help="text of the drawn token lengths, built from --tokenizer; or random token ids "
+                        "(completions only, for servers without a tokenizer)")
+    p.add_argument("--tokenizer", default=None, metavar="DIR",
+                   help="Hugging Face tokenizer directory (tokenizer.json) of the served model, for text prompts "
+                        "(default: the embedded SmolLM2's)")
+    p.add_argument("--goodput", nargs="+", default=None, metavar="KEY:MS",
+                   help="vLLM's goodput: requests per second that succeed within every target given, KEY among "
+                        "ttft, tpot, e2el (e.g. --goodput ttft:500 tpot:50)")
     p.add_argument("--max-concurrency", type=int, default=None, help="most requests in flight at once")
     p.add_argument("--slo", default=None,
                    help="targets in ms, each optionally @pNN (default p99), e.g. ttft:2000@p90,tbt:65 (keys: ttft, "
@@ -227,6 +264,7 @@ def _serve_engine_args(args: argparse.Namespace):
 
 def _serve(args: argparse.Namespace) -> int:
     from adaptive_sarathi.server import ServerArgs, run_server
+    from adaptive_sarathi.server.cors import CORSConfig
 
     try:
         engine_args = _serve_engine_args(args)
@@ -236,7 +274,9 @@ def _serve(args: argparse.Namespace) -> int:
                                  max_waiting=args.max_waiting or None, shutdown_timeout_s=args.shutdown_timeout,
                                  max_prompts_per_request=args.max_prompts_per_request,
                                  max_prompt_chars=args.max_prompt_chars, step_log=args.step_log, slo=slo,
-                                 served_model_names=tuple(args.served_model_name or ()))
+                                 served_model_names=tuple(args.served_model_name or ()),
+                                 cors=CORSConfig(tuple(args.allowed_origins), tuple(args.allowed_methods),
+                                                 tuple(args.allowed_headers), args.allow_credentials))
         return run_server(engine_args, server_args, _serve_policy(args, slo))
     except ValueError as err:  # bad flags and ModelLoadError
         print(f"error: {err}", file=sys.stderr)
@@ -289,7 +329,7 @@ def _bench(args: argparse.Namespace) -> int:
 def bench_config(args: argparse.Namespace):
     """The BenchConfig of `bench`'s flags. Raises ValueError naming a bad flag."""
     from adaptive_sarathi.bench import BenchConfig
-    from adaptive_sarathi.bench.slo import slo_from_flags
+    from adaptive_sarathi.bench.slo import parse_goodput, slo_from_flags
 
     return BenchConfig(
         base_url=args.base_url, model=args.model, api_key=args.api_key, trace=args.trace, workload=args.workload,
@@ -297,7 +337,8 @@ def bench_config(args: argparse.Namespace):
         vocab_size=args.vocab_size, num_requests=args.num_requests, qps=args.qps,
         burstiness=args.burstiness, max_concurrency=args.max_concurrency, seed=args.seed,
         slo=slo_from_flags(args.slo, args.slo_policy), json_path=args.json, progress=not args.no_progress,
-        slo_class=args.slo_class)
+        slo_class=args.slo_class, endpoint=args.endpoint, prompts=args.prompts, tokenizer=args.tokenizer,
+        goodput=parse_goodput(args.goodput or ()))
 
 
 def _profile(args: argparse.Namespace) -> int:

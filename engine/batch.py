@@ -8,6 +8,7 @@ from functools import cached_property
 
 import numpy as np
 
+from adaptive_sarathi.engine.json_mode import JSONMode
 from adaptive_sarathi.engine.sampling_params import SamplingParams
 
 
@@ -38,6 +39,29 @@ def block_table_array(table: tuple[int, ...]) -> np.ndarray:
     return table.array if isinstance(table, BlockTable) else np.array(table, dtype=np.int32)
 
 
+@dataclass(slots=True)
+class SamplingHistory:
+    """What sampling reads of a request beyond its logits row, for penalties and min_tokens: the
+    request's own token lists (not copies; nothing may change them before the step's update) and
+    the ids that end it (EOS, unless ignore_eos, and its stop token ids); json: the model's
+    JSONMode when the request is in JSON mode, else None."""
+
+    prompt_token_ids: list[int]
+    output_token_ids: list[int]
+    stop_ids: tuple[int, ...]
+    json: JSONMode | None = None
+
+
+@dataclass(slots=True)
+class TokenLogprobs:
+    """Log-probabilities at one sampled position: the chosen token's, and the `top` most likely
+    tokens' as (token id, logprob) in descending order (empty when 0 were asked)."""
+
+    token_id: int
+    logprob: float
+    top: list[tuple[int, float]]
+
+
 # Not frozen, although nothing may change a chunk once it is scheduled: the scheduler builds one
 # per request per step, and a frozen dataclass takes about five times longer to construct.
 @dataclass(slots=True)
@@ -49,7 +73,8 @@ class ScheduledChunk:
     scheduler built the chunk; any tuple of ints is accepted). When `sample` is true the
     chunk reaches the request's last token, so the step produces one new token for it;
     num_output_tokens (outputs already produced) keys seeded sampling so that the same request
-    samples the same token whatever the batch or a preemption.
+    samples the same token whatever the batch or a preemption. history is set only for sampling
+    chunks whose params need it (SamplingParams.needs_history), else None.
     """
 
     request_id: str
@@ -60,6 +85,7 @@ class ScheduledChunk:
     sampling_params: SamplingParams
     num_output_tokens: int
     is_prefill: bool
+    history: SamplingHistory | None = None
 
     @property
     def num_tokens(self) -> int:
@@ -105,12 +131,24 @@ class ScheduledBatch:
 
 
 @dataclass
+class SampledTokens:
+    """What a model runner samples in one step: request_id -> new token for every chunk with
+    sample=True, and request_id -> TokenLogprobs for those of them that asked for logprobs."""
+
+    token_ids: dict[str, int]
+    logprobs: dict[str, TokenLogprobs] = field(default_factory=dict)
+
+
+@dataclass
 class StepResult:
     """What the executor returns for one ScheduledBatch.
 
     sampled_token_ids: request_id -> the new token, for every chunk with sample=True.
     duration_s: measured (or simulated) wall time of the step, seconds.
+    logprobs: request_id -> the sampled token's TokenLogprobs, only for requests that asked
+    (SamplingParams.logprobs) and only from executors that compute logits.
     """
 
     sampled_token_ids: dict[str, int]
     duration_s: float
+    logprobs: dict[str, TokenLogprobs] = field(default_factory=dict)

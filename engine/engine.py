@@ -9,8 +9,9 @@ import time
 from typing import Callable
 
 from adaptive_sarathi.engine.budget import BudgetPolicy, StepBudget
-from adaptive_sarathi.engine.batch import ScheduledBatch, StepResult
+from adaptive_sarathi.engine.batch import ScheduledBatch, StepResult, TokenLogprobs
 from adaptive_sarathi.engine.executor import Executor
+from adaptive_sarathi.engine.json_mode import JSONMode
 from adaptive_sarathi.engine.latency.shape import StepShape
 from adaptive_sarathi.engine.outputs import RequestOutput
 from adaptive_sarathi.engine.request import FinishReason, Request
@@ -43,16 +44,17 @@ class _TextState:
         self.stops = stops
         self.text = ""
 
-    def append(self, new_ids: list[int], final: bool) -> tuple[str, bool]:
+    def append(self, new_ids: list[int], final: bool, check_stops: bool = True) -> tuple[str, bool]:
         """Add tokens (the last ones when `final`); returns (text delta, whether a stop string
-        ended the output)."""
+        ended the output). Without `check_stops` (before min_tokens) stop strings in the new text
+        are kept as text."""
         if self.detok is None:
             return "", False
         delta = self.detok.push(new_ids)
         if final:
             delta += self.detok.flush()
         text = self.text + delta
-        cut = find_stop(text, len(delta), self.stops) if self.stops else None
+        cut = find_stop(text, len(delta), self.stops) if self.stops and check_stops else None
         if cut is not None:
             delta = text[len(self.text):cut] if cut >= len(self.text) else ""
             self.text = text[:cut]
@@ -80,6 +82,7 @@ class LLMEngine:
         self.clock = clock
         self.stats_listeners: list[StatsListener] = []
         self._live: dict[str, tuple[Request, _TextState]] = {}
+        self._json: JSONMode | None = None  # built by the first JSON-mode request
         self._ids = itertools.count()
         self._step_index = 0
         # When the last step's executor returned, if the engine has had work ever since; None after
@@ -112,10 +115,24 @@ class LLMEngine:
         arrival = self.clock() if arrival_time is None else arrival_time
         ttft_s, tbt_s = self._targets_of(slo_class)
         request = Request(request_id, token_ids, params, arrival_time=arrival, eos_token_ids=self.eos_token_ids,
-                          slo_class=slo_class, ttft_deadline_s=arrival + ttft_s, tbt_target_s=tbt_s)
+                          slo_class=slo_class, ttft_deadline_s=arrival + ttft_s, tbt_target_s=tbt_s,
+                          json_mode=self._json_mode() if params.json_object else None)
         self.scheduler.add_request(request)  # first: a refusal there must leave nothing behind here
         self._live[request_id] = (request, _TextState(self.tokenizer, params.stop, token_ids))
         return request_id
+
+    def _json_mode(self) -> JSONMode:
+        """The model's JSONMode, built on first use. Raises InvalidRequestError (field
+        response_format) when the tokenizer cannot say its tokens' bytes."""
+        if self._json is None:
+            if self.tokenizer is None:
+                raise InvalidRequestError("response_format", "JSON mode needs a model with a tokenizer")
+            try:
+                self._json = JSONMode(self.tokenizer.token_bytes())
+            except ValueError as err:
+                raise InvalidRequestError("response_format",
+                                          f"JSON mode is not available for this model: {err}") from None
+        return self._json
 
     def _targets_of(self, slo_class: str | None) -> tuple[float, float]:
         """(TTFT, TBT) targets in seconds of a request of `slo_class` under the policy's SLO (inf
@@ -213,7 +230,8 @@ class LLMEngine:
         self.policy.observe(stats)
         for listener in self.stats_listeners:
             listener(stats)
-        outputs = [self._output(u, end) for u in updates]
+        logprobs = result.logprobs
+        outputs = [self._output(u, end, logprobs.get(u.request_id) if logprobs else None) for u in updates]
         # With nothing left the next step waits for a request: that gap is idle, not this step's cost.
         self._busy_since = end if self.scheduler.has_unfinished() else None
         return outputs
@@ -235,11 +253,12 @@ class LLMEngine:
             host_gap_s=None if self._busy_since is None else start - self._busy_since,
             budget_reason=budget.reason)
 
-    def _output(self, update: RequestUpdate, now: float) -> RequestOutput:
+    def _output(self, update: RequestUpdate, now: float, logprobs: TokenLogprobs | None = None) -> RequestOutput:
         request, text_state = self._live[update.request_id]
         error = None
         try:
-            delta, stopped = text_state.append(update.new_token_ids, update.finished)
+            delta, stopped = text_state.append(update.new_token_ids, update.finished,
+                                               len(request.output_token_ids) >= request.sampling_params.min_tokens)
         except Exception as err:  # detokenizing or stop strings failed: end this request alone
             logger.exception("request %s failed while detokenizing", update.request_id)
             error = f"the output of this request could not be detokenized: {err!r}"
@@ -256,11 +275,12 @@ class LLMEngine:
         if finished:
             del self._live[update.request_id]
         # Positional, in field order (request_id, prompt_token_ids, token_ids, new_token_ids, text,
-        # delta_text, finished, finish_reason, timeline, num_preemptions, error, slo_class): one per
-        # request per step.
+        # delta_text, finished, finish_reason, timeline, num_preemptions, error, slo_class,
+        # new_logprobs): one per request per step.
         return RequestOutput(update.request_id, request.prompt_token_ids, list(request.output_token_ids),
                              update.new_token_ids, text_state.text, delta, finished, reason, request.timeline,
-                             request.num_preemptions, error, request.slo_class)
+                             request.num_preemptions, error, request.slo_class,
+                             None if logprobs is None else [logprobs])
 
 
 def _check_encodable(prompt: str) -> None:

@@ -44,4 +44,4 @@ class ModelExecutor(Executor):
         start = time.perf_counter()
         tokens = self.runner.execute(batch)
         self._sync()
-        return StepResult(sampled_token_ids=tokens, duration_s=time.perf_counter() - start)
+        return StepResult(tokens.token_ids, time.perf_counter() - start, tokens.logprobs)

@@ -6,13 +6,13 @@ from typing import Callable
 
 import torch
 
-from adaptive_sarathi.engine.batch import ScheduledBatch, ScheduledChunk
+from adaptive_sarathi.engine.batch import SampledTokens, ScheduledBatch, ScheduledChunk
 from adaptive_sarathi.engine.cuda_graph import DecodeGraphs, capture_sizes
 from adaptive_sarathi.engine.host_staging import PinnedStaging
 from adaptive_sarathi.engine.input_prep import ModelInputs, prepare_inputs
 from adaptive_sarathi.engine.mixed_graphs import MixedGraphs, mixed_capture_sizes
 from adaptive_sarathi.engine.model.llama import AttentionFn, LlamaForCausalLM
-from adaptive_sarathi.engine.sampler import sample
+from adaptive_sarathi.engine.sampler import logprobs, sample
 from adaptive_sarathi.engine.sampling_params import SamplingParams
 from adaptive_sarathi.kernels.attention import AttentionMetadata
 
@@ -58,9 +58,9 @@ class ModelRunner:
             self.capture_decode_graphs(capture_sizes(decode_graphs), window)
 
     @torch.inference_mode()
-    def execute(self, batch: ScheduledBatch) -> dict[str, int]:
-        """Run the batch: writes its K/V into the cache; returns request_id -> sampled token for
-        every chunk that samples."""
+    def execute(self, batch: ScheduledBatch) -> SampledTokens:
+        """Run the batch: writes its K/V into the cache; returns the sampled tokens of every
+        chunk that samples (and the logprobs asked for)."""
         inputs = self.prepare(batch)
         return self.sample(inputs, self.forward(inputs))
 
@@ -90,14 +90,21 @@ class ModelRunner:
         """Final hidden states [N, hidden] of the step's sampling rows, eagerly."""
         return self._hidden(inputs.input_ids, inputs.positions, inputs.attention, inputs.output_rows)
 
-    def sample(self, inputs: ModelInputs, logits: torch.Tensor) -> dict[str, int]:
-        """request_id -> the token drawn from its row of `logits` (one device sync for all)."""
+    def sample(self, inputs: ModelInputs, logits: torch.Tensor) -> SampledTokens:
+        """The token drawn from each sampling chunk's row of `logits` (one device sync for all),
+        and the logprobs of the chunks that ask for them (computed only then)."""
         chunks = inputs.sample_chunks
         if not chunks:
-            return {}
-        tokens = sample(logits, [c.sampling_params for c in chunks], [c.num_output_tokens for c in chunks],
-                        self.generator)
-        return {c.request_id: t for c, t in zip(chunks, tokens)}
+            return SampledTokens({})
+        params = [c.sampling_params for c in chunks]
+        histories = [c.history for c in chunks] if any(c.history is not None for c in chunks) else None
+        tokens = sample(logits, params, [c.num_output_tokens for c in chunks], self.generator, histories)
+        sampled = SampledTokens({c.request_id: t for c, t in zip(chunks, tokens)})
+        if any(p.logprobs is not None for p in params):
+            for c, lp in zip(chunks, logprobs(logits, tokens, [p.logprobs for p in params])):
+                if lp is not None:
+                    sampled.logprobs[c.request_id] = lp
+        return sampled
 
     @torch.inference_mode()
     def logits_for(self, batch: ScheduledBatch) -> torch.Tensor:

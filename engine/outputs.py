@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from adaptive_sarathi.engine.batch import TokenLogprobs
 from adaptive_sarathi.engine.request import FinishReason, RequestTimeline
 
 
@@ -14,7 +15,9 @@ class RequestOutput:
     """A request's state after a step. token_ids/text are cumulative; new_token_ids/delta_text are
     what this step added (delta_text may lag tokens while a multi-byte character is incomplete).
     error: why the engine ended this request on its own (finish reason abort), else None.
-    slo_class: the SLO class the request was added with (None: the policy's top-level targets)."""
+    slo_class: the SLO class the request was added with (None: the policy's top-level targets).
+    new_logprobs: the logprobs of new_token_ids, one each, when the request asked for them (and
+    the executor computes logits), else None."""
 
     request_id: str
     prompt_token_ids: list[int]
@@ -28,6 +31,7 @@ class RequestOutput:
     num_preemptions: int = 0
     error: str | None = None
     slo_class: str | None = None
+    new_logprobs: list[TokenLogprobs] | None = None
 
     @property
     def finish_reason_str(self) -> str | None:

@@ -6,6 +6,7 @@ import enum
 import math
 from dataclasses import dataclass, field
 
+from adaptive_sarathi.engine.json_mode import JSONMode
 from adaptive_sarathi.engine.sampling_params import SamplingParams
 
 
@@ -78,6 +79,7 @@ class Request:
     # due (arrival + the class's TTFT target), and the most time one token gap may take.
     ttft_deadline_s: float = math.inf
     tbt_target_s: float = math.inf
+    json_mode: JSONMode | None = None  # the model's JSON-mode checks, for a request in JSON mode
     output_token_ids: list[int] = field(default_factory=list)
     num_computed_tokens: int = 0
     status: RequestStatus = RequestStatus.WAITING

@@ -89,6 +89,24 @@ class Tokenizer:
         """Text of `ids`; incomplete UTF-8 sequences at either end come out as U+FFFD."""
         return self._tokenizer.decode(list(ids), skip_special_tokens=skip_special_tokens)
 
+    def token_bytes(self) -> list[bytes | None]:
+        """The bytes each token id stands for in decoded text, by id (None for special and added
+        tokens, which the output text leaves out). Only byte-level BPE tokenizers (GPT-2's byte
+        alphabet: Llama 3, Qwen2, SmolLM2, ...) say this exactly; raises ValueError for others."""
+        decoder = json.loads(self._tokenizer.to_str()).get("decoder") or {}
+        if decoder.get("type") != "ByteLevel":
+            raise ValueError("this model's tokenizer is not a byte-level BPE one, whose token bytes are exact")
+        to_byte = {char: byte for byte, char in _byte_alphabet().items()}
+        special = set(self._tokenizer.get_added_tokens_decoder())
+        table: list[bytes | None] = []
+        for token_id in range(self.vocab_size):
+            token = self._tokenizer.id_to_token(token_id)
+            if token is None or token_id in special or any(c not in to_byte for c in token):
+                table.append(None)
+            else:
+                table.append(bytes(to_byte[c] for c in token))
+        return table
+
     def apply_chat_template(self, messages: list[dict[str, Any]], add_generation_prompt: bool = True,
                             **extra: Any) -> str:
         """Render `messages` with the model's chat template (a sandboxed Jinja environment).
@@ -158,6 +176,19 @@ class IncrementalDetokenizer:
 
     def _decode(self, ids: list[int]) -> str:
         return self._tokenizer.decode(ids, skip_special_tokens=self._skip_special_tokens) if ids else ""
+
+
+def _byte_alphabet() -> dict[int, str]:
+    """GPT-2's byte-level BPE alphabet: byte -> the printable character standing for it."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("\u00a1"), ord("\u00ac") + 1),
+                 *range(ord("\u00ae"), ord("\u00ff") + 1)]
+    alphabet = {b: chr(b) for b in printable}
+    shifted = 0
+    for b in range(256):
+        if b not in alphabet:
+            alphabet[b] = chr(256 + shifted)
+            shifted += 1
+    return alphabet
 
 
 def _token_text(token: Any) -> str | None:

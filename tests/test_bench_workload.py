@@ -88,17 +88,17 @@ def test_prompts_are_seeded_token_ids_of_the_drawn_lengths(trace):
     drawn = drawn_by_bench("--trace", str(trace), "--num-requests", "10", "--qps", "5")
     a, b = make_requests(drawn, 50, seed=3), make_requests(drawn, 50, seed=3)
     assert a == b and a != make_requests(drawn, 50, seed=4)
-    assert [len(r.prompt_token_ids) for r in a] == [r.num_prompt_tokens for r in drawn]
+    assert [r.prompt_len for r in a] == [r.num_prompt_tokens for r in drawn]
     assert [r.arrival_s for r in a] == [r.arrival_time_s for r in drawn]
-    assert all(0 <= t < 50 for r in a for t in r.prompt_token_ids)
+    assert all(0 <= t < 50 for r in a for t in r.prompt)
 
 
 def test_bench_json_replays_as_the_same_requests(tmp_path, trace):
     flags = ["--trace", str(trace), "--qps", "3", "--num-requests", "40", "--seed", "2", "--slo", "ttft:500@p90"]
     config = bench_config(build_parser().parse_args(["bench", *flags, "--json", str(tmp_path / "b.json")]))
-    sent = make_requests(draw_workload(config), config.vocab_size, config.seed)
+    sent = make_requests(draw_workload(config), 500, config.seed)
     # Answered in reverse order, as a server may finish them: the file is in arrival order.
-    results = [RequestResult(len(r.prompt_token_ids), r.output_len, arrival_s=r.arrival_s, start_s=r.arrival_s,
+    results = [RequestResult(r.prompt_len, r.output_len, arrival_s=r.arrival_s, start_s=r.arrival_s,
                              success=True, ttft_s=0.2, e2e_s=0.2 + 0.01 * (r.output_len - 1),
                              itl_s=[0.01] * (r.output_len - 1), output_tokens=r.output_len) for r in reversed(sent)]
     write_json(config.json_path, config, BenchResult(summarize(results, 10.0, config.slo), results))
@@ -127,9 +127,9 @@ def test_bench_json_records_each_requests_class_for_replay(tmp_path, trace):
     drawn = drawn_by_bench(*flags)
     assert drawn == drawn_by_simulate(*flags) and {r.slo_class for r in drawn} == {"interactive", "batch"}
     config = bench_config(build_parser().parse_args(["bench", *flags, "--json", str(tmp_path / "b.json")]))
-    sent = make_requests(drawn, config.vocab_size, config.seed)
+    sent = make_requests(drawn, 500, config.seed)
     assert [r.slo_class for r in sent] == [r.slo_class for r in drawn]
-    results = [RequestResult(len(r.prompt_token_ids), r.output_len, arrival_s=r.arrival_s, success=True,
+    results = [RequestResult(r.prompt_len, r.output_len, arrival_s=r.arrival_s, success=True,
                              ttft_s=0.1, output_tokens=r.output_len, slo_class=r.slo_class) for r in sent]
     write_json(config.json_path, config, BenchResult(summarize(results, 10.0, config.slo), results))
     document = json.loads((tmp_path / "b.json").read_text())

@@ -46,3 +46,16 @@ def test_version(capsys):
     with pytest.raises(SystemExit) as done:
         main(["--version"])
     assert done.value.code == 0 and capsys.readouterr().out.startswith("adaptive-sarathi ")
+
+
+def test_cors_flags_take_vllms_json_lists_and_are_off_by_default(capsys):
+    args = parse("--allowed-origins", '["https://a.example", "https://b.example"]', "--allowed-methods",
+                 '["GET", "POST"]', "--allowed-headers", "Authorization", "--allow-credentials")
+    assert args.allowed_origins == ["https://a.example", "https://b.example"]
+    assert args.allowed_methods == ["GET", "POST"] and args.allowed_headers == ["Authorization"]
+    assert args.allow_credentials
+    plain = parse()
+    assert plain.allowed_origins == [] and not plain.allow_credentials
+    with pytest.raises(SystemExit):
+        parse("--allowed-origins", '["https://a.example", 3]')
+    assert "--allowed-origins" in capsys.readouterr().err

@@ -23,6 +23,7 @@ EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
     ("tp_step_bench.py", "all-reduce/forward"),
     ("fused_ops_bench.py", "fused ops: "),
     ("sampler_bench.py", "| 4 | temperature 0.8, seeded |"),
+    ("sampler_options_bench.py", "| 4 | logprobs 5 |"),
     ("e2e_vs_transformers.py", "identical greedy outputs: 4 of 4"),
     ("cpu_threads.py", "threads=1: "),
 ])

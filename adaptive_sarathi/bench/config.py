@@ -6,11 +6,14 @@ import math
 from dataclasses import dataclass, field
 from typing import Mapping
 
-from adaptive_sarathi.bench.slo import SLO_KEYS
+from adaptive_sarathi.bench.prompts import ENDPOINTS
+from adaptive_sarathi.bench.slo import GOODPUT_KEYS, SLO_KEYS
 from adaptive_sarathi.controller.slo import LatencyTarget
 
 DEFAULT_NUM_REQUESTS = 100
 DEFAULT_INPUT_LEN, DEFAULT_OUTPUT_LEN = 128, 32
+PROMPT_KINDS = ("text", "token-ids")
+DEFAULT_VOCAB_SIZE = 500  # token-id prompts: ids below it exist in any model's vocabulary
 
 
 @dataclass(frozen=True)
@@ -26,6 +29,11 @@ class BenchConfig:
     these per phase, so they must be None with it. max_concurrency caps the requests in flight.
     slo: targets by key (see bench.slo.SLO_KEYS), each with its percentile. slo_class: the SLO
     class every request names (sent as the x-slo-class header), or None to name none.
+    endpoint: "completions" or "chat" (the prompt as the user message). prompts: "text" (built
+    from `tokenizer`, a Hugging Face tokenizer directory, or the embedded model's when None; see
+    bench.prompts) or "token-ids" (random ids in [0, vocab_size), completions only, for servers
+    without a tokenizer). goodput: vLLM's `--goodput` targets in seconds by key (GOODPUT_KEYS):
+    a request is good when it succeeded and meets every one.
     """
 
     base_url: str = "http://127.0.0.1:8000"
@@ -36,7 +44,7 @@ class BenchConfig:
     input_len: int | None = None
     output_len: int | None = None
     max_total_len: int | None = None
-    vocab_size: int = 500
+    vocab_size: int | None = None  # token-id prompts only; None: DEFAULT_VOCAB_SIZE
     num_requests: int | None = None
     qps: float | None = None
     burstiness: float | None = None
@@ -46,6 +54,10 @@ class BenchConfig:
     json_path: str | None = None
     progress: bool = True
     slo_class: str | None = None
+    endpoint: str = "completions"
+    prompts: str = "text"
+    tokenizer: str | None = None
+    goodput: Mapping[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for name in ("input_len", "output_len", "vocab_size", "num_requests"):
@@ -68,6 +80,19 @@ class BenchConfig:
                                  "their own lengths")
         if self.slo_class is not None and not self.slo_class.strip():
             raise ValueError("--slo-class is empty: name a class of the server's SLO policy, or leave it out")
+        if self.endpoint not in ENDPOINTS:
+            raise ValueError(f"--endpoint {self.endpoint}: use one of {', '.join(ENDPOINTS)}")
+        if self.prompts not in PROMPT_KINDS:
+            raise ValueError(f"--prompts {self.prompts}: use one of {', '.join(PROMPT_KINDS)}")
+        if self.prompts == "token-ids" and self.endpoint == "chat":
+            raise ValueError("--prompts token-ids needs --endpoint completions: chat messages are text")
+        if self.prompts == "token-ids" and self.tokenizer is not None:
+            raise ValueError("--tokenizer builds text prompts: leave it out with --prompts token-ids")
+        if self.prompts == "text" and self.vocab_size is not None:
+            raise ValueError("--vocab-size bounds token-id prompts: add --prompts token-ids, or leave it out")
+        bad = {key: value for key, value in self.goodput.items() if key not in GOODPUT_KEYS or not value > 0}
+        if bad:
+            raise ValueError(f"--goodput {bad}: use KEY:MS with KEY among {', '.join(GOODPUT_KEYS)} and MS > 0")
         unknown = set(self.slo) - set(SLO_KEYS)
         if unknown:
             raise ValueError(f"unknown SLO keys {sorted(unknown)}: use {', '.join(SLO_KEYS)}")

@@ -7,17 +7,22 @@ from typing import Any, Mapping
 import numpy as np
 
 from adaptive_sarathi.bench.client import RequestResult
-from adaptive_sarathi.bench.slo import judge_slo, meets_slo
+from adaptive_sarathi.bench.slo import is_good, judge_slo, meets_slo
 from adaptive_sarathi.controller.slo import LatencyTarget
 
-LATENCIES = {"ttft_ms": "TTFT", "tpot_ms": "TPOT", "itl_ms": "TBT/ITL", "e2el_ms": "E2E latency"}
+LATENCIES = {"ttft_ms": "TTFT", "tpot_ms": "TPOT (per request)", "itl_ms": "ITL/TBT (per gap)",
+             "e2el_ms": "E2E latency"}
 
 
-def summarize(results: list[RequestResult], duration_s: float, slo: Mapping[str, LatencyTarget]) -> dict[str, Any]:
+def summarize(results: list[RequestResult], duration_s: float, slo: Mapping[str, LatencyTarget],
+              goodput: Mapping[str, float] | None = None) -> dict[str, Any]:
     """Counts, throughputs (per second of `duration_s`) and latency statistics (ms) over the
-    successful requests. With targets in `slo`: "slo" holds each target judged at its percentile
-    (bench.slo.judge_slo: observed value, met, attainment), "slo_met" whether every target holds,
-    "goodput" the requests per second meeting every target and "slo_attainment" their fraction."""
+    successful requests: TTFT, TPOT (per request), ITL (per gap between tokens, over all gaps of
+    all requests) and E2E latency. With targets in `slo`: "slo" holds each target judged at its
+    percentile (bench.slo.judge_slo: observed value, met, attainment), "slo_met" whether every
+    target holds, "goodput" the requests per second meeting every target and "slo_attainment"
+    their fraction. With vLLM's `goodput` targets (seconds by key): "request_goodput", the
+    requests per second that succeeded within all of them, and "goodput_targets_ms"."""
     ok = [r for r in results if r.success]
     output_tokens = sum(r.output_tokens for r in ok)
     per_s = (lambda count: count / duration_s) if duration_s > 0 else (lambda count: 0.0)
@@ -36,6 +41,9 @@ def summarize(results: list[RequestResult], duration_s: float, slo: Mapping[str,
         "itl_ms": _stats([gap for r in ok for gap in r.itl_s]),
         "e2el_ms": _stats([r.e2e_s for r in ok]),
     }
+    if goodput:
+        summary["goodput_targets_ms"] = {key: target * 1000 for key, target in goodput.items()}
+        summary["request_goodput"] = per_s(sum(is_good(r, goodput) for r in results))
     if slo:
         good = sum(meets_slo(r, slo) for r in results)
         summary["slo"] = judge_slo(results, slo)
@@ -63,6 +71,9 @@ def format_report(summary: dict[str, Any]) -> str:
             ("Request throughput (req/s)", f"{summary['request_throughput']:.2f}"),
             ("Output token throughput (tok/s)", f"{summary['output_throughput']:.2f}"),
             ("Total token throughput (tok/s)", f"{summary['total_token_throughput']:.2f}")]
+    if "request_goodput" in summary:
+        targets = " ".join(f"{k}:{ms:g}" for k, ms in summary["goodput_targets_ms"].items())
+        rows.append((f"Request goodput (req/s) [{targets}]", f"{summary['request_goodput']:.2f}"))
     if "slo" in summary:
         rows += [("SLO", ", ".join(f"{k} P{e['percentile']:g} <= {e['target_ms']:g} ms"
                                    for k, e in summary["slo"].items()))]

@@ -12,11 +12,12 @@ import aiohttp
 from tqdm import tqdm
 
 from adaptive_sarathi import exit_codes
-from adaptive_sarathi.bench.client import RequestResult, send_completion
-from adaptive_sarathi.bench.config import BenchConfig
+from adaptive_sarathi.bench.client import RequestResult, request_url, send_completion
+from adaptive_sarathi.bench.config import DEFAULT_VOCAB_SIZE, BenchConfig
 from adaptive_sarathi.bench.record import write_json
 from adaptive_sarathi.bench.report import format_report, summarize
-from adaptive_sarathi.bench.workload import draw_workload, make_requests
+from adaptive_sarathi.bench.prompts import PromptBuilder, load_bench_tokenizer
+from adaptive_sarathi.bench.workload import BenchRequest, draw_workload, make_requests, make_text_requests
 
 
 @dataclass
@@ -47,7 +48,7 @@ async def run_benchmark(config: BenchConfig, progress: BenchProgress | None = No
     anything is sent, and aiohttp.ClientError when the server's model list cannot be read (only
     needed when config.model is None)."""
     progress = progress if progress is not None else BenchProgress()
-    requests = make_requests(draw_workload(config), config.vocab_size, config.seed)
+    requests = bench_requests(config)
     headers = {"Authorization": f"Bearer {config.api_key}"} if config.api_key else {}
     base = config.base_url.rstrip("/")
     limit = asyncio.Semaphore(config.max_concurrency) if config.max_concurrency else None
@@ -55,7 +56,8 @@ async def run_benchmark(config: BenchConfig, progress: BenchProgress | None = No
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0),
                                      timeout=aiohttp.ClientTimeout(total=None)) as session:
         model = config.model or await _first_model(session, base, headers)
-        url = f"{base}/v1/completions"
+        url = request_url(base, config.endpoint)
+        chat = config.endpoint == "chat"
         bar = tqdm(total=len(requests), desc="bench", disable=not config.progress)
         progress.first_arrival_s = min((r.arrival_s for r in requests), default=0.0)
         start = progress.start_s = time.perf_counter()
@@ -64,11 +66,11 @@ async def run_benchmark(config: BenchConfig, progress: BenchProgress | None = No
             await asyncio.sleep(max(0.0, start + request.arrival_s - time.perf_counter()))
             if limit is None:
                 result = await send_completion(session, url, model, request, headers, time.perf_counter() - start,
-                                               config.slo_class)
+                                               config.slo_class, chat)
             else:
                 async with limit:
                     result = await send_completion(session, url, model, request, headers,
-                                                   time.perf_counter() - start, config.slo_class)
+                                                   time.perf_counter() - start, config.slo_class, chat)
             progress.finished.append(result)
             bar.update(1)
             return result
@@ -76,7 +78,18 @@ async def run_benchmark(config: BenchConfig, progress: BenchProgress | None = No
         results = await asyncio.gather(*(one(r) for r in requests))
         duration = progress.duration_s(time.perf_counter())
         bar.close()
-    return BenchResult(summarize(results, duration, config.slo), list(results))
+    return BenchResult(summarize(results, duration, config.slo, config.goodput), list(results))
+
+
+def bench_requests(config: BenchConfig) -> list[BenchRequest]:
+    """The requests `config` sends, in workload order: the drawn workload (identical to
+    simulate's for the same flags) with text prompts from the tokenizer, or token-id prompts.
+    Raises ValueError/FileNotFoundError for a bad trace or tokenizer, before anything is sent."""
+    workload = draw_workload(config)
+    if config.prompts == "token-ids":
+        return make_requests(workload, config.vocab_size or DEFAULT_VOCAB_SIZE, config.seed)
+    return make_text_requests(workload, PromptBuilder(load_bench_tokenizer(config.tokenizer), config.endpoint,
+                                                      config.seed))
 
 
 async def _first_model(session: aiohttp.ClientSession, base: str, headers: dict[str, str]) -> str:
@@ -97,7 +110,8 @@ def run_benchmark_cli(config: BenchConfig) -> int:
             print("interrupted before the first request: nothing to report", file=sys.stderr)
             return exit_codes.INTERRUPTED
         finished = list(progress.finished)
-        result = BenchResult(summarize(finished, progress.duration_s(time.perf_counter()), config.slo),
+        result = BenchResult(summarize(finished, progress.duration_s(time.perf_counter()), config.slo,
+                                       config.goodput),
                              finished, interrupted=True)
     except (ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)

@@ -27,6 +27,33 @@ SLO_KEYS = {
     "e2el": "end-to-end latency",
 }
 
+# vLLM's `bench serve --goodput` keys: a request is good when it meets every one given.
+GOODPUT_KEYS = ("ttft", "tpot", "e2el")
+
+
+def parse_goodput(pairs: Sequence[str]) -> dict[str, float]:
+    """vLLM's `--goodput KEY:MS [KEY:MS ...]` as seconds by key. Raises ValueError naming the
+    bad pair."""
+    targets: dict[str, float] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition(":")
+        try:
+            ms = float(value)
+        except ValueError:
+            ms = math.nan
+        if not sep or key not in GOODPUT_KEYS or not 0 < ms < math.inf:
+            raise ValueError(f"--goodput {pair!r}: use KEY:MS with KEY among {', '.join(GOODPUT_KEYS)} and MS a "
+                             "number > 0, e.g. --goodput ttft:500 tpot:50")
+        if key in targets:
+            raise ValueError(f"--goodput names {key} twice: give each key once")
+        targets[key] = ms / 1000
+    return targets
+
+
+def is_good(result: RequestResult, goodput: Mapping[str, float]) -> bool:
+    """vLLM's goodput rule: the request succeeded and each of its values is within its target (s)."""
+    return result.success and all(request_value_s(result, key) <= target for key, target in goodput.items())
+
 
 def parse_slo(text: str) -> dict[str, LatencyTarget]:
     """`KEY:MS[@pNN]` pairs separated by commas (default p99), KEY among SLO_KEYS, any subset.

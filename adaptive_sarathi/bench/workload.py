@@ -1,11 +1,13 @@
 """What a benchmark sends and when: the requests `simulate` would draw for the same flags, with
-seeded random token-id prompts of the drawn lengths."""
+text prompts of the drawn lengths built from the tokenizer (bench.prompts), or seeded random
+token-id prompts for servers without a tokenizer."""
 
 from __future__ import annotations
 
 import random
 from dataclasses import dataclass, replace
 
+from adaptive_sarathi.bench.prompts import PromptBuilder
 from adaptive_sarathi.bench.config import DEFAULT_INPUT_LEN, DEFAULT_NUM_REQUESTS, DEFAULT_OUTPUT_LEN, BenchConfig
 from adaptive_sarathi.workloads import Fixed, SyntheticLengths, Workload, workload_from_flags
 
@@ -13,11 +15,12 @@ from adaptive_sarathi.workloads import Fixed, SyntheticLengths, Workload, worklo
 @dataclass(frozen=True)
 class BenchRequest:
     """One request of a benchmark: when to send it (seconds on the workload clock, which starts
-    at 0), an exact prompt, the number of tokens to generate and the workload's SLO class for it
+    at 0), the prompt and its length in tokens, the number of tokens to generate and the workload's SLO class for it
     (None: the top-level targets), which the JSON record keeps for `simulate --replay`."""
 
     arrival_s: float
-    prompt_token_ids: list[int]
+    prompt: str | list[int]  # text, or token ids
+    prompt_len: int  # tokens the server runs for the prompt (on the endpoint it is built for)
     output_len: int
     slo_class: str | None = None
 
@@ -48,8 +51,18 @@ def draw_workload(config: BenchConfig) -> Workload:
 
 
 def make_requests(workload: Workload, vocab_size: int, seed: int) -> list[BenchRequest]:
-    """Random token-id prompts in [0, vocab_size) of the drawn lengths (seeded), so that the
-    server needs no tokenizer and prompt lengths are exact."""
+    """Random token-id prompts in [0, vocab_size) of the drawn lengths (seeded), for servers
+    without a tokenizer; prompt lengths are exact."""
     rng = random.Random(seed)
     return [BenchRequest(r.arrival_time_s, [rng.randrange(vocab_size) for _ in range(r.num_prompt_tokens)],
-                         r.num_output_tokens, r.slo_class) for r in workload]
+                         r.num_prompt_tokens, r.num_output_tokens, r.slo_class) for r in workload]
+
+
+def make_text_requests(workload: Workload, builder: PromptBuilder) -> list[BenchRequest]:
+    """Text prompts of the drawn lengths (builder.build: exact, but for chat prompts shorter than
+    the template allows), in workload order; the builder's seed fixes the words."""
+    requests = []
+    for r in workload:
+        text, length = builder.build(r.num_prompt_tokens)
+        requests.append(BenchRequest(r.arrival_time_s, text, length, r.num_output_tokens, r.slo_class))
+    return requests

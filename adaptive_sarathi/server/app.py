@@ -6,6 +6,7 @@ Handlers only parse, move bytes and wait; the engine runs on its own thread (Asy
 from __future__ import annotations
 
 import asyncio
+import functools
 import hmac
 import json
 import logging
@@ -20,10 +21,12 @@ from adaptive_sarathi.controller.slo import SLOPolicy, SLOPolicyError, policy_fr
 from adaptive_sarathi.engine.engine import InvalidRequestError
 from adaptive_sarathi.metrics import ServerMetrics
 from adaptive_sarathi.server.async_engine import AsyncEngine
+from adaptive_sarathi.server.cors import CORSConfig, add_cors_headers, cors_middleware
 from adaptive_sarathi.server.errors import (APIError, EngineDeadError, EngineStoppedError, NoSLOPolicyError,
                                             QueueFullError, RequestFailedError, bad_request)
 from adaptive_sarathi.server.protocol import (GenerateRequest, RequestLimits, parse_chat_request,
                                               parse_completion_request)
+from adaptive_sarathi.server.request_id import HEADER as REQUEST_ID_HEADER, engine_request_ids, valid_request_id
 from adaptive_sarathi.server.responses import ResponseHeader, collect, stream_chunks
 from adaptive_sarathi.server.slo_class import HEADER as SLO_CLASS_HEADER, request_class
 from adaptive_sarathi.server.tokenize_api import parse_detokenize, parse_tokenize
@@ -41,7 +44,7 @@ def build_app(engine: AsyncEngine, metrics: ServerMetrics, model_name: str, api_
               max_body_bytes: int = 1 << 20, retry_after_s: int = 1,
               limits: RequestLimits = RequestLimits(), slo: SLOPolicy | None = None,
               on_slo_change: Callable[[SLOPolicy], None] | None = None,
-              model_aliases: tuple[str, ...] = ()) -> web.Application:
+              model_aliases: tuple[str, ...] = (), cors: CORSConfig = CORSConfig()) -> web.Application:
     """The application serving `engine` under `model_name`, which requests may also call by any of
     `model_aliases` (vLLM's further --served-model-name values). With `api_key`, every /v1 route
     needs "Authorization: Bearer <api_key>" (the scheme's case is free, as HTTP has it); /health and
@@ -53,10 +56,12 @@ def build_app(engine: AsyncEngine, metrics: ServerMetrics, model_name: str, api_
 
     GET /v1/slo_policy answers the SLO policy in force as a policy document (404 without one);
     PUT /v1/slo_policy replaces it (docs/slo-classes.md), then calls `on_slo_change` with the new
-    policy on the event loop."""
+    policy on the event loop. `cors` allows browser origins (off by default; server/cors.py)."""
     routes = _Routes(engine, metrics, (model_name, *model_aliases), retry_after_s, limits, slo, on_slo_change)
-    app = web.Application(client_max_size=max_body_bytes,
-                          middlewares=[_error_middleware(metrics), _auth_middleware(api_key)])
+    middlewares = [_error_middleware(metrics), _auth_middleware(api_key)]
+    if cors.enabled:  # outermost: a preflight needs no API key
+        middlewares.insert(0, cors_middleware(cors))
+    app = web.Application(client_max_size=max_body_bytes, middlewares=middlewares)
     app.router.add_post("/v1/completions", routes.completions)
     app.router.add_post("/v1/chat/completions", routes.chat_completions)
     app.router.add_get("/v1/models", routes.models)
@@ -70,15 +75,18 @@ def build_app(engine: AsyncEngine, metrics: ServerMetrics, model_name: str, api_
     app.router.add_get("/health/live", routes.live)
     app.router.add_get("/metrics", routes.metrics)
     app.on_response_prepare.append(_echo_request_id)
+    if cors.enabled:
+        app.on_response_prepare.append(functools.partial(add_cors_headers, cors))
     return app
 
 
 async def _echo_request_id(request: web.Request, response: web.StreamResponse) -> None:
     """Every response, streamed ones included (this runs before the headers go out), carries the
-    client's X-Request-Id back, so a client or proxy can match answers to its own logs."""
-    request_id = request.headers.get("X-Request-Id")
-    if request_id is not None:
-        response.headers["X-Request-Id"] = request_id
+    client's X-Request-Id back, so a client or proxy can match answers to its own logs (a value
+    refused by engine_request_ids is not echoed: its 400 says why)."""
+    request_id = request.headers.get(REQUEST_ID_HEADER)
+    if request_id is not None and valid_request_id(request_id):
+        response.headers[REQUEST_ID_HEADER] = request_id
 
 
 def error_response(err: APIError) -> web.Response:
@@ -177,6 +185,11 @@ class _Routes:
                            code="no_tokenizer")
         return self.engine.tokenizer
 
+    def _token_text(self, token_id: int) -> str:
+        """A token as logprobs show it: its text, or vLLM's "token_id:<id>" without a tokenizer."""
+        tokenizer = self.engine.tokenizer
+        return f"token_id:{token_id}" if tokenizer is None else tokenizer.decode([token_id], False)
+
     def _check_model(self, name: str | None) -> None:
         if name is not None and name not in self.model_names:
             raise self._unknown_model(name)
@@ -251,15 +264,22 @@ class _Routes:
         slo_class = request_class(self.slo, parsed.slo_class, request.headers.get(SLO_CLASS_HEADER))
         if not self.engine.is_serving:  # before any work: tokenizing would be wasted
             raise _unavailable(self.engine)
-        header = ResponseHeader(parsed.chat, self.model_name)
+        header = ResponseHeader(parsed.chat, self.model_name, n=parsed.n,
+                                token_text=self._token_text if parsed.params.logprobs is not None else None)
         try:
             prompts = await self.engine.tokenize(parsed.prompts)
             _check_context(parsed, prompts, self.engine.max_model_len)
-            async with self.engine.open(prompts, parsed.params, arrival, slo_class=slo_class) as stream:
+            # Sequence prompt_index * n + i is sample i of that prompt: its choice index too.
+            sequences = [p for p in prompts for _ in range(parsed.n)]
+            params = parsed.sample_params() * len(prompts)
+            ids = engine_request_ids(request.headers.get(REQUEST_ID_HEADER), len(sequences))
+            async with self.engine.open(sequences, params, arrival, slo_class=slo_class, request_ids=ids) as stream:
                 if parsed.stream:
                     return await _send_events(request, stream_chunks(header, stream, parsed.include_usage))
                 return web.json_response(await collect(header, stream_chunks(header, stream, include_usage=True)))
         except InvalidRequestError as err:
+            if err.field == "request_id":
+                raise bad_request(REQUEST_ID_HEADER, f"{err} (header {REQUEST_ID_HEADER})") from None
             field = "messages" if parsed.chat and err.field == "prompt" else err.field
             raise bad_request(field, str(err)) from None
         except QueueFullError as err:

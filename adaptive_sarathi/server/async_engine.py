@@ -80,7 +80,7 @@ class RequestStream:
 class _Submit:
     request_ids: list[str]
     prompts: list[Prompt]
-    params: SamplingParams
+    params: list[SamplingParams]  # one per prompt
     arrival_time: float
     accepted: asyncio.Future
     slo_class: str | None = None
@@ -177,25 +177,36 @@ class AsyncEngine:
                 if isinstance(p, str) else p for p in prompts]
 
     @asynccontextmanager
-    async def open(self, prompts: Sequence[Prompt], params: SamplingParams, arrival_time: float | None = None,
-                   slo_class: str | None = None) -> AsyncIterator[RequestStream]:
+    async def open(self, prompts: Sequence[Prompt], params: SamplingParams | Sequence[SamplingParams],
+                   arrival_time: float | None = None, slo_class: str | None = None,
+                   request_ids: Sequence[str] | None = None) -> AsyncIterator[RequestStream]:
         """Submit one request per prompt and yield their stream once the engine accepted them all.
-        Every request is added with `slo_class` (LLMEngine.add_request; the caller checks the name).
+        `params` is shared by every prompt or given per prompt. Every request is added with
+        `slo_class` (LLMEngine.add_request; the caller checks the name) and, when given, the id of
+        `request_ids` at its position (else "req-<n>").
 
         Raises, submitting nothing: InvalidRequestError (the field named) for a prompt the engine
-        refuses, QueueFullError, EngineStoppedError while shutting down, EngineDeadError. Leaving
-        the context (a finished stream, an error, a cancelled task such as a dropped client)
-        aborts the requests still running and so frees their KV blocks.
+        refuses or a request id already in flight (field "request_id"), QueueFullError,
+        EngineStoppedError while shutting down, EngineDeadError. Leaving the context (a finished
+        stream, an error, a cancelled task such as a dropped client) aborts the requests still
+        running and so frees their KV blocks.
         """
         self._check_taking_commands()
-        ids = [f"req-{next(self._ids)}" for _ in prompts]
+        per_prompt = [params] * len(prompts) if isinstance(params, SamplingParams) else list(params)
+        if len(per_prompt) != len(prompts) or (request_ids is not None and len(request_ids) != len(prompts)):
+            raise ValueError("params and request_ids need one entry per prompt")
+        ids = [f"req-{next(self._ids)}" for _ in prompts] if request_ids is None else list(request_ids)
+        taken = [rid for rid in ids if rid in self._routes]
+        if taken or len(set(ids)) != len(ids):
+            raise InvalidRequestError("request_id", f"request id {(taken or ids)[0]!r} is already in flight: "
+                                                    "use a new id for each request")
         stream = RequestStream(ids)
         accepted = self._loop.create_future()
         self._pending.add(accepted)
         for index, rid in enumerate(ids):
             self._routes[rid] = (stream, index)
         self._idle.clear()
-        self._inbox.put(_Submit(ids, list(prompts), params,
+        self._inbox.put(_Submit(ids, list(prompts), per_prompt,
                                 self.clock() if arrival_time is None else arrival_time, accepted, slo_class))
         try:
             await accepted
@@ -344,8 +355,8 @@ class AsyncEngine:
             return
         added: list[str] = []
         try:
-            for rid, prompt in zip(command.request_ids, command.prompts):
-                self.engine.add_request(prompt, command.params, request_id=rid,
+            for rid, prompt, params in zip(command.request_ids, command.prompts, command.params):
+                self.engine.add_request(prompt, params, request_id=rid,
                                         arrival_time=command.arrival_time, slo_class=command.slo_class)
                 added.append(rid)
         except Exception as err:  # this submission alone fails; the engine holds nothing of it

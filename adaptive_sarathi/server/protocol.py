@@ -4,56 +4,51 @@ Every refusal is an APIError 400 whose `param` names the offending field: a fiel
 not know or does not implement, a value of the wrong type or out of range, text that is not valid
 Unicode (a lone UTF-16 surrogate), more prompts or longer prompts than RequestLimits allow. Beyond
 the OpenAI fields, vLLM's `top_k` (int, 0 or -1 = off), `min_p` (number in [0, 1], 0 = off),
-`stop_token_ids` (list of ints) and `ignore_eos` (bool: generation runs to max_tokens whatever the
-model samples, so benchmarks get exact output lengths) are accepted, and two scheduling fields:
+`stop_token_ids` (list of ints), `ignore_eos` (bool: generation runs to max_tokens whatever the
+model samples, so benchmarks get exact output lengths), `repetition_penalty` (number in (0, 100],
+1 = off) and `min_tokens` (int <= max_tokens) are accepted, and two scheduling fields:
 `slo_class` (a string naming the SLO policy's request class; app.py checks the name against the
-policy) and vLLM's integer `priority`, of which only 0 is accepted (see _priority).
+policy) and vLLM's integer `priority`, of which only 0 is accepted (see _priority). `n` samples
+per prompt, `logprobs` (completions: int; chat: bool with `top_logprobs`), the presence and
+frequency penalties and `response_format` (text or json_object) are OpenAI's; SamplingParams
+states their semantics.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass
 from typing import Any
 
-from adaptive_sarathi.engine.sampling_params import SamplingParams
+from adaptive_sarathi.engine.sampling_params import MAX_LOGPROBS, SamplingParams
 from adaptive_sarathi.engine.tokenizer import Tokenizer
 from adaptive_sarathi.server.errors import bad_request
+from adaptive_sarathi.server.fields import (INT64, RequestLimits, boolean_field, chat_messages, check_known,
+                                            integer_field, is_token_id, json_object, model_field,
+                                            number_field, show, show_text, text_field)
 
 Prompt = str | list[int]
 
 # Fields this server does not implement, and the values that ask for nothing (so clients that
 # always send defaults still work).
 _UNSUPPORTED: dict[str, tuple[Any, ...]] = {
-    "echo": (None, False), "logprobs": (None, False), "top_logprobs": (None, 0), "best_of": (None, 1),
-    "suffix": (None, ""), "logit_bias": (None, {}), "tools": (None, []), "presence_penalty": (None, 0),
-    "frequency_penalty": (None, 0), "response_format": (None, {"type": "text"}), "functions": (None, []),
+    "echo": (None, False), "best_of": (None, 1), "suffix": (None, ""), "logit_bias": (None, {}),
+    "tools": (None, []), "functions": (None, []),
     "function_call": (None, "none"), "tool_choice": (None, "none"), "parallel_tool_calls": (None,),
+}
+# What to say instead of "leave it out" where a client may expect the field to work.
+_UNSUPPORTED_HINTS = {
+    "best_of": "only best_of=1 is supported: use 'n' for several samples and pick among them",
 }
 _FIELDS = {"model", "n", "stream", "stream_options", "max_tokens", "max_completion_tokens", "temperature",
            "top_p", "top_k", "min_p", "seed", "stop", "stop_token_ids", "ignore_eos", "slo_class", "priority",
-           "user"}  # `user` only labels the request for the caller's own bookkeeping
+           "presence_penalty", "frequency_penalty", "repetition_penalty", "min_tokens", "logprobs",
+           "response_format", "user"}  # `user` only labels the request for the caller's own bookkeeping
 _COMPLETION_FIELDS = _FIELDS | {"prompt"}
-_CHAT_FIELDS = _FIELDS | {"messages"}
+_CHAT_FIELDS = _FIELDS | {"messages", "top_logprobs"}
 _COMPLETION_DEFAULT_MAX_TOKENS = 16  # OpenAI's default for /v1/completions
-_INT64 = 1 << 63  # seeds and token ids: what OpenAI's and vLLM's schemas accept
 _MAX_STOPS = 16
 
-
-@dataclass(frozen=True)
-class RequestLimits:
-    """Work one request may ask for: prompts per request (a list prompt makes one engine request
-    each) and characters per text prompt (or per chat message content)."""
-
-    max_prompts: int = 64
-    max_prompt_chars: int = 200_000
-
-    def __post_init__(self) -> None:
-        if self.max_prompts < 1:
-            raise ValueError(f"max_prompts={self.max_prompts} is invalid: use an integer >= 1")
-        if self.max_prompt_chars < 1:
-            raise ValueError(f"max_prompt_chars={self.max_prompt_chars} is invalid: use an integer >= 1")
 
 
 @dataclass(frozen=True)
@@ -68,6 +63,14 @@ class GenerateRequest:
     include_usage: bool
     max_tokens_field: str | None = None  # the field that set max_tokens; None: the default applies
     slo_class: str | None = None  # the body's `slo_class`, unchecked against any policy; None: not given
+    n: int = 1  # samples per prompt: choice prompt_index * n + i is sample i of that prompt
+
+    def sample_params(self) -> list[SamplingParams]:
+        """The params of the n samples of one prompt: sample i is seeded seed + i when a seed is
+        given (so the samples differ and each is reproducible), else all share `params`."""
+        if self.params.seed is None or self.n == 1:
+            return [self.params] * self.n
+        return [dataclasses.replace(self.params, seed=self.params.seed + i) for i in range(self.n)]
 
     @property
     def max_tokens_given(self) -> bool:
@@ -78,18 +81,18 @@ def parse_completion_request(body: Any, max_model_len: int,
                              limits: RequestLimits = RequestLimits()) -> GenerateRequest:
     """A /v1/completions body. `prompt` is a string, a list of strings, a list of token ids or a
     list of token-id lists; each prompt becomes one choice."""
-    body = _object(body)
-    _known(body, _COMPLETION_FIELDS)
-    return _parse(body, _prompts(body, limits), chat=False, max_model_len=max_model_len)
+    body = json_object(body)
+    check_known(body, _COMPLETION_FIELDS, _UNSUPPORTED)
+    return _parse(body, _prompts(body, limits), chat=False, max_model_len=max_model_len, limits=limits)
 
 
 def parse_chat_request(body: Any, tokenizer: Tokenizer | None, max_model_len: int,
                        limits: RequestLimits = RequestLimits()) -> GenerateRequest:
     """A /v1/chat/completions body; `messages` are rendered through the model's chat template."""
-    body = _object(body)
-    _known(body, _CHAT_FIELDS)
-    messages = _messages(body, limits)
-    request = _parse(body, [], chat=True, max_model_len=max_model_len)
+    body = json_object(body)
+    check_known(body, _CHAT_FIELDS, _UNSUPPORTED)
+    messages = chat_messages(body, limits)
+    request = _parse(body, [], chat=True, max_model_len=max_model_len, limits=limits)
     if tokenizer is None:
         raise bad_request("messages", "'messages' need a chat template and this model has no tokenizer: "
                                       "send token ids to /v1/completions")
@@ -100,25 +103,29 @@ def parse_chat_request(body: Any, tokenizer: Tokenizer | None, max_model_len: in
     return dataclasses.replace(request, prompts=[prompt])
 
 
-def _parse(body: dict, prompts: list[Prompt], chat: bool, max_model_len: int) -> GenerateRequest:
+def _parse(body: dict, prompts: list[Prompt], chat: bool, max_model_len: int,
+           limits: RequestLimits = RequestLimits()) -> GenerateRequest:
     for name, harmless in _UNSUPPORTED.items():
         value = body.get(name)
         # By type too: true == 1 and 0 == False, but `best_of: true` asks for nothing sensible.
         if not any(value == h and type(value) is type(h) for h in harmless):
-            raise bad_request(name, f"'{name}' is not supported by this server: leave it out")
+            raise bad_request(name, f"'{name}' is not supported by this server: "
+                                    f"{_UNSUPPORTED_HINTS.get(name, 'leave it out')}")
     if not isinstance(body.get("user", ""), str):
         raise bad_request("user", "'user' must be a string")
-    model = body.get("model")
-    if model is not None and not isinstance(model, str):
-        raise bad_request("model", "'model' must be a string naming a model from GET /v1/models")
-    n = body.get("n")
-    if n is not None and (n != 1 or not _is_int(n)):
-        raise bad_request("n", f"n={_show(n)} is not supported: this server returns one choice per prompt (n=1)")
-    stream = _boolean(body, "stream", False)
+    model = model_field(body)
+    n = integer_field(body, "n", low=1, high=limits.max_prompts)
+    n = 1 if n is None else n
+    num_prompts = max(len(prompts), 1)  # chat: one prompt, rendered later
+    if n * num_prompts > limits.max_prompts:
+        raise bad_request("n", f"n={n} samples of {num_prompts} prompts make {n * num_prompts} sequences, more "
+                               f"than the limit of {limits.max_prompts} per request (--max-prompts-per-request): "
+                               "ask for fewer")
+    stream = boolean_field(body, "stream", False)
     include_usage = _stream_options(body, stream)
     max_tokens_field = max_tokens = None
     for name in ("max_tokens", "max_completion_tokens"):  # both checked; the newer name wins
-        value = _integer(body, name, low=1)
+        value = integer_field(body, name, low=1)
         if value is not None:
             if value >= max_model_len:
                 raise bad_request(name, f"'{name}'={value} exceeds the context window of {max_model_len} "
@@ -127,18 +134,60 @@ def _parse(body: dict, prompts: list[Prompt], chat: bool, max_model_len: int) ->
     if max_tokens is None:
         # Chat runs to the end of the context window by default, as OpenAI's does.
         max_tokens = max_model_len if chat else _COMPLETION_DEFAULT_MAX_TOKENS
-    temperature = _number(body, "temperature", 0.0, 2.0, default=1.0)
-    top_p = _number(body, "top_p", 0.0, 1.0, default=1.0, low_open=True)
-    top_k = _integer(body, "top_k", low=-1, high=_INT64 - 1)
+    temperature = number_field(body, "temperature", 0.0, 2.0, default=1.0)
+    top_p = number_field(body, "top_p", 0.0, 1.0, default=1.0, low_open=True)
+    top_k = integer_field(body, "top_k", low=-1, high=INT64 - 1)
     params = SamplingParams(
         max_tokens=max_tokens, temperature=float(temperature), top_p=float(top_p),
-        top_k=0 if top_k is None else top_k, min_p=float(_number(body, "min_p", 0.0, 1.0, default=0.0)),
-        seed=_integer(body, "seed", low=-_INT64, high=_INT64 - 1),
-        stop=_stop(body), stop_token_ids=_stop_token_ids(body), ignore_eos=_boolean(body, "ignore_eos", False))
+        top_k=0 if top_k is None else top_k, min_p=float(number_field(body, "min_p", 0.0, 1.0, default=0.0)),
+        seed=integer_field(body, "seed", low=-INT64, high=INT64 - 1),
+        stop=_stop(body), stop_token_ids=_stop_token_ids(body), ignore_eos=boolean_field(body, "ignore_eos", False),
+        presence_penalty=float(number_field(body, "presence_penalty", -2.0, 2.0, default=0.0)),
+        frequency_penalty=float(number_field(body, "frequency_penalty", -2.0, 2.0, default=0.0)),
+        repetition_penalty=float(number_field(body, "repetition_penalty", 0.0, 100.0, default=1.0, low_open=True)),
+        min_tokens=_min_tokens(body, max_tokens), logprobs=_chat_logprobs(body) if chat else _completion_logprobs(body),
+        json_object=_json_object(body))
     _priority(body)
     return GenerateRequest(chat=chat, model=model, prompts=prompts, params=params, stream=stream,
                            include_usage=include_usage, max_tokens_field=max_tokens_field,
-                           slo_class=_slo_class(body))
+                           slo_class=_slo_class(body), n=n)
+
+
+def _json_object(body: dict) -> bool:
+    """`response_format`: {"type": "text"} (the default) or {"type": "json_object"} (JSON mode)."""
+    value = body.get("response_format")
+    if value is None:
+        return False
+    kind = value.get("type") if isinstance(value, dict) else None
+    if not isinstance(value, dict) or set(value) != {"type"} or kind not in ("text", "json_object"):
+        shown = kind if isinstance(kind, str) else show(value)
+        raise bad_request("response_format", f"response_format {show_text(shown)} is not supported: send "
+                                             "{\"type\": \"json_object\"} for JSON mode or {\"type\": \"text\"} "
+                                             "(JSON schemas are not implemented)")
+    return kind == "json_object"
+
+
+def _min_tokens(body: dict, max_tokens: int) -> int:
+    value = integer_field(body, "min_tokens", low=0)
+    if value is not None and value > max_tokens:
+        raise bad_request("min_tokens", f"'min_tokens'={value} exceeds max_tokens={max_tokens}: ask for at most "
+                                        "max_tokens, or raise max_tokens")
+    return value or 0
+
+
+def _completion_logprobs(body: dict) -> int | None:
+    """Completions' `logprobs`: how many alternatives to list per token (0 = the chosen token's only)."""
+    return integer_field(body, "logprobs", low=0, high=MAX_LOGPROBS)
+
+
+def _chat_logprobs(body: dict) -> int | None:
+    """Chat's `logprobs` (true: the chosen tokens' logprobs) and `top_logprobs` (alternatives per
+    token, which need `logprobs` true, as OpenAI has it)."""
+    wanted = boolean_field(body, "logprobs", False)
+    top = integer_field(body, "top_logprobs", low=0, high=MAX_LOGPROBS)
+    if top is not None and not wanted:
+        raise bad_request("top_logprobs", "'top_logprobs' needs 'logprobs': true: send both, or neither")
+    return (top or 0) if wanted else None
 
 
 def _slo_class(body: dict) -> str | None:
@@ -147,48 +196,19 @@ def _slo_class(body: dict) -> str | None:
         return None
     if not isinstance(value, str) or not value:
         raise bad_request("slo_class", f"'slo_class' must be the name of a class of the server's SLO policy "
-                                       f"(a non-empty string), got {_show(value)}")
-    return _text(value, "slo_class")
+                                       f"(a non-empty string), got {show(value)}")
+    return text_field(value, "slo_class")
 
 
 def _priority(body: dict) -> None:
     """vLLM's `priority` (lower = served sooner, under its priority scheduling policy) is not
     implemented: like vLLM without that policy, only the default 0 is accepted."""
-    value = _integer(body, "priority", low=-_INT64, high=_INT64 - 1)
+    value = integer_field(body, "priority", low=-INT64, high=INT64 - 1)
     if value not in (None, 0):
         raise bad_request("priority", f"priority={value} is not implemented: this server does not order requests "
                                       "by priority; send 0 or leave it out, and choose an SLO class with "
                                       "'slo_class' or the x-slo-class header instead")
 
-
-def _known(body: dict, fields: set[str]) -> None:
-    for name in body:
-        if name not in fields and name not in _UNSUPPORTED:
-            raise bad_request(str(name), f"'{_show_text(name)}' is not a field this server knows: leave it out "
-                                         f"(fields: {', '.join(sorted(fields))})")
-
-
-def _text(value: str, field: str, limits: RequestLimits | None = None) -> str:
-    """`value` when it has a UTF-8 form (and fits the character limit), else a 400 naming `field`."""
-    if limits is not None and len(value) > limits.max_prompt_chars:
-        raise bad_request(field, f"{field} has {len(value)} characters, more than the limit of "
-                                 f"{limits.max_prompt_chars} (--max-prompt-chars): shorten it")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError as err:
-        raise bad_request(field, f"{field} holds a lone UTF-16 surrogate {value[err.start]!r} at character "
-                                 f"{err.start}: send valid Unicode (surrogates only in pairs)") from None
-    return value
-
-
-def _show_text(value: str) -> str:
-    return value.encode("utf-8", "backslashreplace").decode()[:60]
-
-
-def _object(body: Any) -> dict:
-    if not isinstance(body, dict):
-        raise bad_request(None, "the request body must be a JSON object")
-    return body
 
 
 def _prompts(body: dict, limits: RequestLimits) -> list[Prompt]:
@@ -196,54 +216,22 @@ def _prompts(body: dict, limits: RequestLimits) -> list[Prompt]:
         raise bad_request("prompt", "'prompt' is required: a string, a list of strings or token ids")
     prompt = body["prompt"]
     if isinstance(prompt, str):
-        return [_text(prompt, "prompt", limits)]
+        return [text_field(prompt, "prompt", limits)]
     if isinstance(prompt, list) and prompt:
-        if all(_is_token_id(t) for t in prompt):
+        if all(is_token_id(t) for t in prompt):
             return [prompt]
         if len(prompt) > limits.max_prompts:
             raise bad_request("prompt", f"'prompt' holds {len(prompt)} prompts, more than the limit of "
                                         f"{limits.max_prompts} per request (--max-prompts-per-request): "
                                         "split them over several requests")
         if all(isinstance(p, str) for p in prompt):
-            return [_text(p, f"prompt[{i}]", limits) for i, p in enumerate(prompt)]
-        if all(isinstance(p, list) and p and all(_is_token_id(t) for t in p) for p in prompt):
+            return [text_field(p, f"prompt[{i}]", limits) for i, p in enumerate(prompt)]
+        if all(isinstance(p, list) and p and all(is_token_id(t) for t in p) for p in prompt):
             return list(prompt)
     raise bad_request("prompt", "'prompt' must be a string, a non-empty list of strings, a non-empty "
                                 "list of token ids or a list of such lists")
 
 
-def _messages(body: dict, limits: RequestLimits) -> list[dict[str, str]]:
-    messages = body.get("messages")
-    if not isinstance(messages, list) or not messages:
-        raise bad_request("messages", "'messages' must be a non-empty list of {\"role\", \"content\"} objects")
-    if len(messages) > limits.max_prompts:
-        raise bad_request("messages", f"'messages' holds {len(messages)} messages, more than the limit of "
-                                      f"{limits.max_prompts} (--max-prompts-per-request)")
-    flat = []
-    for i, message in enumerate(messages):
-        if not isinstance(message, dict) or not isinstance(message.get("role"), str):
-            raise bad_request("messages", f"messages[{i}] must be an object with a string 'role'")
-        # Only role and content reach the template: other keys (name, tool_calls, ...) are not
-        # implemented, and a template would render them unchecked.
-        for key in message:
-            if key not in ("role", "content", "name"):
-                raise bad_request("messages", f"messages[{i}].{_show_text(str(key))} is not supported: "
-                                              "send only 'role' and 'content'")
-        role = _text(message["role"], f"messages[{i}].role", limits)
-        content = _text(_content(message.get("content"), i), f"messages[{i}].content", limits)
-        flat.append({"role": role, "content": content})
-    return flat
-
-
-def _content(content: Any, i: int) -> str:
-    if isinstance(content, str):
-        return content
-    # A list of content parts: only text parts mean anything to a text-only model.
-    if isinstance(content, list) and all(isinstance(p, dict) and p.get("type") == "text"
-                                         and isinstance(p.get("text"), str) for p in content):
-        return "\n".join(p["text"] for p in content)
-    raise bad_request("messages", f"messages[{i}].content must be a string or a list of "
-                                  "{\"type\": \"text\", \"text\": ...} parts")
 
 
 def _stream_options(body: dict, stream: bool) -> bool:
@@ -269,65 +257,19 @@ def _stop(body: dict) -> tuple[str, ...]:
         raise bad_request("stop", "'stop' must be a non-empty string or a list of them")
     if len(stops) > _MAX_STOPS or any(len(s) > 1000 for s in stops):
         raise bad_request("stop", f"'stop' allows at most {_MAX_STOPS} strings of at most 1000 characters")
-    return tuple(_text(s, "stop") for s in stops)
+    return tuple(text_field(s, "stop") for s in stops)
 
 
 def _stop_token_ids(body: dict) -> tuple[int, ...]:
     ids = body.get("stop_token_ids")
     if ids is None:
         return ()
-    if not isinstance(ids, list) or len(ids) > 1024 or not all(_is_token_id(t) for t in ids):
+    if not isinstance(ids, list) or len(ids) > 1024 or not all(is_token_id(t) for t in ids):
         raise bad_request("stop_token_ids", "'stop_token_ids' must be a list of at most 1024 token ids "
                                             "(integers >= 0)")
     return tuple(ids)
 
 
-def _show(value: Any) -> str:
-    if _is_int(value) and value.bit_length() > 64:  # repr() of a huge one is slow or refused
-        return f"an integer of {value.bit_length()} bits"
-    text = repr(value) if not isinstance(value, (dict, list)) else type(value).__name__
-    return text if len(text) <= 40 else text[:37] + "..."
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
-
-def _is_token_id(value: Any) -> bool:
-    # Bounded so that no later step (a tensor of ids, a vocabulary check) meets a number it cannot hold.
-    return _is_int(value) and 0 <= value < _INT64
-
-
-def _integer(body: dict, name: str, low: int | None = None, high: int | None = None) -> int | None:
-    value = body.get(name)
-    if value is None:
-        return None
-    if not _is_int(value):
-        raise bad_request(name, f"'{name}' must be an integer, got {_show(value)}")
-    if (low is not None and value < low) or (high is not None and value > high):
-        bounds = f">= {low}" if high is None else f"in [{low}, {high}]"
-        raise bad_request(name, f"'{name}'={_show(value)} is out of range: use an integer {bounds}")
-    return value
-
-
-def _number(body: dict, name: str, low: float, high: float, *, default: float,
-            low_open: bool = False) -> float:
-    value = body.get(name)
-    if value is None:
-        return default
-    # An integer is compared as it is: float() of a 400-digit one raises OverflowError.
-    if not (_is_int(value) or (isinstance(value, float) and math.isfinite(value))):
-        raise bad_request(name, f"'{name}' must be a finite number, got {_show(value)}")
-    if not (low < value if low_open else low <= value) or value > high:
-        interval = f"{'(' if low_open else '['}{low}, {high}]"
-        raise bad_request(name, f"'{name}'={_show(value)} is out of range: use a number in {interval}")
-    return value
-
-
-def _boolean(body: dict, name: str, default: bool) -> bool:
-    value = body.get(name)
-    if value is None:
-        return default
-    if not isinstance(value, bool):
-        raise bad_request(name, f"'{name}' must be true or false")
-    return value

@@ -21,6 +21,7 @@ from adaptive_sarathi.server.gc_tuning import tune_garbage_collection
 from adaptive_sarathi.engine.loaders.default_model import DEFAULT_NAME
 from adaptive_sarathi.metrics import ServerMetrics
 from adaptive_sarathi.server.app import build_app
+from adaptive_sarathi.server.cors import CORSConfig
 from adaptive_sarathi.server.async_engine import AsyncEngine
 from adaptive_sarathi.server.protocol import RequestLimits
 
@@ -40,7 +41,7 @@ class ServerArgs:
     step_log: a file to write the step log of the run to (engine/step_log.py; overwritten), or None.
     slo: the SLO policy whose classes requests may name (docs/slo-classes.md), the one the budget
     policy serves; None: requests may name no class. PUT /v1/slo_policy replaces it (Server.args
-    then holds the new one).
+    then holds the new one). cors: the browser origins allowed (server/cors.py; none by default).
     """
 
     host: str = "127.0.0.1"
@@ -55,6 +56,7 @@ class ServerArgs:
     step_log: str | None = None
     slo: SLOPolicy | None = None
     served_model_names: tuple[str, ...] = ()
+    cors: CORSConfig = CORSConfig()
 
     def __post_init__(self) -> None:
         if self.step_log is not None and not Path(self.step_log).parent.is_dir():
@@ -84,7 +86,7 @@ class Server:
                              api_key=args.api_key,
                              max_body_bytes=args.max_body_bytes, retry_after_s=args.retry_after_s,
                              limits=RequestLimits(args.max_prompts_per_request, args.max_prompt_chars),
-                             slo=args.slo, on_slo_change=self._slo_changed)
+                             slo=args.slo, on_slo_change=self._slo_changed, cors=args.cors)
         self._runner: web.AppRunner | None = None
         self._step_log: StepLogWriter | None = None
 

@@ -34,7 +34,7 @@ class TensorParallelExecutor(Executor):
         start = time.perf_counter()
         tokens = self.session.call("execute", batch)
         self._sync()
-        return StepResult(sampled_token_ids=tokens, duration_s=time.perf_counter() - start)
+        return StepResult(tokens.token_ids, time.perf_counter() - start, tokens.logprobs)
 
     def logits_for(self, batch: ScheduledBatch) -> torch.Tensor:
         """Full-vocabulary logits of the batch's sampling rows (CPU, float32); writes the caches."""

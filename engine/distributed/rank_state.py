@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from adaptive_sarathi.engine.batch import ScheduledBatch
+from adaptive_sarathi.engine.batch import SampledTokens, ScheduledBatch
 from adaptive_sarathi.engine.distributed.group import TensorParallelGroup
 from adaptive_sarathi.engine.kv_sizing import kv_capacity_blocks
 from adaptive_sarathi.engine.loaders import ModelSource
@@ -72,7 +72,7 @@ class RankState:
                 k_cache.normal_(generator=gen)
                 v_cache.normal_(generator=gen)
 
-    def execute(self, batch: ScheduledBatch) -> dict[str, int]:
+    def execute(self, batch: ScheduledBatch) -> SampledTokens:
         """ModelRunner.execute on this rank's slice. Every rank samples from the same gathered
         logits with identically seeded generators; the driver's tokens are the ones used."""
         return self.runner.execute(batch)

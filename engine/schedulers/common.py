@@ -6,7 +6,7 @@ from abc import abstractmethod
 from collections import deque
 from collections.abc import Iterator
 
-from adaptive_sarathi.engine.batch import BlockTable, ScheduledBatch, ScheduledChunk, StepResult
+from adaptive_sarathi.engine.batch import BlockTable, SamplingHistory, ScheduledBatch, ScheduledChunk, StepResult
 from adaptive_sarathi.engine.budget import StepBudget
 from adaptive_sarathi.engine.block_manager import BlockManager
 from adaptive_sarathi.engine.config import SchedulerConfig
@@ -347,8 +347,9 @@ class QueueScheduler(Scheduler):
             return self._schedule_running(step, request, 1)
         assert request.request_id not in step.scheduled_ids, "a request is scheduled twice in a step"
         # Positional, in field order: the last output, sampled, not a prefill.
-        step.add(ScheduledChunk(request.request_id, (outputs[-1],), position, table, True, request.sampling_params,
-                                len(outputs), False))
+        params = request.sampling_params
+        step.add(ScheduledChunk(request.request_id, (outputs[-1],), position, table, True, params,
+                                len(outputs), False, _history(request) if params.needs_history else None))
         return True
 
     def _preempt(self, step: StepBuilder, request: Request) -> None:
@@ -381,9 +382,11 @@ class QueueScheduler(Scheduler):
         outputs = request.output_token_ids
         num_all = len(request.prompt_token_ids) + len(outputs)
         # Positional, in field order: this runs for every chunk of every step.
+        sample = end == num_all
+        params = request.sampling_params
         step.add(ScheduledChunk(request.request_id, tuple(request.token_ids_slice(start, end)), start, block_table,
-                                end == num_all, request.sampling_params, len(outputs),
-                                in_prefill(len(outputs), num_all - start)))
+                                sample, params, len(outputs), in_prefill(len(outputs), num_all - start),
+                                _history(request) if sample and params.needs_history else None))
 
     def _unqueue(self, request: Request) -> None:
         """Take a waiting request out of whichever queue holds it (found by identity)."""
@@ -396,10 +399,13 @@ class QueueScheduler(Scheduler):
 
     def _stop_reason(self, request: Request, token: int) -> FinishReason | None:
         params = request.sampling_params
-        if token in request.eos_token_ids and not params.ignore_eos:
-            return FinishReason.STOP
-        if token in params.stop_token_ids:
-            return FinishReason.STOP
+        # Before min_tokens outputs a stop id does not end the request (the sampler masks them;
+        # executors without logits, such as the simulator's, may still produce one).
+        if len(request.output_token_ids) > params.min_tokens:
+            if token in request.eos_token_ids and not params.ignore_eos:
+                return FinishReason.STOP
+            if token in params.stop_token_ids:
+                return FinishReason.STOP
         if len(request.output_token_ids) >= params.max_tokens:
             return FinishReason.LENGTH
         if len(request.prompt_token_ids) + len(request.output_token_ids) >= self.max_context_len:
@@ -416,3 +422,10 @@ class QueueScheduler(Scheduler):
         request.status = RequestStatus.FINISHED
         request.finish_reason = reason
         request.timeline.finished_time = now
+
+
+def _history(request: Request) -> SamplingHistory:
+    params = request.sampling_params
+    eos = () if params.ignore_eos else request.eos_token_ids
+    return SamplingHistory(request.prompt_token_ids, request.output_token_ids, (*eos, *params.stop_token_ids),
+                           request.json_mode)

@@ -238,3 +238,18 @@ def test_byte_tokens_then_unknown_token_do_not_break_the_stream():
     # stream emitted its valid leading bytes ("wV") before the run broke: equal only in length.
     assert len(joined) == len(full) and joined.startswith("wV")
     assert joined[joined.index(" world"):] == full[full.index(" world"):] == " world" + "\ufffd" * 8 + "<unk>"
+
+
+@pytest.mark.embedded_model
+@pytest.mark.parametrize("text", ["Hello, world!", "  spaces\tand\nnewlines", "héllo wörld € 😀 日本語", '{"a": [1, 2.5e3]}'])
+def test_token_bytes_join_to_the_text(tokenizer, text):
+    table = tokenizer.token_bytes()
+    assert len(table) == tokenizer.vocab_size
+    assert b"".join(table[t] for t in tokenizer.encode(text, add_special_tokens=False)) == text.encode()
+    assert table[tokenizer.eos_token_id] is None  # special tokens leave no text
+
+
+def test_token_bytes_refuses_a_tokenizer_that_is_not_byte_level():
+    model = tokenizers.models.WordLevel({"a": 0, "b": 1, "[UNK]": 2}, unk_token="[UNK]")
+    with pytest.raises(ValueError, match="byte-level"):
+        Tokenizer(tokenizers.Tokenizer(model), {}).token_bytes()

@@ -20,7 +20,7 @@ def server(serve):
 def run_bench(server, tmp_path, *args):
     out = tmp_path / "bench.json"
     result = subprocess.run([sys.executable, "-m", "adaptive_sarathi.cli", "bench", "--base-url", server.url,
-                             "--json", str(out), "--seed", "1", *args],
+                             "--prompts", "token-ids", "--json", str(out), "--seed", "1", *args],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     return json.loads(out.read_text()), result
@@ -109,7 +109,7 @@ def test_bench_ctrl_c_writes_the_finished_requests_and_exits_130(server, tmp_pat
     # More requests than any machine finishes before the signal: the run must be cut short.
     before = finished()
     bench = subprocess.Popen([sys.executable, "-m", "adaptive_sarathi.cli", "bench", "--base-url", server.url,
-                              "--num-requests", "1000", "--max-concurrency", "1", "--input-len", "16",
+                              "--prompts", "token-ids", "--num-requests", "1000", "--max-concurrency", "1", "--input-len", "16",
                               "--output-len", "8", "--no-progress", "--json", str(out)],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 60
@@ -137,3 +137,26 @@ def test_bench_names_its_slo_class_and_records_it_per_request(serve, tmp_path):
     assert [r["slo_class"] for r in doc["requests"]] == ["batch"] * 5 and doc["summary"]["completed"] == 5
     assert metrics[f"{M}time_to_first_token_seconds_count{{slo_class=batch}}"] == 5
     assert metrics[f"{M}time_to_first_token_seconds_count{{slo_class=interactive}}"] == 0
+
+
+@pytest.mark.embedded_model
+@pytest.mark.parametrize("endpoint", ["chat", "completions"])
+def test_bench_sends_text_prompts_of_the_drawn_lengths(serve, tmp_path, endpoint):
+    """Text built from the embedded tokenizer: the server counts exactly the prompt tokens bench
+    recorded, on either endpoint; --goodput is reported."""
+    from adaptive_sarathi.engine.factory import EngineArgs
+
+    with serve(EngineArgs(num_kv_blocks=128)) as smol:
+        out = tmp_path / "bench.json"
+        result = subprocess.run([sys.executable, "-m", "adaptive_sarathi.cli", "bench", "--base-url", smol.url,
+                                 "--endpoint", endpoint, "--num-requests", "6", "--input-len", "50",
+                                 "--output-len", "4", "--seed", "2", "--no-progress", "--json", str(out),
+                                 "--goodput", "ttft:60000", "e2el:60000"],
+                                capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stderr
+        metrics = smol.metrics()
+    doc = json.loads(out.read_text())
+    assert doc["summary"]["completed"] == 6 and doc["summary"]["total_input_tokens"] == 6 * 50
+    assert all(r["prompt_len"] == 50 and r["output_tokens"] == 4 and len(r["itl_s"]) == 3 for r in doc["requests"])
+    assert metrics[f"{M}prompt_tokens_total"] == 6 * 50
+    assert doc["summary"]["request_goodput"] > 0 and "Request goodput" in result.stdout
