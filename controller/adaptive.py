@@ -197,7 +197,7 @@ class AdaptiveBudget(BudgetPolicy):
 
     def _record(self, budget: StepBudget, reason: str, tbt_budget: int = 0, knee_budget: int = 0,
                 need_budget: int = 0, predicted_s: float = 0.0) -> StepBudget:
-        budget = replace(budget, reason=reason)
+        budget = replace(budget, reason=reason, predicted_duration_s=predicted_s if predicted_s > 0 else None)
         self.last_decision = Decision(budget, reason, tbt_budget, knee_budget, need_budget, predicted_s)
         return budget
 
@@ -207,6 +207,9 @@ class AdaptiveBudget(BudgetPolicy):
 
     def slo_targets(self) -> SloTargets:
         return self._targets
+
+    def latency_model_error(self):
+        return self.online_model.error()
 
     def admits(self, state: EngineState, num_prompt_tokens: int, slo_class: str | None = None) -> bool:
         """False when the prompt tokens queued ahead of a new request of `slo_class` (requests

@@ -239,7 +239,7 @@ class _Routes:
             except (EngineStoppedError, EngineDeadError):
                 raise _unavailable(self.engine) from None
             self.slo = policy
-            self._metrics.set_slo_policy(policy.name, policy.class_names)
+            self._metrics.set_slo_policy(policy.name, policy.class_names, policy.as_targets())
             if self._on_slo_change is not None:
                 self._on_slo_change(policy)
         logger.info("SLO policy %r is in force", policy.name)

@@ -78,7 +78,8 @@ class Server:
         names = args.served_model_names or (model_name,)
         self.model_name = model_name = names[0]
         self.metrics = ServerMetrics(model_name, slo_classes=args.slo.class_names if args.slo else (),
-                                     slo_policy=args.slo.name if args.slo else None)
+                                     slo_policy=args.slo.name if args.slo else None,
+                                     targets=args.slo.as_targets() if args.slo else None, budget_policy=engine.policy)
         self.engine = AsyncEngine(engine, max_waiting=args.max_waiting, observer=self.metrics)
         self.app = build_app(self.engine, self.metrics, model_name, model_aliases=names[1:],
                              api_key=args.api_key,
