@@ -114,7 +114,11 @@ class AdaptiveBudget(BudgetPolicy):
             top = bounds.max_token_budget
             return self._record(self._fit_kv(state, top, relegate), "no_decodes")
         if not self.online_model.is_confident:
-            return self._record(self._with(self._fallback, relegate), "unsure")
+            # Still predicted (0: nothing learned yet), so the metrics show the model converging.
+            fallback = self._fallback.token_budget
+            shape = candidate_shape(state, fallback, fallback - min(state.num_decodes, fallback))
+            return self._record(self._with(self._fallback, relegate), "unsure",
+                                predicted_s=self.online_model.step_time(shape))
 
         model = self.online_model
         memo: dict[int, float] = {}

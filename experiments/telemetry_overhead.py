@@ -26,7 +26,7 @@ from adaptive_sarathi.controller.slo import load_slo_policy
 from adaptive_sarathi.controller.synthetic import SyntheticStream, ToyLatency
 from adaptive_sarathi.engine.outputs import RequestOutput
 from adaptive_sarathi.engine.request import RequestTimeline
-from adaptive_sarathi.metrics import ServerMetrics
+from adaptive_sarathi.metrics import ServerMetrics, slo_fields
 
 RESULTS = Path(__file__).parent / "results" / "telemetry_overhead.md"
 SLO = "llama-3-8b-h100-tiered"
@@ -94,7 +94,7 @@ def main() -> None:
     for name, call, items in (
             ("observe_step", None, stats),
             ("observe_output (1 decode token)", None, decode_outputs(WARMUP + steps))):
-        metrics = ServerMetrics("m", slo.class_names, slo.name, slo.as_targets(), budget_policy=policy)
+        metrics = ServerMetrics("m", **slo_fields(slo), budget_policy=policy)
         call = metrics.observe_step if name == "observe_step" else metrics.observe_output
         rows.append((name, time_calls(call, items)))
     header = ("| call | mean wall us | P50 wall us | P99 wall us | mean CPU us | P99 CPU us |\n"

@@ -7,9 +7,9 @@ docs/observability.md lists every metric and its meaning.
 
 from __future__ import annotations
 
-from adaptive_sarathi.metrics.server_metrics import PREFIX, ServerMetrics
+from adaptive_sarathi.metrics.server_metrics import PREFIX, ServerMetrics, slo_fields
 
-__all__ = ["PREFIX", "ServerMetrics", "exposed_sample_names"]
+__all__ = ["PREFIX", "ServerMetrics", "exposed_sample_names", "slo_fields"]
 
 # The sample names each metric type exposes, after its family name (prometheus-client's text format).
 _SUFFIXES = {"counter": ("_total", "_created"), "gauge": ("",), "histogram": ("_bucket", "_count", "_sum", "_created"),
@@ -31,8 +31,8 @@ def exposed_sample_names() -> frozenset[str]:
     _total, ...), the latency model's and the process's included: what a dashboard query may name."""
     from adaptive_sarathi.engine.slo_targets import SloTargets
 
-    metrics = ServerMetrics("probe", slo_classes=("c",), slo_policy="p", targets=SloTargets(1.0, 0.1),
-                            budget_policy=_ModelProbe())
+    metrics = ServerMetrics("probe", slo_classes=("c",), name="p", targets=SloTargets(1.0, 0.1),
+                            budget_bounds=(16, 2048), budget_policy=_ModelProbe())
     names = set()
     for family in metrics.registry.collect():
         names.update(family.name + suffix for suffix in _SUFFIXES[family.type])

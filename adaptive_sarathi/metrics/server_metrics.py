@@ -53,6 +53,15 @@ class _ClassSeries(NamedTuple):
     tbt_target_s: float
 
 
+def slo_fields(slo) -> dict:
+    """The keyword arguments of ServerMetrics and set_slo_policy that describe the SLO policy
+    `slo` (a controller.slo.SLOPolicy, or None for none)."""
+    if slo is None:
+        return {"name": None, "slo_classes": (), "targets": None, "budget_bounds": None}
+    return {"name": slo.name, "slo_classes": slo.class_names, "targets": slo.as_targets(),
+            "budget_bounds": (slo.bounds.min_token_budget, slo.bounds.max_token_budget)}
+
+
 class ServerMetrics:
     """The metrics of one server in a private CollectorRegistry (so several servers can share a
     process). Fed plain stats objects through the EngineObserver methods, which the engine thread
@@ -60,14 +69,16 @@ class ServerMetrics:
 
     slo_classes: the class names requests may carry (the SLO policy's); each gets its series of
     the per-request histograms up front, beside the "" series of requests without one.
-    slo_policy: the name of the SLO policy in force, or None. targets: its targets (attainment is
+    name: the name of the SLO policy in force, or None. targets: its targets (attainment is
     counted against them, and they are bucket edges of the latency histograms); None: no
-    attainment counted. budget_policy: the engine's BudgetPolicy, named in controller_info and
+    attainment counted. budget_bounds: its (min, max) token budget. Targets and bounds are also
+    exported as gauges (slo_target_seconds, slo_budget_bound_tokens). budget_policy: the engine's BudgetPolicy, named in controller_info and
     whose latency_model_error() is exported on each scrape; None: neither.
     """
 
-    def __init__(self, model_name: str, slo_classes: Sequence[str] = (), slo_policy: str | None = None,
-                 targets: SloTargets | None = None, budget_policy=None, engine_index: int = 0):
+    def __init__(self, model_name: str, slo_classes: Sequence[str] = (), name: str | None = None,
+                 targets: SloTargets | None = None, budget_bounds: tuple[int, int] | None = None,
+                 budget_policy=None, engine_index: int = 0):
         self.registry = registry = CollectorRegistry(auto_describe=True)
         self._model_name = model_name
         self._engine = engine = str(engine_index)
@@ -131,8 +142,12 @@ class ServerMetrics:
         self._targets: SloTargets | None = None
         self._slo_policy_info = make(Gauge, "slo_policy_info", "1 for the SLO policy in force, by its name",
                                      labelnames=("name",))
+        self._slo_targets = make(Gauge, "slo_target_seconds", "The SLO policy's targets in force, by class and "
+                                 "target (ttft or tbt)", labelnames=("slo_class", "target"))
+        self._budget_bounds = make(Gauge, "slo_budget_bound_tokens", "The SLO policy's token budget bounds in "
+                                   "force (bound: min or max)", labelnames=("bound",))
         self._slo_policy: str | None = None
-        self.set_slo_policy(slo_policy, slo_classes, targets)
+        self.set_slo_policy(name, slo_classes, targets, budget_bounds)
 
         self.request_prompt_tokens = make(Histogram, "request_prompt_tokens", "Prompt tokens per finished request",
                                           buckets=buckets.TOKENS)
@@ -191,11 +206,22 @@ class ServerMetrics:
         PlatformCollector(registry=registry)
         GCCollector(registry=registry)
 
-    def set_slo_policy(self, name: str | None, slo_classes: Sequence[str], targets: SloTargets | None = None) -> None:
+    def set_slo_policy(self, name: str | None, slo_classes: Sequence[str], targets: SloTargets | None = None,
+                       budget_bounds: tuple[int, int] | None = None) -> None:
         """Name the SLO policy now in force (None: none) in slo_policy_info, removing the old
         name's series; give its classes their per-request series (those of earlier policies stay)
-        and count attainment against `targets` from now on (None: no longer counted). Bucket edges
-        stay those set at construction."""
+        and count attainment against `targets` from now on (None: no longer counted); export
+        `targets` and `budget_bounds` (min, max tokens) as gauges in place of the old ones.
+        Bucket edges stay those set at construction."""
+        self._slo_targets.clear()
+        for cls, own in ((("", targets), *targets.classes.items()) if targets is not None else ()):
+            for kind, value in (("ttft", own.ttft_s), ("tbt", own.tbt_s)):
+                if value is not None:
+                    self._slo_targets.labels(slo_class=cls, target=kind, **self._labels).set(value)
+        self._budget_bounds.clear()
+        if budget_bounds is not None:
+            for bound, tokens in zip(("min", "max"), budget_bounds):
+                self._budget_bounds.labels(bound=bound, **self._labels).set(tokens)
         series = {}
         self._targets = targets
         for cls in dict.fromkeys(("", *self._series, *slo_classes)):

@@ -10,7 +10,7 @@ from adaptive_sarathi.engine.outputs import RequestOutput
 from adaptive_sarathi.engine.request import FinishReason, RequestTimeline
 from adaptive_sarathi.engine.slo_targets import SloTargets
 from adaptive_sarathi.engine.stats import StepStats
-from adaptive_sarathi.metrics import ServerMetrics
+from adaptive_sarathi.metrics import ServerMetrics, slo_fields
 
 M = "adaptive_sarathi:"
 STEP = StepStats(step_index=0, start_time_s=0.0, duration_s=0.1, shape=StepShape(32, 4, 1, 4 * 100),
@@ -88,7 +88,7 @@ def output(slo_class, token_times, arrival=0.0, scheduled=0.05, finished=True):
 
 
 def test_attainment_counts_gaps_and_first_tokens_against_their_class_targets():
-    metrics = ServerMetrics("m", slo_classes=("gold", "bulk"), slo_policy="p", targets=TARGETS)
+    metrics = ServerMetrics("m", slo_classes=("gold", "bulk"), name="p", targets=TARGETS)
     metrics.observe_output(output("gold", [0.5, 0.54, 0.64, 0.68]))  # TTFT 0.5 <= 1; gaps 40, 100, 40 ms vs 50
     metrics.observe_output(output("gold", [1.5, 1.6]))  # TTFT 1.5 > 1; gap 100 ms > 50
     metrics.observe_output(output(None, [1.5, 1.59, 1.64]))  # top level: TTFT 1.5 <= 2; gaps 90, 50 <= 100
@@ -106,7 +106,7 @@ def test_attainment_counts_gaps_and_first_tokens_against_their_class_targets():
 
 
 def test_attainment_follows_a_new_policy_and_stops_without_one():
-    metrics = ServerMetrics("m", slo_classes=("gold",), slo_policy="p", targets=TARGETS)
+    metrics = ServerMetrics("m", slo_classes=("gold",), name="p", targets=TARGETS)
     metrics.set_slo_policy("q", ("gold",), SloTargets(2.0, 0.1, classes={"gold": SloTargets(1.0, 0.2)}))
     metrics.observe_output(output("gold", [0.5, 0.6]))  # 100 ms: within the new 200 ms, not the old 50 ms
     metrics.set_slo_policy(None, ())
@@ -165,3 +165,21 @@ def test_latency_model_error_is_read_at_scrape_time():
     assert got[f"{M}latency_model_mae_seconds"] == 0.004
     assert got[f"{M}latency_model_predictions_total"] == 50
     assert got[f"{M}latency_model_drifts_total"] == 2
+
+
+def test_the_policy_in_force_exports_its_targets_and_bounds():
+    from adaptive_sarathi.controller.slo import load_slo_policy
+
+    metrics = ServerMetrics("m", **slo_fields(load_slo_policy("llama-3-8b-h100-tiered")))
+    got = samples(metrics)
+    assert got[f"{M}slo_target_seconds{{slo_class=interactive,target=ttft}}"] == 1.0
+    assert got[f"{M}slo_target_seconds{{slo_class=batch,target=tbt}}"] == 0.325
+    assert got[f"{M}slo_target_seconds{{target=tbt}}"] == 0.065
+    assert got[f"{M}slo_budget_bound_tokens{{bound=min}}"] == 128
+    assert got[f"{M}slo_budget_bound_tokens{{bound=max}}"] == 8192
+    metrics.set_slo_policy(**slo_fields(load_slo_policy("smollm2-cpu-strict")))
+    got = samples(metrics)
+    assert not any("slo_class=batch" in k for k in got if "slo_target_seconds" in k)
+    assert got[f"{M}slo_target_seconds{{target=tbt}}"] == 0.5
+    assert got[f"{M}slo_budget_bound_tokens{{bound=max}}"] == 2048
+    assert got[f"{M}slo_policy_info{{name=smollm2-cpu-strict}}"] == 1
