@@ -1,7 +1,8 @@
 """The server's Prometheus metrics: the only package that talks to prometheus-client.
 
 server_metrics.ServerMetrics is fed the engine's plain stats objects; buckets holds the histogram
-edges; model_error exports the budget policy's latency model error at scrape time.
+edges; model_error exports the budget policy's latency model error at scrape time; tune_results
+serves offline tuning results (`tune --json` files) for the offline tuning dashboard.
 docs/observability.md lists every metric and its meaning.
 """
 
@@ -33,8 +34,11 @@ def exposed_sample_names() -> frozenset[str]:
 
     metrics = ServerMetrics("probe", slo_classes=("c",), name="p", targets=SloTargets(1.0, 0.1),
                             budget_bounds=(16, 2048), budget_policy=_ModelProbe())
+    from adaptive_sarathi.metrics.tune_results import TuneResultsCollector
+
     names = set()
-    for family in metrics.registry.collect():
+    families = [*metrics.registry.collect(), *TuneResultsCollector(())._families()]
+    for family in families:
         names.update(family.name + suffix for suffix in _SUFFIXES[family.type])
         names.update(sample.name for sample in family.samples)
     return frozenset(names)
