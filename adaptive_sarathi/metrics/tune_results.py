@@ -19,9 +19,10 @@ import json
 import logging
 import threading
 from collections.abc import Iterator, Sequence
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -123,10 +124,32 @@ def tune_results_registry(paths: Sequence[Path]) -> CollectorRegistry:
     return registry
 
 
-def serve(paths: Sequence[Path], host: str, port: int):
-    """Serve `paths` on http://host:port/metrics from a background thread; returns (server,
-    thread) as prometheus_client.start_http_server does (server.shutdown() stops it)."""
-    return start_http_server(port, addr=host, registry=tune_results_registry(paths))
+def serve(paths: Sequence[Path], host: str, port: int) -> tuple[ThreadingHTTPServer, threading.Thread]:
+    """Serve `paths` on http://host:port/metrics (port 0: any free one) from a background thread;
+    returns (server, thread): server.server_address is where it listens, server.shutdown() stops
+    it. Always the classic text format, as the engine's server answers: prometheus-client's own
+    server negotiates OpenMetrics, whose name escaping would rename the `adaptive_sarathi:` prefix."""
+    registry = tune_results_registry(paths)
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+            if self.path.split("?")[0] != "/metrics":
+                self.send_error(404, "only /metrics is served")
+                return
+            body = generate_latest(registry)
+            self.send_response(200)
+            self.send_header("Content-Type", CONTENT_TYPE_LATEST)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args) -> None:  # one line per scrape would flood the log
+            pass
+
+    server = ThreadingHTTPServer((host, port), Handler)
+    thread = threading.Thread(target=server.serve_forever, name="tune-results", daemon=True)
+    thread.start()
+    return server, thread
 
 
 def main(argv: Sequence[str] | None = None) -> int:
