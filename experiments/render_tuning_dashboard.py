@@ -11,6 +11,14 @@ Two ways in:
   examples/workloads/cpu_low_high.yaml, has a low, a high and a low phase, so the budget moves
   with the load.
 
+The committed picture, experiments/results/tuning_dashboard_phased.png, is the second of two runs
+on a 2-CPU host: the first (`--step-log steps.jsonl`, no prior) logged the steps that
+`adaptive-sarathi profile --from-stats steps.jsonl --out
+experiments/profiles/cpu_smollm2-135m_served_periods.csv` fitted a CPU profile from; the second
+ran with `--profile experiments/profiles/cpu_smollm2-135m_served_periods.csv` as the policy's prior.
+Without a prior the online model's error on that host stays near its 25% confidence bound, and
+the policy serves most steps at the fallback budget.
+
 Every query is the committed dashboard's (dashboards/controller-tuning.json), with Grafana's
 variables filled in ($__rate_interval: --rate-interval). Time series panels are drawn as lines,
 heatmaps as per-bucket counts over time, tables as their latest rows. The full mode writes
@@ -154,13 +162,16 @@ def wait_ready(url: str, timeout_s: float = 300.0) -> None:
     raise RuntimeError(f"the server at {url} was not ready within {timeout_s} s")
 
 
-def phased_run(workload: Path, smoke: bool, rate_interval: str, workdir: Path) -> tuple[list[dict], float, str]:
-    """Serve `workload` under the adaptive policy with Prometheus scraping; returns the panels,
-    the run's start and a title."""
+def phased_run(workload: Path, smoke: bool, rate_interval: str, workdir: Path, profile: Path | None = None,
+               step_log: Path | None = None) -> tuple[list[dict], float, str]:
+    """Serve `workload` under the adaptive policy (with `profile` as its latency prior, and the
+    steps logged to `step_log`, when given) with Prometheus scraping; returns the panels, the
+    run's start and a title."""
     port = free_port()
     model = ["--model", "dummy:tiny"] if smoke else []
+    extra = [*(["--profile", str(profile)] if profile else []), *(["--step-log", str(step_log)] if step_log else [])]
     serve = [sys.executable, "-m", "adaptive_sarathi.cli", "serve", *model, "--port", str(port),
-             "--policy", "adaptive", "--slo-policy", SLO_POLICY, "--max-waiting", "64"]
+             "--policy", "adaptive", "--slo-policy", SLO_POLICY, "--max-waiting", "64", *extra]
     log = (workdir / "server.log").open("w")
     server = subprocess.Popen(serve, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
@@ -185,7 +196,8 @@ def phased_run(workload: Path, smoke: bool, rate_interval: str, workdir: Path) -
         server.terminate()
         server.wait(timeout=30)
         log.close()
-    title = (f"controller tuning: {names[0]}, adaptive under {SLO_POLICY}, workload {workload.name} "
+    prior = f", prior {profile.name}" if profile else ", no prior"
+    title = (f"controller tuning: {names[0]}, adaptive under {SLO_POLICY}{prior}, workload {workload.name} "
              f"({os.cpu_count()} CPUs)")
     return panels, start, title
 
@@ -200,6 +212,10 @@ def main() -> None:
     parser.add_argument("--start", type=float, default=None, help="with --prometheus: window start, Unix seconds")
     parser.add_argument("--end", type=float, default=None, help="with --prometheus: window end, Unix seconds")
     parser.add_argument("--run", type=Path, default=WORKLOAD, help="workload of the self-contained run")
+    parser.add_argument("--profile", type=Path, default=None,
+                        help="with --run: latency profile CSV of this host, the adaptive policy's prior (e.g. from "
+                             "`adaptive-sarathi profile --from-stats` of an earlier run's --step-log)")
+    parser.add_argument("--step-log", type=Path, default=None, help="with --run: log the server's steps here")
     parser.add_argument("--rate-interval", default="10s", help="what $__rate_interval becomes (default 10s)")
     parser.add_argument("--out", type=Path, default=RESULTS, help="PNG to write")
     args = parser.parse_args()
@@ -218,7 +234,7 @@ def main() -> None:
             if args.smoke:
                 workload.write_text(SMOKE_WORKLOAD)
             panels, start, title = phased_run(workload, args.smoke, "5s" if args.smoke else args.rate_interval,
-                                              Path(tmp))
+                                              Path(tmp), args.profile, args.step_log)
     empty = [p["title"] for p in panels if not any(points for _, points in p["series"]) and not p["rows"]]
     print(f"{len(panels)} panels, {sum(len(p['series']) + len(p['rows']) for p in panels)} series; "
           f"empty: {', '.join(empty) or 'none'}")

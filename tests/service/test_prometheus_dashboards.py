@@ -21,7 +21,7 @@ from adaptive_sarathi import dashboards
 from adaptive_sarathi.controller.adaptive import AdaptiveBudget
 from adaptive_sarathi.controller.slo import load_slo_policy
 from adaptive_sarathi.dashboards.grafana import checks, queries, resolve, variable_queries
-from adaptive_sarathi.dashboards.prometheus import find_binary, local_prometheus
+from adaptive_sarathi.dashboards.prometheus import local_prometheus
 from adaptive_sarathi.engine.factory import EngineArgs, create_engine
 from adaptive_sarathi.engine.loaders.default_model import DEFAULT_NAME
 from adaptive_sarathi.metrics import tune_results
@@ -37,17 +37,6 @@ TUNE_RESULTS = {"command": "tune", "config": {}, "policy": "adaptive", "objectiv
                 "trials": [{"number": 0, "params": {"margin": 0.05, "knee_slack": 0.15}, "value": 2.0},
                            {"number": 1, "params": {"margin": 0.2, "knee_slack": 0.05}, "value": 1.5},
                            {"number": 2, "params": {"margin": 0.1, "knee_slack": 0.3}, "value": 2.5}]}
-
-
-@pytest.fixture(scope="module")
-def prometheus_binary():
-    binary = find_binary()
-    if binary is None:
-        message = "needs Debian's prometheus (apt-get install prometheus)"
-        if os.environ.get("REQUIRE_PROMETHEUS") == "1":
-            pytest.fail(f"REQUIRE_PROMETHEUS=1 but {message}")
-        pytest.skip(message)
-    return binary
 
 
 def drive_load(port: int) -> dict[int, int]:
