@@ -104,7 +104,11 @@ class AdaptiveBudget(BudgetPolicy):
         if state.num_decodes == 0:
             return self._record(self._fit_kv(state, bounds.max_token_budget, relegate), "no_decodes")
         if not self.online_model.is_confident:
-            return self._record(self._with(self._fallback, relegate), "unsure")
+            # Still predicted (0: nothing learned yet), so the metrics show the model converging.
+            fallback = self._fallback.token_budget
+            shape = candidate_shape(state, fallback, fallback - min(state.num_decodes, fallback))
+            return self._record(self._with(self._fallback, relegate), "unsure",
+                                predicted_s=self.online_model.step_time(shape))
 
         model = self.online_model
         memo: dict[int, float] = {}
@@ -147,7 +151,8 @@ class AdaptiveBudget(BudgetPolicy):
         return StepBudget(budget.token_budget, budget.max_chunk, relegate_before_s)
 
     def _record(self, budget: StepBudget, reason: str, tbt_budget: int = 0, predicted_s: float = 0.0) -> StepBudget:
-        budget = StepBudget(budget.token_budget, budget.max_chunk, budget.relegate_before_s, reason)
+        budget = StepBudget(budget.token_budget, budget.max_chunk, budget.relegate_before_s, reason,
+                            predicted_s if predicted_s > 0 else None)
         self.last_decision = Decision(budget, reason, tbt_budget, predicted_s)
         return budget
 
@@ -157,6 +162,9 @@ class AdaptiveBudget(BudgetPolicy):
 
     def slo_targets(self) -> SloTargets:
         return self._targets
+
+    def latency_model_error(self):
+        return self.online_model.error()
 
     def admits(self, state: EngineState, num_prompt_tokens: int, slo_class: str | None = None) -> bool:
         """False when the prompt tokens queued ahead of a new request of `slo_class` (requests

@@ -151,7 +151,8 @@ class SyntheticStream:
             shape=shape, num_seqs=len(contexts), num_waiting=len(self._waiting),
             num_running=len(self._running), num_free_blocks=max(0, 100_000 - self._used_blocks()),
             num_total_blocks=100_000, num_preempted=0, token_budget=budget.token_budget,
-            max_chunk=budget.chunk_limit, first_token_latencies_s=tuple(ttfts), max_token_gap_s=max(gaps, default=0.0))
+            max_chunk=budget.chunk_limit, first_token_latencies_s=tuple(ttfts), max_token_gap_s=max(gaps, default=0.0),
+            budget_reason=budget.reason, predicted_duration_s=budget.predicted_duration_s)
         self._step += 1
         return stats
 

@@ -15,6 +15,11 @@ from adaptive_sarathi.engine.estimator import Estimator
 from adaptive_sarathi.engine.slo_targets import SloTargets
 from adaptive_sarathi.engine.stats import EngineState, StepStats
 
+# StepBudget.reason of a budget that is the SLO policy's fallback rather than a plan (the model is
+# not trusted yet, or the engine stopped reporting steps): policies name fallbacks by these, and
+# the metrics count them apart.
+FALLBACK_REASONS = frozenset({"unsure", "stalled"})
+
 
 @dataclass(frozen=True)
 class StepBudget:
@@ -25,12 +30,15 @@ class StepBudget:
     relegate_before_s: requests never scheduled that arrived before this engine time have missed
     their TTFT deadline: the scheduler serves them after every other arrived request (None: FCFS).
     reason: why the policy chose these limits, free text for logs (StepStats.budget_reason).
+    predicted_duration_s: the policy's predicted seconds of the step these limits build (what
+    the metrics compare with the step's measured period); None when the policy has no model.
     """
 
     token_budget: int
     max_chunk: int | None = None
     relegate_before_s: float | None = None
     reason: str = ""
+    predicted_duration_s: float | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.token_budget, int) or self.token_budget < 1:
@@ -59,6 +67,13 @@ class BudgetPolicy(Estimator):
 
     def observe(self, stats: StepStats) -> None:
         """Learn from a finished step. The default ignores it."""
+
+    def latency_model_error(self):
+        """The online error of the latency model the policy plans with: an object with the fields
+        num_predictions, mae_s, mape, recent_mape (fractions) and num_drifts (as
+        controller.latency_model.LatencyModelError), or None (the default) when the policy learns
+        no model. Read by the metrics at scrape time, from another thread: it must only read."""
+        return None
 
     def slo_targets(self) -> SloTargets | None:
         """The targets the policy plans for, per request class; the engine stamps every request

@@ -251,7 +251,7 @@ class LLMEngine:
             token_budget=budget.token_budget,
             max_chunk=budget.chunk_limit, first_token_latencies_s=first_token_latencies, max_token_gap_s=max_gap,
             host_gap_s=None if self._busy_since is None else start - self._busy_since,
-            budget_reason=budget.reason)
+            budget_reason=budget.reason, predicted_duration_s=budget.predicted_duration_s)
 
     def _output(self, update: RequestUpdate, now: float, logprobs: TokenLogprobs | None = None) -> RequestOutput:
         request, text_state = self._live[update.request_id]

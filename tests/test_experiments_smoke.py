@@ -26,6 +26,7 @@ EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
     ("sampler_options_bench.py", "| 4 | logprobs 5 |"),
     ("e2e_vs_transformers.py", "identical greedy outputs: 4 of 4"),
     ("cpu_threads.py", "threads=1: "),
+    ("telemetry_overhead.py", "| observe_step |"),
 ])
 def test_experiment_smoke(script, expected):
     done = subprocess.run([sys.executable, str(EXPERIMENTS / script), "--smoke"], capture_output=True, text=True,
@@ -63,3 +64,11 @@ def test_real_gpu_slo_refuses_a_plan_over_its_wall_limit():
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 2, done.stderr
     assert "over --max-wall-s=1" in done.stderr
+
+
+def test_render_tuning_dashboard_smoke(prometheus_binary):
+    """The phased run behind the tuning picture, on the tiny model: every panel gets data."""
+    done = subprocess.run([sys.executable, str(EXPERIMENTS / "render_tuning_dashboard.py"), "--smoke"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "12 panels" in done.stdout and "empty: none" in done.stdout

@@ -19,7 +19,7 @@ from aiohttp import web
 
 from adaptive_sarathi.controller.slo import SLOPolicy, SLOPolicyError, policy_from_dict
 from adaptive_sarathi.engine.engine import InvalidRequestError
-from adaptive_sarathi.metrics import ServerMetrics
+from adaptive_sarathi.metrics import ServerMetrics, slo_fields
 from adaptive_sarathi.server.async_engine import AsyncEngine
 from adaptive_sarathi.server.cors import CORSConfig, add_cors_headers, cors_middleware
 from adaptive_sarathi.server.errors import (APIError, EngineDeadError, EngineStoppedError, NoSLOPolicyError,
@@ -252,7 +252,7 @@ class _Routes:
             except (EngineStoppedError, EngineDeadError):
                 raise _unavailable(self.engine) from None
             self.slo = policy
-            self._metrics.set_slo_policy(policy.name, policy.class_names)
+            self._metrics.set_slo_policy(**slo_fields(policy))
             if self._on_slo_change is not None:
                 self._on_slo_change(policy)
         logger.info("SLO policy %r is in force", policy.name)

@@ -45,6 +45,9 @@ class EngineObserver(Protocol):
     def observe_output(self, output: RequestOutput) -> None:
         """For every output, including the final one of an aborted request."""
 
+    def observe_added(self, max_tokens: int, num_requests: int) -> None:
+        """After `num_requests` requests asking for at most `max_tokens` each were admitted."""
+
 
 class RequestStream:
     """The outputs of one submitted group of prompts, as (prompt index, RequestOutput) pairs, until
@@ -372,6 +375,8 @@ class AsyncEngine:
             self._loop.call_soon_threadsafe(self._resolve, command.accepted, error)
             return
         self._live.update(added)
+        if self.observer is not None:
+            self.observer.observe_added(command.params.max_tokens, len(added))
         self._loop.call_soon_threadsafe(self._resolve, command.accepted, None)
 
     def _set_slo(self, command: _SetSLO) -> None:

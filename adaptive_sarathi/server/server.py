@@ -19,7 +19,7 @@ from adaptive_sarathi.engine.factory import EngineArgs, create_engine
 from adaptive_sarathi.engine.step_log import StepLogWriter, deployment_tags
 from adaptive_sarathi.server.gc_tuning import tune_garbage_collection
 from adaptive_sarathi.engine.loaders.default_model import DEFAULT_NAME
-from adaptive_sarathi.metrics import ServerMetrics
+from adaptive_sarathi.metrics import ServerMetrics, slo_fields
 from adaptive_sarathi.server.app import build_app
 from adaptive_sarathi.server.cors import CORSConfig
 from adaptive_sarathi.server.async_engine import AsyncEngine
@@ -79,8 +79,7 @@ class Server:
         self.args = args
         names = args.served_model_names or (model_name,)
         self.model_name = model_name = names[0]
-        self.metrics = ServerMetrics(model_name, slo_classes=args.slo.class_names if args.slo else (),
-                                     slo_policy=args.slo.name if args.slo else None)
+        self.metrics = ServerMetrics(model_name, **slo_fields(args.slo), budget_policy=engine.policy)
         self.engine = AsyncEngine(engine, max_waiting=args.max_waiting, observer=self.metrics)
         self.app = build_app(self.engine, self.metrics, model_name, model_aliases=names[1:],
                              api_key=args.api_key,

@@ -135,3 +135,14 @@ def test_set_slo_replans_at_once_against_a_tighter_tbt_and_keeps_the_model():
     assert after.token_budget < before.token_budget
     assert 0 < p.last_decision.predicted_s * ratio <= limit
     assert p.slo_targets() == tight.as_targets() and p.slo_targets().tbt_s == pytest.approx(0.030)
+
+
+def test_a_planned_budget_carries_its_predicted_step_time_and_a_fallback_none():
+    p = policy()
+    s = queued(10.0, (0.0, 20_000))
+    budget = p.decide(s)
+    assert budget.predicted_duration_s == pytest.approx(p.last_decision.predicted_s) and budget.predicted_duration_s > 0
+    unsure = AdaptiveBudget(SLO)  # no prior, no steps: the fallback budget, nothing predicted
+    fallback = unsure.decide(s)
+    assert fallback.reason == "unsure" and fallback.predicted_duration_s is None
+    assert unsure.latency_model_error().num_predictions == 0

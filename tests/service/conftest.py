@@ -71,14 +71,14 @@ class RunningServer:
 
     def metrics(self) -> dict[str, float]:
         """Every sample of /metrics, parsed by prometheus-client, keyed by name (and the labels
-        other than model_name, as name{k=v}). A label whose value is "" is left out of the key, as
-        Prometheus treats it as absent (e.g. slo_class="" of requests without a class)."""
+        other than model_name and engine, as name{k=v}). A label whose value is "" is left out of
+        the key, as Prometheus treats it as absent (e.g. slo_class="" of requests without a class)."""
         status, _, text = self.request("GET", "/metrics")
         assert status == 200
         samples = {}
         for family in text_string_to_metric_families(text):
             for s in family.samples:
-                labels = ",".join(f"{k}={v}" for k, v in sorted(s.labels.items()) if k != "model_name" and v)
+                labels = ",".join(f"{k}={v}" for k, v in sorted(s.labels.items()) if k not in ("model_name", "engine") and v)
                 samples[f"{s.name}{{{labels}}}" if labels else s.name] = s.value
         return samples
 

@@ -32,6 +32,13 @@ def test_request_histograms_count_every_request(served):
         assert served[f"{M}{name}_bucket{{le=+Inf}}"] == n, name
     assert served[f"{M}request_success_total{{finished_reason=length}}"] == n
     assert served[f"{M}request_success_total{{finished_reason=abort}}"] == 0
+    assert served[f"{M}request_max_num_generation_tokens_count"] == n
+    assert served[f"{M}request_max_num_generation_tokens_sum"] == sum(o for _, o, _ in TRAFFIC)
+    for name in ("prefill", "decode", "inference"):
+        assert served[f"{M}request_{name}_time_seconds_count"] == n, name
+    assert served[f"{M}request_inference_time_seconds_sum"] == pytest.approx(
+        served[f"{M}request_prefill_time_seconds_sum"] + served[f"{M}request_decode_time_seconds_sum"])
+    assert served["process_resident_memory_bytes"] > 0
     assert 0 < served[f"{M}time_to_first_token_seconds_sum"] <= served[f"{M}e2e_request_latency_seconds_sum"]
 
 
@@ -52,8 +59,15 @@ def test_iteration_metrics_show_the_budget_in_force(served):
     steps = served[f"{M}iteration_duration_seconds_count"]
     assert steps >= max(o for _, o, _ in TRAFFIC)
     assert served[f"{M}iteration_prefill_tokens_count"] == served[f"{M}iteration_decode_tokens_count"] == steps
-    assert served[f"{M}token_budget_tokens"] == ENGINE.token_budget
-    assert served[f"{M}max_chunk_tokens"] == ENGINE.max_chunk
+    # One observation per step, so a scrape's mean is the mean over steps, not the latest value.
+    assert served[f"{M}iteration_token_budget_tokens_count"] == served[f"{M}iteration_max_chunk_tokens_count"] == steps
+    assert served[f"{M}iteration_token_budget_tokens_sum"] == ENGINE.token_budget * steps
+    assert served[f"{M}iteration_max_chunk_tokens_sum"] == ENGINE.max_chunk * steps
+    assert served[f"{M}iteration_tokens_total_sum"] == (served[f"{M}iteration_prefill_tokens_sum"]
+                                                        + served[f"{M}iteration_decode_tokens_sum"])
+    # The fixed policy gives no reason and predicts nothing.
+    assert served[f"{M}controller_decisions_total{{reason=none}}"] == steps
+    assert served[f"{M}controller_predicted_step_seconds_count"] == 0
     # The 100-token prompt needs ceil(100 / 32) chunks: no step took more prompt tokens than that.
     assert served[f"{M}iteration_prefill_tokens_bucket{{le=32.0}}"] == steps
 
@@ -85,4 +99,4 @@ def test_relegated_requests_are_counted():
                      token_budget=64, max_chunk=64, num_relegated=2)
     metrics.observe_step(step)
     metrics.observe_step(dataclasses.replace(step, num_relegated=0))
-    assert 'adaptive_sarathi:num_relegations_total{model_name="m"} 2.0' in generate_latest(metrics.registry).decode()
+    assert 'adaptive_sarathi:num_relegations_total{engine="0",model_name="m"} 2.0' in generate_latest(metrics.registry).decode()
