@@ -281,11 +281,12 @@ class ServerMetrics:
     def observe_state(self, state: EngineState) -> None:
         self._set_queue(state.num_waiting, state.num_running, state.num_free_blocks, state.num_total_blocks)
 
-    def observe_added(self, max_tokens: int, num_requests: int = 1) -> None:
-        """`num_requests` requests of `max_tokens` were admitted (request_max_num_generation_tokens)."""
+    def observe_added(self, max_tokens: Sequence[int]) -> None:
+        """Requests were admitted, asking for at most max_tokens[i] tokens each
+        (request_max_num_generation_tokens)."""
         observe = self.request_max_num_generation_tokens.observe
-        for _ in range(num_requests):
-            observe(max_tokens)
+        for tokens in max_tokens:
+            observe(tokens)
 
     def _series_of(self, slo_class: str | None) -> _ClassSeries:
         """The per-request series of `slo_class` (None: those of requests without a class). A

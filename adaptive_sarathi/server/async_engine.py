@@ -45,8 +45,8 @@ class EngineObserver(Protocol):
     def observe_output(self, output: RequestOutput) -> None:
         """For every output, including the final one of an aborted request."""
 
-    def observe_added(self, max_tokens: int, num_requests: int) -> None:
-        """After `num_requests` requests asking for at most `max_tokens` each were admitted."""
+    def observe_added(self, max_tokens: Sequence[int]) -> None:
+        """After requests were admitted, one asking for at most max_tokens[i] tokens each."""
 
 
 class RequestStream:
@@ -376,7 +376,7 @@ class AsyncEngine:
             return
         self._live.update(added)
         if self.observer is not None:
-            self.observer.observe_added(command.params.max_tokens, len(added))
+            self.observer.observe_added([p.max_tokens for p in command.params])
         self._loop.call_soon_threadsafe(self._resolve, command.accepted, None)
 
     def _set_slo(self, command: _SetSLO) -> None:

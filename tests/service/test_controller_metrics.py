@@ -61,12 +61,12 @@ def test_predicted_and_observed_step_time_are_recorded_on_predicted_steps_only()
 
 def test_decisions_are_counted_by_reason_and_fallbacks_apart():
     metrics = ServerMetrics("m")
-    for reason in ("unsure", "unsure", "knee", "deadline", "stalled", "knee", "tbt"):
+    for reason in ("unsure", "unsure", "kv", "no_decodes", "stalled", "kv", "tbt"):
         metrics.observe_step(dataclasses.replace(STEP, budget_reason=reason))
     got = samples(metrics)
     assert {k: v for k, v in got.items() if k.startswith(f"{M}controller_decisions_total")} == {
         f"{M}controller_decisions_total{{reason={r}}}": n
-        for r, n in (("unsure", 2), ("knee", 2), ("deadline", 1), ("stalled", 1), ("tbt", 1))}
+        for r, n in (("unsure", 2), ("kv", 2), ("no_decodes", 1), ("stalled", 1), ("tbt", 1))}
     assert got[f"{M}controller_fallbacks_total"] == 3
 
 

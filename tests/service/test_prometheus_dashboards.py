@@ -33,10 +33,10 @@ SLO = load_slo_policy("smollm2-cpu-strict")
 STUDY = "tiny-study"
 # A results file in the form `adaptive-sarathi tune --json` writes (three trials).
 TUNE_RESULTS = {"command": "tune", "config": {}, "policy": "adaptive", "objective": "capacity",
-                "best_params": {"margin": 0.1, "knee_slack": 0.3}, "best_value": 2.5, "default_value": 2.0,
-                "trials": [{"number": 0, "params": {"margin": 0.05, "knee_slack": 0.15}, "value": 2.0},
-                           {"number": 1, "params": {"margin": 0.2, "knee_slack": 0.05}, "value": 1.5},
-                           {"number": 2, "params": {"margin": 0.1, "knee_slack": 0.3}, "value": 2.5}]}
+                "best_params": {"margin": 0.1}, "best_value": 2.5, "default_value": 2.0,
+                "trials": [{"number": 0, "params": {"margin": 0.05}, "value": 2.0},
+                           {"number": 1, "params": {"margin": 0.2}, "value": 1.5},
+                           {"number": 2, "params": {"margin": 0.1}, "value": 2.5}]}
 
 
 def drive_load(port: int) -> dict[int, int]:
