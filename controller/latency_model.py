@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import operator
 from collections import deque
 from dataclasses import dataclass
 
@@ -120,7 +121,7 @@ class OnlineLatencyModel(Estimator):
             # predicts each candidate step a decision weighs, instead of a dict and numpy scalars.
             weights = self._weights = tuple(self._regression.predict_one({name: 1.0}) for name in self._feature_names)
         x = feature_values(shape, self.tile_tokens, self.knee_tokens, prior_ms)
-        return base + sum(w * v for w, v in zip(weights, x))
+        return base + sum(map(operator.mul, weights, x))
 
     def _predict_ms(self, shape: StepShape) -> float:
         prior_ms = self._prior_ms(shape)
