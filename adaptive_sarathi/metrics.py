@@ -115,6 +115,11 @@ class ServerMetrics:
                                              "Prompt tokens processed per iteration", buckets=(0.0, *_TOKEN_BUCKETS))
         self.iteration_decode_tokens = make(Histogram, "iteration_decode_tokens",
                                             "Decode tokens processed per iteration", buckets=(0.0, *_TOKEN_BUCKETS))
+        # vLLM's names and units: tokens of admitted requests looked up, and those found cached.
+        self.prefix_cache_queries = make(Counter, "prefix_cache_queries",
+                                         "Tokens of admitted requests looked up in the prefix cache")
+        self.prefix_cache_hits = make(Counter, "prefix_cache_hits",
+                                      "Tokens of admitted requests found in the prefix cache (not computed)")
 
     def set_slo_policy(self, name: str | None, slo_classes: Sequence[str]) -> None:
         """Name the SLO policy now in force (None: none) in slo_policy_info, removing the old
@@ -147,6 +152,9 @@ class ServerMetrics:
             self.num_preemptions.inc(stats.num_preempted)
         if stats.num_relegated:
             self.num_relegations.inc(stats.num_relegated)
+        if stats.num_cache_query_tokens:
+            self.prefix_cache_queries.inc(stats.num_cache_query_tokens)
+            self.prefix_cache_hits.inc(stats.num_cached_tokens)
         self._set_queue(stats.num_waiting, stats.num_running, stats.num_free_blocks, stats.num_total_blocks)
 
     def observe_state(self, state: EngineState) -> None:

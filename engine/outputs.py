@@ -14,7 +14,9 @@ class RequestOutput:
     """A request's state after a step. token_ids/text are cumulative; new_token_ids/delta_text are
     what this step added (delta_text may lag tokens while a multi-byte character is incomplete).
     error: why the engine ended this request on its own (finish reason abort), else None.
-    slo_class: the SLO class the request was added with (None: the policy's top-level targets)."""
+    slo_class: the SLO class the request was added with (None: the policy's top-level targets).
+    num_cached_tokens: prompt tokens found in the prefix cache when the request was first
+    admitted (0 before that, and with caching off): usage.prompt_tokens_details.cached_tokens."""
 
     request_id: str
     prompt_token_ids: list[int]
@@ -28,6 +30,7 @@ class RequestOutput:
     num_preemptions: int = 0
     error: str | None = None
     slo_class: str | None = None
+    num_cached_tokens: int = 0
 
     @property
     def finish_reason_str(self) -> str | None:

@@ -40,6 +40,12 @@ class StepStats:
     host_gap_s: float | None = None
     num_relegated: int = 0  # requests moved behind the others this step, their TTFT deadline missed
     budget_reason: str = ""  # the StepBudget's reason this step ran under
+    num_cache_query_tokens: int = 0  # tokens of this step's admissions looked up in the prefix cache
+
+    @property
+    def num_cached_tokens(self) -> int:
+        """Tokens this step's admissions found in the prefix cache (not computed)."""
+        return self.shape.num_cached_tokens
 
     @property
     def num_tokens(self) -> int:

@@ -46,3 +46,12 @@ def test_version(capsys):
     with pytest.raises(SystemExit) as done:
         main(["--version"])
     assert done.value.code == 0 and capsys.readouterr().out.startswith("adaptive-sarathi ")
+
+
+@pytest.mark.parametrize("flags, expected", [
+    ((), True), (("--enable-prefix-caching",), True), (("--no-prefix-caching",), False),
+    (("--no-enable-prefix-caching",), False),
+])
+def test_prefix_caching_is_on_unless_turned_off(flags, expected):
+    assert _serve_engine_args(parse("dummy:tiny", *flags)).enable_prefix_caching is expected
+    assert build_parser().parse_args(["generate", "hi", *flags]).enable_prefix_caching is expected

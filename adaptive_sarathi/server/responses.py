@@ -33,20 +33,24 @@ async def stream_chunks(header: ResponseHeader, stream: RequestStream,
                         include_usage: bool) -> AsyncIterator[dict[str, Any]]:
     """One chunk per engine output (a token, or the end of an aborted request); with
     `include_usage`, every chunk carries "usage": null and a last chunk with no choices carries
-    the token counts."""
+    the token counts (prompt tokens served from the prefix cache in
+    prompt_tokens_details.cached_tokens)."""
     prompt_tokens: dict[int, int] = {}
     completion_tokens: dict[int, int] = {}
+    cached_tokens: dict[int, int] = {}
     async for index, out in stream:
         first = index not in prompt_tokens
         prompt_tokens[index] = len(out.prompt_token_ids)
         completion_tokens[index] = len(out.token_ids)
+        cached_tokens[index] = out.num_cached_tokens
         chunk = header.chunk([_choice(header.chat, index, out, first)])
         if include_usage:
             chunk["usage"] = None
         yield chunk
     if include_usage:
         chunk = header.chunk([])
-        chunk["usage"] = _usage(sum(prompt_tokens.values()), sum(completion_tokens.values()))
+        chunk["usage"] = _usage(sum(prompt_tokens.values()), sum(completion_tokens.values()),
+                                sum(cached_tokens.values()))
         yield chunk
 
 
@@ -61,9 +65,10 @@ def _choice(chat: bool, index: int, out: RequestOutput, first: bool) -> dict[str
     return choice
 
 
-def _usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
+def _usage(prompt_tokens: int, completion_tokens: int, cached_tokens: int) -> dict[str, Any]:
     return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-            "total_tokens": prompt_tokens + completion_tokens}
+            "total_tokens": prompt_tokens + completion_tokens,
+            "prompt_tokens_details": {"cached_tokens": cached_tokens}}
 
 
 async def collect(header: ResponseHeader, chunks: AsyncIterator[dict[str, Any]]) -> dict[str, Any]:
