@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections import OrderedDict, deque
 from collections.abc import Sequence
+from itertools import islice
 
 
 class BlockManager:
@@ -158,15 +159,18 @@ class BlockManager:
     def match(self, block_hashes: Sequence[bytes], max_blocks: int) -> list[int]:
         """The cached blocks holding the longest prefix of block_hashes[:max_blocks] (a sequence's
         block hashes from block 0), in order; [] when caching is off. Mutates nothing."""
-        if not self.enable_caching:
+        if not self.enable_caching or not max_blocks or not block_hashes:
             return []
-        index = self._index
-        blocks = []
-        for i in range(min(max_blocks, len(block_hashes))):
-            block = index.get(block_hashes[i])
-            if block is None:
-                break
-            blocks.append(block)
+        get = self._index.get
+        if get(block_hashes[0]) is None:  # a prompt that shares nothing: the common miss, answered at once
+            return []
+        # Every lookup in one C-level pass, cut at the first miss: admissions run this every step
+        # their request waits at the head, and a long prompt's hit is hundreds of blocks.
+        blocks = list(map(get, islice(block_hashes, max_blocks)))
+        try:
+            del blocks[blocks.index(None):]
+        except ValueError:
+            pass
         return blocks
 
     def commit(self, request_id: str, block_hashes: Sequence[bytes], num_blocks: int) -> None:

@@ -33,9 +33,12 @@ class ConversationWorkload:
     answer would exceed `max_context_tokens`.
 
     Same interface as WorkloadSpec where simulations and capacity searches use it: `generate()`,
-    `scaled(factor)` (conversation starts `factor` times as often; the conversations' contents,
-    think times and start-time draws are kept, so start times just scale), `mean_qps` and
-    `slo_classes`. Raises WorkloadError naming a bad field.
+    `scaled(factor)`, `mean_qps` and `slo_classes`. scaled(factor) runs the same conversations
+    `factor` times faster: starts `factor` times as often and think times divided by `factor`,
+    so every arrival time is divided by it and the request rate is multiplied by it (with think
+    times kept, a finite set of conversations would bound the load however often they start:
+    each conversation's turns would still come one think time apart). Raises WorkloadError
+    naming a bad field.
     """
 
     num_conversations: int
@@ -81,7 +84,7 @@ class ConversationWorkload:
     def scaled(self, factor: float) -> "ConversationWorkload":
         if not factor > 0:
             raise WorkloadError(f"qps scale factor {factor!r} is invalid: use a number > 0")
-        return replace(self, conversation_qps=self.conversation_qps * factor)
+        return replace(self, conversation_qps=self.conversation_qps * factor, think_time_s=self.think_time_s / factor)
 
     def generate(self) -> Workload:
         """Every turn of every conversation, in arrival order, with prompt_token_ids,
@@ -99,7 +102,7 @@ class ConversationWorkload:
             num_turns = int(self.turns.sample(rng, 1)[0])
             users = self.user_tokens.sample(rng, num_turns).tolist()
             answers = self.output_tokens.sample(rng, num_turns).tolist()
-            gaps = rng.exponential(self.think_time_s, num_turns).tolist()
+            gaps = (rng.standard_exponential(num_turns) * self.think_time_s).tolist()
             t = float(starts[c])
             for k in range(num_turns):
                 if len(history) + users[k] + answers[k] > self.max_context_tokens:

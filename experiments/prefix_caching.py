@@ -1,0 +1,351 @@
+"""Prefix caching on multi-turn chat: SLO capacity and TTFT by turn with caching on and off.
+
+Simulated (the default): llama-3-8b on the h100 roofline, sarathi with a fixed budget of 512
+under the llama-3-8b-h100-strict SLO policy (TTFT P90 2 s, TBT P99 65 ms), on a synthetic
+conversation workload (adaptive_sarathi.workloads.conversations): conversations of 2 to 8 turns,
+each turn resending the system prompt (one of 8 of 1000 tokens), every earlier message and
+answer, and a new user message (log-normal, median 200 tokens); answers log-normal, median 250;
+20 s mean think time at 1 conversation start per second; at most 8000 tokens of context. A
+capacity search runs the same conversations faster (ConversationWorkload.scaled: starts more
+often, think times shorter by the same factor). It reports
+
+  - the prefix-cache hit rate (prompt tokens served from the cache) against the workload's
+    theoretically shareable prompt tokens (full blocks only, unbounded cache), at a low rate;
+  - the SLO capacity (adaptive_sarathi.capacity) with caching on and off, and their ratio;
+  - TTFT P50 / P90 by turn, on and off, at the caching-off SLO capacity;
+  - the cost of a prefix lookup per admitted request (hashes cached on the request, as at any
+    admission after the first try; and the first try, which also hashes the prompt) by prompt
+    length, and the memory per KV block of the cache's bookkeeping (tracemalloc).
+
+--gpu: the same questions on a real engine (in-process, --model, default dummy:llama-3-8b on
+cuda, bfloat16): TTFT of a 100-token prompt against a 4k-token cached prefix + 100 new tokens
+(median of REPEATS, caching on; off for reference); greedy outputs with caching on and off
+compared token by token on a short multi-turn run on a small KV cache; and one real-time served
+run each (on, off) of a compressed conversation workload (think times of 2 s), TTFT by turn.
+It writes experiments/results/prefix_caching_gpu.md (or --out DIR).
+
+--smoke: a small workload and coarse searches, printing only (what CI runs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import statistics
+import time
+import tracemalloc
+from dataclasses import replace
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+
+from adaptive_sarathi.capacity import find_capacity
+from adaptive_sarathi.controller.slo import load_slo_policy
+from adaptive_sarathi.engine.block_manager import BlockManager
+from adaptive_sarathi.engine.budget import FixedBudget
+from adaptive_sarathi.engine.config import SchedulerConfig
+from adaptive_sarathi.engine.latency.roofline import roofline_from_spec
+from adaptive_sarathi.engine.request import Request
+from adaptive_sarathi.engine.sampling_params import SamplingParams
+from adaptive_sarathi.engine.schedulers import make_scheduler
+from adaptive_sarathi.engine.simulator import SimulationResult, simulate
+from adaptive_sarathi.scenario import Scenario
+from adaptive_sarathi.workloads.conversations import ConversationWorkload, shareable_prompt_tokens
+from adaptive_sarathi.workloads.lengths import LogNormal, Uniform
+
+RESULTS = Path(__file__).parent / "results"
+BLOCK_SIZE, MAX_MODEL_LEN = 16, 8192
+SLO_POLICY = "llama-3-8b-h100-strict"
+POLICY = "fixed:512"
+REPEATS = 5
+
+
+def conversations(num_conversations: int, seed: int, think_time_s: float = 20.0, qps: float = 1.0,
+                  max_context_tokens: int = 8000) -> ConversationWorkload:
+    return ConversationWorkload(
+        num_conversations=num_conversations, conversation_qps=qps, turns=Uniform(2, 8),
+        user_tokens=LogNormal(200, 0.8, max=1500), output_tokens=LogNormal(250, 0.8, max=800),
+        system_prompt_tokens=1000, num_system_prompts=8, think_time_s=think_time_s,
+        max_context_tokens=max_context_tokens, seed=seed)
+
+
+def ttft_by_turn(workload: list, result: SimulationResult) -> dict[int, tuple[float, float, int]]:
+    """Turn (turns of 6 and more together, as 6) -> (TTFT P50 s, P90 s, requests)."""
+    by_turn: dict[int, list[float]] = {}
+    for r, timeline in zip(workload, result.timelines):
+        by_turn.setdefault(min(r.turn, 6), []).append(timeline.ttft)
+    return {t: (float(np.percentile(v, 50)), float(np.percentile(v, 90)), len(v)) for t, v in sorted(by_turn.items())}
+
+
+def lookup_cost(lengths=(512, 1024, 2048, 4096, 8192), repeats: int = 2000) -> list[tuple[int, float, float]]:
+    """(prompt tokens, us per lookup with the hashes cached, us for a first lookup that hashes
+    the prompt) with the whole prompt but its last block cached."""
+    rows = []
+    for n in lengths:
+        s = make_scheduler(SchedulerConfig(block_size=BLOCK_SIZE, max_model_len=16384), 4096)
+        prompt = [(7 * i) % 30000 + 1 for i in range(n)]
+        params = SamplingParams(max_tokens=1)
+        warm = Request("warm", prompt, params, 0.0)
+        s._prefix_hit(warm)
+        s.block_manager.allocate("warm", n)
+        s.block_manager.commit("warm", warm.block_hashes, n // BLOCK_SIZE)
+        probe = Request("probe", prompt, params, 0.0)
+        assert len(s._prefix_hit(probe)) == (n - 1) // BLOCK_SIZE
+        start = time.perf_counter()
+        for _ in range(repeats):
+            s._prefix_hit(probe)
+        cached_us = (time.perf_counter() - start) / repeats * 1e6
+        fresh = [Request(f"f{i}", prompt, params, 0.0) for i in range(max(20, repeats // 20))]
+        start = time.perf_counter()
+        for r in fresh:
+            s._prefix_hit(r)
+        first_us = (time.perf_counter() - start) / len(fresh) * 1e6
+        rows.append((n, cached_us, first_us))
+    return rows
+
+
+def memory_per_block(num_blocks: int = 50_000) -> tuple[float, float, float]:
+    """Bytes per block of a BlockManager (caching off; caching on, every block cached and held;
+    every block cached and evictable), and bytes per block of a request's block-hash list."""
+    def measure(build) -> float:
+        tracemalloc.start()
+        before = tracemalloc.take_snapshot()
+        kept = build()
+        after = tracemalloc.take_snapshot()
+        tracemalloc.stop()
+        size = sum(s.size_diff for s in after.compare_to(before, "filename"))
+        del kept
+        return size / num_blocks
+
+    tokens = [(7 * i) % 30000 + 1 for i in range(num_blocks * BLOCK_SIZE)]
+    from adaptive_sarathi.engine.block_hash import extend_block_hashes
+    hashes: list[bytes] = []
+    extend_block_hashes(hashes, tokens, BLOCK_SIZE)
+
+    def off():
+        bm = BlockManager(num_blocks, BLOCK_SIZE, enable_caching=False)
+        bm.allocate("a", num_blocks * BLOCK_SIZE)
+        return bm
+
+    def held():
+        bm = BlockManager(num_blocks, BLOCK_SIZE)
+        bm.allocate("a", num_blocks * BLOCK_SIZE)
+        bm.commit("a", hashes, num_blocks)
+        return bm
+
+    def evictable():
+        bm = held()
+        bm.free("a")
+        return bm
+
+    def request_hashes():
+        out: list[bytes] = []
+        extend_block_hashes(out, tokens, BLOCK_SIZE)
+        return out
+
+    return measure(off), measure(held), measure(evictable), measure(request_hashes)
+
+
+def simulated(args) -> str:
+    n = 30 if args.smoke else args.num_conversations
+    rel_tol = 0.2 if args.smoke else 0.02
+    model = roofline_from_spec("h100:llama-3-8b")
+    num_kv_blocks = model.num_kv_blocks(BLOCK_SIZE)
+    slo = load_slo_policy(SLO_POLICY)
+    workload = conversations(n, args.seed)
+    lines = [f"Workload: {n} conversations, {workload.mean_qps / workload.conversation_qps:.2f} turns each on "
+             f"average; h100:llama-3-8b roofline, {num_kv_blocks} KV blocks of {BLOCK_SIZE}; sarathi {POLICY}; "
+             f"SLO {SLO_POLICY}.", ""]
+
+    # Hit rate against the theoretical share, at a low rate on an unbounded cache.
+    low = workload.scaled(0.25)
+    requests = low.generate()
+    theory = shareable_prompt_tokens(requests, BLOCK_SIZE) / sum(r.num_prompt_tokens for r in requests)
+    big = simulate(requests, SchedulerConfig(name="sarathi", max_model_len=MAX_MODEL_LEN, block_size=BLOCK_SIZE),
+                   FixedBudget(512), model, num_kv_blocks=10 ** 6)
+    lines += ["## Hit rate", "", "| requests | theoretically shareable prompt tokens | measured hit rate | gap (points) |",
+              "| --- | --- | --- | --- |",
+              f"| {len(requests)} | {theory:.2%} | {big.prefix_cache_hit_rate:.2%} | "
+              f"{(theory - big.prefix_cache_hit_rate) * 100:.2f} |", ""]
+    print("\n".join(lines[-5:]))
+
+    results = {}
+    for caching in (True, False):
+        scheduler = SchedulerConfig(name="sarathi", max_model_len=MAX_MODEL_LEN, block_size=BLOCK_SIZE,
+                                    enable_prefix_caching=caching)
+        scenario = Scenario(workload, scheduler, POLICY, model, num_kv_blocks, slo=slo, seed=args.seed)
+        start = time.perf_counter()
+        results[caching] = (scenario, find_capacity(scenario, rel_tol=rel_tol))
+        print(f"caching {'on' if caching else 'off'}: SLO capacity {results[caching][1].slo_capacity_qps:.2f} req/s "
+              f"({time.perf_counter() - start:.0f} s search)", flush=True)
+    on, off = results[True][1], results[False][1]
+    ratio = on.slo_capacity_qps / off.slo_capacity_qps if off.slo_capacity_qps else math.inf
+    lines += ["## SLO capacity", "",
+              "| prefix caching | SLO capacity (req/s) | conversations/s | think time there (s) | proxy capacity (req/s) "
+              "| hit rate there |",
+              "| --- | --- | --- | --- | --- | --- |"]
+    for caching, label in ((True, "on"), (False, "off")):
+        scenario, cap = results[caching]
+        at = scenario.run(cap.slo_capacity_scale) if cap.slo_capacity_scale else None
+        lines.append(f"| {label} | {cap.slo_capacity_qps:.2f} | {cap.slo_capacity_scale * workload.conversation_qps:.3f} "
+                     f"| {workload.think_time_s / cap.slo_capacity_scale:.1f} | {cap.capacity_qps:.2f} "
+                     f"| {at.prefix_cache_hit_rate:.1%} |" if at else f"| {label} | 0 | | | | |")
+    lines += ["", f"Ratio on / off: **{ratio:.2f}x** (target >= 2x).", ""]
+    print("\n".join(lines[-7:]), flush=True)
+
+    # TTFT by turn at the caching-off capacity (where off just meets its SLO).
+    scale = off.slo_capacity_scale or 0.25
+    turn_rows = {}
+    for caching in (True, False):
+        scenario = results[caching][0]
+        reqs = scenario.workload.scaled(scale).generate()
+        turn_rows[caching] = ttft_by_turn(reqs, scenario.run(scale))
+    lines += [f"## TTFT by turn at {scale * workload.mean_qps:.2f} req/s (the caching-off SLO capacity)", "",
+              "| turn | requests | on: P50 ms | on: P90 ms | off: P50 ms | off: P90 ms |",
+              "| --- | --- | --- | --- | --- | --- |"]
+    for turn, (p50, p90, count) in turn_rows[True].items():
+        o50, o90, _ = turn_rows[False][turn]
+        lines.append(f"| {turn + 1}{'+' if turn == 6 else ''} | {count} | {p50 * 1e3:.0f} | {p90 * 1e3:.0f} | "
+                     f"{o50 * 1e3:.0f} | {o90 * 1e3:.0f} |")
+    lines.append("")
+    print("\n".join(lines[-10:]))
+
+    cost = lookup_cost(repeats=200 if args.smoke else 2000)
+    lines += ["## Lookup cost per admitted request (this CPU)", "",
+              "| prompt tokens | lookup, hashes cached (us) | first lookup, hashing the prompt (us) |",
+              "| --- | --- | --- |"]
+    lines += [f"| {n} | {c:.2f} | {f:.1f} |" for n, c, f in cost]
+    mem = memory_per_block(5_000 if args.smoke else 50_000)
+    lines += ["", "## Memory per KV block (bookkeeping, tracemalloc)", "",
+              "| block manager, caching off | caching on, cached and held | cached and evictable | a request's hash list |",
+              "| --- | --- | --- | --- |", "| " + " | ".join(f"{m:.0f} B" for m in mem) + " |", ""]
+    print("\n".join(lines[-12:]))
+    return "\n".join(lines)
+
+
+# -- GPU --------------------------------------------------------------------------------------
+
+def gpu(args) -> str:
+    import torch
+
+    from adaptive_sarathi.engine.factory import EngineArgs, create_engine
+
+    def engine(caching: bool, **kw):
+        return create_engine(EngineArgs(model=args.model, device="cuda", dtype="bfloat16", token_budget=8192,
+                                        max_model_len=MAX_MODEL_LEN, enable_prefix_caching=caching, seed=args.seed,
+                                        **kw))
+
+    def ttft(e, prompt) -> float:
+        rid = e.add_request(prompt, SamplingParams(max_tokens=1, ignore_eos=True))
+        start = time.perf_counter()
+        while e.has_unfinished_requests():
+            e.step()
+        del rid
+        return time.perf_counter() - start
+
+    rng = np.random.default_rng(args.seed)
+    lines = [f"Card: {torch.cuda.get_device_name()}; model {args.model}; {date.today()}.", ""]
+    rows = []
+    for caching in (True, False):
+        e = engine(caching)
+        short = [ttft(e, rng.integers(1, 30000, 100).tolist()) for _ in range(REPEATS + 1)][1:]
+        cached = []
+        for _ in range(REPEATS + 1):
+            prefix = rng.integers(1, 30000, 4096).tolist()
+            ttft(e, prefix)  # computes (and, with caching, caches) the prefix
+            cached.append(ttft(e, prefix + rng.integers(1, 30000, 100).tolist()))
+        rows.append((caching, statistics.median(short), statistics.median(cached[1:])))
+        del e
+        torch.cuda.empty_cache()
+    lines += ["## TTFT: 100-token prompt vs 4k cached prefix + 100 new tokens", "",
+              "| prefix caching | 100-token prompt (ms) | 4096 prefix + 100 (ms) | ratio |", "| --- | --- | --- | --- |"]
+    lines += [f"| {'on' if c else 'off'} | {a * 1e3:.2f} | {b * 1e3:.2f} | {b / a:.2f} |" for c, a, b in rows]
+    lines += ["", "Target: ratio <= 1.2 with caching on.", ""]
+    print("\n".join(lines))
+
+    # Parity: greedy outputs, caching on and off, a multi-turn run on a small cache (evictions,
+    # preemption of requests holding shared blocks).
+    outs = {}
+    small = conversations(12, args.seed, think_time_s=0.01, max_context_tokens=3000).generate()
+    for caching in (True, False):
+        e = engine(caching, num_kv_blocks=400, max_num_seqs=16)
+        ids = [e.add_request(list(r.prompt_token_ids), SamplingParams(max_tokens=16, ignore_eos=True))
+               for r in small]
+        done = {}
+        while e.has_unfinished_requests():
+            for o in e.step():
+                if o.finished:
+                    done[o.request_id] = o.token_ids
+        outs[caching] = [done[i] for i in ids]
+        del e
+        torch.cuda.empty_cache()
+    same = sum(a == b for a, b in zip(outs[True], outs[False]))
+    lines += [f"Greedy parity on {len(small)} multi-turn requests (400 KV blocks): {same} of {len(small)} "
+              "identical with caching on and off.", ""]
+    print(lines[-2])
+
+    # One real-time served run each: arrivals on the wall clock, TTFT by turn.
+    workload = conversations(40 if not args.smoke else 6, args.seed, think_time_s=2.0, qps=args.gpu_qps)
+    reqs = workload.generate()
+    by = {}
+    for caching in (True, False):
+        e = engine(caching)
+        start = time.perf_counter()
+        pending = list(enumerate(reqs))
+        arrival_of, first = {}, {}
+        while pending or e.has_unfinished_requests():
+            now = time.perf_counter() - start
+            while pending and pending[0][1].arrival_time_s <= now:
+                i, r = pending.pop(0)
+                rid = e.add_request(list(r.prompt_token_ids), SamplingParams(max_tokens=r.num_output_tokens,
+                                                                            ignore_eos=True), request_id=str(i))
+                arrival_of[rid] = start + r.arrival_time_s
+            if not e.has_unfinished_requests():
+                time.sleep(min(0.001, max(0.0, pending[0][1].arrival_time_s - now)))
+                continue
+            for o in e.step():
+                if o.request_id not in first and o.token_ids:
+                    first[o.request_id] = time.perf_counter() - arrival_of[o.request_id]
+        by[caching] = {}
+        for i, r in enumerate(reqs):
+            by[caching].setdefault(min(r.turn, 6), []).append(first[str(i)])
+        del e
+        torch.cuda.empty_cache()
+    lines += [f"## Served run: {len(reqs)} requests, {args.gpu_qps:g} conversations/s, think time 2 s", "",
+              "| turn | requests | on: P50 ms | on: P90 ms | off: P50 ms | off: P90 ms |",
+              "| --- | --- | --- | --- | --- | --- |"]
+    for turn in sorted(by[True]):
+        a, b = by[True][turn], by[False][turn]
+        lines.append(f"| {turn + 1} | {len(a)} | {np.percentile(a, 50) * 1e3:.1f} | {np.percentile(a, 90) * 1e3:.1f} | "
+                     f"{np.percentile(b, 50) * 1e3:.1f} | {np.percentile(b, 90) * 1e3:.1f} |")
+    print("\n".join(lines[-(len(by[True]) + 4):]))
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--smoke", action="store_true", help="a small run, printing only (for CI)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--num-conversations", type=int, default=400)
+    parser.add_argument("--gpu", action="store_true", help="measure on a CUDA GPU instead of simulating")
+    parser.add_argument("--model", default="dummy:llama-3-8b", help="with --gpu: the model to serve")
+    parser.add_argument("--gpu-qps", type=float, default=2.0, help="with --gpu: conversation starts per second")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="folder the results table goes to")
+    args = parser.parse_args()
+    if args.gpu:
+        body = gpu(args)
+        name, title = "prefix_caching_gpu.md", "Prefix caching on a GPU"
+    else:
+        body = simulated(args)
+        name, title = "prefix_caching.md", "Prefix caching on multi-turn chat, simulated"
+    if not args.smoke:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / name).write_text(f"# {title}\n\nProduced by `python experiments/prefix_caching.py"
+                                     f"{' --gpu' if args.gpu else ''}` on {date.today()} (seed {args.seed}).\n\n"
+                                     + body + "\n")
+        print(f"wrote {args.out / name}")
+
+
+if __name__ == "__main__":
+    main()
