@@ -25,6 +25,7 @@ EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
     ("sampler_bench.py", "| 4 | temperature 0.8, seeded |"),
     ("e2e_vs_transformers.py", "identical greedy outputs: 4 of 4"),
     ("cpu_threads.py", "threads=1: "),
+    ("prefix_caching.py", "Ratio on / off"),
 ])
 def test_experiment_smoke(script, expected):
     done = subprocess.run([sys.executable, str(EXPERIMENTS / script), "--smoke"], capture_output=True, text=True,
