@@ -38,6 +38,11 @@ def _add_engine_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dtype", default="auto", help="float16, bfloat16, float32 or auto (the model's)")
     p.add_argument("--enforce-eager", action="store_true",
                    help="run every step eagerly instead of replaying CUDA graphs (GPU only)")
+    p.add_argument("--enable-prefix-caching", dest="enable_prefix_caching", action="store_true", default=True,
+                   help="reuse the KV blocks of prompt prefixes other requests computed (on by default; vLLM's "
+                        "flag, accepted)")
+    p.add_argument("--no-prefix-caching", "--no-enable-prefix-caching", dest="enable_prefix_caching",
+                   action="store_false", help="compute every prompt in full (turns prefix caching off)")
     _add_threads_flag(p)
 
 
@@ -259,7 +264,7 @@ def _serve_engine_args(args: argparse.Namespace):
                       tensor_parallel_size=args.tensor_parallel_size,
                       device=args.device, dtype=args.dtype, enforce_eager=args.enforce_eager,
                       num_threads=args.num_threads, gpu_memory_utilization=args.gpu_memory_utilization,
-                      seed=args.seed)
+                      seed=args.seed, enable_prefix_caching=args.enable_prefix_caching)
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -401,7 +406,7 @@ def _generate(args: argparse.Namespace) -> int:
                                 seed=args.seed)
         llm = LLM(args.model, scheduler=args.scheduler, token_budget=args.token_budget, max_chunk=args.max_chunk,
                   device=args.device, dtype=args.dtype, enforce_eager=args.enforce_eager,
-                  num_threads=args.num_threads)
+                  num_threads=args.num_threads, enable_prefix_caching=args.enable_prefix_caching)
         if args.command == "generate":
             out = llm.generate(args.prompt, params)[0]
         else:

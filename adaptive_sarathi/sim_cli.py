@@ -101,6 +101,9 @@ def _add_flags(p: argparse.ArgumentParser, tuning: bool = False) -> None:
     e.add_argument("--max-num-seqs", type=int, default=256)
     e.add_argument("--max-model-len", type=int, default=32768, help="context window in tokens")
     e.add_argument("--block-size", type=int, default=16)
+    e.add_argument("--no-prefix-caching", dest="enable_prefix_caching", action="store_false",
+                   help="compute every prompt in full (prefix caching is on by default; workloads without token ids "
+                        "share nothing, so only a preempted request's own blocks are reused)")
     e.add_argument("--num-kv-blocks", type=int, default=None,
                    help="KV cache blocks (default: what the modelled GPU holds at 90%% memory)")
     m = p.add_argument_group("latency model (give one)")
@@ -153,7 +156,7 @@ def _scenario(args: argparse.Namespace):
     slo = slo_from_flags(args.slo, args.slo_policy)
     model = _tensor_parallel(latency_model(args.profile, args.roofline), args.tensor_parallel_size)
     config = SchedulerConfig(name=args.scheduler, max_num_seqs=args.max_num_seqs, max_model_len=args.max_model_len,
-                             block_size=args.block_size)
+                             block_size=args.block_size, enable_prefix_caching=args.enable_prefix_caching)
     if args.num_kv_blocks is not None and args.num_kv_blocks < 1:
         raise ValueError(f"--num-kv-blocks={args.num_kv_blocks} is invalid: use an integer >= 1")
     blocks = args.num_kv_blocks if args.num_kv_blocks is not None else default_kv_blocks(model, args.block_size)
@@ -306,7 +309,8 @@ def _config(args: argparse.Namespace, scenario) -> dict:
             "replay": None if args.replay is None else str(args.replay),
             "qps": scenario.workload.mean_qps, "scheduler": args.scheduler, "policy": scenario.policy,
             "slo": None if scenario.slo is None else scenario.slo.name, "profile": args.profile,
-            "roofline": args.roofline, "tensor_parallel_size": args.tensor_parallel_size, "num_kv_blocks": scenario.num_kv_blocks, "seed": args.seed}
+            "roofline": args.roofline, "tensor_parallel_size": args.tensor_parallel_size, "num_kv_blocks": scenario.num_kv_blocks, "seed": args.seed,
+            "enable_prefix_caching": args.enable_prefix_caching}
 
 
 def format_simulation(r) -> str:

@@ -103,11 +103,16 @@ class ScheduledBatch:
 
     preempted_ids: requests whose KV blocks were freed this step to make room (they will recompute).
     relegated_ids: requests moved behind the others this step, their TTFT deadline missed.
+    num_cache_query_tokens: tokens of the requests admitted this step, looked up in the prefix
+    cache (0 with caching off); num_cached_tokens: those found there, which the chunks start
+    after instead of computing them.
     """
 
     chunks: list[ScheduledChunk] = field(default_factory=list)
     preempted_ids: list[str] = field(default_factory=list)
     relegated_ids: list[str] = field(default_factory=list)
+    num_cache_query_tokens: int = 0
+    num_cached_tokens: int = 0
 
     @property
     def is_empty(self) -> bool:

@@ -17,6 +17,7 @@ class SchedulerConfig:
     max_model_len: int = 8192
     block_size: int = 16
     watermark: float = 0.01  # fraction of KV blocks new admissions must leave free
+    enable_prefix_caching: bool = True  # reuse the KV of full blocks whose tokens another request computed
 
     def __post_init__(self) -> None:
         if self.name not in SCHEDULER_NAMES:
@@ -25,6 +26,8 @@ class SchedulerConfig:
             value = getattr(self, field_name)
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{field_name}={value!r} is invalid: use an integer >= 1")
+        if not isinstance(self.enable_prefix_caching, bool):
+            raise ValueError(f"enable_prefix_caching={self.enable_prefix_caching!r} is invalid: use true or false")
         if not 0.0 <= self.watermark < 1.0:
             raise ValueError(f"watermark={self.watermark!r} is invalid: use a fraction in [0, 1)")
 

@@ -181,7 +181,7 @@ class LLMEngine:
         request, text_state = live
         return RequestOutput(request_id, request.prompt_token_ids, list(request.output_token_ids), [],
                              text_state.text, "", True, FinishReason.ABORT, request.timeline, request.num_preemptions,
-                             None, request.slo_class)
+                             None, request.slo_class, request.num_cached_tokens)
 
     def has_unfinished_requests(self) -> bool:
         return self.scheduler.has_unfinished()
@@ -251,7 +251,8 @@ class LLMEngine:
             token_budget=budget.token_budget,
             max_chunk=budget.chunk_limit, first_token_latencies_s=first_token_latencies, max_token_gap_s=max_gap,
             host_gap_s=None if self._busy_since is None else start - self._busy_since,
-            budget_reason=budget.reason, predicted_duration_s=budget.predicted_duration_s)
+            budget_reason=budget.reason, predicted_duration_s=budget.predicted_duration_s,
+            num_cache_query_tokens=batch.num_cache_query_tokens)
 
     def _output(self, update: RequestUpdate, now: float, logprobs: TokenLogprobs | None = None) -> RequestOutput:
         request, text_state = self._live[update.request_id]
@@ -276,11 +277,11 @@ class LLMEngine:
             del self._live[update.request_id]
         # Positional, in field order (request_id, prompt_token_ids, token_ids, new_token_ids, text,
         # delta_text, finished, finish_reason, timeline, num_preemptions, error, slo_class,
-        # new_logprobs): one per request per step.
+        # new_logprobs, num_cached_tokens): one per request per step.
         return RequestOutput(update.request_id, request.prompt_token_ids, list(request.output_token_ids),
                              update.new_token_ids, text_state.text, delta, finished, reason, request.timeline,
                              request.num_preemptions, error, request.slo_class,
-                             None if logprobs is None else [logprobs])
+                             None if logprobs is None else [logprobs], request.num_cached_tokens)
 
 
 def _check_encodable(prompt: str) -> None:

@@ -31,7 +31,8 @@ class EngineArgs:
     """Everything a user chooses about an engine. model None = the embedded SmolLM2 default;
     device/dtype "auto" = CUDA in bfloat16 when present, else CPU in float32. Steps of up to
     MAX_GRAPH_BATCH decodes (plus prefill chunks, up to MAX_GRAPH_TOKENS tokens in all) replay CUDA
-    graphs on a GPU with the triton attention backend unless enforce_eager."""
+    graphs on a GPU with the triton attention backend unless enforce_eager. enable_prefix_caching:
+    requests reuse the KV blocks of prompt prefixes already computed (docs/prefix-caching.md)."""
 
     model: str | None = None
     scheduler: str = "sarathi"
@@ -50,6 +51,7 @@ class EngineArgs:
     seed: int = 0
     tensor_parallel_size: int = 1  # ranks (GPUs, or CPU processes over gloo) the model is split over
     num_threads: int | None = None  # torch intra-op threads of a CPU engine; None = default_num_threads()
+    enable_prefix_caching: bool = True
 
     def __post_init__(self) -> None:
         if self.num_threads is not None and (not isinstance(self.num_threads, int) or self.num_threads < 1):
@@ -64,7 +66,8 @@ class EngineArgs:
         if self.max_model_len is not None and self.max_model_len < 2:
             raise ValueError(f"max_model_len={self.max_model_len!r} is invalid: use an integer >= 2 or None")
         # Validate scheduler and budget eagerly so a bad flag fails before the model loads.
-        SchedulerConfig(name=self.scheduler, max_num_seqs=self.max_num_seqs, block_size=self.block_size)
+        SchedulerConfig(name=self.scheduler, max_num_seqs=self.max_num_seqs, block_size=self.block_size,
+                        enable_prefix_caching=self.enable_prefix_caching)
         if self.block_size & (self.block_size - 1):
             raise ValueError(f"block_size={self.block_size!r} is invalid: use a power of two >= 1")
         if self.num_kv_blocks is not None and (not isinstance(self.num_kv_blocks, int) or self.num_kv_blocks < 1):
@@ -113,7 +116,8 @@ def create_engine(args: EngineArgs, policy: BudgetPolicy | None = None) -> LLMEn
     else:
         executor, num_blocks = _single_executor(args, source, device, dtype, window)
     scheduler = make_scheduler(SchedulerConfig(name=args.scheduler, max_num_seqs=args.max_num_seqs,
-                                               max_model_len=window, block_size=args.block_size), num_blocks)
+                                               max_model_len=window, block_size=args.block_size,
+                                               enable_prefix_caching=args.enable_prefix_caching), num_blocks)
     # The scheduler shrinks the window so one request always fits the cache once others are preempted.
     window = scheduler.max_context_len
     tokenizer = Tokenizer.from_dir(source.tokenizer_path) if source.tokenizer_path else None

@@ -17,7 +17,9 @@ class RequestOutput:
     error: why the engine ended this request on its own (finish reason abort), else None.
     slo_class: the SLO class the request was added with (None: the policy's top-level targets).
     new_logprobs: the logprobs of new_token_ids, one each, when the request asked for them (and
-    the executor computes logits), else None."""
+    the executor computes logits), else None.
+    num_cached_tokens: prompt tokens found in the prefix cache when the request was first
+    admitted (0 before that, and with caching off): usage.prompt_tokens_details.cached_tokens."""
 
     request_id: str
     prompt_token_ids: list[int]
@@ -32,6 +34,7 @@ class RequestOutput:
     error: str | None = None
     slo_class: str | None = None
     new_logprobs: list[TokenLogprobs] | None = None
+    num_cached_tokens: int = 0
 
     @property
     def finish_reason_str(self) -> str | None:

@@ -85,6 +85,12 @@ class Request:
     status: RequestStatus = RequestStatus.WAITING
     finish_reason: FinishReason | None = None
     num_preemptions: int = 0
+    # Prompt tokens found in the prefix cache at the first admission (not computed for it).
+    num_cached_tokens: int = 0
+    # Content hashes of the first full blocks of prompt + outputs (engine.block_hash), grown
+    # lazily by the scheduler as lookups and commits need them; tokens never change, so they
+    # stay valid across preemption.
+    block_hashes: list[bytes] = field(default_factory=list, repr=False)
     timeline: RequestTimeline = field(init=False)
 
     def __post_init__(self) -> None:

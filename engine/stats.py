@@ -43,6 +43,12 @@ class StepStats:
     # The policy's predicted seconds of this step (StepBudget.predicted_duration_s), made before
     # it ran; None when the policy has no latency model.
     predicted_duration_s: float | None = None
+    num_cache_query_tokens: int = 0  # tokens of this step's admissions looked up in the prefix cache
+
+    @property
+    def num_cached_tokens(self) -> int:
+        """Tokens this step's admissions found in the prefix cache (not computed)."""
+        return self.shape.num_cached_tokens
 
     @property
     def num_tokens(self) -> int:

@@ -78,7 +78,8 @@ class StepRecord:
                 "num_prefill_seqs": s.num_prefill_seqs, "sum_context_tokens": s.sum_context_tokens,
                 "decode_context_tokens": s.decode_context_tokens, "token_budget": self.token_budget,
                 "max_chunk": self.max_chunk, "reason": self.reason, "num_waiting": self.num_waiting,
-                "num_running": self.num_running, "num_preempted": self.num_preempted}
+                "num_running": self.num_running, "num_preempted": self.num_preempted,
+                "num_cached_tokens": s.num_cached_tokens}
 
     @classmethod
     def from_dict(cls, data: dict) -> "StepRecord":
@@ -92,7 +93,7 @@ class StepRecord:
                 raise ValueError(f"{key}={value!r} is not {'a number' if kind is float else 'an integer'}")
             return kind(value)
 
-        shape = StepShape(*(number(k, int) for k in SHAPE_KEYS))
+        shape = StepShape(*(number(k, int) for k in SHAPE_KEYS), int(data.get("num_cached_tokens", 0)))
         reason = data.get("reason", "")
         if not isinstance(reason, str):
             raise ValueError(f"reason={reason!r} is not a string")

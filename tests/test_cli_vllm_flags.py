@@ -59,3 +59,12 @@ def test_cors_flags_take_vllms_json_lists_and_are_off_by_default(capsys):
     with pytest.raises(SystemExit):
         parse("--allowed-origins", '["https://a.example", 3]')
     assert "--allowed-origins" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flags, expected", [
+    ((), True), (("--enable-prefix-caching",), True), (("--no-prefix-caching",), False),
+    (("--no-enable-prefix-caching",), False),
+])
+def test_prefix_caching_is_on_unless_turned_off(flags, expected):
+    assert _serve_engine_args(parse("dummy:tiny", *flags)).enable_prefix_caching is expected
+    assert build_parser().parse_args(["generate", "hi", *flags]).enable_prefix_caching is expected

@@ -27,6 +27,7 @@ EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
     ("e2e_vs_transformers.py", "identical greedy outputs: 4 of 4"),
     ("cpu_threads.py", "threads=1: "),
     ("telemetry_overhead.py", "| observe_step |"),
+    ("prefix_caching.py", "Ratio on / off"),
 ])
 def test_experiment_smoke(script, expected):
     done = subprocess.run([sys.executable, str(EXPERIMENTS / script), "--smoke"], capture_output=True, text=True,

@@ -175,6 +175,11 @@ class ServerMetrics:
                                              "Prompt tokens processed per iteration", buckets=(0.0, *buckets.TOKENS))
         self.iteration_decode_tokens = make(Histogram, "iteration_decode_tokens",
                                             "Decode tokens processed per iteration", buckets=(0.0, *buckets.TOKENS))
+        # vLLM's names and units: tokens of admitted requests looked up, and those found cached.
+        self.prefix_cache_queries = make(Counter, "prefix_cache_queries",
+                                         "Tokens of admitted requests looked up in the prefix cache")
+        self.prefix_cache_hits = make(Counter, "prefix_cache_hits",
+                                      "Tokens of admitted requests found in the prefix cache (not computed)")
         self.iteration_token_budget = make(Histogram, "iteration_token_budget_tokens", "Token budget each "
                                            "iteration ran under", buckets=buckets.BUDGET_TOKENS)
         self.iteration_max_chunk = make(Histogram, "iteration_max_chunk_tokens", "Most prompt tokens per request "
@@ -267,6 +272,9 @@ class ServerMetrics:
             self.num_preemptions.inc(stats.num_preempted)
         if stats.num_relegated:
             self.num_relegations.inc(stats.num_relegated)
+        if stats.num_cache_query_tokens:
+            self.prefix_cache_queries.inc(stats.num_cache_query_tokens)
+            self.prefix_cache_hits.inc(stats.num_cached_tokens)
         self._set_queue(stats.num_waiting, stats.num_running, stats.num_free_blocks, stats.num_total_blocks)
 
     def _decision_counter(self, reason: str) -> Counter:

@@ -41,14 +41,18 @@ async def stream_chunks(header: ResponseHeader, stream: RequestStream,
                         include_usage: bool) -> AsyncIterator[dict[str, Any]]:
     """One chunk per engine output (a token, or the end of an aborted request); with
     `include_usage`, every chunk carries "usage": null and a last chunk with no choices carries
-    the token counts (each prompt's tokens counted once, however many samples it has)."""
+    the token counts (each prompt's tokens counted once, however many samples it has; those served
+    from the prefix cache in prompt_tokens_details.cached_tokens, the fewest any sample found)."""
     prompt_tokens: dict[int, int] = {}
     completion_tokens: dict[int, int] = {}
+    cached_tokens: dict[int, int] = {}
     text_offsets: dict[int, int] = {}
     async for index, out in stream:
         first = index not in completion_tokens
         prompt_tokens[index // header.n] = len(out.prompt_token_ids)
         completion_tokens[index] = len(out.token_ids)
+        prompt = index // header.n
+        cached_tokens[prompt] = min(cached_tokens.get(prompt, out.num_cached_tokens), out.num_cached_tokens)
         choice = _choice(header.chat, index, out, first)
         if header.token_text is not None:
             choice["logprobs"] = _logprobs(header, out.new_logprobs or [], text_offsets, index)
@@ -58,7 +62,8 @@ async def stream_chunks(header: ResponseHeader, stream: RequestStream,
         yield chunk
     if include_usage:
         chunk = header.chunk([])
-        chunk["usage"] = _usage(sum(prompt_tokens.values()), sum(completion_tokens.values()))
+        chunk["usage"] = _usage(sum(prompt_tokens.values()), sum(completion_tokens.values()),
+                                sum(cached_tokens.values()))
         yield chunk
 
 
@@ -104,9 +109,10 @@ def _finite(logprob: float) -> float:
     return logprob if logprob > _LOWEST_LOGPROB else _LOWEST_LOGPROB
 
 
-def _usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
+def _usage(prompt_tokens: int, completion_tokens: int, cached_tokens: int) -> dict[str, Any]:
     return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-            "total_tokens": prompt_tokens + completion_tokens}
+            "total_tokens": prompt_tokens + completion_tokens,
+            "prompt_tokens_details": {"cached_tokens": cached_tokens}}
 
 
 async def collect(header: ResponseHeader, chunks: AsyncIterator[dict[str, Any]]) -> dict[str, Any]:

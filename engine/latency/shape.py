@@ -18,6 +18,10 @@ class StepShape:
     the chunks' cached prefixes plus the chunks. Not given (or negative), it is derived as if no
     chunk had a cached prefix: sum_context_tokens - num_prefill_tokens when the step has decodes,
     else 0. `from_batch` always gives the exact value.
+
+    num_cached_tokens: prompt tokens that requests admitted this step found in the prefix cache;
+    they cost no compute (the chunks start after them), only attention reads, which
+    sum_context_tokens already counts.
     """
 
     num_prefill_tokens: int
@@ -25,6 +29,7 @@ class StepShape:
     num_prefill_seqs: int
     sum_context_tokens: int
     decode_context_tokens: int = -1
+    num_cached_tokens: int = 0
 
     def __post_init__(self) -> None:
         if self.decode_context_tokens < 0:
@@ -53,7 +58,7 @@ class StepShape:
             else:
                 decode_tokens += n
                 decode_context += c.start_position + n
-        return cls(prefill_tokens, decode_tokens, prefill_seqs, context, decode_context)
+        return cls(prefill_tokens, decode_tokens, prefill_seqs, context, decode_context, batch.num_cached_tokens)
 
 
 class LatencyModel(Protocol):

@@ -21,10 +21,12 @@ SCHEDULER_CLASSES: dict[str, type[QueueScheduler]] = {
 
 def make_scheduler(config: SchedulerConfig, num_blocks: int) -> QueueScheduler:
     """Build the scheduler `config.name` with a fresh BlockManager of `num_blocks` KV blocks
-    (block_size from the config, watermark = floor(config.watermark * num_blocks) blocks).
+    (block_size from the config, watermark = floor(config.watermark * num_blocks) blocks, prefix
+    caching as config.enable_prefix_caching says).
     Raises ValueError when num_blocks < 1 or the watermark leaves no usable block."""
     watermark_blocks = int(config.watermark * num_blocks)
-    block_manager = BlockManager(num_blocks, config.block_size, watermark_blocks)
+    block_manager = BlockManager(num_blocks, config.block_size, watermark_blocks,
+                                 enable_caching=config.enable_prefix_caching)
     return SCHEDULER_CLASSES[config.name](config, block_manager)
 
 

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 
 from adaptive_sarathi.engine.batch import BlockTable, SamplingHistory, ScheduledBatch, ScheduledChunk, StepResult
 from adaptive_sarathi.engine.budget import StepBudget
+from adaptive_sarathi.engine.block_hash import extend_block_hashes
 from adaptive_sarathi.engine.block_manager import BlockManager
 from adaptive_sarathi.engine.config import SchedulerConfig
 from adaptive_sarathi.engine.request import FinishReason, Request, RequestStatus, in_prefill
@@ -23,6 +24,7 @@ class StepBuilder:
         self.batch = ScheduledBatch()
         self.scheduled_ids: set[str] = set()
         self.num_tokens = 0
+        self._num_prefill_chunks = 0
 
     @property
     def remaining(self) -> int:
@@ -30,7 +32,16 @@ class StepBuilder:
         return max(0, self.budget.token_budget - self.num_tokens)
 
     def add(self, chunk: ScheduledChunk) -> None:
-        self.batch.chunks.append(chunk)
+        """Append `chunk`, keeping the batch's decodes before its prefill chunks: a decode can
+        come after them when a preempted request is readmitted with all but its last token
+        cached."""
+        if chunk.is_prefill:
+            self._num_prefill_chunks += 1
+            self.batch.chunks.append(chunk)
+        elif self._num_prefill_chunks:
+            self.batch.chunks.insert(len(self.batch.chunks) - self._num_prefill_chunks, chunk)
+        else:
+            self.batch.chunks.append(chunk)
         self.scheduled_ids.add(chunk.request_id)
         self.num_tokens += len(chunk.token_ids)
 
@@ -47,6 +58,12 @@ class QueueScheduler(Scheduler):
     go first, instead of every request missing behind the late ones. The running list is in
     admission order; preemption takes victims from its tail.
 
+    Prefix caching (the block manager's enable_caching): an admission starts the request after the
+    longest run of its full blocks already cached (`_prefix_hit`), counting those tokens as
+    computed; the last token is always left to compute, so that the step yields its logits.
+    Token budgets and chunk limits apply to the uncached rest. Blocks are committed to the cache
+    as `update` sees them fully computed.
+
     The context window is `max_context_len` = min(max_model_len, the tokens the KV cache can hold
     beyond the watermark), so that any single request always fits once others are preempted.
     """
@@ -59,6 +76,7 @@ class QueueScheduler(Scheduler):
         self.config = config
         self._block_manager = block_manager
         self._block_size = block_manager.block_size
+        self._caching = block_manager.enable_caching
         usable_blocks = block_manager.num_total_blocks - block_manager.watermark_blocks
         self.max_context_len = min(config.max_model_len, usable_blocks * block_manager.block_size)
         self._future: deque[Request] = deque()  # not arrived yet (as of the last call that knew the time)
@@ -116,11 +134,15 @@ class QueueScheduler(Scheduler):
         batch, self._last_batch = self._last_batch, ScheduledBatch()
         updates = []
         requests, sampled, running = self._requests, result.sampled_token_ids, RequestStatus.RUNNING
+        bs = self._block_size
         for chunk in batch.chunks:
             request = requests.get(chunk.request_id)
             if request is None or request.status is not running:
                 continue
             request.num_computed_tokens += len(chunk.token_ids)
+            # A chunk that fills a block makes it shareable: cache it before a finish frees it.
+            if self._caching and request.num_computed_tokens // bs > chunk.start_position // bs:
+                self._commit(request)
             if not chunk.sample:
                 continue
             token = sampled[chunk.request_id]
@@ -224,6 +246,19 @@ class QueueScheduler(Scheduler):
             assert r.status is RequestStatus.WAITING, f"waiting request {r.request_id!r} is {r.status}"
             assert r.num_computed_tokens == 0, f"waiting request {r.request_id!r} has computed tokens"
             assert bm.num_owned_blocks(r.request_id) == 0, f"waiting request {r.request_id!r} owns blocks"
+        bs = self._block_size
+        for r in self._running:
+            # The cache's content addresses agree with the tokens: every hashed block a running
+            # request holds among its computed full blocks carries the hash of those tokens.
+            table = bm.block_table(r.request_id)
+            assert len(r.block_hashes) * bs <= r.num_tokens, f"request {r.request_id!r} hashes blocks it lacks"
+            for i in range(min(r.num_computed_tokens // bs, len(r.block_hashes))):
+                h = bm.block_hash(table[i])
+                assert h is None or h == r.block_hashes[i], (
+                    f"block {table[i]} of request {r.request_id!r} is cached under another content's hash")
+            if self._caching:
+                assert bm.num_committed_blocks(r.request_id) <= r.num_computed_tokens // bs, (
+                    f"request {r.request_id!r} committed blocks it has not computed")
         for r in self._running:
             assert r.status is RequestStatus.RUNNING, f"running request {r.request_id!r} is {r.status}"
             assert 0 < r.num_pending_tokens, f"running request {r.request_id!r} has nothing to compute"
@@ -282,37 +317,71 @@ class QueueScheduler(Scheduler):
                 break  # later ones are due later still
         return moved
 
-    def _fits(self, request: Request, num_tokens: int) -> bool:
-        """Whether admitting `request` with a chunk of `num_tokens` leaves the watermark free."""
-        total = request.num_computed_tokens + num_tokens
-        return self._block_manager.can_allocate(request.request_id, total, use_watermark=True)
+    def _prefix_hit(self, request: Request) -> list[int]:
+        """The cached blocks a waiting request would start with if admitted now: the longest run
+        of its full blocks in the cache, leaving at least its last token to compute ([] with
+        caching off). Hashes its blocks the first time they are needed (kept on the request).
+        Mutates only request.block_hashes."""
+        if not self._caching:
+            return []
+        bs = self._block_size
+        num_blocks = (request.num_tokens - 1) // bs
+        hashes = request.block_hashes
+        if len(hashes) < num_blocks:
+            extend_block_hashes(hashes, request.token_ids_slice(len(hashes) * bs, num_blocks * bs), bs)
+        return self._block_manager.match(hashes, num_blocks)
 
-    def _admit(self, step: StepBuilder, request: Request, num_tokens: int) -> None:
-        """Move `_admissible_head` to running with a first chunk; the caller checked `_fits`."""
+    def _commit(self, request: Request) -> None:
+        """Offer the running request's fully computed blocks to the prefix cache."""
+        bs = self._block_size
+        num_blocks = request.num_computed_tokens // bs
+        hashes = request.block_hashes
+        if len(hashes) < num_blocks:
+            extend_block_hashes(hashes, request.token_ids_slice(len(hashes) * bs, num_blocks * bs), bs)
+        self._block_manager.commit(request.request_id, hashes, num_blocks)
+
+    def _fits(self, request: Request, num_tokens: int, cached_blocks: list[int]) -> bool:
+        """Whether admitting `request` with its `cached_blocks` (a `_prefix_hit`) and a chunk of
+        `num_tokens` after them leaves the watermark free."""
+        total = len(cached_blocks) * self._block_size + num_tokens
+        return self._block_manager.can_allocate(request.request_id, total, use_watermark=True,
+                                                cached_blocks=cached_blocks)
+
+    def _admit(self, step: StepBuilder, request: Request, num_tokens: int, cached_blocks: list[int]) -> None:
+        """Move `_admissible_head` to running, its `cached_blocks` (its `_prefix_hit`, unchanged
+        since) counted as computed, with a first chunk of `num_tokens` after them; the caller
+        checked `_fits`."""
         if self._waiting and self._waiting[0] is request:
             self._waiting.popleft()
         else:
             assert self._late and self._late[0] is request, "only a queue head is admitted"
             self._late.popleft()
-        table = self._allocate(request.request_id, request.num_computed_tokens + num_tokens)
+        num_cached = len(cached_blocks) * self._block_size
+        request.num_computed_tokens = num_cached
+        table = self._allocate(request.request_id, num_cached + num_tokens, cached_blocks)
         request.status = RequestStatus.RUNNING
         if request.timeline.first_scheduled_time is None:
             request.timeline.first_scheduled_time = step.now
+            request.num_cached_tokens = num_cached
+        if self._caching:
+            step.batch.num_cache_query_tokens += request.num_tokens
+            step.batch.num_cached_tokens += num_cached
         self._running.append(request)
         self._add_chunk(step, request, num_tokens, table)
 
     def _admit_whole_prompts(self, step: StepBuilder) -> None:
-        """Admit arrived requests FCFS, each with all its pending tokens, while the step stays in
-        the token budget, stopping at the first that does not fit. The step's first prompt is
+        """Admit arrived requests FCFS, each with all its pending tokens past its cached prefix,
+        while the step stays in the token budget, stopping at the first that does not fit. The step's first prompt is
         admitted whatever its size, so that a prompt longer than the budget is never starved."""
         first = True
         while (request := self._admissible_head()) is not None:
-            n = request.num_pending_tokens
+            cached = self._prefix_hit(request)
+            n = request.num_pending_tokens - len(cached) * self._block_size
             if not first and step.num_tokens + n > step.budget.token_budget:
                 break
-            if not self._fits(request, n):
+            if not self._fits(request, n, cached):
                 break
-            self._admit(step, request, n)
+            self._admit(step, request, n, cached)
             first = False
 
     def _schedule_running(self, step: StepBuilder, request: Request, num_tokens: int) -> bool:
@@ -366,9 +435,10 @@ class QueueScheduler(Scheduler):
 
     # Every allocation and free goes through these two, so that `_block_tables` always equals
     # the block manager's tables.
-    def _allocate(self, request_id: str, num_tokens_total: int) -> BlockTable:
-        """Grow the request's blocks (the caller checked they fit); returns its block table."""
-        self._block_manager.allocate(request_id, num_tokens_total)
+    def _allocate(self, request_id: str, num_tokens_total: int, cached_blocks: list[int] = ()) -> BlockTable:
+        """Grow the request's blocks (starting a new table with `cached_blocks`; the caller
+        checked they fit); returns its block table."""
+        self._block_manager.allocate(request_id, num_tokens_total, cached_blocks)
         table = self._block_tables[request_id] = BlockTable(self._block_manager.block_table(request_id))
         return table
 

@@ -10,7 +10,8 @@ class SarathiScheduler(QueueScheduler):
     """Each step: every running decode (running order), then running prefills, then new requests,
     while the token budget lasts. A prefill takes at most `budget.chunk_limit` tokens per step, so
     several partial prefills may share a step; admission stops at the first waiting request whose
-    chunk's blocks do not fit (head-of-line, FCFS)."""
+    chunk's blocks do not fit (head-of-line, FCFS). A new request's cached prefix costs no budget:
+    its chunks cover the uncached rest."""
 
     def _fill(self, step: StepBuilder) -> None:
         chunk_limit = step.budget.chunk_limit
@@ -33,7 +34,8 @@ class SarathiScheduler(QueueScheduler):
         if step.batch.preempted_ids:
             return
         while step.remaining > 0 and (request := self._admissible_head()) is not None:
-            n = min(request.num_pending_tokens, chunk_limit, step.remaining)
-            if not self._fits(request, n):
+            cached = self._prefix_hit(request)
+            n = min(request.num_pending_tokens - len(cached) * self._block_size, chunk_limit, step.remaining)
+            if not self._fits(request, n, cached):
                 break
-            self._admit(step, request, n)
+            self._admit(step, request, n, cached)

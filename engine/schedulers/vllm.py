@@ -13,7 +13,8 @@ class VllmScheduler(QueueScheduler):
 
     def _fill(self, step: StepBuilder) -> None:
         head = self._admissible_head()
-        if head is not None and self._fits(head, head.num_pending_tokens):
+        cached = self._prefix_hit(head) if head is not None else []
+        if head is not None and self._fits(head, head.num_pending_tokens - len(cached) * self._block_size, cached):
             self._admit_whole_prompts(step)
             return
         for request in self._iter_running():

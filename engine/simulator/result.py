@@ -111,6 +111,13 @@ class SimulationResult:
     timelines: tuple[RequestTimeline, ...]
     steps: tuple[StepStats, ...] | None = None  # every step's stats, when recorded
     schedule: tuple[dict[str, int], ...] | None = None  # tokens per request id of every step, when recorded
+    num_prompt_tokens: int = 0  # over every request
+    num_cached_prompt_tokens: int = 0  # of those, found in the prefix cache at first admission
+
+    @property
+    def prefix_cache_hit_rate(self) -> float:
+        """Fraction of prompt tokens served from the prefix cache (0 without prompt tokens)."""
+        return self.num_cached_prompt_tokens / self.num_prompt_tokens if self.num_prompt_tokens else 0.0
 
     def to_dict(self) -> dict:
         """The summary as JSON-ready data (no timelines, steps or schedule)."""
@@ -141,7 +148,8 @@ def summarize(requests: Sequence[Request], num_prompt_tokens: int, budgets: np.n
         tbt=Percentiles.of(all_gaps), scheduling_delay=Percentiles.of(delay), e2e=Percentiles.of(finished - arrival),
         requests_per_s=rate(len(timelines)), tokens_per_s=rate(num_prompt_tokens + num_outputs),
         output_tokens_per_s=rate(num_outputs), num_preemptions=sum(r.num_preemptions for r in requests),
-        budget=budget, slo=report, wall_time_s=wall_time_s, timelines=timelines, steps=steps, schedule=schedule)
+        budget=budget, slo=report, wall_time_s=wall_time_s, timelines=timelines, steps=steps, schedule=schedule,
+        num_prompt_tokens=num_prompt_tokens, num_cached_prompt_tokens=sum(r.num_cached_tokens for r in requests))
 
 
 def _slo_report(slo: SloTargets, classes: Sequence[str | None], ttft: np.ndarray, gaps: list[np.ndarray],

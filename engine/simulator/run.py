@@ -26,7 +26,9 @@ from adaptive_sarathi.engine.stats import StepStats
 
 class ArrivingRequest(Protocol):
     """What simulate() needs of a request (adaptive_sarathi.workloads.WorkloadRequest has it).
-    slo_class, where present, names the request's class (None or absent: the top-level targets)."""
+    slo_class, where present, names the request's class (None or absent: the top-level targets).
+    prompt_token_ids, where present and not None, are the prompt's token ids (what prefix caching
+    matches; num_prompt_tokens of them), output_token_ids the outputs the request produces."""
 
     arrival_time_s: float
     num_prompt_tokens: int
@@ -64,7 +66,11 @@ def simulate(workload: Sequence[ArrivingRequest], scheduler: str | SchedulerConf
     """Serve `workload` with the engine's own scheduler, `policy` and step loop, each step taking
     latency_model.step_time(shape) seconds of virtual time (which starts at 0).
 
-    Every request gets `num_output_tokens` tokens exactly (EOS ignored). `policy` is mutated (it
+    Every request gets `num_output_tokens` tokens exactly (EOS ignored): its output_token_ids
+    where it has them, else DUMMY_TOKEN. Its prompt is its prompt_token_ids where it has them;
+    else a prompt that shares no block with another request's (a first token of its own, then
+    DUMMY_TOKEN), so that prefix caching finds only what a workload says is shared.
+    `policy` is mutated (it
     observes every step); pass a fresh one per run. record_steps keeps every StepStats,
     record_schedule every step's tokens per request id (request ids are workload indices as
     strings). Each request carries its `slo_class` (where it has one) into the engine's Request,
@@ -87,8 +93,10 @@ def simulate(workload: Sequence[ArrivingRequest], scheduler: str | SchedulerConf
         for name in set(classes) - {None}:
             slo.targets_for(name)  # raises, naming the known classes, before anything runs
     clock = VirtualClock(0.0)
+    scripted = {str(i): r.output_token_ids for i, r in enumerate(workload)
+                if getattr(r, "output_token_ids", None) is not None}
     executor = SimulatedExecutor(latency_model, clock, num_kv_blocks, config.block_size,
-                                 record_schedule=record_schedule)
+                                 record_schedule=record_schedule, scripted_outputs=scripted)
     engine = LLMEngine(sched, executor, policy, tokenizer=None, max_model_len=window, eos_token_ids=(),
                        clock=clock.now)
     budgets, chunks, tokens = array("q"), array("q"), array("q")
@@ -109,8 +117,13 @@ def simulate(workload: Sequence[ArrivingRequest], scheduler: str | SchedulerConf
         p = params.get(r.num_output_tokens)
         if p is None:  # one frozen SamplingParams per output length, shared
             p = params[r.num_output_tokens] = SamplingParams(max_tokens=r.num_output_tokens, ignore_eos=True)
-        engine.add_request([DUMMY_TOKEN] * r.num_prompt_tokens, p, request_id=rid, arrival_time=r.arrival_time_s,
-                           slo_class=classes[i])
+        prompt = getattr(r, "prompt_token_ids", None)
+        if prompt is None:
+            prompt = [i + 1] + [DUMMY_TOKEN] * (r.num_prompt_tokens - 1)
+        elif len(prompt) != r.num_prompt_tokens:
+            raise ValueError(f"request {i} has {len(prompt)} prompt token ids but num_prompt_tokens="
+                             f"{r.num_prompt_tokens}: make them agree")
+        engine.add_request(list(prompt), p, request_id=rid, arrival_time=r.arrival_time_s, slo_class=classes[i])
         requests.append(sched.get_request(rid))
     with tqdm(total=len(requests), desc="simulate", unit="req", disable=not progress, leave=False) as bar:
         drive(engine, clock, sorted(r.arrival_time_s for r in workload), bar if progress else None)

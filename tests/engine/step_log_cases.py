@@ -39,7 +39,8 @@ def run_engine(arrivals, host_s: float = 0.0, listeners=(), prompt=40, outputs=5
     if host_s:
         engine.stats_listeners.append(lambda stats: clock.advance(host_s))
     for i, t in enumerate(arrivals):
-        engine.add_request([0] * prompt, SamplingParams(max_tokens=outputs, ignore_eos=True), request_id=str(i),
+        # Prompts as simulate() makes them for requests without token ids: sharing no block.
+        engine.add_request([i + 1] + [0] * (prompt - 1), SamplingParams(max_tokens=outputs, ignore_eos=True), request_id=str(i),
                            arrival_time=t)
     drive(engine, clock, sorted(arrivals))
     return steps

@@ -19,9 +19,12 @@ TOKEN = 7
 
 
 def make(name: str, num_blocks: int = 64, *, block_size: int = 4, max_num_seqs: int = 256,
-         max_model_len: int = 1024, watermark: float = 0.0) -> QueueScheduler:
+         max_model_len: int = 1024, watermark: float = 0.0, caching: bool = False) -> QueueScheduler:
+    # Caching off by default here: req() prompts all start 100, 101, ... so they would share
+    # prefixes, and these tests pin the policies' token counts without it (test_prefix_caching.py
+    # and the randomized runs test it on).
     config = SchedulerConfig(name=name, max_num_seqs=max_num_seqs, max_model_len=max_model_len,
-                             block_size=block_size, watermark=watermark)
+                             block_size=block_size, watermark=watermark, enable_prefix_caching=caching)
     return make_scheduler(config, num_blocks)
 
 
@@ -395,7 +398,7 @@ def _expected_outputs(r: Request, max_context_len: int) -> list[int]:
 
 
 def _check_batch(s: QueueScheduler, name: str, batch: ScheduledBatch, budget: StepBudget,
-                 was_running: bool) -> None:
+                 was_running: bool, was_waiting: set[str]) -> None:
     bm = s.block_manager
     ids = [c.request_id for c in batch.chunks]
     assert len(set(ids)) == len(ids)
@@ -417,35 +420,88 @@ def _check_batch(s: QueueScheduler, name: str, batch: ScheduledBatch, budget: St
         assert batch.num_tokens <= budget.token_budget
         assert all(c.num_tokens <= budget.chunk_limit for c in prefills)
     else:
-        # whole prompts only, and only the first prompt of a step may take it over the budget
-        assert all(c.sample and c.start_position == 0 for c in prefills)
+        # whole prompts only (past a cached prefix of whole blocks), and only the first prompt of a
+        # step may take it over the budget
+        assert all(c.sample and c.start_position % bm.block_size == 0 for c in prefills)
         assert len(prefills) <= 1 or batch.num_tokens <= budget.token_budget
     if name in ("vllm", "request_level"):
-        assert not prefills or len(prefills) == len(batch.chunks)
+        # a prefill step admits only (a readmitted request with all but its last token cached
+        # computes that token alone, as a decode does)
+        assert not prefills or all(c.request_id in was_waiting for c in batch.chunks)
     if name == "request_level" and prefills:
         assert not was_running
 
 
-def _random_run(name: str, seed: int) -> int:
-    """Random arrivals, lengths, budgets and aborts on a small cache; returns the preemption count."""
+class FakeKV:
+    """A KV cache written and read as a model would: each chunk writes its tokens' slots and
+    reads every slot before them. A slot holds what a real one depends on: the token and every
+    token before it (a running hash of the prefix). A read that finds another value than the
+    request's tokens give, or a write into a block another request holds, fails."""
+
+    def __init__(self, s: QueueScheduler):
+        self.s = s
+        self.slots: dict[tuple[int, int], int] = {}
+
+    def execute(self, batch: ScheduledBatch) -> None:
+        bm, bs = self.s.block_manager, self.s.block_manager.block_size
+        for c in batch.chunks:
+            r = self.s.get_request(c.request_id)
+            values, h = [], 0
+            for token in r.token_ids_slice(0, c.context_len):
+                h = hash((h, token))
+                values.append(h)
+            for p in range(c.start_position):
+                assert self.slots.get((c.block_table[p // bs], p % bs)) == values[p], (
+                    f"{c.request_id} reads a wrong KV slot at position {p}")
+            for p in range(c.start_position, c.context_len):
+                block = c.block_table[p // bs]
+                assert bm.ref_count(block) == 1, f"{c.request_id} writes block {block}, which others hold"
+                self.slots[(block, p % bs)] = values[p]
+
+
+def _random_prompts(rng: random.Random, n: int, max_len: int, shared: bool) -> list[list[int]]:
+    """Random prompts; with `shared`, most start with one of three prefixes or repeat an earlier
+    prompt with a suffix (a later turn of a conversation), and tokens come from four values, so
+    that equal blocks after different prefixes are common (they must not be shared)."""
+    low, high = (10, 13) if shared else (10, 99)
+    prefixes = [[rng.randint(low, high) for _ in range(rng.randint(1, max_len // 3))] for _ in range(3)]
+    prompts: list[list[int]] = []
+    for _ in range(n):
+        kind = rng.random() if shared else 1.0
+        if kind < 0.4:
+            head = rng.choice(prefixes)
+        elif kind < 0.6 and prompts:
+            head = rng.choice(prompts)[:max_len // 2]
+        else:
+            head = []
+        tail = [rng.randint(low, high) for _ in range(rng.randint(0 if head else 1, max(1, max_len // 2 - len(head))))]
+        prompts.append((head + tail)[:max_len // 2])
+    return prompts
+
+
+def _random_run(name: str, seed: int, caching: bool = True, shared: bool = False) -> tuple[int, int, int]:
+    """Random arrivals, lengths, budgets and aborts on a small cache; returns the preemption
+    count, the cached tokens admissions found and the preemptions of requests that held blocks
+    other requests held too."""
     rng = random.Random(seed)
     s = make(name, num_blocks=rng.randint(6, 16), block_size=rng.choice([2, 4]),
              max_num_seqs=rng.randint(2, 8), max_model_len=rng.randint(16, 64),
-             watermark=rng.choice([0.0, 0.15]))
+             watermark=rng.choice([0.0, 0.15]), caching=caching)
+    bm = s.block_manager
+    kv = FakeKV(s)
     max_len = s.max_context_len
     requests: list[Request] = []
     t = 0.0
-    for i in range(60):
+    for i, prompt in enumerate(_random_prompts(rng, 60, max_len, shared)):
         t += rng.expovariate(40.0)
         requests.append(Request(
-            f"r{i}", [rng.randint(10, 99) for _ in range(rng.randint(1, max_len // 2))],
-            SamplingParams(max_tokens=rng.randint(1, 30), ignore_eos=rng.random() < 0.2),
+            f"r{i}", prompt, SamplingParams(max_tokens=rng.randint(1, 30), ignore_eos=rng.random() < 0.2),
             arrival_time=t, eos_token_ids=(EOS,)))
     upfront, later = requests[:30], requests[30:]
     for r in rng.sample(upfront, len(upfront)):  # out of order on purpose
         s.add_request(r)
     aborted: set[str] = set()
-    now, steps, preemptions = 0.0, 0, 0
+    now, steps, preemptions, cached, shared_preemptions = 0.0, 0, 0, 0, 0
     while s.has_unfinished() or later:
         steps += 1
         assert steps < 3000, "no progress"
@@ -453,14 +509,20 @@ def _random_run(name: str, seed: int) -> int:
             s.add_request(later.pop(0))
         budget = StepBudget(rng.randint(1, 40), rng.choice([None, rng.randint(1, 16)]))
         was_running = s.num_running > 0
+        sharing = {r.request_id for r in s.running if any(bm.ref_count(b) > 1 for b in bm.block_table(r.request_id))}
+        was_waiting = {r.request_id for r in s.waiting}
         batch = s.schedule(budget, now)
         s.check_invariants()
-        _check_batch(s, name, batch, budget, was_running)
+        _check_batch(s, name, batch, budget, was_running, was_waiting)
         preemptions += len(batch.preempted_ids)
+        shared_preemptions += len(sharing & set(batch.preempted_ids))
+        cached += batch.num_cached_tokens
+        assert caching or batch.num_cached_tokens == batch.num_cache_query_tokens == 0
         if batch.is_empty and s.has_unfinished():
             assert s.num_running == 0
             now = s.next_arrival_time(now)  # nothing runnable: only future arrivals are left
             assert now is not None
+        kv.execute(batch)
         if rng.random() < 0.02 and s.has_unfinished():
             victim = rng.choice([r for r in requests if s.get_request(r.request_id) is not None])
             assert s.finish_request(victim.request_id, FinishReason.ABORT, now)
@@ -469,21 +531,34 @@ def _random_run(name: str, seed: int) -> int:
                                for c in batch.chunks if c.sample}, 0.01), now)
         s.check_invariants()
         now += 0.01
-    assert s.block_manager.num_free_blocks == s.block_manager.num_total_blocks
+    assert bm.num_free_blocks == bm.num_total_blocks
+    assert caching or bm.num_cached_blocks == 0
     for r in requests:
         assert r.status is RequestStatus.FINISHED
+        assert r.num_cached_tokens % bm.block_size == 0 and r.num_cached_tokens < r.num_prompt_tokens
         if r.request_id in aborted:
             assert r.finish_reason is FinishReason.ABORT
         else:
             assert r.output_token_ids == _expected_outputs(r, max_len), r.request_id
             assert len(r.timeline.token_times) == len(r.output_token_ids)
-    return preemptions
+    return preemptions, cached, shared_preemptions
 
 
 @pytest.mark.parametrize("name", SCHEDULER_NAMES)
 def test_randomized_no_lost_request(name):
-    preemptions = [_random_run(name, seed) for seed in range(8)]
-    assert sum(preemptions) > 0
+    runs = [_random_run(name, seed, caching=False) for seed in range(8)]
+    assert sum(p for p, _, _ in runs) > 0
+    assert sum(c for _, c, _ in runs) == 0
+
+
+@pytest.mark.parametrize("name", SCHEDULER_NAMES)
+def test_randomized_prefix_caching_shares_blocks_safely(name):
+    """Shared prefixes, repeated turns, preemption and aborts with caching on: every step's KV
+    reads find the request's own tokens, no shared block is written, outputs are exact."""
+    runs = [_random_run(name, seed, caching=True, shared=True) for seed in range(12)]
+    assert sum(p for p, _, _ in runs) > 0
+    assert sum(c for _, c, _ in runs) > 0
+    assert sum(sp for _, _, sp in runs) > 0, "no request was preempted while sharing blocks"
 
 
 def test_the_is_prefill_rule_counts_a_recompute_as_prefill():

@@ -78,7 +78,7 @@ class PerSequenceTruth(Executor):
     KV reads by every sequence's context, each chunk's attention by chunk x (prefix + chunk / 2),
     whichever of memory and compute is larger. No StepShape holds all of that."""
 
-    vocab_size = 1
+    vocab_size = 1 << 20  # prompts carry a distinct first token (served_log)
 
     def __init__(self, clock: VirtualClock, num_kv_blocks: int):
         self.clock, self.num_kv_blocks, self.block_size = clock, num_kv_blocks, 16
@@ -104,7 +104,8 @@ def served_log(seed: int, num_requests: int = 120) -> StepLog:
     engine.stats_listeners.append(steps.append)
     arrivals = sorted(rng.uniform(0, 30) for _ in range(num_requests))
     for i, t in enumerate(arrivals):
-        engine.add_request([0] * rng.randint(20, 3000), SamplingParams(max_tokens=rng.randint(5, 80), ignore_eos=True),
+        # A first token of its own: prompts sharing nothing, so prefix caching leaves every chunk to compute.
+        engine.add_request([i + 1] + [0] * rng.randint(19, 2999), SamplingParams(max_tokens=rng.randint(5, 80), ignore_eos=True),
                            request_id=str(i), arrival_time=t)
     drive(engine, clock, arrivals)
     records = [StepRecord.from_stats(s, s.duration_s) for s in steps]  # no host work: period = executor time
