@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from tests.service.conftest import TINY
+from conftest import TINY
 
 M = "adaptive_sarathi:"
 HEADER = [(7 * i) % 50 + 10 for i in range(40)]  # 40 tokens: two full blocks of 16, then 8
