@@ -182,7 +182,7 @@ def phased_run(workload: Path, smoke: bool, rate_interval: str, workdir: Path, p
             bench = [sys.executable, "-m", "adaptive_sarathi.cli", "bench", "--base-url", url, "--workload",
                      str(workload), "--seed", "0", "--no-progress", "--slo-policy", SLO_POLICY]
             if smoke:
-                bench += ["--vocab-size", "100"]
+                bench += ["--prompts", "token-ids", "--vocab-size", "100"]
             done = subprocess.run(bench, capture_output=True, text=True)
             if done.returncode != 0:
                 raise RuntimeError(f"bench failed: {done.stderr[-2000:]}")
