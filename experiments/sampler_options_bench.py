@@ -15,8 +15,6 @@ import argparse
 import json
 import os
 import random
-import statistics
-import time
 from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -28,6 +26,8 @@ from adaptive_sarathi.engine.profiling.profiler import device_name
 from adaptive_sarathi.engine.sampler import logprobs, sample
 from adaptive_sarathi.engine.sampling_params import SamplingParams
 
+from sampler_bench import median_ms
+
 VOCAB = 49_152
 PROMPT_LEN, OUTPUT_LEN = 512, 128
 BASE = SamplingParams(max_tokens=1024, temperature=0.8, seed=1)
@@ -35,20 +35,6 @@ SETTINGS = {"no option": BASE,
             "penalties": replace(BASE, presence_penalty=0.5, frequency_penalty=0.5, repetition_penalty=1.1),
             "min_tokens": replace(BASE, min_tokens=1000),
             "logprobs 5": replace(BASE, logprobs=5)}
-
-
-def median_ms(fn, device: torch.device, repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1e3
 
 
 def step(logits, params, outputs, histories, generator):

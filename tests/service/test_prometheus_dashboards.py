@@ -120,10 +120,10 @@ def test_every_dashboard_query_answers_sanely_on_a_live_server(prometheus_binary
                         failures.append(f"{name}: variable label_values({metric}, {label}) lacks its value")
             assert not failures, "\n".join(failures)
             # Beyond the panels' sanity: the counts the load makes certain.
-            rejected = api.query(f'sum(adaptive_sarathi:request_429_total{{reason="queue_full"}})')
+            rejected = api.query('sum(adaptive_sarathi:request_429_total{reason="queue_full"})')
             assert rejected[0][1] == statuses[429]
-            decided = api.query(f"sum(adaptive_sarathi:controller_decisions_total)")
-            steps = api.query(f"sum(adaptive_sarathi:iteration_duration_seconds_count)")
+            decided = api.query("sum(adaptive_sarathi:controller_decisions_total)")
+            steps = api.query("sum(adaptive_sarathi:iteration_duration_seconds_count)")
             assert decided[0][1] == steps[0][1] > 0
     finally:
         tune_port_server.shutdown()
