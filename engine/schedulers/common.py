@@ -324,21 +324,22 @@ class QueueScheduler(Scheduler):
         Mutates only request.block_hashes."""
         if not self._caching:
             return []
-        bs = self._block_size
-        num_blocks = (request.num_tokens - 1) // bs
-        hashes = request.block_hashes
-        if len(hashes) < num_blocks:
-            extend_block_hashes(hashes, request.token_ids_slice(len(hashes) * bs, num_blocks * bs), bs)
-        return self._block_manager.match(hashes, num_blocks)
+        num_blocks = (request.num_tokens - 1) // self._block_size
+        return self._block_manager.match(self._block_hashes(request, num_blocks), num_blocks)
 
     def _commit(self, request: Request) -> None:
         """Offer the running request's fully computed blocks to the prefix cache."""
+        num_blocks = request.num_computed_tokens // self._block_size
+        self._block_manager.commit(request.request_id, self._block_hashes(request, num_blocks), num_blocks)
+
+    def _block_hashes(self, request: Request, num_blocks: int) -> list[bytes]:
+        """request.block_hashes, extended to cover at least its first `num_blocks` full blocks
+        (each block hashed once per request)."""
         bs = self._block_size
-        num_blocks = request.num_computed_tokens // bs
         hashes = request.block_hashes
         if len(hashes) < num_blocks:
             extend_block_hashes(hashes, request.token_ids_slice(len(hashes) * bs, num_blocks * bs), bs)
-        self._block_manager.commit(request.request_id, hashes, num_blocks)
+        return hashes
 
     def _fits(self, request: Request, num_tokens: int, cached_blocks: list[int]) -> bool:
         """Whether admitting `request` with its `cached_blocks` (a `_prefix_hit`) and a chunk of
