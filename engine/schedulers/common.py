@@ -55,8 +55,10 @@ class QueueScheduler(Scheduler):
     front. A step budget with `relegate_before_s` moves never-scheduled requests whose deadline is
     before it (they can no longer meet it) to a late queue, served in deadline order only when no
     other arrived request waits: under overload the requests that can still meet their deadline
-    go first, instead of every request missing behind the late ones. The running list is in
-    admission order; preemption takes victims from its tail.
+    go first, instead of every request missing behind the late ones. The running list is ordered
+    by TBT target, tightest first, then by admission (plain admission order when no request has
+    a target); preemption takes victims from its tail, so when the KV cache runs out the
+    loosest class's newest request is recomputed first and an interactive decode is the last.
 
     Prefix caching (the block manager's enable_caching): an admission starts the request after the
     longest run of its full blocks already cached (`_prefix_hit`), counting those tokens as
@@ -202,7 +204,7 @@ class QueueScheduler(Scheduler):
 
     @property
     def running(self) -> tuple[Request, ...]:
-        """A snapshot of the running list, in admission order."""
+        """A snapshot of the running list, in its order (see the class docstring)."""
         return tuple(self._running)
 
     def has_unfinished(self) -> bool:
@@ -272,7 +274,7 @@ class QueueScheduler(Scheduler):
         """Add this step's chunks to `step`, through `_schedule_running` and `_admit`."""
 
     def _iter_running(self) -> Iterator[Request]:
-        """Running requests in admission order, skipping those preempted while iterating."""
+        """Running requests in the running list's order, skipping those preempted while iterating."""
         running = RequestStatus.RUNNING  # looked up once: an enum member lookup costs ~60 ns
         for request in list(self._running):
             if request.status is running:
@@ -367,8 +369,17 @@ class QueueScheduler(Scheduler):
         if self._caching:
             step.batch.num_cache_query_tokens += request.num_tokens
             step.batch.num_cached_tokens += num_cached
-        self._running.append(request)
+        self._insert_running(request)
         self._add_chunk(step, request, num_tokens, table)
+
+    def _insert_running(self, request: Request) -> None:
+        """Put a newly admitted request behind every running one whose TBT target is as tight or
+        tighter (the running list's order, see the class docstring)."""
+        running, target = self._running, request.tbt_target_s
+        i = len(running)
+        while i > 0 and running[i - 1].tbt_target_s > target:
+            i -= 1
+        running.insert(i, request)
 
     def _admit_whole_prompts(self, step: StepBuilder) -> None:
         """Admit arrived requests FCFS, each with all its pending tokens past its cached prefix,
