@@ -250,8 +250,11 @@ def main(argv=None) -> int:
 
     torch.manual_seed(args.seed)
     t = time.monotonic()
+    # Prefix caching off: the repeats (and the policies at one rate) serve the very same random
+    # prompts on one engine, so a cache kept between runs would serve all but the first from it.
     engine = create_engine(EngineArgs(model=args.model, device=args.device, dtype=args.dtype,
-                                      max_model_len=args.max_total_len, seed=args.seed))
+                                      max_model_len=args.max_total_len, seed=args.seed,
+                                      enable_prefix_caching=False))
     if engine.max_model_len < args.max_total_len:
         raise SystemExit(f"--max-total-len={args.max_total_len} exceeds the engine's window {engine.max_model_len}: "
                          f"use at most {engine.max_model_len}")
