@@ -24,7 +24,9 @@ class Scenario:
     """Everything but the request rate. `workload` is a seeded spec or recorded requests (both
     scale their rate with scaled()). `policy` is a spec for controller.registry.make_policy
     (e.g. "fixed:512", "adaptive"); a fresh policy is built for every run. `policy_params`
-    overrides the adaptive policy's hyperparameters (a dict, e.g. from a seed file)."""
+    overrides the adaptive policy's hyperparameters (a dict, e.g. from a seed file). `admission`
+    refuses the requests the policy does not admit when they arrive, as a server answers them 429
+    (simulate(admission=...)); on by default, since the server always asks."""
 
     workload: WorkloadSpec | RecordedWorkload
     scheduler: SchedulerConfig
@@ -34,6 +36,7 @@ class Scenario:
     slo: SLOPolicy | None = None
     seed: int = 0
     policy_params: Mapping[str, Any] | None = None
+    admission: bool = True
 
     def __post_init__(self) -> None:
         # Fail on a bad policy spec, or a workload class the SLO policy lacks, before any simulation runs.
@@ -56,7 +59,7 @@ class Scenario:
         policy = self.make_policy()
         return simulate(self.workload.scaled(qps_scale).generate(), self.scheduler, policy, self.latency_model,
                         num_kv_blocks=self.num_kv_blocks, slo=slo_targets(self.slo), record_steps=record_steps,
-                        progress=progress)
+                        progress=progress, admission=self.admission)
 
 
 def slo_targets(policy: SLOPolicy | None) -> SloTargets | None:

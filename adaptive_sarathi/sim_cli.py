@@ -104,6 +104,9 @@ def _add_flags(p: argparse.ArgumentParser, tuning: bool = False) -> None:
     e.add_argument("--no-prefix-caching", dest="enable_prefix_caching", action="store_false",
                    help="compute every prompt in full (prefix caching is on by default; workloads without token ids "
                         "share nothing, so only a preempted request's own blocks are reused)")
+    e.add_argument("--no-admission", dest="admission", action="store_false",
+                   help="queue every request; by default a request the budget policy does not admit on arrival is "
+                        "refused and counted as a miss, as the server answers it 429")
     e.add_argument("--num-kv-blocks", type=int, default=None,
                    help="KV cache blocks (default: what the modelled GPU holds at 90%% memory)")
     m = p.add_argument_group("latency model (give one)")
@@ -170,7 +173,8 @@ def _scenario(args: argparse.Namespace):
         if params is None:
             print(f"note: {args.policy_seed} has no adaptive entry for gpu={gpu}, model={name}, tensor_parallel_size="
                   f"{args.tensor_parallel_size}: using the default hyperparameters", file=sys.stderr)
-    return Scenario(_workload(args), config, policy, model, blocks, slo, args.seed, policy_params=params)
+    return Scenario(_workload(args), config, policy, model, blocks, slo, args.seed, policy_params=params,
+                    admission=args.admission)
 
 
 def deployment(args: argparse.Namespace, model) -> tuple[str | None, str | None]:
@@ -315,7 +319,8 @@ def _config(args: argparse.Namespace, scenario) -> dict:
 
 def format_simulation(r) -> str:
     """A SimulationResult as the table `simulate` prints."""
-    lines = [f"{r.num_requests} requests, {r.num_steps} steps, {r.makespan_s:.1f} s simulated "
+    refused = f" ({r.num_refused} more refused at admission)" if r.num_refused else ""
+    lines = [f"{r.num_requests} requests served{refused}, {r.num_steps} steps, {r.makespan_s:.1f} s simulated "
              f"({r.wall_time_s:.1f} s host time)",
              f"{'':22}{'P50':>10}{'P90':>10}{'P99':>10}{'mean':>10}"]
     for name, p in (("TTFT (ms)", r.ttft), ("TBT (ms)", r.tbt), ("scheduling delay (ms)", r.scheduling_delay),
@@ -339,7 +344,7 @@ def format_slo_report(slo) -> list[str]:
     whether every class meets its targets."""
     if slo.per_class:
         lines = [format_class_line(name, r.num_requests, r.attainment, r.targets, r.ttft_p_s, r.ttft_met, r.tbt_p_s,
-                                   r.tbt_met) for name, r in slo.per_class.items()]
+                                   r.tbt_met, r.num_refused) for name, r in slo.per_class.items()]
         lines.append(f"SLO every class meets its targets: {'yes' if slo.percentiles_met else 'no'}; "
                      f"{slo.attainment:.1%} of requests meet their class's targets, goodput {slo.goodput_rps:.2f} "
                      "req/s")
@@ -359,10 +364,10 @@ def format_slo_report(slo) -> list[str]:
 
 
 def format_class_line(name: str, num_requests: int, attainment: float, targets, ttft_p_s, ttft_met, tbt_p_s,
-                      tbt_met) -> str:
+                      tbt_met, num_refused: int = 0) -> str:
     """One SLO class as a line: each declared target of the class, the observed value at its
     percentile (TTFT over the class's requests, TBT over its gaps), whether it holds, and the
-    class's requests meeting every target."""
+    class's requests meeting every target (num_refused of num_requests were refused: misses)."""
     parts = []
     if targets.ttft_s is not None:
         parts.append(f"TTFT P{targets.ttft_percentile:g} {_ms(ttft_p_s)} <= {targets.ttft_s * 1e3:g} ms "
@@ -370,7 +375,8 @@ def format_class_line(name: str, num_requests: int, attainment: float, targets, 
     if targets.tbt_s is not None:
         parts.append(f"TBT P{targets.tbt_percentile:g} {_ms(tbt_p_s)} <= {targets.tbt_s * 1e3:g} ms "
                      f"{_holds(tbt_met)}")
-    return (f"SLO class {name} ({num_requests} requests): {', '.join(parts)}; {attainment:.1%} of its requests "
+    refused = f", {num_refused} refused" if num_refused else ""
+    return (f"SLO class {name} ({num_requests} requests{refused}): {', '.join(parts)}; {attainment:.1%} of its requests "
             "meet every target")
 
 

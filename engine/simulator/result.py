@@ -67,7 +67,9 @@ class SloReport:
     and the attainments judge each request (each gap) by its class's targets; ttft_p_s, tbt_p_s,
     ttft_met and tbt_met still judge the top-level targets over every request and gap, for
     reference. Without classes per_class is empty and every field is as described above.
-    num_requests: the requests judged.
+    num_requests: the requests judged, num_refused of them refused at admission (a 429): each
+    counts as a request whose first token never came (TTFT infinite, no gaps), so it misses its
+    TTFT target and attainment.
     """
 
     targets: SloTargets
@@ -83,6 +85,7 @@ class SloReport:
     tbt_gap_attainment: float | None = None
     num_requests: int = 0
     per_class: Mapping[str, "SloReport"] = field(default_factory=dict)
+    num_refused: int = 0
 
 
 # The per_class key of requests without a class; SLO policy class names cannot start with "(".
@@ -92,7 +95,9 @@ UNCLASSED = "(none)"
 @dataclass(frozen=True)
 class SimulationResult:
     """One simulated run. Latencies in seconds of virtual time; makespan_s runs from the first
-    arrival to the last finish; wall_time_s is the host time the simulation took."""
+    arrival to the last finish; wall_time_s is the host time the simulation took. num_requests
+    counts the requests served (the latencies, rates and timelines are theirs); num_refused those
+    refused at admission (simulate(admission=True)), which the SLO report counts as misses."""
 
     num_requests: int
     num_steps: int
@@ -113,6 +118,7 @@ class SimulationResult:
     schedule: tuple[dict[str, int], ...] | None = None  # tokens per request id of every step, when recorded
     num_prompt_tokens: int = 0  # over every request
     num_cached_prompt_tokens: int = 0  # of those, found in the prefix cache at first admission
+    num_refused: int = 0
 
     @property
     def prefix_cache_hit_rate(self) -> float:
@@ -127,8 +133,10 @@ class SimulationResult:
 
 def summarize(requests: Sequence[Request], num_prompt_tokens: int, budgets: np.ndarray, chunks: np.ndarray,
               step_tokens: np.ndarray, slo: SloTargets | None, wall_time_s: float,
-              steps: tuple[StepStats, ...] | None, schedule: tuple[dict[str, int], ...] | None) -> SimulationResult:
-    """Build the result from finished requests and per-step arrays (budget, chunk limit, tokens)."""
+              steps: tuple[StepStats, ...] | None, schedule: tuple[dict[str, int], ...] | None,
+              refused_classes: Sequence[str | None] = ()) -> SimulationResult:
+    """Build the result from finished requests and per-step arrays (budget, chunk limit, tokens);
+    refused_classes: the class of each request refused at admission."""
     timelines = tuple(r.timeline for r in requests)
     arrival = np.array([t.arrival_time for t in timelines])
     ttft = np.array([t.first_token_time for t in timelines]) - arrival
@@ -141,22 +149,26 @@ def summarize(requests: Sequence[Request], num_prompt_tokens: int, budgets: np.n
     num_outputs = sum(len(r.output_token_ids) for r in requests)
     budget = BudgetStats(*_mean_min_max(budgets), *_mean_min_max(chunks),
                          float(step_tokens.mean()) if len(step_tokens) else 0.0)
-    classes = [r.slo_class for r in requests]
-    report = _slo_report(slo, classes, ttft, gaps, all_gaps, rate) if slo is not None and not slo.is_empty else None
+    classes = [r.slo_class for r in requests] + list(refused_classes)
+    judged_ttft = np.concatenate([ttft, np.full(len(refused_classes), np.inf)])
+    judged_gaps = gaps + [np.empty(0)] * len(refused_classes)
+    report = (_slo_report(slo, classes, judged_ttft, judged_gaps, all_gaps, rate)
+              if slo is not None and not slo.is_empty else None)
     return SimulationResult(
         num_requests=len(timelines), num_steps=len(budgets), makespan_s=makespan, ttft=Percentiles.of(ttft),
         tbt=Percentiles.of(all_gaps), scheduling_delay=Percentiles.of(delay), e2e=Percentiles.of(finished - arrival),
         requests_per_s=rate(len(timelines)), tokens_per_s=rate(num_prompt_tokens + num_outputs),
         output_tokens_per_s=rate(num_outputs), num_preemptions=sum(r.num_preemptions for r in requests),
         budget=budget, slo=report, wall_time_s=wall_time_s, timelines=timelines, steps=steps, schedule=schedule,
-        num_prompt_tokens=num_prompt_tokens, num_cached_prompt_tokens=sum(r.num_cached_tokens for r in requests))
+        num_prompt_tokens=num_prompt_tokens, num_cached_prompt_tokens=sum(r.num_cached_tokens for r in requests),
+        num_refused=len(refused_classes))
 
 
 def _slo_report(slo: SloTargets, classes: Sequence[str | None], ttft: np.ndarray, gaps: list[np.ndarray],
                 all_gaps: np.ndarray, rate) -> SloReport:
     everyone = _judge(slo, ttft, gaps, all_gaps)
     if all(c is None for c in classes):
-        return _report(slo, everyone, rate)
+        return _report(slo, everyone, rate, int(np.isinf(ttft).sum()))
     members: dict[str | None, list[int]] = {}
     for i, c in enumerate(classes):
         members.setdefault(c, []).append(i)
@@ -164,7 +176,8 @@ def _slo_report(slo: SloTargets, classes: Sequence[str | None], ttft: np.ndarray
     for c, index in members.items():
         mine = [gaps[i] for i in index]
         judged[c] = _judge(slo.targets_for(c), ttft[index], mine, np.concatenate(mine) if mine else np.empty(0))
-    per_class = {UNCLASSED if c is None else c: _report(slo.targets_for(c), j, rate) for c, j in judged.items()}
+    per_class = {UNCLASSED if c is None else c: _report(slo.targets_for(c), j, rate, int(np.isinf(ttft[members[c]]).sum()))
+                 for c, j in judged.items()}
     parts = list(judged.values())
     ok = np.concatenate([j.ok for j in parts])
     with_ttft = [j.ttft_ok for j in parts if j.ttft_ok is not None]
@@ -181,7 +194,7 @@ def _slo_report(slo: SloTargets, classes: Sequence[str | None], ttft: np.ndarray
         tbt_met=None if top[1] is None else top[1].check.met,
         tbt_gap_attainment=(sum(j.tbt_check.num_within for j in with_tbt) / num_gaps if num_gaps else 1.0)
         if with_tbt else None,
-        num_requests=len(ttft), per_class=per_class)
+        num_requests=len(ttft), per_class=per_class, num_refused=int(np.isinf(ttft).sum()))
 
 
 @dataclass(frozen=True)
@@ -221,7 +234,7 @@ def _judge(slo: SloTargets, ttft: np.ndarray, gaps: list[np.ndarray], all_gaps: 
     return _Judged(ok, ttft_ok, tbt_ok, ttft_check, tbt_check)
 
 
-def _report(slo: SloTargets, j: _Judged, rate) -> SloReport:
+def _report(slo: SloTargets, j: _Judged, rate, num_refused: int) -> SloReport:
     checks = [c.check for c in (j.ttft_check, j.tbt_check) if c is not None]
     return SloReport(
         slo, _fraction(j.ok), None if j.ttft_ok is None else _fraction(j.ttft_ok),
@@ -231,7 +244,7 @@ def _report(slo: SloTargets, j: _Judged, rate) -> SloReport:
         ttft_met=None if j.ttft_check is None else j.ttft_check.check.met,
         tbt_met=None if j.tbt_check is None else j.tbt_check.check.met,
         tbt_gap_attainment=None if j.tbt_check is None else j.tbt_check.check.within,
-        num_requests=len(j.ok))
+        num_requests=len(j.ok), num_refused=num_refused)
 
 
 def _fraction(mask: np.ndarray) -> float:

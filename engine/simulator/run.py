@@ -17,6 +17,7 @@ from adaptive_sarathi.engine.engine import LLMEngine
 from adaptive_sarathi.engine.latency.shape import LatencyModel
 from adaptive_sarathi.engine.sampling_params import SamplingParams
 from adaptive_sarathi.engine.schedulers import make_scheduler
+from adaptive_sarathi.engine.simulator.admission import AdmissionGate, PendingRequest
 from adaptive_sarathi.engine.simulator.clock import VirtualClock
 from adaptive_sarathi.engine.simulator.executor import DUMMY_TOKEN, SimulatedExecutor
 from adaptive_sarathi.engine.simulator.result import SimulationResult, summarize
@@ -36,18 +37,25 @@ class ArrivingRequest(Protocol):
 
 
 def drive(engine: LLMEngine, clock: VirtualClock, arrival_times: Sequence[float],
-          progress: tqdm | None = None) -> None:
+          progress: tqdm | None = None, gate: AdmissionGate | None = None) -> None:
     """Step `engine` until no request is left, jumping `clock` to the next arrival whenever a step
     finds nothing to run. Mutates the engine and the clock; ticks `progress` once per finished
-    request. Raises RuntimeError if requests are left that no step can run.
+    request (and once per refused one). Raises RuntimeError if requests are left that no step
+    can run.
 
-    arrival_times: the arrival times of every request added, sorted. Requests that have not
-    arrived yet are all waiting, so the first of these after the clock is the scheduler's
-    next_arrival_time, found by bisection instead of a scan of the waiting queue.
+    arrival_times: the arrival times of every request added or held by `gate`, sorted. Requests
+    that have not arrived yet are all waiting (or held by the gate), so the first of these after
+    the clock is the next arrival, found by bisection instead of a scan of the waiting queue.
+    gate: requests not added yet; before every step it offers the engine those arrived by then
+    (AdmissionGate.offer_arrived), as a server does between two steps.
     """
-    while engine.has_unfinished_requests():
+    while engine.has_unfinished_requests() or (gate is not None and gate.num_pending):
+        if gate is not None:
+            refused = gate.offer_arrived(engine, clock.now())
+            if refused and progress is not None:
+                progress.update(refused)
         before = engine.num_steps
-        outputs = engine.step()
+        outputs = engine.step() if engine.has_unfinished_requests() else []
         if progress is not None:
             done = sum(o.finished for o in outputs)
             if done:
@@ -62,7 +70,7 @@ def drive(engine: LLMEngine, clock: VirtualClock, arrival_times: Sequence[float]
 def simulate(workload: Sequence[ArrivingRequest], scheduler: str | SchedulerConfig, policy: BudgetPolicy,
              latency_model: LatencyModel, *, num_kv_blocks: int, slo: SloTargets | None = None,
              record_steps: bool = False, record_schedule: bool = False,
-             progress: bool = False) -> SimulationResult:
+             progress: bool = False, admission: bool = False) -> SimulationResult:
     """Serve `workload` with the engine's own scheduler, `policy` and step loop, each step taking
     latency_model.step_time(shape) seconds of virtual time (which starts at 0).
 
@@ -74,7 +82,11 @@ def simulate(workload: Sequence[ArrivingRequest], scheduler: str | SchedulerConf
     observes every step); pass a fresh one per run. record_steps keeps every StepStats,
     record_schedule every step's tokens per request id (request ids are workload indices as
     strings). Each request carries its `slo_class` (where it has one) into the engine's Request,
-    and `slo` judges it by that class's targets (SloTargets.targets_for). Raises ValueError
+    and `slo` judges it by that class's targets (SloTargets.targets_for). With `admission`, each
+    request is offered to the engine when it arrives and refused where the policy does not admit
+    it (BudgetPolicy.admits, the check behind a server's 429); a refused request counts as one
+    that never got a first token (result.num_refused). Without it every request is queued ahead
+    of time and served. Raises ValueError
     naming the setting to change when a request does not fit the context window (max_model_len,
     or the KV cache), or when `slo` has no targets for a request's class.
     """
@@ -111,9 +123,8 @@ def simulate(workload: Sequence[ArrivingRequest], scheduler: str | SchedulerConf
 
     engine.stats_listeners.append(record)
     params: dict[int, SamplingParams] = {}
-    requests = []
+    pending = []
     for i, r in enumerate(workload):
-        rid = str(i)
         p = params.get(r.num_output_tokens)
         if p is None:  # one frozen SamplingParams per output length, shared
             p = params[r.num_output_tokens] = SamplingParams(max_tokens=r.num_output_tokens, ignore_eos=True)
@@ -123,12 +134,15 @@ def simulate(workload: Sequence[ArrivingRequest], scheduler: str | SchedulerConf
         elif len(prompt) != r.num_prompt_tokens:
             raise ValueError(f"request {i} has {len(prompt)} prompt token ids but num_prompt_tokens="
                              f"{r.num_prompt_tokens}: make them agree")
-        engine.add_request(list(prompt), p, request_id=rid, arrival_time=r.arrival_time_s, slo_class=classes[i])
-        requests.append(sched.get_request(rid))
-    with tqdm(total=len(requests), desc="simulate", unit="req", disable=not progress, leave=False) as bar:
-        drive(engine, clock, sorted(r.arrival_time_s for r in workload), bar if progress else None)
+        pending.append(PendingRequest(str(i), list(prompt), p, r.arrival_time_s, classes[i]))
+    gate = AdmissionGate(pending) if admission else None
+    requests = [q.add_to(engine) for q in pending] if gate is None else gate.admitted
+    with tqdm(total=len(pending), desc="simulate", unit="req", disable=not progress, leave=False) as bar:
+        drive(engine, clock, sorted(r.arrival_time_s for r in workload), bar if progress else None, gate)
+    refused = [] if gate is None else gate.refused
     wall = time.perf_counter() - start
-    return summarize(requests, sum(r.num_prompt_tokens for r in workload), np.frombuffer(budgets, dtype=np.int64),
+    return summarize(requests, sum(r.num_prompt_tokens for r in requests), np.frombuffer(budgets, dtype=np.int64),
                      np.frombuffer(chunks, dtype=np.int64), np.frombuffer(tokens, dtype=np.int64), slo, wall,
                      tuple(steps) if record_steps else None,
-                     tuple(executor.schedule) if record_schedule else None)
+                     tuple(executor.schedule) if record_schedule else None,
+                     refused_classes=[q.slo_class for q in refused])

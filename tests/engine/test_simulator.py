@@ -224,3 +224,38 @@ def test_the_engine_request_carries_the_workload_class(monkeypatch):
     monkeypatch.setattr(LLMEngine, "add_request", recording)
     run([WorkloadRequest(0.0, 8, 2, "batch"), WorkloadRequest(0.1, 8, 2)])
     assert seen == {"0": "batch", "1": None}
+
+
+class OneAtATime(FixedBudget):
+    """Admits a request only while no other is queued or running."""
+
+    def admits(self, state, num_prompt_tokens, slo_class=None):
+        return state.num_running + state.num_waiting == 0
+
+
+def test_admission_refuses_on_arrival_and_counts_the_refused_as_misses():
+    # Request 0 runs 0..0.3 s; request 1 arrives at 0.05 s (offered at the step end, 0.1 s) and is
+    # refused; request 2 arrives after request 0 finished and is served.
+    requests = [WorkloadRequest(0.0, 8, 3, "interactive"), WorkloadRequest(0.05, 8, 3, "batch"),
+                WorkloadRequest(0.5, 8, 3, "interactive")]
+    classes = {"interactive": SloTargets(ttft_s=1.0), "batch": SloTargets(ttft_s=1.0)}
+    slo = SloTargets(ttft_s=1.0, classes=classes)
+    r = simulate(requests, SchedulerConfig(name="sarathi", block_size=16), OneAtATime(8, 8), Constant(0.1),
+                 num_kv_blocks=100, slo=slo, admission=True, record_schedule=True)
+    assert (r.num_requests, r.num_refused) == (2, 1)
+    assert [t.arrival_time for t in r.timelines] == [0.0, 0.5]
+    assert "1" not in set().union(*r.schedule)
+    assert r.slo.num_requests == 3 and r.slo.num_refused == 1 and r.slo.attainment == pytest.approx(2 / 3)
+    batch, interactive = r.slo.per_class["batch"], r.slo.per_class["interactive"]
+    assert (batch.num_refused, batch.attainment, batch.ttft_p_s) == (1, 0.0, math.inf)
+    assert (interactive.num_refused, interactive.attainment) == (0, 1.0)
+    # Without admission every request is queued and served.
+    r = simulate(requests, SchedulerConfig(name="sarathi", block_size=16), OneAtATime(8, 8), Constant(0.1),
+                 num_kv_blocks=100, slo=slo)
+    assert (r.num_requests, r.num_refused, r.slo.attainment) == (3, 0, 1.0)
+
+
+def test_admission_jumps_the_clock_over_idle_time_between_arrivals():
+    r = simulate([WorkloadRequest(2.0, 8, 2), WorkloadRequest(7.0, 8, 2)], SchedulerConfig(name="sarathi"),
+                 FixedBudget(8), Constant(0.1), num_kv_blocks=100, admission=True)
+    assert [t.first_scheduled_time for t in r.timelines] == [2.0, 7.0] and r.num_refused == 0
