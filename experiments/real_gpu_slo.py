@@ -51,6 +51,7 @@ import os
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -80,7 +81,13 @@ EXIT_PLAN_TOO_LONG = 2
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--trace", help="request-length trace CSV (required unless --smoke or --merge)")
+    p.add_argument("--trace", help="request-length trace CSV (this or --workload, unless --smoke or --merge)")
+    p.add_argument("--workload", type=Path, default=None,
+                   help="workload YAML (e.g. with SLO classes) in place of --trace: its phases scaled to each "
+                        "rate's mean, each cut to --num-requests requests")
+    p.add_argument("--admission", action=argparse.BooleanOptionalAction, default=True,
+                   help="offer each request on arrival and refuse (a miss) what the policy does not admit, as the "
+                        "server answers 429; the simulator does the same")
     p.add_argument("--policies", default=None, help=f"comma-separated policy specs (default {DEFAULT_POLICIES})")
     p.add_argument("--rates", default=None, help="comma-separated Poisson rates, qps (default 8,12)")
     p.add_argument("--repeats", type=int, default=None, help="runs of each policy and rate (default 3)")
@@ -124,8 +131,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         if not os.environ.get("OUT"):
             p.error("--out: give an output folder (or set $OUT)")
         args.out = Path(os.environ["OUT"])
-    if args.merge is None and not smoke and args.trace is None:
-        p.error("--trace: give the request-length trace CSV (e.g. sharegpt_8k.csv)")
+    if args.merge is None and not smoke and (args.trace is None) == (args.workload is None):
+        p.error("--trace: give the request-length trace CSV (e.g. sharegpt_8k.csv) or a --workload YAML, one of them")
     for name in ("repeats", "num_requests", "calibration_requests", "calibration_max_output", "max_total_len"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')}={getattr(args, name)}: use an integer >= 1")
@@ -143,7 +150,13 @@ def _list(text: str, kind, flag: str) -> list:
 
 
 def draw(args, rate: float, num_requests: int, seed: int, max_output: int | None = None) -> list[WorkloadRequest]:
-    """The requests of one run: the trace (synthetic lengths in --smoke) at `rate`, seeded."""
+    """The requests of one run: the trace or workload file (synthetic lengths in --smoke) at mean
+    `rate`, seeded."""
+    if args.workload is not None:
+        spec = workload_from_flags(workload=args.workload, seed=seed).with_requests_per_phase(num_requests)
+        drawn = spec.scaled(rate / spec.mean_qps).generate()
+        cap = max_output or max(r.num_output_tokens for r in drawn)
+        return [replace(r, num_output_tokens=min(r.num_output_tokens, cap)) for r in drawn]
     if args.smoke:
         source = {"lengths": SyntheticLengths(Uniform(8, 48), Uniform(2, 6))}
     else:
@@ -293,7 +306,7 @@ def main(argv=None) -> int:
     for repeat, rate, spec in plan:
         workload = workloads[rate]
         t = time.monotonic()
-        sim = simulate_run(spec, slo, profile, workload, engine, args.seed)
+        sim = simulate_run(spec, slo, profile, workload, engine, args.seed, args.admission)
         sim_s = time.monotonic() - t
         needed = 1.15 * max(sim.makespan_s, run_estimates[rate] - SIM_S_PER_RUN) + 2.0
         left = args.max_wall_s - (time.monotonic() - started)
@@ -302,7 +315,7 @@ def main(argv=None) -> int:
             runs.append({"policy": spec, "rate_qps": rate, "repeat": repeat, "skipped": reason})
             print(f"skip {spec} @ {rate:g} qps repeat {repeat}: {reason}", flush=True)
             continue
-        run, timed = real_run(engine, spec, slo, profile, workload, args.seed, f"r{len(runs)}")
+        run, timed = real_run(engine, spec, slo, profile, workload, args.seed, f"r{len(runs)}", args.admission)
         record = run_record(spec, rate, repeat, run, timed, sim, slo, profile)
         record["sim_host_s"] = sim_s
         record["run_id"] = f"r{len(runs)}"

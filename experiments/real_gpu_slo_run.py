@@ -49,20 +49,22 @@ class TimedPolicy(BudgetPolicy):
 
 
 def simulate_run(spec: str, slo: SLOPolicy, profile: LatencyModel, workload: Sequence[WorkloadRequest],
-                 engine: LLMEngine, seed: int) -> SimulationResult:
+                 engine: LLMEngine, seed: int, admission: bool) -> SimulationResult:
     """The simulator's run of `workload` under a fresh `spec` policy, with the engine's scheduler
     config and KV blocks and `profile` as the latency model (and the policy's prior)."""
     return simulate(workload, engine.scheduler.config, make_policy(spec, slo, prior=profile, seed=seed), profile,
-                    num_kv_blocks=engine.executor.num_kv_blocks, slo=slo_targets(slo))
+                    num_kv_blocks=engine.executor.num_kv_blocks, slo=slo_targets(slo), admission=admission)
 
 
 def real_run(engine: LLMEngine, spec: str, slo: SLOPolicy, profile: LatencyModel,
-             workload: Sequence[WorkloadRequest], seed: int, run_id: str) -> tuple[RealTimeRun, TimedPolicy]:
+             workload: Sequence[WorkloadRequest], seed: int, run_id: str,
+             admission: bool) -> tuple[RealTimeRun, TimedPolicy]:
     """Serve `workload` in real time on `engine` (idle on entry, idle on return) under a fresh,
-    timed `spec` policy, which stays installed as engine.policy afterwards."""
+    timed `spec` policy, which stays installed as engine.policy afterwards; `admission` as in
+    serve_in_real_time."""
     policy = TimedPolicy(make_policy(spec, slo, prior=profile, seed=seed))
     engine.policy = policy
-    run = serve_in_real_time(engine, workload, seed, warm=False, id_prefix=f"{run_id}-")
+    run = serve_in_real_time(engine, workload, seed, warm=False, id_prefix=f"{run_id}-", admission=admission)
     if engine.has_unfinished_requests():
         raise RuntimeError(f"run {run_id} left {engine.num_waiting + engine.num_running} requests in the engine")
     return run, policy
@@ -75,7 +77,7 @@ def summarize_real(run: RealTimeRun, slo: SLOPolicy) -> SimulationResult:
                      np.array([s.token_budget for s in stats], dtype=np.int64),
                      np.array([s.max_chunk for s in stats], dtype=np.int64),
                      np.array([s.num_decode_tokens + s.num_prefill_tokens for s in stats], dtype=np.int64),
-                     slo_targets(slo), run.wall_s, None, None)
+                     slo_targets(slo), run.wall_s, None, None, refused_classes=run.refused_classes)
 
 
 def run_record(spec: str, rate: float, repeat: int, run: RealTimeRun, policy: TimedPolicy, sim: SimulationResult,
@@ -142,7 +144,8 @@ def _result(result: SimulationResult) -> dict:
     d.update({"attainment": report.attainment, "ttft_attainment": report.ttft_attainment,
               "tbt_gap_attainment": report.tbt_gap_attainment, "ttft_at_target_pct_s": report.ttft_p_s,
               "tbt_at_target_pct_s": report.tbt_p_s, "ttft_met": report.ttft_met, "tbt_met": report.tbt_met,
-              "all_met": report.percentiles_met})
+              "all_met": report.percentiles_met, "num_refused": result.num_refused,
+              "per_class_attainment": {name: c.attainment for name, c in report.per_class.items()}})
     return d
 
 

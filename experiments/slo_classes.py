@@ -44,7 +44,6 @@ from adaptive_sarathi.capacity import find_capacity
 from adaptive_sarathi.controller.slo import load_slo_policy
 from adaptive_sarathi.engine.config import SchedulerConfig
 from adaptive_sarathi.scenario import Scenario, default_kv_blocks, latency_model
-from adaptive_sarathi.workloads import WorkloadSpec
 from adaptive_sarathi.workloads.yaml_file import load_workload
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -67,13 +66,6 @@ class Row:
     per_class_ttft_ms: dict[str, float]
     search_s: float
     num_sims: int
-
-
-def with_requests(spec: WorkloadSpec, num_requests: int | None) -> WorkloadSpec:
-    """The workload with every phase cut (or grown) to num_requests requests (None: as written)."""
-    if num_requests is None:
-        return spec
-    return replace(spec, phases=tuple(replace(p, num_requests=num_requests, duration_s=None) for p in spec.phases))
 
 
 def policies(budgets) -> list[str]:
@@ -128,7 +120,9 @@ def main(argv=None) -> int:
     overloads: dict[str, dict[str, dict]] = {}
     for name in names:
         path, slo_name = WORKLOADS[name]
-        spec = with_requests(load_workload(ROOT / path, seed=args.seed), args.num_requests)
+        spec = load_workload(ROOT / path, seed=args.seed)
+        if args.num_requests is not None:
+            spec = spec.with_requests_per_phase(args.num_requests)
         slo = load_slo_policy(slo_name)
         scale, mine, scenario = 1.0, [], None
         for policy in policies(budgets):

@@ -91,6 +91,11 @@ class WorkloadSpec:
             raise WorkloadError(f"qps scale factor {factor!r} is invalid: use a number > 0")
         return replace(self, phases=tuple(replace(p, arrivals=p.arrivals.scaled(factor)) for p in self.phases))
 
+    def with_requests_per_phase(self, num_requests: int) -> "WorkloadSpec":
+        """The same workload with every phase ending after `num_requests` requests (its
+        duration_s, if it had one, dropped). Draws stay the same: a longer phase adds arrivals."""
+        return replace(self, phases=tuple(replace(p, num_requests=num_requests, duration_s=None) for p in self.phases))
+
     def generate(self) -> Workload:
         """The requests of every phase in arrival order. Deterministic in (phases, seed); phase k
         draws from its own streams, so changing one phase leaves the others' draws alone (and in
