@@ -167,18 +167,23 @@ class AdaptiveBudget(BudgetPolicy):
         return self.online_model.error()
 
     def admits(self, state: EngineState, num_prompt_tokens: int, slo_class: str | None = None) -> bool:
-        """False when the prompt tokens queued ahead of a new request of `slo_class` (requests
-        past their deadline, served after it, left out), and its own, would take longer than its
-        TTFT target less the margin at the last planned TBT cap's prefill rate. True until a step
-        has been planned."""
+        """False when the prompt tokens served before a new request of `slo_class` and its own
+        would take longer than its TTFT target less the margin at the last planned TBT cap's
+        prefill rate. Served before it, in the scheduler's deadline order: requests due no later
+        than it (new deadline = now + its class's TTFT target) and recomputes of preempted
+        requests (deadline inf, queued first); requests past their deadline (relegated behind it)
+        and requests due later (a class with a looser target) are not. True until a step has been
+        planned."""
         if self._drain_tps is None:
             return True
         own = self._targets.targets_for(slo_class).ttft_s
         if own is None:
             return True
-        queue = state.prefill_queue
-        ahead = sum(pending for deadline, pending, _ in queue if deadline >= state.now_s)
-        if len(queue) >= PREFILL_QUEUE_LEN:  # requests past the listed ones wait too
+        now, queue = state.now_s, state.prefill_queue
+        mine = now + own
+        ahead = sum(pending for deadline, pending, _ in queue if deadline == math.inf or now <= deadline <= mine)
+        if len(queue) >= PREFILL_QUEUE_LEN and queue[-1][0] <= mine:
+            # Requests past the listed ones are due later than the last listed: they may be due before this one.
             ahead += max(0, state.running_prefill_tokens + state.waiting_prefill_tokens
                          - sum(pending for _, pending, _ in queue))
         return (ahead + num_prompt_tokens) / self._drain_tps <= (1.0 - self.margin) * own

@@ -64,6 +64,7 @@ from adaptive_sarathi.engine.factory import EngineArgs, create_engine
 from adaptive_sarathi.engine.latency.from_step_log import fit_step_stats, write_fit
 from adaptive_sarathi.engine.latency.profile import load_profile
 from adaptive_sarathi.engine.step_log import deployment_tags
+from adaptive_sarathi.server.gc_tuning import tune_garbage_collection
 from adaptive_sarathi.workloads import SyntheticLengths, Uniform, WorkloadRequest, workload_from_flags
 # Sibling modules: a script run from experiments/ imports them from its own folder.
 from real_gpu_slo_report import call_report, merge
@@ -272,6 +273,7 @@ def main(argv=None) -> int:
         raise SystemExit(f"--max-total-len={args.max_total_len} exceeds the engine's window {engine.max_model_len}: "
                          f"use at most {engine.max_model_len}")
     warm_up(engine, args.seed)
+    tune_garbage_collection()  # as `serve` does once its engine is built: the runs measure the served loop
     build_s = time.monotonic() - t
     t = time.monotonic()
     if args.profile is not None:

@@ -4,6 +4,7 @@ decisions that noise does not flip."""
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import pytest
 
@@ -101,6 +102,22 @@ def test_admits_new_requests_only_while_the_queue_ahead_can_be_served_in_time():
     assert p.admits(late, 1000)
 
 
+def test_admission_counts_only_the_queue_due_before_the_new_request():
+    """A deep queue of a looser class (due later than the new request) is served after it in the
+    deadline order, so it does not refuse the new request; a request due sooner does."""
+    p = policy()
+    p.decide(queued(10.0, (0.1, 1000)))
+    due = (1 - p.margin) * TTFT_S
+    deep = int(p._drain_tps * due) + 1
+    later = queued(10.0, (0.0, 1))
+    later = replace(later, prefill_queue=((10.0 + 10 * TTFT_S, deep, 0),), waiting_prefill_tokens=deep)
+    assert p.admits(later, 1000)
+    sooner = replace(later, prefill_queue=((10.0 + TTFT_S / 2, deep, 0),))
+    assert not p.admits(sooner, 1)
+    recompute = replace(later, prefill_queue=((math.inf, deep, 0),))  # a preempted request: queued first
+    assert not p.admits(recompute, 1)
+
+
 def test_admission_is_open_before_any_plan():
     assert policy().admits(queued(10.0, (0.1, 10**9)), 1)
 
@@ -117,8 +134,6 @@ def test_relaxed_decodes_allow_longer_steps_than_an_interactive_one():
 
 
 def test_set_slo_replans_at_once_against_a_tighter_tbt_and_keeps_the_model():
-    from dataclasses import replace
-
     from adaptive_sarathi.controller.slo import LatencyTarget
 
     p = policy()
