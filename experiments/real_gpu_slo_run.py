@@ -26,8 +26,8 @@ from real_time import RealTimeRun, serve_in_real_time
 
 
 class TimedPolicy(BudgetPolicy):
-    """Delegates to `policy`, recording the wall time of every decide() call (nanoseconds, in
-    `decide_ns`). observe() is passed through untimed; before it, a policy with an online latency
+    """Delegates every BudgetPolicy method to `policy`, recording the wall time of every decide()
+    call (nanoseconds, in `decide_ns`). observe() is passed through untimed; before it, a policy with an online latency
     model (`online_model`) has that model predict the step it is about to learn from
     (`online_pred_s`, one per observed step; NaN for policies without one)."""
 
@@ -46,6 +46,17 @@ class TimedPolicy(BudgetPolicy):
         model = getattr(self.policy, "online_model", None)
         self.online_pred_s.append(model.step_time(stats.shape) if model is not None else math.nan)
         self.policy.observe(stats)
+
+    # The rest of the interface passes straight through: without these the engine would see the
+    # base class's answers (no deadlines, every request admitted), not the timed policy's.
+    def slo_targets(self):
+        return self.policy.slo_targets()
+
+    def admits(self, state: EngineState, num_prompt_tokens: int, slo_class: str | None = None) -> bool:
+        return self.policy.admits(state, num_prompt_tokens, slo_class)
+
+    def latency_model_error(self):
+        return self.policy.latency_model_error()
 
 
 def simulate_run(spec: str, slo: SLOPolicy, profile: LatencyModel, workload: Sequence[WorkloadRequest],
