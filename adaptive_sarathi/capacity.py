@@ -41,9 +41,9 @@ DEFINITIONS = {
 
 @dataclass(frozen=True)
 class ClassProbe:
-    """One SLO class at one rate: its requests, the fraction meeting both of its targets, and its
-    TTFT (over its requests) and per-gap TBT (over its gaps) at its percentiles, each judged
-    against its own target, `targets` (seconds)."""
+    """One SLO class at one rate: its requests (num_refused of them refused at admission), the
+    fraction meeting both of its targets, and its TTFT (over its requests) and per-gap TBT (over
+    its gaps) at its percentiles, each judged against its own target, `targets` (seconds)."""
 
     num_requests: int
     attainment: float
@@ -52,6 +52,7 @@ class ClassProbe:
     tbt_p_s: float
     tbt_met: bool
     targets: SloTargets
+    num_refused: int = 0
 
 
 @dataclass(frozen=True)
@@ -162,7 +163,8 @@ def find_capacity(scenario: Scenario, *, start_scale: float = 1.0, rel_tol: floa
 
 
 def _per_class(slo) -> dict[str, ClassProbe]:
-    return {name: ClassProbe(r.num_requests, r.attainment, r.ttft_p_s, r.ttft_met, r.tbt_p_s, r.tbt_met, r.targets)
+    return {name: ClassProbe(r.num_requests, r.attainment, r.ttft_p_s, r.ttft_met, r.tbt_p_s, r.tbt_met, r.targets,
+                             r.num_refused)
             for name, r in slo.per_class.items()}
 
 

@@ -12,7 +12,9 @@ Policies (the sarathi scheduler in every case):
   fixed:B       a fixed budget B in BUDGETS, first come first served (Sarathi-Serve as published);
   fixed:B:edf   the same budget, requests ordered by their class's TTFT deadline;
   slack         the slack-based budget baseline;
-  adaptive      the controller (deadline ordering, the TBT cap of the tightest running decode).
+  adaptive      the controller (deadline ordering, the TBT cap of the tightest running decode,
+                admission: 429 for a request the queue due before it would make late);
+  adaptive (no admission)   the same with every request queued: what admission control adds.
 
 SLO capacity: the highest Poisson rate at which every class meets its own targets (TTFT at its
 percentile over its requests, TBT over its token gaps), searched to --tolerance with the server's
@@ -56,6 +58,7 @@ WORKLOADS = {
 BUDGETS = (256, 512, 1024, 1536, 2048, 4096)
 TARGET_VS_FCFS, TARGET_VS_EDF = 1.5, 1.2
 MAX_MODEL_LEN = 16384
+NO_ADMISSION = " (no admission)"  # a policy label suffix: the same spec with every request queued
 
 
 @dataclass(frozen=True)
@@ -64,21 +67,26 @@ class Row:
     policy: str
     slo_capacity_qps: float
     per_class_ttft_ms: dict[str, float]
+    refused: tuple[int, int]  # (refused, requests) at the SLO capacity rate
     search_s: float
     num_sims: int
 
 
 def policies(budgets) -> list[str]:
-    return (["adaptive", "slack"] + [f"fixed:{b}" for b in budgets] + [f"fixed:{b}:edf" for b in budgets])
+    return (["adaptive", "adaptive" + NO_ADMISSION, "slack"] + [f"fixed:{b}" for b in budgets]
+            + [f"fixed:{b}:edf" for b in budgets])
 
 
-def search(workload: str, spec: WorkloadSpec, slo, model, blocks: int, policy: str, start_scale: float,
-           tolerance: float, seed: int):
-    scenario = Scenario(spec, SchedulerConfig(name="sarathi", max_model_len=MAX_MODEL_LEN), policy, model, blocks,
-                        slo=slo, seed=seed)
+def search(workload: str, spec, slo, model, blocks: int, policy: str, start_scale: float, tolerance: float,
+           seed: int):
+    scenario = Scenario(spec, SchedulerConfig(name="sarathi", max_model_len=MAX_MODEL_LEN),
+                        policy.removesuffix(NO_ADMISSION), model, blocks, slo=slo, seed=seed,
+                        admission=not policy.endswith(NO_ADMISSION))
     result = find_capacity(scenario, start_scale=start_scale, rel_tol=tolerance, slo_only=True)
+    at = result.per_class.values()
     ttft = {name: c.ttft_p_s * 1e3 for name, c in result.per_class.items()}
-    return scenario, result, Row(workload, policy, result.slo_capacity_qps, ttft, result.wall_time_s,
+    refused = (sum(c.num_refused for c in at), sum(c.num_requests for c in at))
+    return scenario, result, Row(workload, policy, result.slo_capacity_qps, ttft, refused, result.wall_time_s,
                                  len(result.probes))
 
 
@@ -163,12 +171,13 @@ def render(rows: list[Row], overloads, names, args, blocks: int, wall_s: float) 
         classes = sorted(adaptive.per_class_ttft_ms)
         lines += [f"## {name} ({WORKLOADS[name][1]})", "",
                   "| policy | SLO capacity (qps) | / best FCFS | / best edf | " +
-                  " | ".join(f"{c} TTFT P90 there (ms)" for c in classes) + " | simulations | search (s) |",
-                  "|---|---:|---:|---:|" + "---:|" * len(classes) + "---:|---:|"]
+                  " | ".join(f"{c} TTFT P90 there (ms)" for c in classes) + " | refused there | simulations | search (s) |",
+                  "|---|---:|---:|---:|" + "---:|" * len(classes) + "---:|---:|---:|"]
         for r in mine:
             ttft = " | ".join(f"{r.per_class_ttft_ms[c]:.0f}" if c in r.per_class_ttft_ms else "-" for c in classes)
             lines.append(f"| {r.policy} | {r.slo_capacity_qps:.2f} | {r.slo_capacity_qps / fcfs.slo_capacity_qps:.2f} | "
-                         f"{r.slo_capacity_qps / edf.slo_capacity_qps:.2f} | {ttft} | {r.num_sims} | {r.search_s:.0f} |")
+                         f"{r.slo_capacity_qps / edf.slo_capacity_qps:.2f} | {ttft} | {r.refused[0]}/{r.refused[1]} | "
+                         f"{r.num_sims} | {r.search_s:.0f} |")
         vs_fcfs, vs_edf = (adaptive.slo_capacity_qps / fcfs.slo_capacity_qps,
                            adaptive.slo_capacity_qps / edf.slo_capacity_qps)
         lines += ["", f"adaptive / best FCFS ({fcfs.policy}) = **{vs_fcfs:.2f}x** (target >= {TARGET_VS_FCFS}x: "
@@ -198,7 +207,7 @@ def plot(rows: list[Row], names, path: Path) -> None:
     fig, axes = plt.subplots(1, len(names), figsize=(6 * len(names), 4), squeeze=False)
     for ax, name in zip(axes[0], names):
         mine = [r for r in rows if r.workload == name]
-        colors = ["tab:red" if r.policy == "adaptive" else "tab:orange" if r.policy == "slack"
+        colors = ["tab:red" if r.policy.startswith("adaptive") else "tab:orange" if r.policy == "slack"
                   else "tab:green" if r.policy.endswith(":edf") else "tab:blue" for r in mine]
         ax.bar(range(len(mine)), [r.slo_capacity_qps for r in mine], color=colors)
         ax.set_xticks(range(len(mine)), [r.policy.removeprefix("fixed:") for r in mine], rotation=60, fontsize=8)
