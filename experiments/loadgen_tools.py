@@ -52,6 +52,7 @@ class Row:
     e2e_mean: float | None
     output_tok_s: float | None
     request_s: float | None
+    cpu_s: float | None = None  # CPU seconds the tool's processes used (filled in by the driver)
 
 
 @dataclass(frozen=True)

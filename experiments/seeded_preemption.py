@@ -76,9 +76,12 @@ def margin(row: torch.Tensor, seed: int, index: int, temperature: float = TEMPER
     `row` (no top-k/top-p/min-p): how far the CDF could move before the drawn token changes."""
     cdf = torch.softmax(row / temperature, dim=-1).double().cumsum(dim=-1)
     u = _seeded_uniform(seed * _SEED_STRIDE + index) * float(cdf[-1])
-    token = int(torch.searchsorted(cdf, torch.tensor([u], dtype=torch.float64), right=True)[0])
-    lower = float(cdf[token - 1]) if token > 0 else 0.0
-    return min(u - lower, float(cdf[min(token, len(cdf) - 1)]) - u)
+    token = min(int(torch.searchsorted(cdf, torch.tensor([u], dtype=torch.float64), right=True)[0]), len(cdf) - 1)
+    # 0 below the first token and the total above the last are no boundaries: no change of the
+    # logits moves them past a draw.
+    distances = ([u - float(cdf[token - 1])] if token > 0 else []) + \
+                ([float(cdf[token]) - u] if token < len(cdf) - 1 else [])
+    return min(distances, default=float("inf"))
 
 
 def run(prompts: list[list[int]], max_tokens: int, **engine_args) -> tuple[list[list[int]], Recorder, int]:
@@ -119,6 +122,14 @@ def compare(reference: tuple, other: tuple) -> list[dict]:
     return diffs
 
 
+def logit_changes(reference: tuple, other: tuple) -> list[float]:
+    """Largest |logit| change of each draw `other` made on the same prefix as the reference
+    (same seed, index, and the same tokens before it)."""
+    (ref_tokens, ref_rows, _), (tokens, rows, _) = reference, other
+    return [float((ref_rows.rows[key] - row).abs().max()) for key, row in rows.rows.items()
+            if key in ref_rows.rows and ref_tokens[key[0]][:key[1]] == tokens[key[0]][:key[1]]]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--smoke", action="store_true")
@@ -138,27 +149,26 @@ def main() -> int:
     margins = sorted(margin(row, seed, i) for (seed, i), row in reference[1].rows.items())
     lines = ["# Seeded sampling across preemption and batch composition", "",
              f"Machine: {platform.machine()} CPU, {os.cpu_count()} cores, torch {torch.__version__}, float32; "
-             f"{datetime.date.today().isoformat()}. `python experiments/seeded_preemption.py`"
-             f"{' --smoke' if args.smoke else ''}.",
+             f"{datetime.date.today().isoformat()}. `python experiments/seeded_preemption.py"
+             f"{' --smoke' if args.smoke else ''}`.",
              f"Embedded SmolLM2-135M-Instruct, {count} chat prompts, temperature {TEMPERATURE}, seed = prompt "
              f"index, {max_tokens} tokens each (ignore_eos). Preempted run: {tight} KV blocks of 16 tokens.", "",
-             "| run | preemptions | identical outputs | first differences (seed@position: margin ref / other, "
-             "max logit change) |", "|---|---|---|---|"]
+             "| run | preemptions | identical outputs | max / median logit change on the reference's prefixes | "
+             "first differences (seed@position: margin ref / other, max logit change there) |",
+             "|---|---|---|---|---|"]
     for name, result in runs.items():
         diffs = compare(reference, result) if name != "reference" else []
         shown = "; ".join(f"{d['seed']}@{d['position']}: {d['margin_ref']:.2e} / {d['margin_other']:.2e}, "
                           f"{d['max_logit_change']:.1e}" for d in diffs) or "-"
         same = sum(a == b for a, b in zip(reference[0], result[0]))
-        lines.append(f"| {name} | {result[2]} | {same} of {count} | {shown} |")
+        changes = sorted(logit_changes(reference, result))
+        shown_changes = f"{changes[-1]:.1e} / {changes[len(changes) // 2]:.1e}" if changes else "-"
+        lines.append(f"| {name} | {result[2]} | {same} of {count} | {shown_changes} | {shown} |")
         print(f"{name}: preemptions {result[2]}, identical {same} of {count}")
-    changes = [float((reference[1].rows[k] - rows.rows[k]).abs().max())
-               for name in ("preempted", "rebatched") for rows in [runs[name][1]]
-               for k in rows.rows if k in reference[1].rows
-               and reference[0][k[0]][:k[1]] == runs[name][0][k[0]][:k[1]]]
-    lines += ["", f"Draws of the reference run: {len(margins)}; smallest margins "
-              f"{', '.join(f'{m:.1e}' for m in margins[:3])}; median {margins[len(margins) // 2]:.1e}. "
-              f"Largest |logit| change of any draw made on the same prefix in another run: "
-              f"{max(changes):.1e} (median {sorted(changes)[len(changes) // 2]:.1e}).", ""]
+    small = sum(m < 1e-5 for m in margins)
+    lines += ["", f"Margins of the reference run's {len(margins)} draws: {small} below 1e-5 (smallest "
+              f"{', '.join(f'{m:.1e}' for m in margins[:3])}); median {margins[len(margins) // 2]:.1e}. A draw "
+              "changes token only where the logits' change moves a CDF boundary past it.", ""]
     page = "\n".join(lines)
     print(page)
     results = args.results or (None if args.smoke else RESULTS)

@@ -19,9 +19,11 @@ run installs them (minutes: guidellm pulls torch, the CPU build on disk).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import os
 import platform
+import resource
 import shutil
 import signal
 import socket
@@ -125,14 +127,18 @@ def _run_tool(name: str, venv: Path, run: Run) -> tuple[Row, Row] | str:
         else:
             command = TOOLS[name].command(venv, run)
         log = run.workdir / "tool.log"
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         with log.open("w") as out:
             # HF_HUB_OFFLINE is not set: aiperf then reads only the hub cache and refuses a path.
             done = subprocess.run(command, stdout=out, stderr=subprocess.STDOUT, timeout=900,
                                   env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
         if done.returncode != 0:
             return f"exit {done.returncode}: {log.read_text()[-400:]!r}"
         tool_row = _bench_parse(run) if name == "bench" else TOOLS[name].parse(run)
-        return tool_row, _server_row(url)
+        # The tool's own CPU time (its processes, waited for): on a small host it competes with the server.
+        cpu_s = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+        return dataclasses.replace(tool_row, cpu_s=cpu_s), _server_row(url)
     finally:
         server.send_signal(signal.SIGTERM)
         try:
@@ -231,17 +237,19 @@ def _page(args: argparse.Namespace, rows: dict[str, tuple[Row, Row]], notes: lis
         "Each tool's row is followed by the server's own histograms of the same run (`server`: means from "
         "the histogram sums, P50/P99 interpolated in the buckets as Prometheus' histogram_quantile does).", "",
         "| tool | completed | TTFT mean | TTFT P50 | TTFT P99 | ITL mean | ITL P50 | E2E mean | output tok/s | "
-        "req/s |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "req/s | tool CPU s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, (tool, server) in rows.items():
         for label, row in ((name, tool), (f"{name}: server", server)):
             lines.append(f"| {label} | {row.completed} | {_ms(row.ttft_mean)} | {_ms(row.ttft_p50)} | "
                          f"{_ms(row.ttft_p99)} | {_ms(row.itl_mean)} | {_ms(row.itl_p50)} | {_ms(row.e2e_mean)} | "
-                         f"{_ms(row.output_tok_s)} | {'-' if row.request_s is None else f'{row.request_s:.3f}'} |")
+                         f"{_ms(row.output_tok_s)} | {'-' if row.request_s is None else f'{row.request_s:.3f}'} | "
+                         f"{_ms(row.cpu_s)} |")
     lines += ["", "Latencies in ms. ITL as each tool defines it (experiments/loadgen_tools.py): bench and "
               "inference-perf over every gap, guidellm and aiperf per request ((last - first token) / (tokens "
-              "- 1)) then averaged; the server's histogram holds every gap."]
+              "- 1)) then averaged; the server's histogram holds every gap. Tool CPU s: user + system CPU seconds "
+              "of the tool's processes over its run, on the same cores as the server."]
     if notes:
         lines += ["", "Notes:", *[f"- {note}" for note in notes]]
     return "\n".join(lines) + "\n"
