@@ -1,5 +1,6 @@
 """The `adaptive-sarathi` command line: generate, chat, serve (an OpenAI-compatible server),
-bench (a load generator against any OpenAI-compatible server), profile (step latencies), and the
+bench (a load generator against any OpenAI-compatible server), tokenizer-path (the model's
+tokenizer as a directory for clients), profile (step latencies), and the
 simulator's simulate, capacity and tune (offline Optuna tuning; see sim_cli)."""
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ import argparse
 import json
 import os
 import sys
+from pathlib import Path
 
 from adaptive_sarathi import exit_codes
 from adaptive_sarathi.version import package_version
@@ -65,6 +67,12 @@ def _add_serve_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--served-model-name", nargs="+", default=None, metavar="NAME",
                    help="names requests call the model by; the first one is shown in responses and /v1/models "
                         "(default: the model's own name)")
+    p.add_argument("--tokenizer", default=None, metavar="DIR",
+                   help="Hugging Face tokenizer directory to use instead of the model's own (default: the model's; "
+                        "`adaptive-sarathi tokenizer-path` prints the model's as such a directory, for clients)")
+    p.add_argument("--chat-template", default=None, metavar="FILE",
+                   help="Jinja chat template file (or the template text) replacing the tokenizer's (default: the "
+                        "tokenizer's own)")
     p.add_argument("--gpu-memory-utilization", type=float, default=0.9,
                    help="fraction of the GPU's memory the engine may use, weights and KV cache together")
     p.add_argument("--enable-chunked-prefill", action="store_true",
@@ -223,6 +231,15 @@ def build_parser() -> argparse.ArgumentParser:
     _add_serve_flags(serve)
     bench = sub.add_parser("bench", help="load-test an OpenAI-compatible server and report latencies")
     _add_bench_flags(bench)
+    tok = sub.add_parser("tokenizer-path", help="print a Hugging Face tokenizer directory of the model (written "
+                         "once), for clients' and load generators' --tokenizer")
+    tok.add_argument("model_tag", nargs="?", default=None, metavar="MODEL",
+                     help="the model, as serve takes it (default: the embedded SmolLM2-135M-Instruct)")
+    tok.add_argument("--model", default=None, help="the same as MODEL")
+    tok.add_argument("--tokenizer", default=None, metavar="DIR",
+                     help="as serve's: a tokenizer directory the server uses instead of the model's")
+    tok.add_argument("--chat-template", default=None, metavar="FILE",
+                     help="as serve's: the chat template file (or text) the server uses")
     profile = sub.add_parser("profile", help="time model steps over a grid of shapes, or fit a served run's step "
                              "log (--from-stats); write a latency-profile CSV")
     _add_profile_flags(profile)
@@ -247,6 +264,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _bench(args)
     if args.command == "profile":
         return _profile(args)
+    if args.command == "tokenizer-path":
+        return _tokenizer_path(args)
     if args.command in SIMULATION_COMMANDS:
         return run_simulation_command(args)
     return _generate(args)
@@ -264,7 +283,8 @@ def _serve_engine_args(args: argparse.Namespace):
                       tensor_parallel_size=args.tensor_parallel_size,
                       device=args.device, dtype=args.dtype, enforce_eager=args.enforce_eager,
                       num_threads=args.num_threads, gpu_memory_utilization=args.gpu_memory_utilization,
-                      seed=args.seed, enable_prefix_caching=args.enable_prefix_caching)
+                      seed=args.seed, enable_prefix_caching=args.enable_prefix_caching,
+                      tokenizer=args.tokenizer, chat_template=args.chat_template)
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -318,6 +338,28 @@ def _serve_policy(args: argparse.Namespace, slo=None):
             print(f"note: {args.policy_seed} has no adaptive entry for this deployment: default hyperparameters",
                   file=sys.stderr)
     return make_policy(args.policy, slo if slo is not None else _serve_slo(args), prior=prior, params=params)
+
+
+def _tokenizer_path(args: argparse.Namespace) -> int:
+    """Print the tokenizer directory a server of the same MODEL/--tokenizer/--chat-template
+    flags tokenizes with, written as a plain Hugging Face tokenizer directory."""
+    from adaptive_sarathi.engine.loaders import resolve_model
+    from adaptive_sarathi.engine.loaders.tokenizer_export import export_tokenizer, export_tokenizer_dir
+    from adaptive_sarathi.engine.tokenizer import resolve_chat_template
+
+    try:
+        if args.model_tag is not None and args.model is not None and args.model_tag != args.model:
+            raise ValueError(f"tokenizer-path {args.model_tag} --model {args.model}: name the model once")
+        template = resolve_chat_template(args.chat_template) if args.chat_template is not None else None
+        if args.tokenizer is not None:
+            path = export_tokenizer_dir(Path(args.tokenizer).expanduser(), Path(args.tokenizer).name, template)
+        else:
+            path = export_tokenizer(resolve_model(args.model_tag or args.model), template)
+    except ValueError as err:  # ModelLoadError included
+        print(f"error: {err}", file=sys.stderr)
+        return exit_codes.USAGE
+    print(path)
+    return exit_codes.OK
 
 
 def _bench(args: argparse.Namespace) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -13,12 +14,12 @@ from adaptive_sarathi.engine.cuda_graph import decode_graphs_supported
 from adaptive_sarathi.engine.engine import LLMEngine
 from adaptive_sarathi.engine.executor import ModelExecutor
 from adaptive_sarathi.engine.kv_sizing import kv_capacity_blocks
-from adaptive_sarathi.engine.loaders import resolve_model
+from adaptive_sarathi.engine.loaders import ModelLoadError, resolve_model
 from adaptive_sarathi.engine.mixed_graphs import MAX_GRAPH_TOKENS
 from adaptive_sarathi.engine.model.build import build_model
 from adaptive_sarathi.engine.model_runner import ModelRunner, kv_block_bytes
 from adaptive_sarathi.engine.schedulers import make_scheduler
-from adaptive_sarathi.engine.tokenizer import Tokenizer
+from adaptive_sarathi.engine.tokenizer import Tokenizer, resolve_chat_template
 from adaptive_sarathi.kernels.attention.backends import select_attention
 
 # Decode batches above this run eagerly: their kernels are long enough to hide the launches.
@@ -32,7 +33,10 @@ class EngineArgs:
     device/dtype "auto" = CUDA in bfloat16 when present, else CPU in float32. Steps of up to
     MAX_GRAPH_BATCH decodes (plus prefill chunks, up to MAX_GRAPH_TOKENS tokens in all) replay CUDA
     graphs on a GPU with the triton attention backend unless enforce_eager. enable_prefix_caching:
-    requests reuse the KV blocks of prompt prefixes already computed (docs/prefix-caching.md)."""
+    requests reuse the KV blocks of prompt prefixes already computed (docs/prefix-caching.md).
+    tokenizer: a Hugging Face tokenizer directory used instead of the model's own (vLLM's
+    --tokenizer; it gives a dummy model text prompts too); chat_template: a template file's path or
+    the template text, replacing the tokenizer's (vLLM's --chat-template)."""
 
     model: str | None = None
     scheduler: str = "sarathi"
@@ -52,6 +56,8 @@ class EngineArgs:
     tensor_parallel_size: int = 1  # ranks (GPUs, or CPU processes over gloo) the model is split over
     num_threads: int | None = None  # torch intra-op threads of a CPU engine; None = default_num_threads()
     enable_prefix_caching: bool = True
+    tokenizer: str | None = None
+    chat_template: str | None = None
 
     def __post_init__(self) -> None:
         if self.num_threads is not None and (not isinstance(self.num_threads, int) or self.num_threads < 1):
@@ -120,12 +126,36 @@ def create_engine(args: EngineArgs, policy: BudgetPolicy | None = None) -> LLMEn
                                                enable_prefix_caching=args.enable_prefix_caching), num_blocks)
     # The scheduler shrinks the window so one request always fits the cache once others are preempted.
     window = scheduler.max_context_len
-    tokenizer = Tokenizer.from_dir(source.tokenizer_path) if source.tokenizer_path else None
+    tokenizer = load_tokenizer(args, source)
     # Every id the model ends a turn with (Llama 3: <|end_of_text|>, <|eom_id|>, <|eot_id|>).
     eos = source.config.eos_token_ids or (
         (tokenizer.eos_token_id,) if tokenizer and tokenizer.eos_token_id is not None else ())
     return LLMEngine(scheduler, executor, policy or FixedBudget(args.token_budget, args.max_chunk),
                      tokenizer, max_model_len=window, eos_token_ids=eos)
+
+
+def load_tokenizer(args: EngineArgs, source) -> Tokenizer | None:
+    """The engine's tokenizer: args.tokenizer's directory, else the model's (None for a model
+    without one), with args.chat_template in place of its template. Raises ValueError naming the
+    flag when the directory cannot be read, holds more token ids than the model has, or the
+    template cannot be read."""
+    template = resolve_chat_template(args.chat_template) if args.chat_template is not None else None
+    if args.tokenizer is not None:
+        path = Path(args.tokenizer).expanduser()
+        try:
+            tokenizer = Tokenizer.from_dir(path, chat_template=template)
+        except ModelLoadError as err:
+            raise ModelLoadError(f"--tokenizer {args.tokenizer}: {err}: pass a Hugging Face tokenizer directory "
+                                 "(adaptive-sarathi tokenizer-path prints one)") from None
+        if tokenizer.vocab_size > source.config.vocab_size:
+            raise ValueError(f"--tokenizer {args.tokenizer} knows {tokenizer.vocab_size} token ids, more than the "
+                             f"model's {source.config.vocab_size}: pass the tokenizer of this model")
+        return tokenizer
+    if source.tokenizer_path is None:
+        if template is not None:
+            raise ValueError("--chat-template needs a tokenizer, and this model has none: add --tokenizer DIR")
+        return None
+    return Tokenizer.from_dir(source.tokenizer_path, chat_template=template)
 
 
 def _single_executor(args: EngineArgs, source, device: torch.device, dtype: torch.dtype,

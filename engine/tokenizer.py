@@ -32,8 +32,9 @@ class Tokenizer:
         self._compiled_template: jinja2.Template | None = None
 
     @classmethod
-    def from_dir(cls, path: Path | str) -> "Tokenizer":
-        """Load tokenizer.json, tokenizer_config.json and (if present) chat_template.jinja from `path`.
+    def from_dir(cls, path: Path | str, chat_template: str | None = None) -> "Tokenizer":
+        """Load tokenizer.json, tokenizer_config.json and (if present) chat_template.jinja from `path`;
+        `chat_template`, when given, replaces the directory's template.
 
         Raises ModelLoadError naming the file when tokenizer.json is missing or unreadable.
         """
@@ -48,8 +49,9 @@ class Tokenizer:
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
             raise ModelLoadError(f"cannot read '{config_file}': {err}") from err
         template_file = path / "chat_template.jinja"
-        template = template_file.read_text() if template_file.is_file() else None
-        return cls(tokenizer, config, template)
+        if chat_template is None and template_file.is_file():
+            chat_template = template_file.read_text()
+        return cls(tokenizer, config, chat_template)
 
     @property
     def vocab_size(self) -> int:
@@ -235,3 +237,26 @@ def _chat_environment() -> jinja2.Environment:
     env.globals["raise_exception"] = _raise_exception
     env.globals["strftime_now"] = lambda fmt: datetime.now().strftime(fmt)
     return env
+
+
+def resolve_chat_template(value: str) -> str:
+    """The chat template a `--chat-template` value names, as vLLM reads it: the text of the file
+    at that path, else the value itself when it is Jinja (holds "{{" or "{%"). Raises ValueError
+    naming the flag when it is neither, or when the file cannot be read or the template does not
+    compile."""
+    path = Path(value).expanduser()
+    if path.is_file():
+        try:
+            template = path.read_text()
+        except (OSError, UnicodeDecodeError) as err:
+            raise ValueError(f"--chat-template {value}: cannot read the file ({err})") from None
+    elif "{{" in value or "{%" in value:
+        template = value
+    else:
+        raise ValueError(f"--chat-template {value!r}: no such file, and not a Jinja template: pass the path of a "
+                         "template file (or the template text itself)")
+    try:
+        _chat_environment().from_string(template)
+    except jinja2.TemplateError as err:
+        raise ValueError(f"--chat-template {value}: the template does not compile: {err}") from None
+    return template

@@ -29,6 +29,7 @@ EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
     ("telemetry_overhead.py", "| observe_step |"),
     ("prefix_caching.py", "Ratio on / off"),
     ("slo_classes.py", "adaptive / best FCFS"),
+    pytest.param("seeded_preemption.py", "| reference | 0 | 4 of 4 |", marks=pytest.mark.embedded_model),
 ])
 def test_experiment_smoke(script, expected):
     done = subprocess.run([sys.executable, str(EXPERIMENTS / script), "--smoke"], capture_output=True, text=True,

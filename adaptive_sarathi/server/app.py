@@ -275,7 +275,8 @@ class _Routes:
             ids = engine_request_ids(request.headers.get(REQUEST_ID_HEADER), len(sequences))
             async with self.engine.open(sequences, params, arrival, slo_class=slo_class, request_ids=ids) as stream:
                 if parsed.stream:
-                    return await _send_events(request, stream_chunks(header, stream, parsed.include_usage))
+                    return await _send_events(request, stream_chunks(header, stream, parsed.include_usage,
+                                                                            parsed.continuous_usage))
                 return web.json_response(await collect(header, stream_chunks(header, stream, include_usage=True)))
         except InvalidRequestError as err:
             if err.field == "request_id":

@@ -64,6 +64,7 @@ class GenerateRequest:
     max_tokens_field: str | None = None  # the field that set max_tokens; None: the default applies
     slo_class: str | None = None  # the body's `slo_class`, unchecked against any policy; None: not given
     n: int = 1  # samples per prompt: choice prompt_index * n + i is sample i of that prompt
+    continuous_usage: bool = False  # usage so far on every chunk (stream_options.continuous_usage_stats)
 
     def sample_params(self) -> list[SamplingParams]:
         """The params of the n samples of one prompt: sample i is seeded seed + i when a seed is
@@ -122,7 +123,7 @@ def _parse(body: dict, prompts: list[Prompt], chat: bool, max_model_len: int,
                                f"than the limit of {limits.max_prompts} per request (--max-prompts-per-request): "
                                "ask for fewer")
     stream = boolean_field(body, "stream", False)
-    include_usage = _stream_options(body, stream)
+    include_usage, continuous_usage = _stream_options(body, stream)
     max_tokens_field = max_tokens = None
     for name in ("max_tokens", "max_completion_tokens"):  # both checked; the newer name wins
         value = integer_field(body, name, low=1)
@@ -149,7 +150,8 @@ def _parse(body: dict, prompts: list[Prompt], chat: bool, max_model_len: int,
         json_object=_json_object(body))
     _priority(body)
     return GenerateRequest(chat=chat, model=model, prompts=prompts, params=params, stream=stream,
-                           include_usage=include_usage, max_tokens_field=max_tokens_field,
+                           include_usage=include_usage, continuous_usage=continuous_usage,
+                           max_tokens_field=max_tokens_field,
                            slo_class=_slo_class(body), n=n)
 
 
@@ -234,18 +236,35 @@ def _prompts(body: dict, limits: RequestLimits) -> list[Prompt]:
 
 
 
-def _stream_options(body: dict, stream: bool) -> bool:
+_STREAM_OPTIONS = ("include_usage", "continuous_usage_stats")
+
+
+def _stream_options(body: dict, stream: bool) -> tuple[bool, bool]:
+    """`stream_options`: (include_usage, continuous_usage). OpenAI's `include_usage` adds a last
+    chunk with the token counts; vLLM's `continuous_usage_stats` (which load generators such as
+    guidellm and aiperf send) puts the counts so far on every chunk too, and, as in vLLM, only
+    together with `include_usage`. Any other key is a 400 naming it."""
     options = body.get("stream_options")
     if options is None:
-        return False
+        return False, False
     if not isinstance(options, dict):
         raise bad_request("stream_options", "'stream_options' must be an object such as {\"include_usage\": true}")
     if not stream:
         raise bad_request("stream_options", "'stream_options' is only allowed when 'stream' is true")
-    include = options.get("include_usage", False)
-    if not isinstance(include, bool):
-        raise bad_request("stream_options", "'stream_options.include_usage' must be true or false")
-    return include
+    unknown = [show_text(str(key)) for key in options if key not in _STREAM_OPTIONS]
+    if unknown:
+        raise bad_request("stream_options", f"stream_options {', '.join(repr(k) for k in unknown)} "
+                                            f"{'is' if len(unknown) == 1 else 'are'} not supported: leave "
+                                            f"{'it' if len(unknown) == 1 else 'them'} out (known: "
+                                            f"{', '.join(_STREAM_OPTIONS)})")
+    flags = []
+    for key in _STREAM_OPTIONS:
+        value = options.get(key, False)
+        if not isinstance(value, bool):
+            raise bad_request("stream_options", f"'stream_options.{key}' must be true or false")
+        flags.append(value)
+    include, continuous = flags
+    return include, include and continuous
 
 
 def _stop(body: dict) -> tuple[str, ...]:

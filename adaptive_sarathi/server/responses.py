@@ -37,12 +37,15 @@ class ResponseHeader:
         return {"id": self.id, "object": kind, "created": self.created, "model": self.model, "choices": choices}
 
 
-async def stream_chunks(header: ResponseHeader, stream: RequestStream,
-                        include_usage: bool) -> AsyncIterator[dict[str, Any]]:
+async def stream_chunks(header: ResponseHeader, stream: RequestStream, include_usage: bool,
+                        continuous_usage: bool = False) -> AsyncIterator[dict[str, Any]]:
     """One chunk per engine output (a token, or the end of an aborted request); with
     `include_usage`, every chunk carries "usage": null and a last chunk with no choices carries
     the token counts (each prompt's tokens counted once, however many samples it has; those served
-    from the prefix cache in prompt_tokens_details.cached_tokens, the fewest any sample found)."""
+    from the prefix cache in prompt_tokens_details.cached_tokens, the fewest any sample found).
+    With `continuous_usage` as well, each chunk's "usage" is its choice's counts so far instead of
+    null (its prompt's tokens, the choice's output tokens up to and including this chunk's), as
+    vLLM's stream_options.continuous_usage_stats has it."""
     prompt_tokens: dict[int, int] = {}
     completion_tokens: dict[int, int] = {}
     cached_tokens: dict[int, int] = {}
@@ -58,7 +61,8 @@ async def stream_chunks(header: ResponseHeader, stream: RequestStream,
             choice["logprobs"] = _logprobs(header, out.new_logprobs or [], text_offsets, index)
         chunk = header.chunk([choice])
         if include_usage:
-            chunk["usage"] = None
+            chunk["usage"] = (_usage(len(out.prompt_token_ids), len(out.token_ids), None) if continuous_usage
+                              else None)
         yield chunk
     if include_usage:
         chunk = header.chunk([])
@@ -109,10 +113,14 @@ def _finite(logprob: float) -> float:
     return logprob if logprob > _LOWEST_LOGPROB else _LOWEST_LOGPROB
 
 
-def _usage(prompt_tokens: int, completion_tokens: int, cached_tokens: int) -> dict[str, Any]:
-    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-            "total_tokens": prompt_tokens + completion_tokens,
-            "prompt_tokens_details": {"cached_tokens": cached_tokens}}
+def _usage(prompt_tokens: int, completion_tokens: int, cached_tokens: int | None) -> dict[str, Any]:
+    """OpenAI's usage object; prompt_tokens_details only when `cached_tokens` is known (the last
+    chunk's totals; a running count per chunk leaves it out, as vLLM's does)."""
+    usage: dict[str, Any] = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                             "total_tokens": prompt_tokens + completion_tokens}
+    if cached_tokens is not None:
+        usage["prompt_tokens_details"] = {"cached_tokens": cached_tokens}
+    return usage
 
 
 async def collect(header: ResponseHeader, chunks: AsyncIterator[dict[str, Any]]) -> dict[str, Any]:
@@ -123,7 +131,8 @@ async def collect(header: ResponseHeader, chunks: AsyncIterator[dict[str, Any]])
     finish_reasons: dict[int, str | None] = {}
     usage = None
     async for chunk in chunks:
-        usage = chunk.get("usage") or usage
+        if not chunk["choices"]:  # the totals; a chunk of choices may carry a running count
+            usage = chunk.get("usage") or usage
         for choice in chunk["choices"]:
             index = choice["index"]
             piece = choice["delta"].get("content", "") if header.chat else choice["text"]
