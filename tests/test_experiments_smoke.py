@@ -28,6 +28,7 @@ EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
     ("cpu_threads.py", "threads=1: "),
     ("telemetry_overhead.py", "| observe_step |"),
     ("prefix_caching.py", "Ratio on / off"),
+    ("cached_prefix_ttft.py", "## TTFT on an engine, and one step of each taken apart"),
 ])
 def test_experiment_smoke(script, expected):
     done = subprocess.run([sys.executable, str(EXPERIMENTS / script), "--smoke"], capture_output=True, text=True,
