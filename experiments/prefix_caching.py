@@ -235,7 +235,12 @@ def saturation_rate(model, requests, cached_fraction: float, shared_kv_tokens: f
     return n / (d * model.step_time(shape)), ("token budget" if by_budget <= by_kv else "KV cache")
 
 
+SECTIONS = ("hit", "capacity", "ceiling", "ttft", "cost")
+
+
 def simulated(args) -> str:
+    """The simulated tables of args.sections (all by default) for args.workloads; "ttft" needs
+    "capacity" with fixed:512 (it runs at the caching-off capacity found there)."""
     # Imported here: the --gpu mode runs where the controller's dependencies (river) may be absent.
     from adaptive_sarathi.capacity import find_capacity
     from adaptive_sarathi.controller.slo import load_slo_policy
@@ -244,87 +249,98 @@ def simulated(args) -> str:
     from adaptive_sarathi.engine.simulator import simulate
     from adaptive_sarathi.scenario import Scenario
 
+    sections = set(args.sections)
     n = 30 if args.smoke else args.num_conversations
-    rel_tol = 0.2 if args.smoke else 0.02
+    rel_tol = 0.2 if args.smoke else args.rel_tol
     model = roofline_from_spec("h100:llama-3-8b")
     num_kv_blocks = model.num_kv_blocks(BLOCK_SIZE)
-    workloads = {name: make(n, args.seed) for name, make in WORKLOADS.items()}
-    slos = SLO_POLICIES[:1] if args.smoke else SLO_POLICIES
+    workloads = {name: WORKLOADS[name](n, args.seed) for name in args.workloads}
+    slos = SLO_POLICIES[:1] if args.smoke else tuple(args.slo_policies)
     lines = [f"h100:llama-3-8b roofline, {num_kv_blocks} KV blocks of {BLOCK_SIZE} tokens; sarathi; {POLICY} for "
-             f"the hit rate and TTFT by turn; capacity searches under {POLICY}, and adaptive on chat. "
-             f"Workloads ({n} conversations each; docstrings in the script):", ""]
+             f"the hit rate and TTFT by turn. Workloads ({n} conversations each; docstrings in the script):", ""]
     lines += [f"- {name}: {w.mean_qps / w.conversation_qps:.2f} turns per conversation, "
               f"{np.mean([r.num_prompt_tokens for r in w.generate()]):.0f} prompt tokens per request on average"
               for name, w in workloads.items()]
 
-    # Hit rate against the theoretical share, at a low rate on an unbounded cache.
-    lines += ["", "## Hit rate (unbounded cache, a quarter of the base rate)", "",
-              "| workload | requests | theoretically shareable prompt tokens | measured hit rate | gap (points) |",
-              "| --- | --- | --- | --- | --- |"]
-    for name, workload in workloads.items():
-        requests = workload.scaled(0.25).generate()
-        theory = shareable_prompt_tokens(requests, BLOCK_SIZE) / sum(r.num_prompt_tokens for r in requests)
-        big = simulate(requests, SchedulerConfig(name="sarathi", max_model_len=MAX_MODEL_LEN, block_size=BLOCK_SIZE),
-                       FixedBudget(512), model, num_kv_blocks=10 ** 6)
-        lines.append(f"| {name} | {len(requests)} | {theory:.2%} | {big.prefix_cache_hit_rate:.2%} | "
-                     f"{(theory - big.prefix_cache_hit_rate) * 100:.2f} |")
-    print("\n".join(lines), flush=True)
+    if "hit" in sections:  # the hit rate against the theoretical share, at a low rate on an unbounded cache
+        lines += ["", "## Hit rate (unbounded cache, a quarter of the base rate)", "",
+                  "| workload | requests | theoretically shareable prompt tokens | measured hit rate | gap (points) |",
+                  "| --- | --- | --- | --- | --- |"]
+        for name, workload in workloads.items():
+            requests = workload.scaled(0.25).generate()
+            theory = shareable_prompt_tokens(requests, BLOCK_SIZE) / sum(r.num_prompt_tokens for r in requests)
+            big = simulate(requests, SchedulerConfig(name="sarathi", max_model_len=MAX_MODEL_LEN,
+                                                     block_size=BLOCK_SIZE), FixedBudget(512), model,
+                           num_kv_blocks=10 ** 6)
+            lines.append(f"| {name} | {len(requests)} | {theory:.2%} | {big.prefix_cache_hit_rate:.2%} | "
+                         f"{(theory - big.prefix_cache_hit_rate) * 100:.2f} |")
+        print("\n".join(lines), flush=True)
 
-    lines += ["", "## SLO capacity", "",
-              "| workload | policy | SLO policy | prefix caching | SLO capacity (req/s) | conversations/s | "
-              "think time there (s) | proxy capacity (req/s) | hit rate there | TTFT P90 there (ms) | "
-              "TBT P99 there (ms) | busy fraction there |",
-              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
-    ratios, found = [], {}
-    for name, workload in workloads.items():
-        for policy in POLICIES[name][:1] if args.smoke else POLICIES[name]:
-            for slo_name in slos:
-                slo = load_slo_policy(slo_name)
-                caps = {}
-                for caching in (True, False):
-                    scheduler = SchedulerConfig(name="sarathi", max_model_len=MAX_MODEL_LEN, block_size=BLOCK_SIZE,
-                                                enable_prefix_caching=caching)
-                    scenario = Scenario(workload, scheduler, policy, model, num_kv_blocks, slo=slo, seed=args.seed)
-                    start = time.perf_counter()
-                    cap = find_capacity(scenario, rel_tol=rel_tol)
-                    caps[caching] = (scenario, cap)
-                    at = scenario.run(cap.slo_capacity_scale, record_steps=True) if cap.slo_capacity_scale else None
-                    head = f"| {name} | {policy} | {slo_name} | {'on' if caching else 'off'} |"
-                    row = (f"{head} {cap.slo_capacity_qps:.2f} | {cap.slo_capacity_scale * workload.conversation_qps:.3f} | "
-                           f"{workload.think_time_s / cap.slo_capacity_scale:.1f} | {cap.capacity_qps:.2f} | "
-                           f"{at.prefix_cache_hit_rate:.1%} | {at.slo.ttft_p_s * 1e3:.0f} | {at.slo.tbt_p_s * 1e3:.0f} | "
-                           f"{sum(st.duration_s for st in at.steps) / at.makespan_s:.0%} |"
-                           if at else f"{head} 0 | | | | | | | |")
-                    lines.append(row)
-                    print(row, f"({time.perf_counter() - start:.0f} s search)", flush=True)
-                on, off = caps[True][1].slo_capacity_qps, caps[False][1].slo_capacity_qps
-                ratios.append((name, policy, slo_name, on / off if off else math.inf))
-                if policy == POLICY:
-                    found[(name, slo_name)] = caps
-    lines += ["", "| workload | policy | SLO policy | SLO capacity on / off |", "| --- | --- | --- | --- |"]
-    lines += [f"| {w} | {pol} | {p} | **{r:.2f}x** |" for w, pol, p, r in ratios]
-    lines += ["", "Ratio on / off, target >= 2x on the multi-turn workload.", "",
-              "## The ceiling of the ratio", "",
-              "What on / off is possible if caching removed the prefill of every shareable prompt token and "
-              "changed no decode work (`saturation_rate` in the script): the steady-state rate at which the "
-              "fixed-budget engine is busy every step, off (every prompt token prefilled, no KV shared) and on "
-              "(the shareable tokens free, the system prompt held once in the KV cache), on the latency model "
-              "the searches use.", "",
-              "| workload | shareable prompt tokens | saturated rate off (req/s) | binds | saturated rate on (req/s) "
-              "| binds | ceiling on / off |", "| --- | --- | --- | --- | --- | --- | --- |"]
-    kv_tokens = num_kv_blocks * BLOCK_SIZE
-    for name, workload in workloads.items():
-        requests = workload.generate()
-        shareable = shareable_prompt_tokens(requests, BLOCK_SIZE) / sum(r.num_prompt_tokens for r in requests)
-        off_rate, off_binds = saturation_rate(model, requests, 0.0, 0.0, kv_tokens)
-        on_rate, on_binds = saturation_rate(model, requests, shareable, workload.system_prompt_tokens, kv_tokens)
-        lines.append(f"| {name} | {shareable:.1%} | {off_rate:.2f} | {off_binds} | {on_rate:.2f} | {on_binds} | "
-                     f"**{on_rate / off_rate:.2f}x** |")
-    lines.append("")
-    print("\n".join(lines[-(len(ratios) + len(workloads) + 14):]), flush=True)
+    found = {}
+    if "capacity" in sections:
+        lines += ["", "## SLO capacity", "",
+                  "| workload | policy | SLO policy | prefix caching | SLO capacity (req/s) | conversations/s | "
+                  "think time there (s) | proxy capacity (req/s) | hit rate there | TTFT P90 there (ms) | "
+                  "TBT P99 there (ms) | busy fraction there |",
+                  "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+        ratios = []
+        for name, workload in workloads.items():
+            policies = args.policies or POLICIES[name]
+            for policy in policies[:1] if args.smoke else policies:
+                for slo_name in slos:
+                    slo = load_slo_policy(slo_name)
+                    caps = {}
+                    for caching in (True, False):
+                        scheduler = SchedulerConfig(name="sarathi", max_model_len=MAX_MODEL_LEN,
+                                                    block_size=BLOCK_SIZE, enable_prefix_caching=caching)
+                        scenario = Scenario(workload, scheduler, policy, model, num_kv_blocks, slo=slo, seed=args.seed)
+                        start = time.perf_counter()
+                        cap = find_capacity(scenario, rel_tol=rel_tol)
+                        caps[caching] = (scenario, cap)
+                        at = scenario.run(cap.slo_capacity_scale, record_steps=True) if cap.slo_capacity_scale else None
+                        head = f"| {name} | {policy} | {slo_name} | {'on' if caching else 'off'} |"
+                        row = (f"{head} {cap.slo_capacity_qps:.2f} | "
+                               f"{cap.slo_capacity_scale * workload.conversation_qps:.3f} | "
+                               f"{workload.think_time_s / cap.slo_capacity_scale:.1f} | {cap.capacity_qps:.2f} | "
+                               f"{at.prefix_cache_hit_rate:.1%} | {at.slo.ttft_p_s * 1e3:.0f} | "
+                               f"{at.slo.tbt_p_s * 1e3:.0f} | {sum(st.duration_s for st in at.steps) / at.makespan_s:.0%} |"
+                               if at else f"{head} 0 | | | | | | | |")
+                        lines.append(row)
+                        print(row, f"({time.perf_counter() - start:.0f} s search)", flush=True)
+                    on, off = caps[True][1].slo_capacity_qps, caps[False][1].slo_capacity_qps
+                    ratios.append((name, policy, slo_name, on / off if off else math.inf))
+                    if policy == POLICY:
+                        found[(name, slo_name)] = caps
+        lines += ["", "| workload | policy | SLO policy | SLO capacity on / off |", "| --- | --- | --- | --- |"]
+        lines += [f"| {w} | {pol} | {p} | **{r:.2f}x** |" for w, pol, p, r in ratios]
+        lines += ["", f"Ratio on / off, target >= 2x on the multi-turn workload (searches to a relative tolerance "
+                  f"of {rel_tol:g}). Busy fraction: the steps' time over the makespan.", ""]
+        print("\n".join(lines[-(len(ratios) + 4):]), flush=True)
+
+    if "ceiling" in sections:
+        lines += ["## The ceiling of the ratio", "",
+                  "What on / off is possible if caching removed the prefill of every shareable prompt token and "
+                  "changed no decode work (`saturation_rate` in the script): the steady-state rate at which the "
+                  "fixed-budget engine (budget 512) is busy every step, off (every prompt token prefilled, no KV "
+                  "shared) and on (the shareable tokens free, the system prompt held once in the KV cache), on the "
+                  "latency model the searches use.", "",
+                  "| workload | shareable prompt tokens | saturated rate off (req/s) | binds | saturated rate on (req/s) "
+                  "| binds | ceiling on / off |", "| --- | --- | --- | --- | --- | --- | --- |"]
+        kv_tokens = num_kv_blocks * BLOCK_SIZE
+        for name, workload in workloads.items():
+            requests = workload.generate()
+            shareable = shareable_prompt_tokens(requests, BLOCK_SIZE) / sum(r.num_prompt_tokens for r in requests)
+            off_rate, off_binds = saturation_rate(model, requests, 0.0, 0.0, kv_tokens)
+            on_rate, on_binds = saturation_rate(model, requests, shareable, workload.system_prompt_tokens, kv_tokens)
+            lines.append(f"| {name} | {shareable:.1%} | {off_rate:.2f} | {off_binds} | {on_rate:.2f} | {on_binds} | "
+                         f"**{on_rate / off_rate:.2f}x** |")
+        lines.append("")
+        print("\n".join(lines[-(len(workloads) + 6):]), flush=True)
 
     # TTFT by turn at the caching-off capacity (where off just meets its SLO), strict SLO.
-    for name, workload in workloads.items():
+    for name, workload in workloads.items() if "ttft" in sections else ():
+        if (name, slos[0]) not in found:
+            continue
         caps = found[(name, slos[0])]
         scale = caps[False][1].slo_capacity_scale or 0.25
         turn_rows = {}
@@ -342,22 +358,23 @@ def simulated(args) -> str:
         lines.append("")
         print("\n".join(lines[-(len(turn_rows[True]) + 5):]), flush=True)
 
-    cost = lookup_cost(repeats=50 if args.smoke else 400)
-    lines += ["## Lookup cost per request (this CPU)", "",
-              "Hashing and a full lookup run once, when the request is queued (between steps); in a "
-              "step (the engine-state snapshot, then admission) its kept hit is refreshed: free when "
-              "the cache did not change, and one check per block evicted since otherwise (here a step "
-              "that committed and evicted 32 blocks of other content).", "",
-              "| prompt tokens | hashing the prompt (us) | full lookup, hashes known (us) | "
-              "in-step refresh, cache unchanged (us) | in-step refresh after 32 evictions + 32 commits (us) |",
-              "| --- | --- | --- | --- | --- |"]
-    lines += [f"| {n} | {h:.1f} | {f:.2f} | {u:.2f} | {c:.2f} |" for n, h, f, u, c in cost]
-    mem = memory_per_block(5_000 if args.smoke else 50_000)
-    lines += ["", "## Memory per KV block (bookkeeping, tracemalloc)", "",
-              "| block manager, caching off | caching on, cached and held | cached and evictable | a request's hash list "
-              "| a waiting request's kept hit |",
-              "| --- | --- | --- | --- | --- |", "| " + " | ".join(f"{m:.0f} B" for m in mem) + " |", ""]
-    print("\n".join(lines[-12:]))
+    if "cost" in sections:
+        cost = lookup_cost(repeats=50 if args.smoke else 400)
+        lines += ["## Lookup cost per request (this CPU)", "",
+                  "Hashing and a full lookup run once, when the request is queued (between steps); in a "
+                  "step (the engine-state snapshot, then admission) its kept hit is refreshed: free when "
+                  "the cache did not change, and one check per block evicted since otherwise (here a step "
+                  "that committed and evicted 32 blocks of other content). Best of five rounds.", "",
+                  "| prompt tokens | hashing the prompt (us) | full lookup, hashes known (us) | "
+                  "in-step refresh, cache unchanged (us) | in-step refresh after 32 evictions + 32 commits (us) |",
+                  "| --- | --- | --- | --- | --- |"]
+        lines += [f"| {n} | {h:.1f} | {f:.2f} | {u:.2f} | {c:.2f} |" for n, h, f, u, c in cost]
+        mem = memory_per_block(5_000 if args.smoke else 50_000)
+        lines += ["", "## Memory per KV block (bookkeeping, tracemalloc)", "",
+                  "| block manager, caching off | caching on, cached and held | cached and evictable | "
+                  "a request's hash list | a waiting request's kept hit |",
+                  "| --- | --- | --- | --- | --- |", "| " + " | ".join(f"{m:.0f} B" for m in mem) + " |", ""]
+        print("\n".join(lines[-12:]))
     return "\n".join(lines)
 
 
@@ -497,6 +514,14 @@ def main() -> None:
     parser.add_argument("--parity-model", default="dummy:smollm2-135m",
                         help="with --gpu: the model of the on/off output comparison (run in float32)")
     parser.add_argument("--gpu-qps", type=float, default=2.0, help="with --gpu: conversation starts per second")
+    parser.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS),
+                        help="simulated: the tables to produce (a subset writes prefix_caching_<sections>.md)")
+    parser.add_argument("--workloads", nargs="+", choices=tuple(WORKLOADS), default=list(WORKLOADS))
+    parser.add_argument("--policies", nargs="+", default=None,
+                        help="simulated: the capacity searches' budget policies (default: fixed:512, and adaptive "
+                             "on chat)")
+    parser.add_argument("--slo-policies", nargs="+", default=list(SLO_POLICIES))
+    parser.add_argument("--rel-tol", type=float, default=0.02, help="the capacity searches' relative tolerance")
     parser.add_argument("--out", type=Path, default=RESULTS, help="folder the results table goes to")
     args = parser.parse_args()
     if args.gpu:
@@ -504,11 +529,18 @@ def main() -> None:
         name, title = "prefix_caching_gpu.md", "Prefix caching on a GPU"
     else:
         body = simulated(args)
-        name, title = "prefix_caching.md", "Prefix caching on multi-turn chat, simulated"
+        partial = (set(args.sections) != set(SECTIONS) or set(args.workloads) != set(WORKLOADS) or args.policies
+                   or set(args.slo_policies) != set(SLO_POLICIES))
+        parts = [*args.sections, *args.workloads, *(args.policies or ()),
+                 *(p.removeprefix("llama-3-8b-h100-") for p in args.slo_policies)]
+        name = f"prefix_caching_{'_'.join(parts).replace(':', '')}.md" if partial else "prefix_caching.md"
+        title = "Prefix caching on multi-turn chat, simulated"
     if not args.smoke:
         args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / name).write_text(f"# {title}\n\nProduced by `python experiments/prefix_caching.py"
-                                     f"{' --gpu' if args.gpu else ''}` on {date.today()} (seed {args.seed}).\n\n"
+        import sys
+
+        command = " ".join(["python experiments/prefix_caching.py", *sys.argv[1:]])
+        (args.out / name).write_text(f"# {title}\n\nProduced by `{command}` on {date.today()} (seed {args.seed}).\n\n"
                                      + body + "\n")
         print(f"wrote {args.out / name}")
 
