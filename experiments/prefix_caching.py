@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import statistics
 import time
 import timeit
@@ -531,8 +532,9 @@ def main() -> None:
         body = simulated(args)
         partial = (set(args.sections) != set(SECTIONS) or set(args.workloads) != set(WORKLOADS) or args.policies
                    or set(args.slo_policies) != set(SLO_POLICIES))
-        parts = [*args.sections, *args.workloads, *(args.policies or ()),
-                 *(p.removeprefix("llama-3-8b-h100-") for p in args.slo_policies)]
+        parts = [*args.sections, *(args.workloads if set(args.workloads) != set(WORKLOADS) else ()),
+                 *(args.policies or ()), *(p.removeprefix("llama-3-8b-h100-") for p in args.slo_policies
+                                           if set(args.slo_policies) != set(SLO_POLICIES))]
         name = f"prefix_caching_{'_'.join(parts).replace(':', '')}.md" if partial else "prefix_caching.md"
         title = "Prefix caching on multi-turn chat, simulated"
     if not args.smoke:
@@ -540,8 +542,10 @@ def main() -> None:
         import sys
 
         command = " ".join(["python experiments/prefix_caching.py", *sys.argv[1:]])
+        machine = ("" if args.gpu else f"Host: {os.cpu_count()} CPU cores, load average {os.getloadavg()[0]:.1f} at the "
+                   "end of the run (host times scale with the load).\n\n")
         (args.out / name).write_text(f"# {title}\n\nProduced by `{command}` on {date.today()} (seed {args.seed}).\n\n"
-                                     + body + "\n")
+                                     + machine + body + "\n")
         print(f"wrote {args.out / name}")
 
 
