@@ -33,6 +33,10 @@ compared token by token on a short multi-turn run on a small KV cache; and one r
 run each (on, off) of a compressed conversation workload (think times of 2 s), TTFT by turn.
 It writes experiments/results/prefix_caching_gpu.md (or --out DIR).
 
+--sections (hit, capacity, ceiling, ttft, cost), --workloads, --policies and --slo-policies run
+part of the simulated set, written to prefix_caching_<what was narrowed>.md; the capacity
+searches are the slow part (minutes each on one core).
+
 --smoke: a small workload and coarse searches, printing only (what CI runs).
 """
 
