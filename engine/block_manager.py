@@ -3,9 +3,29 @@ are cached by content for reuse (prefix caching). CPU only."""
 
 from __future__ import annotations
 
+from array import array
 from collections import OrderedDict, deque
 from collections.abc import Sequence
+from dataclasses import dataclass
 from itertools import islice
+
+# Evictions remembered for `refresh_hit` (block id, chain position each): a hit last checked
+# before the oldest one kept is matched afresh. Every waiting request is refreshed each step, so
+# only a step that evicts more than this many blocks forces full matches.
+EVICTION_LOG_LEN = 4096
+
+
+@dataclass(slots=True)
+class PrefixHit:
+    """A waiting request's longest cached prefix as of one point of the manager's history:
+    `blocks` are the cached block ids of its first len(blocks) blocks (at most `max_blocks`),
+    checked when the manager had done `num_evictions` evictions and `num_commits` commits.
+    Owned by the request's scheduler; `BlockManager.refresh_hit` brings it up to date."""
+
+    blocks: list[int]
+    max_blocks: int
+    num_evictions: int
+    num_commits: int
 
 
 class BlockManager:
@@ -51,7 +71,12 @@ class BlockManager:
         self._hash: list[bytes | None] = [None] * num_blocks  # each block's content hash, if cached
         self._index: dict[bytes, int] = {}  # content hash -> the cached block holding that content
         self._committed: dict[str, int] = {}  # leading blocks of a table already cached or declined
+        # Chain position (block index within its sequence) of each cached block, for the log.
+        self._position = array("i", bytes(4 * num_blocks))
+        self._eviction_log: list[tuple[int, int]] = []  # (block, chain position) per eviction, oldest first
+        self._log_start = 0  # evictions done before _eviction_log[0]
         self.num_evictions = 0  # cached blocks whose hash was dropped to reuse the block
+        self.num_commits = 0  # blocks added to the hash index
 
     @property
     def num_total_blocks(self) -> int:
@@ -154,6 +179,11 @@ class BlockManager:
         del self._index[self._hash[block]]
         self._hash[block] = None
         self.num_evictions += 1
+        log = self._eviction_log
+        log.append((block, self._position[block]))
+        if len(log) > 2 * EVICTION_LOG_LEN:
+            del log[:EVICTION_LOG_LEN]
+            self._log_start += EVICTION_LOG_LEN
         return block
 
     def match(self, block_hashes: Sequence[bytes], max_blocks: int) -> list[int]:
@@ -173,6 +203,34 @@ class BlockManager:
             pass
         return blocks
 
+    def refresh_hit(self, hit: PrefixHit | None, block_hashes: Sequence[bytes], max_blocks: int) -> PrefixHit:
+        """`hit` (a waiting sequence's earlier answer for these `block_hashes` and `max_blocks`,
+        or None) brought up to date: what `match(block_hashes, max_blocks)` returns now, as a
+        PrefixHit. Cheap when little changed: an eviction since the last check cuts the hit at
+        the evicted block's position if it held that block, and only after a commit are the
+        blocks past the hit probed (one probe when nothing new was cached there). A hash names
+        one block until that block is evicted, so those two events are the only ways a hit
+        changes. Falls back to a full `match` for None, another max_blocks, or a hit older than
+        the eviction log. Mutates `hit` (and returns it) or returns a new one; nothing else."""
+        if hit is None or hit.max_blocks != max_blocks or hit.num_evictions < self._log_start:
+            return PrefixHit(self.match(block_hashes, max_blocks), max_blocks, self.num_evictions, self.num_commits)
+        blocks = hit.blocks
+        if hit.num_evictions != self.num_evictions:
+            k = len(blocks)
+            if k:
+                for block, position in islice(self._eviction_log, hit.num_evictions - self._log_start, None):
+                    if position < k and blocks[position] == block:
+                        k = position
+                del blocks[k:]
+            hit.num_evictions = self.num_evictions
+        if hit.num_commits != self.num_commits:
+            k, end, get = len(blocks), min(max_blocks, len(block_hashes)), self._index.get
+            while k < end and (block := get(block_hashes[k])) is not None:
+                blocks.append(block)
+                k += 1
+            hit.num_commits = self.num_commits
+        return hit
+
     def commit(self, request_id: str, block_hashes: Sequence[bytes], num_blocks: int) -> None:
         """Cache the request's first `num_blocks` table blocks, whose KV the caller says is
         computed (full blocks only): block i gets hash block_hashes[i], for each i not committed
@@ -184,13 +242,16 @@ class BlockManager:
         table = self._tables[request_id]
         first = self._committed[request_id]
         last = min(num_blocks, len(block_hashes), len(table))
-        index, hashes = self._index, self._hash
+        index, hashes, position = self._index, self._hash, self._position
+        added = len(index)
         for i in range(first, last):
             h = block_hashes[i]
             if h not in index:
                 block = table[i]
                 index[h] = block
                 hashes[block] = h
+                position[block] = i
+        self.num_commits += len(index) - added
         if last > first:
             self._committed[request_id] = last
 
@@ -265,3 +326,4 @@ class BlockManager:
         for h, block in self._index.items():
             assert hashed.get(block) == h, f"the hash index names block {block} under a hash it does not have"
         assert self.enable_caching or not self._index, "blocks are cached with caching off"
+        assert self._log_start + len(self._eviction_log) == self.num_evictions, "the eviction log lost an eviction"

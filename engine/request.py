@@ -5,9 +5,13 @@ from __future__ import annotations
 import enum
 import math
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from adaptive_sarathi.engine.json_mode import JSONMode
 from adaptive_sarathi.engine.sampling_params import SamplingParams
+
+if TYPE_CHECKING:
+    from adaptive_sarathi.engine.block_manager import PrefixHit
 
 
 def in_prefill(num_output_tokens: int, num_pending_tokens: int) -> bool:
@@ -87,10 +91,12 @@ class Request:
     num_preemptions: int = 0
     # Prompt tokens found in the prefix cache at the first admission (not computed for it).
     num_cached_tokens: int = 0
-    # Content hashes of the first full blocks of prompt + outputs (engine.block_hash), grown
-    # lazily by the scheduler as lookups and commits need them; tokens never change, so they
-    # stay valid across preemption.
+    # Content hashes of the first full blocks of prompt + outputs (engine.block_hash): the
+    # prompt's when the scheduler queues the request, grown as commits need more; tokens never
+    # change, so they stay valid across preemption.
     block_hashes: list[bytes] = field(default_factory=list, repr=False)
+    # While waiting: its cached prefix, kept up to date by the scheduler (BlockManager.refresh_hit).
+    prefix_hit: PrefixHit | None = field(default=None, repr=False)
     timeline: RequestTimeline = field(init=False)
 
     def __post_init__(self) -> None:

@@ -11,8 +11,10 @@ from adaptive_sarathi.engine.stats import PREFILL_QUEUE_LEN, EngineState
 
 def snapshot_state(scheduler: QueueScheduler, now: float) -> EngineState:
     """EngineState at time `now`; changes nothing the scheduler will schedule (it may move arrived
-    requests into the waiting queue, as the next schedule() would). O(running + arrived
-    waiting) per call."""
+    requests into the waiting queue, as the next schedule() would, and refresh their kept
+    prefix-cache hits). A waiting request's tokens are those past its cached prefix, which its
+    prefill_queue entry gives as computed. O(running + arrived waiting + evictions since the
+    last call) per call."""
     decodes = 0
     decode_context = 0
     running_prefill = 0
@@ -39,13 +41,16 @@ def snapshot_state(scheduler: QueueScheduler, now: float) -> EngineState:
     waiting_tokens = 0
     oldest_age = 0.0
     num_arrived = 0
+    cached_prefix_tokens = scheduler.cached_prefix_tokens
     for r in scheduler.iter_arrived_waiting(now):
         num_arrived += 1
-        pending = r.num_pending_tokens
+        # Only the uncached rest is work: admission counts the cached prefix as computed.
+        cached = cached_prefix_tokens(r)
+        pending = r.num_pending_tokens - cached
         waiting_tokens += pending
         oldest_age = max(oldest_age, now - r.arrival_time)
         if len(queue) < PREFILL_QUEUE_LEN:
-            queue.append((math.inf if r.output_token_ids else r.ttft_deadline_s, pending, 0))
+            queue.append((math.inf if r.output_token_ids else r.ttft_deadline_s, pending, cached))
     bm = scheduler.block_manager
     return EngineState(
         now_s=now, num_waiting=num_arrived, num_running=scheduler.num_running, num_decodes=decodes,

@@ -90,14 +90,15 @@ class EngineState:
     admissible_kv_tokens: int  # KV tokens admissions may ever fill (the cache less the watermark)
     decode_context_tokens: int = 0  # summed context of those decodes (what a decode step attends)
     running_prefill_tokens: int = 0  # pending prompt tokens of admitted, still-prefilling requests
-    waiting_prefill_tokens: int = 0  # pending tokens of arrived waiting requests
+    waiting_prefill_tokens: int = 0  # pending tokens of arrived waiting requests past their cached prefixes
     oldest_waiting_age_s: float = 0.0  # now - arrival of the oldest arrived waiting request
     max_decode_gap_s: float = 0.0  # longest time since a running decode's last token (TBT pressure)
     # (TTFT deadline s, pending tokens, computed tokens) of the first PREFILL_QUEUE_LEN requests
     # with prefill to do, in the order the scheduler serves them (running prefills, then arrived
     # waiting ones). The deadline is inf without a TTFT target, and for a request that already has
     # its first token (a preempted one recomputing): only its tokens to wait for. Computed tokens
-    # are the prefix its next chunk attends to.
+    # are the prefix its next chunk attends to; for a waiting request, its cached prefix (then
+    # pending counts only the rest).
     prefill_queue: tuple[tuple[float, int, int], ...] = ()
     # min over running decodes of (its TBT target - the time since its last token): how long the
     # next step may take before the tightest decode misses its target; inf without TBT targets.

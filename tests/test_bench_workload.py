@@ -199,3 +199,13 @@ def test_bad_bench_flags_exit_2_before_sending(argv, message, trace, workload, c
     # Port 9 (discard) is never contacted: the flags fail first.
     assert main(["bench", "--base-url", "http://127.0.0.1:9", "--no-progress", *argv]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_conversation_prompts_keep_their_token_ids_so_turns_share_prefixes(tmp_path):
+    path = tmp_path / "conv.yaml"
+    path.write_text("conversations: {num_conversations: 3, conversation_qps: 1, turns: 3, user_tokens: 20, "
+                    "output_tokens: 10, system_prompt_tokens: 32}\n")
+    drawn = drawn_by_bench("--workload", str(path))
+    requests = make_requests(drawn, 1000, seed=0)
+    assert [r.prompt for r in requests] == [list(r.prompt_token_ids) for r in drawn]
+    assert len({tuple(r.prompt[:32]) for r in requests}) == 1  # one shared system prompt

@@ -89,3 +89,83 @@ def test_prompts_without_token_ids_share_nothing_in_the_simulator():
     result = simulate(workload, SchedulerConfig(name="sarathi"), FixedBudget(512), roofline_from_spec("h100:llama-3-8b"),
                       num_kv_blocks=10_000)
     assert result.num_cached_prompt_tokens == 0 and result.num_prompt_tokens == 50 * 300
+
+
+# -- conversations in a workload file -------------------------------------------------------------
+
+CONVERSATIONS_YAML = """
+conversations:
+  num_conversations: 40
+  conversation_qps: 1.0
+  turns: {dist: uniform, low: 2, high: 6}
+  user_tokens: {dist: lognormal, median: 60, sigma: 0.5}
+  output_tokens: {dist: lognormal, median: 80, sigma: 0.5, max: 300}
+  system_prompt_tokens: 100
+  num_system_prompts: 3
+  think_time_s: 10
+  max_context_tokens: 2000
+"""
+
+
+def test_a_conversations_file_is_the_python_workload(tmp_path):
+    from adaptive_sarathi.workloads import load_workload
+
+    path = tmp_path / "conv.yaml"
+    path.write_text(CONVERSATIONS_YAML)
+    loaded = load_workload(path, seed=3)
+    assert loaded == chat()
+    assert loaded.generate() == chat().generate()
+    assert load_workload(path, seed=4).generate() != loaded.generate()  # the seed is the caller's
+    path.write_text(CONVERSATIONS_YAML + "  slo_class: interactive\n")
+    assert load_workload(path).slo_classes == {"interactive"}
+
+
+def test_the_shipped_conversation_example_is_the_experiments_chat_workload():
+    import sys
+    from pathlib import Path
+
+    from adaptive_sarathi.workloads import load_workload
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments"))
+    try:
+        import prefix_caching
+    finally:
+        sys.path.pop(0)
+    assert load_workload("chat_conversations") == prefix_caching.chat(400, 0)
+
+
+@pytest.mark.parametrize("body,message", [
+    ("conversations: [1]", "conversations: must be a mapping"),
+    ("conversations: {num_conversations: 4}",
+     "conversations: conversation_qps, turns, user_tokens, output_tokens: missing"),
+    ("conversations: {num_conversations: 4, conversation_qps: 1, turns: 2, user_tokens: 5, output_tokens: 5, "
+     "think: 3}", r"conversations: unknown key\(s\) \['think'\]"),
+    ("conversations: {num_conversations: 4, conversation_qps: 1, turns: {dist: zipf}, user_tokens: 5, "
+     "output_tokens: 5}", "conversations: turns: must be an integer or a mapping with dist"),
+    ("conversations: {num_conversations: 4, conversation_qps: 1, turns: 2, user_tokens: 5, output_tokens: 5, "
+     "think_time_s: 0}", "conversations: think_time_s=0 is invalid: use a finite number > 0"),
+    ("conversations: {num_conversations: 0, conversation_qps: 1, turns: 2, user_tokens: 5, output_tokens: 5}",
+     "conversations: num_conversations=0 is invalid"),
+    ("conversations: {num_conversations: 4, conversation_qps: 1, turns: 2, user_tokens: 5, output_tokens: 5}\n"
+     "phases: []", "either a 'phases' list or a 'conversations' mapping"),
+])
+def test_bad_conversation_files_name_the_field_and_the_fix(tmp_path, body, message):
+    from adaptive_sarathi.workloads import load_workload
+
+    path = tmp_path / "bad.yaml"
+    path.write_text(body)
+    with pytest.raises(WorkloadError, match=message):
+        load_workload(path)
+
+
+def test_a_conversations_file_simulates_with_its_sharing(tmp_path):
+    from adaptive_sarathi.workloads import load_workload
+
+    path = tmp_path / "conv.yaml"
+    path.write_text(CONVERSATIONS_YAML)
+    workload = load_workload(path).scaled(0.25)  # turns far apart: every answer is done before the next turn
+    requests = workload.generate()
+    theory = shareable_prompt_tokens(requests, 16) / sum(r.num_prompt_tokens for r in requests)
+    result = simulate(requests, SchedulerConfig(name="sarathi", block_size=16, max_model_len=4096), FixedBudget(512),
+                      roofline_from_spec("h100:llama-3-8b"), num_kv_blocks=20000)
+    assert theory > 0.5 and abs(result.prefix_cache_hit_rate - theory) < 0.02

@@ -9,6 +9,7 @@ from adaptive_sarathi.workloads import (ArrivalProcess, Fixed, LogNormal, Mix, M
                                         SyntheticLengths, TraceLengths, Uniform, WorkloadError, WorkloadRequest,
                                         WorkloadSpec, load_trace, load_workload, resolve_trace, single_phase,
                                         workload_from_flags)
+from adaptive_sarathi.workloads.conversations import ConversationWorkload
 from adaptive_sarathi.workloads.traces import SHARED_TRACES
 
 
@@ -148,7 +149,7 @@ phases:
 
 @pytest.mark.parametrize("text,message", [
     ("phases: []", "phases: must be a non-empty list"),
-    ("[1, 2]", "must be a mapping with a 'phases' list"),
+    ("[1, 2]", "must be a mapping with either a 'phases' list or a 'conversations' mapping"),
     ("phases: [{synthetic: {prompt: 10, output: 5}, duration_s: 5}]", r"phases\[0\]: qps: missing"),
     ("phases: [{synthetic: {prompt: 10, output: 5}, qps: 0, duration_s: 5}]", r"phases\[0\]: qps=0 is invalid"),
     ("phases: [{synthetic: {prompt: 10, output: 5}, qps: 1, cv: -1, duration_s: 5}]", r"phases\[0\]: cv=-1"),
@@ -218,7 +219,10 @@ def test_shipped_example_workloads_load_by_name_and_path():
         if "trace:" in (EXAMPLE_WORKLOADS / f"{name}.yaml").read_text() and not SHARED_TRACES.is_dir():
             continue  # an example over the shared traces, which this checkout lacks
         spec = load_workload(name)
-        assert spec.phases and all(p.lengths is not None for p in spec.phases)
+        if isinstance(spec, ConversationWorkload):
+            assert spec.generate() and spec.mean_qps > 0
+        else:
+            assert spec.phases and all(p.lengths is not None for p in spec.phases)
 
 
 @pytest.mark.skipif(not (SHARED_TRACES / "sharegpt_8k.csv").is_file(), reason="needs ../shared/traces")

@@ -51,10 +51,13 @@ def draw_workload(config: BenchConfig) -> Workload:
 
 
 def make_requests(workload: Workload, vocab_size: int, seed: int) -> list[BenchRequest]:
-    """Random token-id prompts in [0, vocab_size) of the drawn lengths (seeded), for servers
-    without a tokenizer; prompt lengths are exact."""
+    """Token-id prompts for servers without a tokenizer: a request's own prompt_token_ids where
+    the workload gives them (conversations, whose turns share prefixes), else random ids in
+    [0, vocab_size) of the drawn length (seeded); prompt lengths are exact."""
     rng = random.Random(seed)
-    return [BenchRequest(r.arrival_time_s, [rng.randrange(vocab_size) for _ in range(r.num_prompt_tokens)],
+    return [BenchRequest(r.arrival_time_s,
+                         list(r.prompt_token_ids) if r.prompt_token_ids is not None
+                         else [rng.randrange(vocab_size) for _ in range(r.num_prompt_tokens)],
                          r.num_prompt_tokens, r.num_output_tokens, r.slo_class) for r in workload]
 
 

@@ -1,11 +1,14 @@
 """The one rule by which every command (`simulate`, `capacity`, `tune`, `bench`) turns its workload
-flags into a WorkloadSpec, so that the same flags and seed draw the same requests everywhere."""
+flags into a WorkloadSpec (or, for a conversations file, a ConversationWorkload, which offers the
+same generate/scaled/mean_qps/slo_classes), so that the same flags and seed draw the same
+requests everywhere."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Mapping
 
+from adaptive_sarathi.workloads.conversations import ConversationWorkload
 from adaptive_sarathi.workloads.lengths import LengthSource, TraceLengths
 from adaptive_sarathi.workloads.request import WorkloadError
 from adaptive_sarathi.workloads.spec import WorkloadSpec, single_phase
@@ -24,7 +27,7 @@ def workload_from_flags(*, trace: str | Path | None = None, workload: str | Path
                         num_requests: int | None = None, cv: float | None = None,
                         max_prompt_tokens: int | None = None, max_output_tokens: int | None = None,
                         max_total_len: int | None = None, seed: int = 0,
-                        flag_names: Mapping[str, str] | None = None) -> WorkloadSpec:
+                        flag_names: Mapping[str, str] | None = None) -> WorkloadSpec | ConversationWorkload:
     """The workload of exactly one source: a trace (name or CSV; rows over max_total_len tokens
     left out, then drawn with replacement), a workload YAML file, or `lengths` (e.g. fixed
     synthetic lengths). A trace or `lengths` makes one phase of `num_requests` requests at mean

@@ -20,6 +20,21 @@
         qps: 5.0
         duration_s: 60
 
+Or, instead of phases, multi-turn conversations (real token ids, so prefix caching finds what
+they share; adaptive_sarathi.workloads.conversations):
+
+    conversations:
+      num_conversations: 400
+      conversation_qps: 1.0         # conversation starts per second (Poisson)
+      turns: {dist: uniform, low: 2, high: 8}
+      user_tokens: {dist: lognormal, median: 200, sigma: 0.8, max: 1500}
+      output_tokens: {dist: lognormal, median: 250, sigma: 0.8, max: 800}
+      system_prompt_tokens: 1000    # optional: a shared header (default 0: none)
+      num_system_prompts: 8         # optional: how many distinct headers (default 1)
+      think_time_s: 20              # optional: mean gap between a conversation's turns (default 30)
+      max_context_tokens: 8000      # optional (default 8192)
+      slo_class: interactive        # optional
+
 The format, with the random streams that keep draws stable, is documented in docs/workloads.md.
 """
 
@@ -31,6 +46,7 @@ from typing import Any
 import yaml
 
 from adaptive_sarathi.workloads.arrivals import ArrivalProcess
+from adaptive_sarathi.workloads.conversations import ConversationWorkload
 from adaptive_sarathi.workloads.lengths import DISTRIBUTIONS, Fixed, LengthSource, SyntheticLengths, TraceLengths
 from adaptive_sarathi.workloads.mix import Mix, MixComponent
 from adaptive_sarathi.workloads.request import WorkloadError
@@ -45,9 +61,13 @@ _LENGTH_KEYS = {"trace", "synthetic", "max_prompt_tokens", "max_output_tokens", 
 _ARRIVAL_KEYS = {"qps", "duration_s", "num_requests", "cv"}
 _PHASE_KEYS = _LENGTH_KEYS | _ARRIVAL_KEYS | {"mix"}
 _COMPONENT_KEYS = _LENGTH_KEYS | {"share"}
+_CONVERSATION_REQUIRED = ("num_conversations", "conversation_qps", "turns", "user_tokens", "output_tokens")
+_CONVERSATION_DISTRIBUTIONS = ("turns", "user_tokens", "output_tokens")
+_CONVERSATION_KEYS = set(_CONVERSATION_REQUIRED) | {"system_prompt_tokens", "num_system_prompts", "think_time_s",
+                                                    "max_context_tokens", "slo_class"}
 
 
-def load_workload(path: Path | str, seed: int = 0) -> WorkloadSpec:
+def load_workload(path: Path | str, seed: int = 0) -> WorkloadSpec | ConversationWorkload:
     """Parse a workload file. Raises WorkloadError ("<file>: <field>: <problem>: <fix>") on bad
     YAML or fields, FileNotFoundError when the file or a named trace is missing. `path` may
     also be the bare name of an example workload ("chat" or "chat.yaml" in EXAMPLE_WORKLOADS)."""
@@ -79,11 +99,19 @@ def resolve_workload(name_or_path: Path | str) -> Path:
                             + (f" or an example name ({', '.join(examples)})" if examples else ""))
 
 
-def parse_workload(data: Any, base_dir: Path, seed: int = 0) -> WorkloadSpec:
-    """A WorkloadSpec from the parsed YAML document (see the module docstring)."""
-    if not isinstance(data, dict) or "phases" not in data:
-        raise WorkloadError("the file must be a mapping with a 'phases' list: see the format in "
-                            "adaptive_sarathi/workloads/yaml_file.py")
+def parse_workload(data: Any, base_dir: Path, seed: int = 0) -> WorkloadSpec | ConversationWorkload:
+    """A WorkloadSpec (a `phases` document) or a ConversationWorkload (a `conversations` one) from
+    the parsed YAML document (see the module docstring). Both offer generate(), scaled(),
+    mean_qps and slo_classes."""
+    if not isinstance(data, dict) or ("phases" in data) == ("conversations" in data):
+        raise WorkloadError("the file must be a mapping with either a 'phases' list or a 'conversations' "
+                            "mapping: see the format in adaptive_sarathi/workloads/yaml_file.py")
+    if "conversations" in data:
+        unknown = set(data) - {"conversations"}
+        if unknown:
+            raise WorkloadError(f"unknown top-level key(s) {sorted(unknown)}: a conversations file has only "
+                                "'conversations'")
+        return _field("conversations", _conversations, data["conversations"], seed)
     unknown = set(data) - {"phases"}
     if unknown:
         raise WorkloadError(f"unknown top-level key(s) {sorted(unknown)}: only 'phases' is allowed")
@@ -91,6 +119,23 @@ def parse_workload(data: Any, base_dir: Path, seed: int = 0) -> WorkloadSpec:
     if not isinstance(phases, list) or not phases:
         raise WorkloadError("phases: must be a non-empty list of phases")
     return WorkloadSpec(tuple(_field(f"phases[{i}]", _phase, p, base_dir) for i, p in enumerate(phases)), seed)
+
+
+def _conversations(data: Any, seed: int) -> ConversationWorkload:
+    if not isinstance(data, dict):
+        raise WorkloadError("must be a mapping such as {num_conversations: 400, conversation_qps: 1.0, turns: 4, "
+                            "user_tokens: 200, output_tokens: 250}")
+    unknown = set(data) - _CONVERSATION_KEYS
+    if unknown:
+        raise WorkloadError(f"unknown key(s) {sorted(unknown)}: use {', '.join(sorted(_CONVERSATION_KEYS))}")
+    missing = [key for key in _CONVERSATION_REQUIRED if key not in data]
+    if missing:
+        raise WorkloadError(f"{', '.join(missing)}: missing: a conversations workload needs "
+                            f"{', '.join(_CONVERSATION_REQUIRED)}")
+    fields = dict(data)
+    for key in _CONVERSATION_DISTRIBUTIONS:
+        fields[key] = _field(key, _distribution, data[key])
+    return ConversationWorkload(**fields, seed=seed)  # it names a bad value and the fix
 
 
 def _phase(data: Any, base_dir: Path) -> Phase:

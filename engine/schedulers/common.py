@@ -5,6 +5,7 @@ from __future__ import annotations
 from abc import abstractmethod
 from collections import deque
 from collections.abc import Iterator
+from dataclasses import replace
 
 from adaptive_sarathi.engine.batch import BlockTable, SamplingHistory, ScheduledBatch, ScheduledChunk, StepResult
 from adaptive_sarathi.engine.budget import StepBudget
@@ -110,6 +111,11 @@ class QueueScheduler(Scheduler):
                 f"request {rid!r} has a prompt of {request.num_prompt_tokens} tokens: use 1 to "
                 f"{self.max_context_len} (max_model_len={self.config.max_model_len}, KV cache of "
                 f"{self._block_manager.num_total_blocks} blocks of {self._block_manager.block_size} tokens)")
+        if self._caching:
+            # Hashed and looked up here, between steps: in a step, a waiting request's hit is
+            # only refreshed (BlockManager.refresh_hit).
+            self._block_hashes(request, request.num_prompt_tokens // self._block_size)
+            self._prefix_hit(request)
         i = len(self._future)
         while i > 0 and self._future[i - 1].arrival_time > request.arrival_time:
             i -= 1
@@ -244,10 +250,19 @@ class QueueScheduler(Scheduler):
         assert started == sorted(started, reverse=True), "a preempted request waits behind a new one"
         deadlines = [r.ttft_deadline_s for r, s in zip(self._waiting, started) if not s]
         assert deadlines == sorted(deadlines), "the waiting queue is out of deadline order"
+        bs = self._block_size
         for r in (*self._future, *self._waiting, *self._late):
             assert r.status is RequestStatus.WAITING, f"waiting request {r.request_id!r} is {r.status}"
             assert r.num_computed_tokens == 0, f"waiting request {r.request_id!r} has computed tokens"
             assert bm.num_owned_blocks(r.request_id) == 0, f"waiting request {r.request_id!r} owns blocks"
+            if r.prefix_hit is not None:
+                # Its kept hit, refreshed (on a copy), must be what a full lookup finds now.
+                h = r.prefix_hit
+                num_blocks = (r.num_tokens - 1) // bs
+                if h.max_blocks == num_blocks and len(r.block_hashes) >= num_blocks:
+                    copy = bm.refresh_hit(replace(h, blocks=list(h.blocks)), r.block_hashes, num_blocks)
+                    assert copy.blocks == bm.match(r.block_hashes, num_blocks), (
+                        f"the kept prefix hit of waiting request {r.request_id!r} is stale")
         bs = self._block_size
         for r in self._running:
             # The cache's content addresses agree with the tokens: every hashed block a running
@@ -319,15 +334,26 @@ class QueueScheduler(Scheduler):
                 break  # later ones are due later still
         return moved
 
+    def cached_prefix_tokens(self, request: Request) -> int:
+        """Tokens of a waiting request that admitting it now would find in the prefix cache
+        (0 with caching off): its pending tokens less these are the work it brings. Refreshes
+        the request's kept hit (cheap when the cache barely changed); changes nothing the
+        scheduler will schedule."""
+        return len(self._prefix_hit(request)) * self._block_size if self._caching else 0
+
     def _prefix_hit(self, request: Request) -> list[int]:
         """The cached blocks a waiting request would start with if admitted now: the longest run
         of its full blocks in the cache, leaving at least its last token to compute ([] with
-        caching off). Hashes its blocks the first time they are needed (kept on the request).
-        Mutates only request.block_hashes."""
+        caching off). Kept on the request (request.prefix_hit) and refreshed, so a request
+        waiting several steps is matched in full once. The list belongs to that hit: read it,
+        or pass it to `_admit` before the cache changes. Mutates only request.block_hashes and
+        request.prefix_hit."""
         if not self._caching:
             return []
         num_blocks = (request.num_tokens - 1) // self._block_size
-        return self._block_manager.match(self._block_hashes(request, num_blocks), num_blocks)
+        hit = request.prefix_hit = self._block_manager.refresh_hit(
+            request.prefix_hit, self._block_hashes(request, num_blocks), num_blocks)
+        return hit.blocks
 
     def _commit(self, request: Request) -> None:
         """Offer the running request's fully computed blocks to the prefix cache."""
@@ -362,6 +388,7 @@ class QueueScheduler(Scheduler):
         num_cached = len(cached_blocks) * self._block_size
         request.num_computed_tokens = num_cached
         table = self._allocate(request.request_id, num_cached + num_tokens, cached_blocks)
+        request.prefix_hit = None  # running now; a preemption matches it afresh
         request.status = RequestStatus.RUNNING
         if request.timeline.first_scheduled_time is None:
             request.timeline.first_scheduled_time = step.now

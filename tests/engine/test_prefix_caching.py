@@ -263,3 +263,69 @@ def test_a_preempted_request_resumes_after_its_own_cached_blocks():
     assert s.block_manager.num_evictions >= 1
     assert batch.chunks[0].request_id == "b" and batch.chunks[0].start_position == 8
     assert b.num_cached_tokens == 0  # reported for the first admission only
+
+
+# -- the controller's view of waiting requests ----------------------------------------------------
+
+def waiting_view(s: QueueScheduler):
+    from adaptive_sarathi.engine.state import snapshot_state
+
+    state = snapshot_state(s, 0.0)
+    return state.waiting_prefill_tokens, [(p, c) for _, p, c in state.prefill_queue]
+
+
+def test_waiting_tokens_count_only_the_uncached_rest():
+    s = make("sarathi")
+    s.add_request(req("a", PROMPT))
+    drain(s)  # a's three blocks are cached
+    s.add_request(req("b", PROMPT + [7, 8, 9]))  # 12 cached, 3 to compute
+    s.add_request(req("c", list(range(200, 206))))  # nothing cached
+    s.add_request(req("d", PROMPT))  # 8 cached: its last block is left to compute
+    assert waiting_view(s) == (3 + 6 + 4, [(3, 12), (6, 0), (4, 8)])
+
+
+def test_waiting_tokens_grow_when_a_waiting_prefix_is_evicted():
+    s = make("sarathi", num_blocks=5)
+    s.add_request(req("a", PROMPT, max_tokens=1))
+    drain(s)  # a's three blocks cached, evictable; two plain free blocks
+    s.add_request(req("b", PROMPT + [1]))
+    assert waiting_view(s) == (1, [(1, 12)])
+    bm = s.block_manager
+    bm.allocate("x", 4 * BS)  # takes the two free blocks, then evicts a's last two (tail first)
+    assert bm.num_evictions == 2
+    assert waiting_view(s) == (9, [(9, 4)])
+    bm.free("x")
+    bm.allocate("y", 5 * BS)  # every block: a's first one goes too
+    assert waiting_view(s) == (13, [(13, 0)])
+
+
+def test_waiting_tokens_shrink_when_a_running_request_commits_their_prefix():
+    s = make("sarathi")
+    s.add_request(req("a", PROMPT + list(range(20)), max_tokens=1))
+    assert run(s, budget=8).tokens_by_request() == {"a": 8}  # a's first two blocks committed
+    s.add_request(req("b", PROMPT + [1, 2]))  # 14 tokens
+    assert waiting_view(s) == (6, [(24, 8), (6, 8)])  # a runs, 24 of 32 pending; b waits
+    s.schedule(StepBudget(1, None), 0.0)  # a takes 1 token: b cannot be admitted yet
+    s.update(StepResult({}, 0.01), 0.0)
+    s.check_invariants()
+    assert waiting_view(s)[1][-1] == (6, 8)
+    s.schedule(StepBudget(4, None), 0.0)  # a completes its third block, committed
+    s.update(StepResult({}, 0.01), 0.0)
+    assert waiting_view(s)[1][-1] == (2, 12)
+
+
+def test_a_kept_hit_older_than_the_eviction_log_is_matched_afresh(monkeypatch):
+    import adaptive_sarathi.engine.block_manager as block_manager
+
+    monkeypatch.setattr(block_manager, "EVICTION_LOG_LEN", 2)
+    bm = BlockManager(8, BS)
+    a = hashes(list(range(32)))
+    bm.allocate("a", 32)
+    bm.commit("a", a, 8)
+    bm.free("a")
+    hit = bm.refresh_hit(None, a, 7)
+    assert hit.blocks == list(range(7))
+    bm.allocate("x", 6 * BS)  # evicts six: more than the log keeps, so the log is cut
+    assert bm.num_evictions == 6 and bm._log_start > hit.num_evictions
+    assert bm.refresh_hit(hit, a, 7).blocks == bm.match(a, 7) == [0, 1]  # the tail went first
+    bm.check_invariants()

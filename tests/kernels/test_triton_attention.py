@@ -24,7 +24,12 @@ from adaptive_sarathi.kernels.attention.triton_decode import (  # noqa: E402
     decode_config,
     split_partition,
 )
-from adaptive_sarathi.kernels.attention.triton_prefill import SPAN_BLOCK, PrefillConfig, prefill_attention  # noqa: E402
+from adaptive_sarathi.kernels.attention.triton_prefill import (  # noqa: E402
+    SPAN_BLOCK,
+    PrefillConfig,
+    prefill_attention,
+    prefill_split_count,
+)
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 # Tiles far smaller than the defaults, so that small cases cross many tiles, partitions and blocks.
@@ -94,6 +99,52 @@ def test_prefill_matches_reference(seed, heads, kv_heads, head_dim, block_size):
     prefill_attention(case.q, case.k_cache, case.v_cache, case.meta.prefill_layout, head_dim ** -0.5, out,
                       config=TINY_PREFILL)
     assert_fp32_close(out, reference(case, head_dim ** -0.5))
+
+
+@pytest.mark.parametrize("num_splits", [2, 3, 7])
+@pytest.mark.parametrize("heads,kv_heads,head_dim,block_size", LAYOUTS)
+def test_split_kv_prefill_matches_reference(num_splits, heads, kv_heads, head_dim, block_size):
+    """Split-KV: short chunks after long prefixes (the case it is for), a fresh prompt whose tiles
+    have no shared keys (every partition but the last empty), a prefix shorter than the
+    partitions, and a chunk of tokens that cross several row tiles."""
+    gen = torch.Generator().manual_seed(100 * num_splits + heads)
+    cached = int(torch.randint(90, 140, (1,), generator=gen))
+    seqs = [(cached, 5), (0, 9), (17, 3), (cached // 2, 20), (64, 1 + num_splits)]
+    case = build_step(seqs, heads, kv_heads, head_dim, block_size, 512, gen, device=DEVICE)
+    out = poisoned(case.q)
+    prefill_attention(case.q, case.k_cache, case.v_cache, case.meta.prefill_layout, head_dim ** -0.5, out,
+                      config=TINY_PREFILL, num_splits=num_splits)
+    assert_fp32_close(out, reference(case, head_dim ** -0.5))
+
+
+def test_split_kv_prefill_of_a_padded_layout_and_more_splits_than_tiles():
+    """A CUDA graph's padded layout (spare spans of q_len 0) under a split, and more partitions than
+    a tile has key tiles (most of them empty)."""
+    gen = torch.Generator().manual_seed(5)
+    case = build_step([(70, 4), (3, 6)], 4, 2, 16, 4, 128, gen, device=DEVICE)
+    layout = case.meta.prefill_layout
+    pad = lambda t: torch.cat([t, torch.zeros((3, *t.shape[1:]), dtype=t.dtype, device=t.device)])  # noqa: E731
+    padded = PrefillLayout(pad(layout.spans.T).T.contiguous(), pad(layout.block_tables), num_rows=layout.num_rows + 8,
+                           max_q_len=32, max_context_len=128)
+    ref = reference(case, 0.25)
+    for splits in (4, 16):
+        out = poisoned(case.q)
+        prefill_attention(case.q, case.k_cache, case.v_cache, padded, 0.25, out, config=TINY_PREFILL,
+                          num_splits=splits)
+        assert_fp32_close(out, ref)
+
+
+def test_prefill_split_policy():
+    sms = 132
+    assert prefill_split_count(4, 8, 4196, sms) == 8  # 100 tokens (GQA 4, 128 rows a tile) over 4k keys
+    assert prefill_split_count(4, 8, 300, sms) == 1  # too short to split
+    assert prefill_split_count(40, 8, 8192, sms) == 1  # 320 programs fill the GPU already
+    assert prefill_split_count(1, 1, 10 ** 6, sms) == MAX_SPLITS
+    with pytest.raises(ValueError, match="num_splits"):
+        gen = torch.Generator().manual_seed(0)
+        case = build_step([(8, 4)], 4, 2, 16, 4, 16, gen, device=DEVICE)
+        prefill_attention(case.q, case.k_cache, case.v_cache, case.meta.prefill_layout, 0.25, poisoned(case.q),
+                          num_splits=0)
 
 
 @pytest.mark.parametrize("seed", range(2))
@@ -251,6 +302,23 @@ def test_gpu_mixed_step_chunk_after_cached_prefix():
     assert rel_err(out, ref) < BF16_TOL
     chunk = slice(case.rows[64], case.rows[64] + 2048)
     assert rel_err(out[chunk], ref[chunk]) < BF16_TOL
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("seqs", [[(4096, 100)], [(4096, 100), (8000, 37)], [(0, 100), (4090, 100)]])
+def test_gpu_split_kv_prefill_of_short_chunks_after_long_prefixes(seqs):
+    """The split-KV path at llama-3-8b's shapes (32 heads, 8 KV heads): 100 new tokens after a 4k
+    cached prefix, as a prefix-cache hit runs it, with the default split policy and forced splits."""
+    case = _gpu_case(seqs, 11)
+    layout = case.meta.prefill_layout
+    tiles = layout.num_rows * 4 // 128 + len(seqs)
+    assert prefill_split_count(tiles, 8, layout.max_context_len, torch.cuda.get_device_properties(0)
+                               .multi_processor_count) > 1
+    ref = reference(case, 128 ** -0.5)
+    for splits in (None, 3, 16):
+        out = poisoned(case.q)
+        prefill_attention(case.q, case.k_cache, case.v_cache, layout, 128 ** -0.5, out, num_splits=splits)
+        assert rel_err(out, ref) < BF16_TOL
 
 
 @pytest.mark.gpu
