@@ -113,6 +113,8 @@ class SimulationResult:
     schedule: tuple[dict[str, int], ...] | None = None  # tokens per request id of every step, when recorded
     num_prompt_tokens: int = 0  # over every request
     num_cached_prompt_tokens: int = 0  # of those, found in the prefix cache at first admission
+    num_rejected: int = 0  # requests a router refused (not in num_requests; judged as never served)
+    requests_per_replica: tuple[int, ...] = ()  # served requests of each replica, when replicas were simulated
 
     @property
     def prefix_cache_hit_rate(self) -> float:
@@ -127,25 +129,33 @@ class SimulationResult:
 
 def summarize(requests: Sequence[Request], num_prompt_tokens: int, budgets: np.ndarray, chunks: np.ndarray,
               step_tokens: np.ndarray, slo: SloTargets | None, wall_time_s: float,
-              steps: tuple[StepStats, ...] | None, schedule: tuple[dict[str, int], ...] | None) -> SimulationResult:
-    """Build the result from finished requests and per-step arrays (budget, chunk limit, tokens)."""
+              steps: tuple[StepStats, ...] | None, schedule: tuple[dict[str, int], ...] | None,
+              rejected_classes: Sequence[str | None] = ()) -> SimulationResult:
+    """Build the result from finished requests and per-step arrays (budget, chunk limit, tokens).
+
+    rejected_classes: the SLO class of each request refused before any engine held it (a router
+    found no replica to meet it). Each counts as a request that never got a token: infinite TTFT
+    and scheduling delay, no gaps, no attainment; the latency percentiles, makespan and rates are
+    over the served requests."""
     timelines = tuple(r.timeline for r in requests)
     arrival = np.array([t.arrival_time for t in timelines])
-    ttft = np.array([t.first_token_time for t in timelines]) - arrival
-    delay = np.array([t.first_scheduled_time for t in timelines]) - arrival
+    never = np.full(len(rejected_classes), np.inf)
+    ttft = np.concatenate([np.array([t.first_token_time for t in timelines]) - arrival, never])
+    delay = np.concatenate([np.array([t.first_scheduled_time for t in timelines]) - arrival, never])
     finished = np.array([t.finished_time for t in timelines])
-    gaps = [np.diff(t.token_times) for t in timelines]
+    gaps = [np.diff(t.token_times) for t in timelines] + [np.empty(0) for _ in rejected_classes]
     all_gaps = np.concatenate(gaps) if gaps else np.empty(0)
     makespan = float(finished.max() - arrival.min()) if len(timelines) else 0.0
     rate = (lambda count: count / makespan) if makespan > 0 else (lambda count: 0.0)
     num_outputs = sum(len(r.output_token_ids) for r in requests)
     budget = BudgetStats(*_mean_min_max(budgets), *_mean_min_max(chunks),
                          float(step_tokens.mean()) if len(step_tokens) else 0.0)
-    classes = [r.slo_class for r in requests]
+    classes = [r.slo_class for r in requests] + list(rejected_classes)
     report = _slo_report(slo, classes, ttft, gaps, all_gaps, rate) if slo is not None and not slo.is_empty else None
     return SimulationResult(
-        num_requests=len(timelines), num_steps=len(budgets), makespan_s=makespan, ttft=Percentiles.of(ttft),
-        tbt=Percentiles.of(all_gaps), scheduling_delay=Percentiles.of(delay), e2e=Percentiles.of(finished - arrival),
+        num_requests=len(timelines), num_steps=len(budgets), makespan_s=makespan, ttft=Percentiles.of(ttft[:len(timelines)]),
+        tbt=Percentiles.of(all_gaps), scheduling_delay=Percentiles.of(delay[:len(timelines)]), e2e=Percentiles.of(finished - arrival),
+        num_rejected=len(rejected_classes),
         requests_per_s=rate(len(timelines)), tokens_per_s=rate(num_prompt_tokens + num_outputs),
         output_tokens_per_s=rate(num_outputs), num_preemptions=sum(r.num_preemptions for r in requests),
         budget=budget, slo=report, wall_time_s=wall_time_s, timelines=timelines, steps=steps, schedule=schedule,
