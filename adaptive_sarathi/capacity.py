@@ -113,12 +113,14 @@ class CapacityResult:
 
 def find_capacity(scenario: Scenario, *, start_scale: float = 1.0, rel_tol: float = 0.02,
                   min_attainment: float = 0.9, max_scheduling_delay_s: float = MAX_MEDIAN_SCHEDULING_DELAY_S,
-                  progress: bool = False) -> CapacityResult:
+                  progress: bool = False, slo_only: bool = False) -> CapacityResult:
     """Search the SLO capacity, the proxy capacity and the goodput rate of `scenario`, bisecting
     until each bracket is within `rel_tol` (relative). Simulations are shared between the three
     searches: a rate simulated once is never simulated again, and every search walks the same
     doubling and bisection rates while its criterion agrees with an earlier one's. Raises
-    ValueError when the scenario has no SLO policy, or for a bad min_attainment or rel_tol."""
+    ValueError when the scenario has no SLO policy, or for a bad min_attainment or rel_tol.
+    slo_only: search the SLO capacity alone (the proxy and goodput fields are NaN): fewer
+    simulations where only the headline figure is wanted."""
     if scenario.slo is None:
         raise ValueError("capacity needs SLO targets: pass --slo ttft:MS,tbt:MS or --slo-policy NAME|FILE")
     if not 0 < min_attainment <= 1:
@@ -150,8 +152,8 @@ def find_capacity(scenario: Scenario, *, start_scale: float = 1.0, rel_tol: floa
 
     with bar:
         slo_capacity = search("meets_slo")
-        capacity = search("meets_capacity")
-        goodput = search("meets_goodput")
+        capacity = math.nan if slo_only else search("meets_capacity")
+        goodput = math.nan if slo_only else search("meets_goodput")
     return CapacityResult(slo_capacity * base_qps, slo_capacity, capacity * base_qps, capacity, goodput * base_qps,
                           goodput, base_qps, ttft.target_s, ttft.percentile, tbt.target_s, tbt.percentile,
                           min_attainment, time.perf_counter() - started,
