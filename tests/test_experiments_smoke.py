@@ -28,6 +28,8 @@ EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
     ("cpu_threads.py", "threads=1: "),
     ("telemetry_overhead.py", "| observe_step |"),
     ("prefix_caching.py", "Ratio on / off"),
+    ("replica_routing.py", "| mixed | 2 | headroom |"),
+    pytest.param("replica_gpu.py", "| round_robin | 2 |", marks=pytest.mark.embedded_model),
 ])
 def test_experiment_smoke(script, expected):
     done = subprocess.run([sys.executable, str(EXPERIMENTS / script), "--smoke"], capture_output=True, text=True,
