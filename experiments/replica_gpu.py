@@ -156,11 +156,16 @@ def run_config(config: str, rates: list[float], out_dir: Path, num_requests: int
             print(f"{config} at {rate:g} qps: {'met' if verdict['met'] else 'missed'} "
                   f"{json.dumps(verdict['classes'])}", flush=True)
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
+        # SIGTERM to the server alone: it stops its replicas through Ray, which must still be up.
+        server.send_signal(signal.SIGTERM)
         try:
-            server.wait(timeout=60)
+            server.wait(timeout=90)
         except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
+            pass
+        try:
+            os.killpg(server.pid, signal.SIGKILL)  # whatever of the session is left (Ray's processes)
+        except ProcessLookupError:
+            pass
         log.close()
     return 0
 
