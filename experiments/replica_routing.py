@@ -36,7 +36,7 @@ from dataclasses import replace
 from datetime import date
 from pathlib import Path
 
-from adaptive_sarathi.capacity import CapacityResult, find_capacity
+from adaptive_sarathi.capacity import find_capacity
 from adaptive_sarathi.controller.slo import load_slo_policy
 from adaptive_sarathi.engine.config import SchedulerConfig
 from adaptive_sarathi.engine.routing import POLICIES
@@ -62,22 +62,18 @@ def workload(name: str, num_requests: int, qps: float) -> WorkloadSpec:
     return replace(spec, phases=(replace(phase, num_requests=num_requests, arrivals=replace(phase.arrivals, qps=qps)),))
 
 
-def search(name: str, replicas: int, routing: str, per_replica: int, start_qps: float, tolerance: float,
-           model, num_kv_blocks: int) -> CapacityResult:
-    scenario = Scenario(workload(name, per_replica * replicas, start_qps),
-                        SchedulerConfig(name="sarathi", max_model_len=MAX_MODEL_LEN, block_size=BLOCK_SIZE),
-                        "adaptive", model, num_kv_blocks, slo=load_slo_policy(SLOS[name]), seed=SEED,
-                        replicas=replicas, routing=routing)
-    return find_capacity(scenario, rel_tol=tolerance, slo_only=True)
+def scenario(name: str, replicas: int, routing: str, per_replica: int, qps: float, model,
+             num_kv_blocks: int) -> Scenario:
+    """`replicas` adaptive sarathi engines behind `routing`, serving workload `name` at `qps`."""
+    return Scenario(workload(name, per_replica * replicas, qps),
+                    SchedulerConfig(name="sarathi", max_model_len=MAX_MODEL_LEN, block_size=BLOCK_SIZE),
+                    "adaptive", model, num_kv_blocks, slo=load_slo_policy(SLOS[name]), seed=SEED,
+                    replicas=replicas, routing=routing)
 
 
-def rejected_share(name: str, replicas: int, per_replica: int, qps: float, model, num_kv_blocks: int) -> float:
-    """The share of requests headroom refuses at `qps` (one more simulation)."""
-    scenario = Scenario(workload(name, per_replica * replicas, qps),
-                        SchedulerConfig(name="sarathi", max_model_len=MAX_MODEL_LEN, block_size=BLOCK_SIZE),
-                        "adaptive", model, num_kv_blocks, slo=load_slo_policy(SLOS[name]), seed=SEED,
-                        replicas=replicas, routing="headroom")
-    r = scenario.run()
+def rejected_share(s: Scenario) -> float:
+    """The share of requests the router refuses at the scenario's rate (one more simulation)."""
+    r = s.run()
     return r.num_rejected / (r.num_requests + r.num_rejected)
 
 
@@ -119,10 +115,10 @@ def main(argv: list[str] | None = None) -> int:
         for count in counts:
             found: dict[str, float] = {}
             for routing in policies:
-                result = search(name, count, routing, args.per_replica, per_replica_qps * count, args.tolerance,
-                                model, kv)
+                result = find_capacity(scenario(name, count, routing, args.per_replica, per_replica_qps * count,
+                                                model, kv), rel_tol=args.tolerance, slo_only=True)
                 found[routing] = qps = result.slo_capacity_qps
-                refused = (rejected_share(name, count, args.per_replica, qps, model, kv)
+                refused = (rejected_share(scenario(name, count, routing, args.per_replica, qps, model, kv))
                            if routing == "headroom" and qps > 0 else 0.0)
                 first = next((r for r in rows if r["workload"] == name and r["routing"] == routing), None)
                 row = dict(workload=name, replicas=count, routing=routing, qps=qps, per=qps / count,

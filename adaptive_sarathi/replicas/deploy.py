@@ -69,7 +69,8 @@ class ReplicaSet:
         deployment = serve.deployment(
             EngineReplica, name="engine", num_replicas=1, ray_actor_options=config.actor_options(gpus),
             max_ongoing_requests=max(1024, config.server_args.max_waiting or 0),
-            health_check_period_s=_HEALTH_CHECK_PERIOD_S, graceful_shutdown_timeout_s=config.server_args.shutdown_timeout_s)
+            health_check_period_s=_HEALTH_CHECK_PERIOD_S,
+            graceful_shutdown_timeout_s=config.server_args.shutdown_timeout_s)
         from ray.serve.api import RunTarget
 
         targets = [RunTarget(deployment.bind(i, config), name=f"{APP_PREFIX}{i}", route_prefix=None)
