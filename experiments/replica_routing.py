@@ -87,6 +87,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tolerance", type=float, default=0.04, help="capacity search's relative tolerance")
     parser.add_argument("--start-qps", type=float, default=20.0, help="per-replica rate the first search starts at")
     parser.add_argument("--out", type=Path, default=RESULTS / "replica_routing.md")
+    parser.add_argument("--probe-qps", type=float, default=None, metavar="QPS",
+                        help="instead of searching: one simulation per --routing policy and --replicas count at QPS "
+                             "per replica (e.g. 0.95 x the per-replica capacity found at 4: does the SLO hold at "
+                             "95%% of linear scaling?); prints and appends a table to --out")
     args = parser.parse_args(argv)
     if args.smoke:  # checks that everything runs, not the numbers
         args.replicas, args.per_replica, args.tolerance, args.workloads = "2", 20, 0.3, "mixed"
@@ -105,6 +109,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         model, model_name = latency_model(roofline="h100:llama-3-8b"), "roofline h100:llama-3-8b"
     kv = default_kv_blocks(model, BLOCK_SIZE)
+    if args.probe_qps is not None:
+        return probe(names, counts, policies, args, model, kv)
     started = time.perf_counter()
     rows: list[dict] = []
     header = ("| workload | replicas | routing | SLO capacity qps | per replica | / round_robin | / least_outstanding "
@@ -132,6 +138,37 @@ def main(argv: list[str] | None = None) -> int:
             per_replica_qps = max(found.values()) / count if max(found.values()) > 0 else per_replica_qps
     if not args.smoke:
         print(f"wrote {args.out}", file=sys.stderr)
+    return 0
+
+
+def probe(names: list[str], counts: list[int], policies: list[str], args, model, kv: int) -> int:
+    """One simulation per (workload, count, policy) at args.probe_qps per replica: whether every
+    class meets its targets there, and each class's TTFT and TBT at its percentiles."""
+    lines = ["", f"## Probes at {args.probe_qps:g} qps per replica ({date.today()}, {args.per_replica} requests per "
+                 "replica)", "", "| workload | replicas | routing | qps | every class met | refused | per class: TTFT p s "
+                 "(target), TBT p ms (target) | host s |", "|---|---|---|---|---|---|---|---|"]
+    print("\n".join(lines), flush=True)
+    if not args.smoke:
+        with open(args.out, "a") as f:
+            f.write("\n".join(lines) + "\n")
+    for name in names:
+        for count in counts:
+            for routing in policies:
+                start = time.perf_counter()
+                s = scenario(name, count, routing, args.per_replica, args.probe_qps * count, model, kv)
+                r = s.run()
+                per = "; ".join(f"{c}: {v.ttft_p_s:.2f} ({v.targets.ttft_s:g}), {1000 * v.tbt_p_s:.0f} "
+                                f"({1000 * v.targets.tbt_s:.0f})" for c, v in r.slo.per_class.items()) or (
+                    f"{r.slo.ttft_p_s:.2f} ({r.slo.targets.ttft_s:g}), {1000 * r.slo.tbt_p_s:.0f} "
+                    f"({1000 * r.slo.targets.tbt_s:.0f})")
+                line = (f"| {name} | {count} | {routing} | {args.probe_qps * count:.1f} | "
+                        f"{'yes' if r.slo.percentiles_met else 'no'} | "
+                        f"{r.num_rejected / (r.num_requests + r.num_rejected):.1%} | {per} | "
+                        f"{time.perf_counter() - start:.0f} |")
+                print(line, flush=True)
+                if not args.smoke:
+                    with open(args.out, "a") as f:
+                        f.write(line + "\n")
     return 0
 
 
