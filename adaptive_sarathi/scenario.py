@@ -61,7 +61,8 @@ class Scenario:
 
     def run(self, qps_scale: float = 1.0, *, record_steps: bool = False, progress: bool = False) -> SimulationResult:
         """Simulate the workload with every phase's rate multiplied by `qps_scale`. Raises
-        ValueError when a request does not fit the context window (see simulate)."""
+        ValueError when a request does not fit the context window (see simulate). With several
+        replicas, record_steps is not available (the result has no steps)."""
         if self.replicas > 1:
             return simulate_replicas(self.workload.scaled(qps_scale).generate(), self.scheduler, self.make_policy,
                                      self.latency_model, num_replicas=self.replicas, routing=self.routing,
