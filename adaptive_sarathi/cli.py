@@ -122,6 +122,16 @@ def _add_serve_flags(p: argparse.ArgumentParser) -> None:
                    help="split the model over this many GPUs of this host (CPU: processes over gloo)")
     p.add_argument("--step-log", default=None, help="write one JSON line per engine step to this file "
                    "(overwritten), for `adaptive-sarathi profile --from-stats`")
+    r = p.add_argument_group("replicas on Ray Serve (docs/replicas.md; needs the `replicas` extra)")
+    r.add_argument("--replicas", type=int, default=None, metavar="N",
+                   help="serve N engine replicas on Ray Serve behind one ingress on --host/--port")
+    r.add_argument("--routing", default="headroom", choices=("round_robin", "least_outstanding", "headroom"),
+                   help="how the ingress places requests (default headroom: where the forecast TTFT has the most "
+                        "slack under the class's target; 429 when none can meet it)")
+    r.add_argument("--gpus-per-replica", type=float, default=None,
+                   help="GPUs Ray reserves per replica (default: --tensor-parallel-size on a GPU, 0 on a CPU); "
+                        "0.5 puts two replicas on one GPU (lower --gpu-memory-utilization to match)")
+    r.add_argument("--ray-address", default=None, help="an existing Ray cluster (default: start a local one)")
 
 
 def _string_list(text: str) -> list[str]:
@@ -302,10 +312,30 @@ def _serve(args: argparse.Namespace) -> int:
                                  served_model_names=tuple(args.served_model_name or ()),
                                  cors=CORSConfig(tuple(args.allowed_origins), tuple(args.allowed_methods),
                                                  tuple(args.allowed_headers), args.allow_credentials))
+        if args.replicas is not None:
+            return _serve_replicas(args, engine_args, server_args)
         return run_server(engine_args, server_args, _serve_policy(args, slo))
     except ValueError as err:  # bad flags and ModelLoadError
         print(f"error: {err}", file=sys.stderr)
         return exit_codes.USAGE
+
+
+def _serve_replicas(args: argparse.Namespace, engine_args, server_args) -> int:
+    """`serve --replicas N`: each replica builds its own budget policy from the same flags."""
+    from adaptive_sarathi.replicas import ReplicaConfig, serve_replicas
+
+    if args.step_log is not None:
+        raise ValueError("--step-log is per engine: it is not available with --replicas")
+    _serve_policy(args, server_args.slo)  # the flags are checked here, before Ray starts
+    params = None
+    if args.policy_seed is not None:
+        from adaptive_sarathi.controller.seed_store import seed_params
+
+        params = seed_params(args.policy_seed, args.seed_gpu, args.seed_model, args.tensor_parallel_size)
+    config = ReplicaConfig(engine_args, server_args, num_replicas=args.replicas, routing=args.routing,
+                           policy=args.policy, policy_profile=args.profile, policy_params=params,
+                           num_gpus_per_replica=args.gpus_per_replica, ray_address=args.ray_address)
+    return serve_replicas(config)
 
 
 def _serve_slo(args: argparse.Namespace):

@@ -15,7 +15,8 @@ from adaptive_sarathi.engine.latency.hardware import GPUS
 from adaptive_sarathi.engine.latency.profile import ProfileLatencyModel, load_profile
 from adaptive_sarathi.engine.latency.shape import LatencyModel
 from adaptive_sarathi.engine.loaders.dummy import DUMMY_PRESETS
-from adaptive_sarathi.engine.simulator import SimulationResult, SloTargets, simulate
+from adaptive_sarathi.engine.routing import get_policy as get_routing_policy
+from adaptive_sarathi.engine.simulator import SimulationResult, SloTargets, simulate, simulate_replicas
 from adaptive_sarathi.workloads import RecordedWorkload, WorkloadSpec
 
 
@@ -26,7 +27,11 @@ class Scenario:
     (e.g. "fixed:512", "adaptive"); a fresh policy is built for every run. `policy_params`
     overrides the adaptive policy's hyperparameters (a dict, e.g. from a seed file). `admission`
     refuses the requests the policy does not admit when they arrive, as a server answers them 429
-    (simulate(admission=...)); on by default, since the server always asks."""
+    (simulate(admission=...)); on by default, since the server always asks. `replicas` engines of
+    this configuration (each its own KV cache of num_kv_blocks) serve the workload behind a router
+    that places each request by the routing policy `routing` (engine/routing.py); there refusals
+    are the router's (headroom's 429), not each replica's admission. One replica is the single
+    engine, routing unused."""
 
     workload: WorkloadSpec | RecordedWorkload
     scheduler: SchedulerConfig
@@ -37,8 +42,13 @@ class Scenario:
     seed: int = 0
     policy_params: Mapping[str, Any] | None = None
     admission: bool = True
+    replicas: int = 1
+    routing: str = "round_robin"
 
     def __post_init__(self) -> None:
+        if not isinstance(self.replicas, int) or self.replicas < 1:
+            raise ValueError(f"replicas={self.replicas!r} is invalid: use an integer >= 1")
+        get_routing_policy(self.routing)  # raises naming the known policies
         # Fail on a bad policy spec, or a workload class the SLO policy lacks, before any simulation runs.
         self.make_policy()
         if self.slo is not None:
@@ -55,7 +65,12 @@ class Scenario:
 
     def run(self, qps_scale: float = 1.0, *, record_steps: bool = False, progress: bool = False) -> SimulationResult:
         """Simulate the workload with every phase's rate multiplied by `qps_scale`. Raises
-        ValueError when a request does not fit the context window (see simulate)."""
+        ValueError when a request does not fit the context window (see simulate). With several
+        replicas, record_steps is not available (the result has no steps)."""
+        if self.replicas > 1:
+            return simulate_replicas(self.workload.scaled(qps_scale).generate(), self.scheduler, self.make_policy,
+                                     self.latency_model, num_replicas=self.replicas, routing=self.routing,
+                                     num_kv_blocks=self.num_kv_blocks, slo=slo_targets(self.slo), progress=progress)
         policy = self.make_policy()
         return simulate(self.workload.scaled(qps_scale).generate(), self.scheduler, policy, self.latency_model,
                         num_kv_blocks=self.num_kv_blocks, slo=slo_targets(self.slo), record_steps=record_steps,

@@ -160,8 +160,14 @@ class AdaptiveBudget(BudgetPolicy):
         self._since_observe = 0
         self.online_model.observe(stats)
 
+    relegates_late = True
+
     def slo_targets(self) -> SloTargets:
         return self._targets
+
+    def prefill_rate_tps(self) -> float | None:
+        """The prompt tokens per second at the last planned TBT cap (what admits() divides by)."""
+        return self._drain_tps
 
     def latency_model_error(self):
         return self.online_model.error()

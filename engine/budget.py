@@ -81,6 +81,16 @@ class BudgetPolicy(Estimator):
         by deadline. None (the default): no deadlines, first come first served."""
         return None
 
+    # Whether requests past their TTFT deadline are served after every other (StepBudget
+    # relegate_before_s): a forecast of a new request's wait then leaves them out.
+    relegates_late = False
+
+    def prefill_rate_tps(self) -> float | None:
+        """Prompt tokens per second the policy last planned to drain (what a forecast of a new
+        request's first-token time divides the queue by), or None (the default) when it plans no
+        rate. Read from other threads: it must only read."""
+        return None
+
     def admits(self, state: EngineState, num_prompt_tokens: int, slo_class: str | None = None) -> bool:
         """Whether a request of `num_prompt_tokens` and `slo_class` arriving now can still get
         its first token within its TTFT target; a server refuses (429) the ones that cannot,

@@ -58,6 +58,13 @@ class TimedPolicy(BudgetPolicy):
     def latency_model_error(self):
         return self.policy.latency_model_error()
 
+    def prefill_rate_tps(self) -> float | None:
+        return self.policy.prefill_rate_tps()
+
+    @property
+    def relegates_late(self) -> bool:
+        return self.policy.relegates_late
+
 
 def simulate_run(spec: str, slo: SLOPolicy, profile: LatencyModel, workload: Sequence[WorkloadRequest],
                  engine: LLMEngine, seed: int, admission: bool) -> SimulationResult:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from adaptive_sarathi.capacity import _highest_passing, find_capacity
@@ -138,3 +140,27 @@ def test_a_workload_class_missing_from_the_policy_is_refused_with_the_fix():
     with pytest.raises(ValueError, match=r"class\(es\) batch, interactive are not in SLO policy 'cli' \(its classes: "
                                          r"none\): pass --slo-policy"):
         classed_scenario(SLOPolicy.from_shorthand("ttft:600@p90,tbt:60"))
+
+
+def replicated(replicas: int, routing: str) -> Scenario:
+    workload = single_phase(SyntheticLengths(LogNormal(2000, 0.5, max=4000), Uniform(16, 64)), 1.0,
+                            num_requests=60 * max(replicas, 1), seed=0)
+    return Scenario(workload, SchedulerConfig(name="sarathi"), "fixed:1024", roofline_from_spec("h100:llama-3-8b"),
+                    num_kv_blocks=5000, slo=SLOPolicy.from_shorthand("ttft:400,tbt:100"), replicas=replicas,
+                    routing=routing)
+
+
+@pytest.mark.slow
+def test_capacity_of_replicas_grows_with_their_number_and_slo_only_skips_the_other_searches():
+    one = find_capacity(replicated(1, "round_robin"), rel_tol=0.1, slo_only=True)
+    three = find_capacity(replicated(3, "least_outstanding"), rel_tol=0.1, slo_only=True)
+    assert 0 < one.slo_capacity_qps
+    assert three.slo_capacity_qps > 2 * one.slo_capacity_qps
+    assert math.isnan(three.capacity_qps) and math.isnan(three.goodput_qps)
+
+
+def test_replica_fields_are_checked():
+    with pytest.raises(ValueError, match="replicas=0 is invalid"):
+        replicated(0, "round_robin")
+    with pytest.raises(ValueError, match="routing='nope' is unknown"):
+        replicated(2, "nope")

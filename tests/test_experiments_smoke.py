@@ -31,6 +31,8 @@ EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
     ("slo_classes.py", "adaptive / best FCFS"),
     pytest.param("seeded_preemption.py", "| reference | 0 | 4 of 4 |", marks=pytest.mark.embedded_model),
     ("cached_prefix_ttft.py", "## TTFT on an engine, and one step of each taken apart"),
+    ("replica_routing.py", "| mixed | 2 | headroom |"),
+    pytest.param("replica_gpu.py", "| round_robin | 2 |", marks=pytest.mark.embedded_model),
 ])
 def test_experiment_smoke(script, expected):
     done = subprocess.run([sys.executable, str(EXPERIMENTS / script), "--smoke"], capture_output=True, text=True,

@@ -73,13 +73,15 @@ class ServerArgs:
 
 class Server:
     """One engine behind one listening socket, with its own metrics registry. The model is served
-    as args.served_model_names, or as `model_name` when that is empty."""
+    as args.served_model_names, or as `model_name` when that is empty. engine_index: the metrics'
+    `engine` label (a replica's index where several serve one model)."""
 
-    def __init__(self, engine: LLMEngine, args: ServerArgs, model_name: str):
+    def __init__(self, engine: LLMEngine, args: ServerArgs, model_name: str, engine_index: int = 0):
         self.args = args
         names = args.served_model_names or (model_name,)
         self.model_name = model_name = names[0]
-        self.metrics = ServerMetrics(model_name, **slo_fields(args.slo), budget_policy=engine.policy)
+        self.metrics = ServerMetrics(model_name, **slo_fields(args.slo), budget_policy=engine.policy,
+                                     engine_index=engine_index)
         self.engine = AsyncEngine(engine, max_waiting=args.max_waiting, observer=self.metrics)
         self.app = build_app(self.engine, self.metrics, model_name, model_aliases=names[1:],
                              api_key=args.api_key,

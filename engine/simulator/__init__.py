@@ -7,6 +7,7 @@ _EXPORTS = {
     "VirtualClock": "clock", "DUMMY_TOKEN": "executor", "SimulatedExecutor": "executor",
     "BudgetStats": "result", "Percentiles": "result", "SimulationResult": "result", "SloReport": "result", "UNCLASSED": "result",
     "ArrivingRequest": "run", "drive": "run", "simulate": "run",
+    "simulate_replicas": "replicas",
     "PercentileCheck": "slo", "check_percentile": "slo",
     "SloTargets": "adaptive_sarathi.engine.slo_targets",
 }

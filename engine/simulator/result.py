@@ -119,6 +119,7 @@ class SimulationResult:
     num_prompt_tokens: int = 0  # over every request
     num_cached_prompt_tokens: int = 0  # of those, found in the prefix cache at first admission
     num_refused: int = 0
+    requests_per_replica: tuple[int, ...] = ()  # served requests of each replica, when replicas were simulated
 
     @property
     def prefix_cache_hit_rate(self) -> float:
@@ -136,7 +137,8 @@ def summarize(requests: Sequence[Request], num_prompt_tokens: int, budgets: np.n
               steps: tuple[StepStats, ...] | None, schedule: tuple[dict[str, int], ...] | None,
               refused_classes: Sequence[str | None] = ()) -> SimulationResult:
     """Build the result from finished requests and per-step arrays (budget, chunk limit, tokens);
-    refused_classes: the class of each request refused at admission."""
+    refused_classes: the class of each request refused before an engine held it (the policy's
+    admission, or a router that found no replica to meet it)."""
     timelines = tuple(r.timeline for r in requests)
     arrival = np.array([t.arrival_time for t in timelines])
     ttft = np.array([t.first_token_time for t in timelines]) - arrival

@@ -94,16 +94,7 @@ def simulate(workload: Sequence[ArrivingRequest], scheduler: str | SchedulerConf
     config = scheduler if isinstance(scheduler, SchedulerConfig) else SchedulerConfig(name=scheduler)
     sched = make_scheduler(config, num_kv_blocks)
     window = sched.max_context_len
-    for i, r in enumerate(workload):
-        if r.num_prompt_tokens + r.num_output_tokens > window:
-            raise ValueError(
-                f"request {i} needs {r.num_prompt_tokens} + {r.num_output_tokens} tokens but the context window is "
-                f"{window} (max_model_len={config.max_model_len}, {num_kv_blocks} KV blocks of {config.block_size}): "
-                "raise max_model_len or the KV blocks, or cap the workload's prompt/output lengths")
-    classes = [getattr(r, "slo_class", None) for r in workload]
-    if slo is not None and not slo.is_empty:
-        for name in set(classes) - {None}:
-            slo.targets_for(name)  # raises, naming the known classes, before anything runs
+    classes = check_workload(workload, config, window, num_kv_blocks, slo)
     clock = VirtualClock(0.0)
     scripted = {str(i): r.output_token_ids for i, r in enumerate(workload)
                 if getattr(r, "output_token_ids", None) is not None}
@@ -123,18 +114,8 @@ def simulate(workload: Sequence[ArrivingRequest], scheduler: str | SchedulerConf
 
     engine.stats_listeners.append(record)
     params: dict[int, SamplingParams] = {}
-    pending = []
-    for i, r in enumerate(workload):
-        p = params.get(r.num_output_tokens)
-        if p is None:  # one frozen SamplingParams per output length, shared
-            p = params[r.num_output_tokens] = SamplingParams(max_tokens=r.num_output_tokens, ignore_eos=True)
-        prompt = getattr(r, "prompt_token_ids", None)
-        if prompt is None:
-            prompt = [i + 1] + [DUMMY_TOKEN] * (r.num_prompt_tokens - 1)
-        elif len(prompt) != r.num_prompt_tokens:
-            raise ValueError(f"request {i} has {len(prompt)} prompt token ids but num_prompt_tokens="
-                             f"{r.num_prompt_tokens}: make them agree")
-        pending.append(PendingRequest(str(i), list(prompt), p, r.arrival_time_s, classes[i]))
+    pending = [PendingRequest(str(i), prompt_of(i, r), params_of(r, params), r.arrival_time_s, classes[i])
+               for i, r in enumerate(workload)]
     gate = AdmissionGate(pending) if admission else None
     requests = [q.add_to(engine) for q in pending] if gate is None else gate.admitted
     with tqdm(total=len(pending), desc="simulate", unit="req", disable=not progress, leave=False) as bar:
@@ -146,3 +127,42 @@ def simulate(workload: Sequence[ArrivingRequest], scheduler: str | SchedulerConf
                      tuple(steps) if record_steps else None,
                      tuple(executor.schedule) if record_schedule else None,
                      refused_classes=[q.slo_class for q in refused])
+
+
+def check_workload(workload: Sequence[ArrivingRequest], config: SchedulerConfig, window: int, num_kv_blocks: int,
+                   slo: SloTargets | None) -> list[str | None]:
+    """The SLO class of every request (None where it has none), after checking that each fits
+    the context window `window` and that `slo` knows its class. Raises ValueError naming the
+    setting to change."""
+    for i, r in enumerate(workload):
+        if r.num_prompt_tokens + r.num_output_tokens > window:
+            raise ValueError(
+                f"request {i} needs {r.num_prompt_tokens} + {r.num_output_tokens} tokens but the context window is "
+                f"{window} (max_model_len={config.max_model_len}, {num_kv_blocks} KV blocks of {config.block_size}): "
+                "raise max_model_len or the KV blocks, or cap the workload's prompt/output lengths")
+    classes = [getattr(r, "slo_class", None) for r in workload]
+    if slo is not None and not slo.is_empty:
+        for name in set(classes) - {None}:
+            slo.targets_for(name)  # raises, naming the known classes, before anything runs
+    return classes
+
+
+def prompt_of(index: int, request: ArrivingRequest) -> list[int]:
+    """The prompt token ids request `index` is simulated with (see simulate). Raises ValueError
+    when its prompt_token_ids disagree with num_prompt_tokens."""
+    prompt = getattr(request, "prompt_token_ids", None)
+    if prompt is None:
+        return [index + 1] + [DUMMY_TOKEN] * (request.num_prompt_tokens - 1)
+    if len(prompt) != request.num_prompt_tokens:
+        raise ValueError(f"request {index} has {len(prompt)} prompt token ids but num_prompt_tokens="
+                         f"{request.num_prompt_tokens}: make them agree")
+    return list(prompt)
+
+
+def params_of(request: ArrivingRequest, cache: dict[int, SamplingParams]) -> SamplingParams:
+    """The request's SamplingParams: exactly num_output_tokens, EOS ignored; one frozen object per
+    output length, kept in `cache` (mutated)."""
+    p = cache.get(request.num_output_tokens)
+    if p is None:
+        p = cache[request.num_output_tokens] = SamplingParams(max_tokens=request.num_output_tokens, ignore_eos=True)
+    return p
