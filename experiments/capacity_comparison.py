@@ -62,8 +62,9 @@ from adaptive_sarathi.engine.budget import BudgetPolicy, StepBudget
 from adaptive_sarathi.engine.simulator import SimulationResult, simulate
 from adaptive_sarathi.engine.stats import EngineState
 from adaptive_sarathi.scenario import Scenario, default_kv_blocks, latency_model, slo_targets
-from adaptive_sarathi.workloads import (SHARED_TRACES, ArrivalProcess, LogNormal, Phase, SyntheticLengths, TraceLengths,
-                                       WorkloadSpec, single_phase)
+from adaptive_sarathi.workloads import SHARED_TRACES, ArrivalProcess, Phase, TraceLengths, WorkloadSpec, single_phase
+# A sibling module: a script run from experiments/ imports it from its own folder.
+from trace_stand_ins import SYNTHETIC_STAND_INS
 
 RESULTS = Path(__file__).parent / "results"
 TRACES = ("sharegpt_8k", "arxiv_4k")
@@ -86,13 +87,6 @@ SMOKE_REL_TOL = 0.05  # --smoke checks that everything runs, not the numbers
 # rate the server can summarize.
 PHASED = {"phased": (1 / 2, 1 / 2, 1.0), "burst": (3 / 8, 1 / 8, 2.0)}
 WORKLOADS = TRACES + tuple(PHASED)
-
-
-# Stand-ins with each trace's median prompt and output lengths, for machines without the traces.
-SYNTHETIC_STAND_INS = {
-    "sharegpt_8k": SyntheticLengths(LogNormal(1730, 0.9, max=7000), LogNormal(415, 0.7, max=1024)),
-    "arxiv_4k": SyntheticLengths(LogNormal(2730, 0.25, max=4000), LogNormal(167, 0.8, max=1024)),
-}
 
 
 def trace_lengths(trace: str):

@@ -41,7 +41,9 @@ from adaptive_sarathi.controller.slo import load_slo_policy
 from adaptive_sarathi.engine.config import SchedulerConfig
 from adaptive_sarathi.engine.routing import POLICIES
 from adaptive_sarathi.scenario import Scenario, default_kv_blocks, latency_model
-from adaptive_sarathi.workloads import SHARED_TRACES, TraceLengths, WorkloadSpec, load_workload, single_phase
+from adaptive_sarathi.workloads import SHARED_TRACES, TraceLengths, WorkloadSpec, single_phase
+# A sibling module: a script run from experiments/ imports it from its own folder.
+from trace_stand_ins import workload_file
 
 ROOT = Path(__file__).resolve().parent
 RESULTS = ROOT / "results"
@@ -57,7 +59,7 @@ def workload(name: str, num_requests: int, qps: float) -> WorkloadSpec:
     if name == "sharegpt_8k":
         return single_phase(TraceLengths(SHARED_TRACES / "sharegpt_8k.csv"), qps, num_requests=num_requests,
                             seed=SEED)
-    spec = load_workload(MIXED, seed=SEED)
+    spec = workload_file(MIXED, seed=SEED)
     (phase,) = spec.phases
     return replace(spec, phases=(replace(phase, num_requests=num_requests, arrivals=replace(phase.arrivals, qps=qps)),))
 

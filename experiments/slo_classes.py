@@ -46,7 +46,8 @@ from adaptive_sarathi.capacity import find_capacity
 from adaptive_sarathi.controller.slo import load_slo_policy
 from adaptive_sarathi.engine.config import SchedulerConfig
 from adaptive_sarathi.scenario import Scenario, default_kv_blocks, latency_model
-from adaptive_sarathi.workloads.yaml_file import load_workload
+# A sibling module: a script run from experiments/ imports it from its own folder.
+from trace_stand_ins import workload_file
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "experiments" / "results"
@@ -128,7 +129,7 @@ def main(argv=None) -> int:
     overloads: dict[str, dict[str, dict]] = {}
     for name in names:
         path, slo_name = WORKLOADS[name]
-        spec = load_workload(ROOT / path, seed=args.seed)
+        spec = workload_file(ROOT / path, seed=args.seed)
         if args.num_requests is not None:
             spec = spec.with_requests_per_phase(args.num_requests)
         slo = load_slo_policy(slo_name)
