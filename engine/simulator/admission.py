@@ -44,11 +44,6 @@ class AdmissionGate:
         """Requests not offered yet."""
         return len(self._pending) - self._next
 
-    @property
-    def next_arrival_s(self) -> float | None:
-        """When the next request not offered yet arrives (None when none is left)."""
-        return self._pending[self._next].arrival_time_s if self.num_pending else None
-
     def offer_arrived(self, engine: LLMEngine, now_s: float) -> int:
         """Offer `engine` every request arrived by `now_s`, in arrival order; returns how many
         were refused."""

@@ -12,7 +12,7 @@ from adaptive_sarathi.engine.engine import LLMEngine
 from adaptive_sarathi.engine.latency.roofline import roofline_from_spec
 from adaptive_sarathi.engine.sampling_params import SamplingParams
 from adaptive_sarathi.engine.schedulers import make_scheduler
-from adaptive_sarathi.engine.simulator import DUMMY_TOKEN, SimulatedExecutor, VirtualClock
+from adaptive_sarathi.engine.simulator import DUMMY_TOKEN, SimulatedExecutor, VirtualClock, drive
 from adaptive_sarathi.engine.simulator.admission import AdmissionGate, PendingRequest
 
 CHANGE_AT_STEP, SETTLE_STEPS = 400, 200
@@ -38,20 +38,16 @@ def test_a_tbt_target_tightened_under_load_holds_200_steps_after_the_change():
     engine = LLMEngine(make_scheduler(config, blocks), SimulatedExecutor(model, clock, blocks, config.block_size),
                        policy, tokenizer=None, max_model_len=8192, eos_token_ids=(), clock=clock.now)
     step_end: list[float] = []
-    engine.stats_listeners.append(lambda stats: step_end.append(clock.now()))
-    gate = AdmissionGate(requests())
-    loose_budgets = []
-    while engine.has_unfinished_requests() or gate.num_pending:
-        gate.offer_arrived(engine, clock.now())
-        if engine.num_steps == CHANGE_AT_STEP:
+
+    def on_step(stats) -> None:
+        step_end.append(clock.now())
+        if len(step_end) == CHANGE_AT_STEP:
             policy.set_slo(TIGHT)  # what PUT /v1/slo_policy does, on the engine thread between two steps
-        before = engine.num_steps
-        if engine.has_unfinished_requests():
-            engine.step()
-            if before < CHANGE_AT_STEP:
-                loose_budgets.append(policy.last_decision.budget.token_budget)
-        if engine.num_steps == before:
-            clock.jump_to(gate.next_arrival_s)
+
+    engine.stats_listeners.append(on_step)
+    pending = requests()
+    gate = AdmissionGate(pending)
+    drive(engine, clock, [r.arrival_time_s for r in pending], gate=gate)
     assert not gate.refused and engine.num_steps > CHANGE_AT_STEP + 4 * SETTLE_STEPS
     window_start = step_end[CHANGE_AT_STEP + SETTLE_STEPS]
     gaps = np.concatenate([np.diff(t)[np.asarray(t[1:]) > window_start]
