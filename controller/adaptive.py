@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from adaptive_sarathi.controller.ladder import budget_ladder, candidate_shape, ladder_candidates, last_true
+from adaptive_sarathi.controller.ladder import CandidateShapes, budget_ladder, candidate_shape, search_ladder
 from adaptive_sarathi.controller.latency_model import OnlineLatencyModel
 from adaptive_sarathi.controller.slo import SLOPolicy
 from adaptive_sarathi.engine.budget import BudgetPolicy, StepBudget
@@ -99,43 +99,50 @@ class AdaptiveBudget(BudgetPolicy):
         self._since_observe += 1
         bounds = self.slo.bounds
         relegate = state.now_s  # requests already past their deadline
+        fallback = self._fallback
         if self._since_observe > _STALL_DECISIONS:
-            return self._record(self._with(self._fallback, relegate), "stalled")
+            return self._record(fallback.token_budget, fallback.max_chunk, relegate, "stalled")
         if state.num_decodes == 0:
-            return self._record(self._fit_kv(state, bounds.max_token_budget, relegate), "no_decodes")
+            return self._record(*self._fit_kv(state, bounds.max_token_budget), relegate, "no_decodes")
         if not self.online_model.is_confident:
             # Still predicted (0: nothing learned yet), so the metrics show the model converging.
-            fallback = self._fallback.token_budget
-            shape = candidate_shape(state, fallback, fallback - min(state.num_decodes, fallback))
-            return self._record(self._with(self._fallback, relegate), "unsure",
+            b = fallback.token_budget
+            shape = candidate_shape(state, b, b - min(state.num_decodes, b))
+            return self._record(b, fallback.max_chunk, relegate, "unsure",
                                 predicted_s=self.online_model.step_time(shape))
 
         model = self.online_model
+        shape_of = CandidateShapes(state)
         memo: dict[int, float] = {}
+        # Budgets from `work` up build the same step: all the decodes and every queued prompt token.
+        work = state.num_decodes + state.running_prefill_tokens + state.waiting_prefill_tokens
 
         def time_of(budget: int) -> float:
-            if budget not in memo:
-                memo[budget] = model.step_time(candidate_shape(state, budget, budget - min(state.num_decodes, budget)))
-            return memo[budget]
+            budget = min(budget, work)
+            t = memo.get(budget)
+            if t is None:
+                t = memo[budget] = model.step_time(shape_of(budget))
+            return t
 
         floor = bounds.clamp_budget(state.num_decodes)
-        candidates = ladder_candidates(self._ladder, floor, bounds.max_token_budget)
         if math.isfinite(state.decode_tbt_slack_s):  # the tightest decode's own target, less its wait
             limit = state.decode_tbt_slack_s - self.margin * self._tbt.target_s
         else:
             limit = (1.0 - self.margin) * self._tbt.target_s - state.max_decode_gap_s
+        # The tail of a step of mean t is t x ratio: the cap is the largest budget whose mean fits limit / ratio.
         ratio = model.tail_ratio(self._tbt.quantile)
-        top = candidates[max(0, last_true(candidates, lambda b: time_of(b) * ratio <= limit, self._hint))]
+        top = search_ladder(self._ladder, floor, bounds.max_token_budget, time_of, limit / ratio if ratio > 0 else limit,
+                            self._hint, flat_from=work)
         self._hint = top
         if top > state.num_decodes and time_of(top) > 0:
             self._drain_tps = (top - state.num_decodes) / time_of(top)
         # The shortest step is the soonest a waiting request can get its first token.
-        chosen = self._fit_kv(state, top, state.now_s + time_of(floor))
-        reason = "tbt" if chosen.token_budget == top else "kv"
-        return self._record(chosen, reason, top, time_of(chosen.token_budget))
+        budget, chunk = self._fit_kv(state, top)
+        return self._record(budget, chunk, state.now_s + time_of(floor), "tbt" if budget == top else "kv", top,
+                            time_of(budget))
 
-    def _fit_kv(self, state: EngineState, budget: int, relegate_before_s: float) -> StepBudget:
-        """`budget` with its chunk, both within the prompt tokens the free KV cache can take: free
+    def _fit_kv(self, state: EngineState, budget: int) -> tuple[int, int]:
+        """(`budget`, its chunk), both within the prompt tokens the free KV cache can take: free
         blocks above the admission watermark less room for the running decodes to grow. A chunk
         larger than that cannot be admitted, and a running prefill's would preempt decodes."""
         bounds = self.slo.bounds
@@ -144,17 +151,13 @@ class AdaptiveBudget(BudgetPolicy):
             kv_room = max(0, state.admissible_free_tokens - state.num_decodes * _KV_HORIZON_STEPS)
             budget = min(budget, max(bounds.clamp_budget(state.num_decodes), state.num_decodes + kv_room))
             room = min(room, max(1, kv_room))
-        return StepBudget(budget, bounds.clamp_chunk(room), relegate_before_s)
+        return budget, bounds.clamp_chunk(room)
 
-    @staticmethod
-    def _with(budget: StepBudget, relegate_before_s: float) -> StepBudget:
-        return StepBudget(budget.token_budget, budget.max_chunk, relegate_before_s)
-
-    def _record(self, budget: StepBudget, reason: str, tbt_budget: int = 0, predicted_s: float = 0.0) -> StepBudget:
-        budget = StepBudget(budget.token_budget, budget.max_chunk, budget.relegate_before_s, reason,
-                            predicted_s if predicted_s > 0 else None)
-        self.last_decision = Decision(budget, reason, tbt_budget, predicted_s)
-        return budget
+    def _record(self, budget: int, chunk: int | None, relegate_before_s: float, reason: str, tbt_budget: int = 0,
+                predicted_s: float = 0.0) -> StepBudget:
+        step = StepBudget(budget, chunk, relegate_before_s, reason, predicted_s if predicted_s > 0 else None)
+        self.last_decision = Decision(step, reason, tbt_budget, predicted_s)
+        return step
 
     def observe(self, stats: StepStats) -> None:
         self._since_observe = 0

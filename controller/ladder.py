@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import bisect
+from itertools import accumulate
 from typing import Callable
 
 from adaptive_sarathi.controller.slo import BudgetBounds
@@ -57,12 +58,48 @@ def _queued_shape(state: EngineState, decodes: int, decode_context: int, prefill
     return StepShape(prefill, decodes, seqs, context, decode_context)
 
 
+class CandidateShapes:
+    """candidate_shape(state, budget, budget - decodes) for any number of budgets of one state:
+    each request's chunk limited only by the budget, as the adaptive policy plans. The prefill
+    queue's running sums are built once, so each shape costs a bisection instead of a walk of
+    the queue (up to PREFILL_QUEUE_LEN requests, every candidate of every step)."""
+
+    def __init__(self, state: EngineState):
+        self._state = state
+        queue = state.prefill_queue
+        self._pending = list(accumulate(pending for _, pending, _ in queue))  # prompt tokens of requests 0..i
+        self._context = list(accumulate(computed + pending for _, pending, computed in queue))
+        self._computed = [computed for _, _, computed in queue]
+
+    def __call__(self, budget: int) -> StepShape:
+        state = self._state
+        decodes = min(state.num_decodes, budget)
+        decode_context = state.decode_context_tokens
+        if decodes < state.num_decodes:
+            decode_context = decode_context * decodes // state.num_decodes
+        prefill = min(budget - decodes, state.running_prefill_tokens + state.waiting_prefill_tokens)
+        if not self._pending:
+            return candidate_shape(state, budget, budget - decodes)
+        context, seqs = decode_context, 0
+        if prefill > 0:
+            pending = self._pending
+            last = bisect.bisect_left(pending, prefill)  # the request whose chunk reaches `prefill`
+            if last < len(pending):
+                before = pending[last - 1] if last else 0
+                context += (self._context[last - 1] if last else 0) + self._computed[last] + prefill - before
+                seqs = last + 1
+            else:  # past the listed queue: one more chunk, its context the chunk itself
+                context += self._context[-1] + prefill - pending[-1]
+                seqs = last + 1
+        return StepShape(prefill, decodes, seqs, context, decode_context)
+
+
 def ladder_candidates(ladder: tuple[int, ...], floor: int, cap: int) -> tuple[int, ...]:
     """`floor`, then the ladder rungs in (floor, cap], ascending."""
     return (floor, *ladder[bisect.bisect_right(ladder, floor):bisect.bisect_right(ladder, cap)])
 
 
-def last_true(candidates: tuple[int, ...], holds: Callable[[int], bool], hint: int | None = None) -> int:
+def last_true(candidates: tuple[int, ...], holds: Callable[[int], bool], hint: float | None = None) -> int:
     """The index of the last candidate for which holds() is true, -1 when none is; holds must be
     true up to some index and false after it. The search gallops out from `hint` (a budget, e.g.
     the previous step's; default the top), so a steady state costs two or three holds() calls,
@@ -101,8 +138,42 @@ def last_true(candidates: tuple[int, ...], holds: Callable[[int], bool], hint: i
 
 
 def search_ladder(ladder: tuple[int, ...], floor: int, cap: int, time_of: Callable[[int], float],
-                  limit_s: float, hint: int | None = None) -> int:
+                 limit_s: float, hint: int | None = None, flat_from: int | None = None) -> int:
     """The largest of `floor` and the ladder rungs in (floor, cap] whose time_of(budget) <= limit_s;
-    `floor` when nothing fits. time_of must not shrink as the budget grows (true of step time)."""
+    `floor` when nothing fits. time_of must not shrink as the budget grows (true of step time).
+    `flat_from`: budgets from it up build the same step (all the queued work), so time_of is
+    constant there and only the first rung at or above it is timed.
+
+    Cost in time_of calls, since it runs every step: the floor, the hint (default the top) and
+    the rung above it when the hint still answers (2-3 calls); otherwise the search restarts at
+    the rung where the line through the floor's and the hint's times reaches limit_s, which
+    lands within a rung or two of the answer for step times (piecewise linear in the budget),
+    and gallops from there. Each budget is timed once."""
     candidates = ladder_candidates(ladder, floor, cap)
-    return candidates[max(0, last_true(candidates, lambda b: time_of(b) <= limit_s, hint))]
+    top = candidates[-1]
+    if flat_from is not None:
+        candidates = candidates[:bisect.bisect_left(candidates, flat_from) + 1]
+    times: dict[int, float] = {}
+
+    def timed(budget: int) -> float:
+        t = times.get(budget)
+        if t is None:
+            t = times[budget] = time_of(budget)
+        return t
+
+    t_floor = timed(floor)
+    n = len(candidates)
+    if t_floor > limit_s:
+        return floor
+    if n == 1:
+        return top
+    i = n - 1 if hint is None else min(max(bisect.bisect_right(candidates, hint) - 1, 0), n - 1)
+    t_hint = timed(candidates[i])
+    if t_hint <= limit_s and (i == n - 1 or timed(candidates[i + 1]) > limit_s):
+        found = i
+    else:
+        guess = candidates[i]
+        if candidates[i] > floor and t_hint > t_floor:
+            guess = floor + (limit_s - t_floor) * (candidates[i] - floor) / (t_hint - t_floor)
+        found = max(0, last_true(candidates, lambda b: timed(b) <= limit_s, guess))
+    return top if found == n - 1 else candidates[found]

@@ -97,7 +97,7 @@ class OnlineLatencyModel(Estimator):
         self._typical_ms = 0.0
         self.num_drifts = 0
         self._feature_names = FEATURE_NAMES if prior is None else FEATURE_NAMES_WITH_PRIOR
-        self._weights: tuple[float, ...] | None = None  # the regression's, read once after each fit
+        self._weights: tuple[float, ...] = ()  # the regression's, read after each step's fit
 
     def _new_regression(self) -> linear_model.BayesianLinearRegression:
         # Ridge strength through beta (posterior mean = (I / (alpha beta) + X'X)^-1 X'y): river
@@ -114,14 +114,8 @@ class OnlineLatencyModel(Estimator):
         base = prior_ms or 0.0
         if not self.num_fitted:
             return base
-        weights = self._weights
-        if weights is None:
-            # The regression is linear without intercept, so its weight of a feature is its
-            # prediction for that feature alone. Read once per fit: a plain dot product then
-            # predicts each candidate step a decision weighs, instead of a dict and numpy scalars.
-            weights = self._weights = tuple(self._regression.predict_one({name: 1.0}) for name in self._feature_names)
         x = feature_values(shape, self.tile_tokens, self.knee_tokens, prior_ms)
-        return base + sum(map(operator.mul, weights, x))
+        return base + sum(map(operator.mul, self._weights, x))
 
     def _predict_ms(self, shape: StepShape) -> float:
         prior_ms = self._prior_ms(shape)
@@ -194,6 +188,14 @@ class OnlineLatencyModel(Estimator):
             self._refit()
         else:
             self._fit(x, y_ms, prior_ms or 0.0)
+        self._read_weights()
+
+    def _read_weights(self) -> None:
+        # The regression is linear without intercept, so its weight of a feature is its prediction
+        # for that feature alone. Read once per step, here, off the decision's path: a decision then
+        # predicts each candidate step with a plain dot product.
+        if self.num_fitted:
+            self._weights = tuple(self._regression.predict_one({name: 1.0}) for name in self._feature_names)
 
     def _score(self, y_ms: float, pred_ms: float, error: float) -> bool:
         """Record the online error (`error` = |y - pred| / y); True when ADWIN finds that it rose
@@ -218,14 +220,12 @@ class OnlineLatencyModel(Estimator):
         self._typical_ms += _TYPICAL_RATE * (y_ms - self._typical_ms)
         w = self._typical_ms / y_ms
         self._regression.learn_one({k: v * w for k, v in x.items()}, (y_ms - prior_ms) * w)
-        self._weights = None
         self.num_fitted += 1
 
     def _refit(self) -> None:
         """Rebuild the regression from the recent steps that came after the change."""
         self.num_drifts += 1
         self._regression = self._new_regression()
-        self._weights = None
         self._log_level = 0.0
         self._level = 1.0
         self._ratios.clear()

@@ -27,25 +27,32 @@ from real_time import RealTimeRun, serve_in_real_time
 
 class TimedPolicy(BudgetPolicy):
     """Delegates every BudgetPolicy method to `policy`, recording the wall time of every decide()
-    call (nanoseconds, in `decide_ns`). observe() is passed through untimed; before it, a policy with an online latency
-    model (`online_model`) has that model predict the step it is about to learn from
-    (`online_pred_s`, one per observed step; NaN for policies without one)."""
+    call (nanoseconds, in `decide_ns`), its thread CPU time (`decide_cpu_ns`: leaves out time the
+    OS or another thread took) and the wall time of every observe() (`observe_ns`). Before each
+    observe(), a policy with an online latency model (`online_model`) has that model predict the
+    step it is about to learn from (`online_pred_s`, one per observed step; NaN for policies
+    without one), untimed."""
 
     def __init__(self, policy: BudgetPolicy):
         self.policy = policy
         self.decide_ns: list[int] = []
+        self.decide_cpu_ns: list[int] = []
+        self.observe_ns: list[int] = []
         self.online_pred_s: list[float] = []
 
     def decide(self, state: EngineState) -> StepBudget:
-        start = time.perf_counter_ns()
+        start, start_cpu = time.perf_counter_ns(), time.thread_time_ns()
         budget = self.policy.decide(state)
+        self.decide_cpu_ns.append(time.thread_time_ns() - start_cpu)
         self.decide_ns.append(time.perf_counter_ns() - start)
         return budget
 
     def observe(self, stats: StepStats) -> None:
         model = getattr(self.policy, "online_model", None)
         self.online_pred_s.append(model.step_time(stats.shape) if model is not None else math.nan)
+        start = time.perf_counter_ns()
         self.policy.observe(stats)
+        self.observe_ns.append(time.perf_counter_ns() - start)
 
     # The rest of the interface passes straight through: without these the engine would see the
     # base class's answers (no deadlines, every request admitted), not the timed policy's.
@@ -103,7 +110,6 @@ def run_record(spec: str, rate: float, repeat: int, run: RealTimeRun, policy: Ti
     """Everything the report reads of one run (seconds, fractions; JSON-ready)."""
     real = summarize_real(run, slo)
     error = fit_error(profile, step_rows(records_from_stats(run.stats), "period"))
-    decide_us = np.array(policy.decide_ns, dtype=float) / 1e3
     real_d, sim_d = _result(real), _result(sim)
     return {
         "policy": spec, "rate_qps": rate, "repeat": repeat, "num_requests": len(run.requests),
@@ -112,9 +118,15 @@ def run_record(spec: str, rate: float, repeat: int, run: RealTimeRun, policy: Ti
                           "attainment": _ratio(real_d["attainment"], sim_d["attainment"])},
         "model_error": {"decode": _ratio_error(error.decode), "mixed": _ratio_error(error.mixed)},
         "online_model_error": _online_error(run.stats, policy.online_pred_s),
-        "decide_us": {"count": len(decide_us), "mean": float(decide_us.mean()) if len(decide_us) else math.nan,
-                      "p99": float(np.percentile(decide_us, 99)) if len(decide_us) else math.nan},
+        "decide_us": _microseconds(policy.decide_ns), "decide_cpu_us": _microseconds(policy.decide_cpu_ns),
+        "observe_us": _microseconds(policy.observe_ns),
     }
+
+
+def _microseconds(ns: Sequence[int]) -> dict:
+    us = np.array(ns, dtype=float) / 1e3
+    return {"count": len(us), "mean": float(us.mean()) if len(us) else math.nan,
+            "p99": float(np.percentile(us, 99)) if len(us) else math.nan}
 
 
 def _online_error(stats: Sequence[StepStats], predicted_s: Sequence[float]) -> dict:

@@ -7,7 +7,7 @@ import random
 import pytest
 
 from adaptive_sarathi.controller.adaptive import AdaptiveBudget
-from adaptive_sarathi.controller.ladder import budget_ladder, candidate_shape, search_ladder
+from adaptive_sarathi.controller.ladder import CandidateShapes, budget_ladder, candidate_shape, search_ladder
 from adaptive_sarathi.engine.budget import FixedBudget, StepBudget
 from adaptive_sarathi.controller.registry import POLICY_SPECS, PolicySpecError, make_policy
 from adaptive_sarathi.controller.rolling_quantile import RollingQuantile
@@ -15,6 +15,7 @@ from adaptive_sarathi.controller.slack import SlackBudget
 from adaptive_sarathi.controller.slo import BudgetBounds
 from adaptive_sarathi.controller.synthetic import SyntheticStream
 from adaptive_sarathi.controller.two_level import TwoLevelBudget
+from adaptive_sarathi.engine.stats import EngineState
 
 from policy_fixtures import SLO, TRUTH, state
 
@@ -101,9 +102,23 @@ def test_ladder_and_its_search_match_a_linear_scan():
         floor, cap = rng.choice([64, 100, 300]), rng.choice([300, 640, 1000])
         limit = rng.uniform(0, 1200)
         hint = rng.choice([None, 64, 200, 512, 1000, 5000])
-        fitting = [b for b in (floor, *[r for r in ladder if floor < r <= cap]) if b <= limit]
+        candidates = (floor, *[r for r in ladder if floor < r <= cap])
+        fitting = [b for b in candidates if b <= limit]
         expected = max(fitting) if fitting else floor
         assert search_ladder(ladder, floor, cap, float, limit, hint) == expected
+        # Past flat_from every budget builds the same step: the same answer, only the first rung there timed.
+        flat_from = rng.choice([1, 100, 300, 700, 5000])
+        first_flat = next((b for b in candidates if b >= flat_from), candidates[-1])
+        timed: list[int] = []
+
+        def flat_time(b: int) -> float:
+            timed.append(b)
+            return float(min(b, first_flat))
+
+        fitting = [b for b in candidates if min(b, first_flat) <= limit]
+        expected = max(fitting) if fitting else floor
+        assert search_ladder(ladder, floor, cap, flat_time, limit, hint, flat_from=flat_from) == expected
+        assert len(timed) == len(set(timed)) and max(timed) <= first_flat
 
 
 def test_rolling_quantile_matches_sorting():
@@ -164,3 +179,20 @@ def test_fixed_budget_set_slo_stamps_the_new_deadlines():
     policy.set_slo(tight)
     assert policy.slo_targets() == tight.as_targets() and policy.slo_targets().ttft_s == 0.5
     assert policy.decide(state()) == StepBudget(256, None)
+
+
+def test_candidate_shapes_match_candidate_shape_with_the_chunk_unbounded():
+    rng = random.Random(2)
+    for _ in range(500):
+        queue = tuple((rng.random(), rng.choice([0, 1, 5, 300, 2000]), rng.choice([0, 16, 4096]))
+                      for _ in range(rng.choice([0, 1, 3, 64])))
+        listed = sum(pending for _, pending, _ in queue)
+        decodes = rng.choice([0, 1, 20, 300])
+        s = EngineState(now_s=1.0, num_waiting=len(queue), num_running=decodes + 1, num_decodes=decodes,
+                        num_free_blocks=100, num_total_blocks=200, block_size=16, admissible_free_tokens=1000,
+                        admissible_kv_tokens=3000, decode_context_tokens=decodes * 500,
+                        running_prefill_tokens=listed // 2,
+                        waiting_prefill_tokens=listed - listed // 2 + rng.choice([0, 10, 5000]), prefill_queue=queue)
+        shapes = CandidateShapes(s)
+        for budget in (1, 16, max(decodes, 1), decodes + 1, 128, 512, 2048, 8192):
+            assert shapes(budget) == candidate_shape(s, budget, budget - min(decodes, budget))
