@@ -78,7 +78,8 @@ def run_table(runs: Iterable[dict]) -> list[str]:
     """One line per run, skipped runs with their reason."""
     lines = ["| policy | qps | rep | wall s | attainment (sim) | TTFT P50/P90/P99 ms | TBT P50/P90/P99 ms | "
              "met TTFT, TBT | sim P99 TTFT, TBT ms | real/sim P99 TTFT, TBT | step error decode, mixed "
-             "(median / P90) | online model error decode, mixed (median / P90) | decide us mean / P99 (CPU P99) | "
+             "(median / P90) | online model error decode, mixed (median / P90) | decide us mean / P99 (CPU P99; "
+             "without GC mean / P99) | "
              "observe us mean / P99 |",
              "|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|"]
     for r in runs:
@@ -99,7 +100,9 @@ def run_table(runs: Iterable[dict]) -> list[str]:
             f"{_num(e['mixed']['median'], '.1%')} / {_num(e['mixed']['p90'], '.1%')} | "
             f"{_online_error(r.get('online_model_error'))} | "
             f"{_num(r['decide_us']['mean'], '.0f')} / {_num(r['decide_us']['p99'], '.0f')} "
-            f"({_num(r.get('decide_cpu_us', {}).get('p99', math.nan), '.0f')}) | "
+            f"({_num(r.get('decide_cpu_us', {}).get('p99', math.nan), '.0f')}; "
+            f"{_num(r.get('decide_without_gc_us', {}).get('mean', math.nan), '.0f')} / "
+            f"{_num(r.get('decide_without_gc_us', {}).get('p99', math.nan), '.0f')}) | "
             f"{_num(r.get('observe_us', {}).get('mean', math.nan), '.0f')} / "
             f"{_num(r.get('observe_us', {}).get('p99', math.nan), '.0f')} |")
 

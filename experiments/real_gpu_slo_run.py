@@ -3,6 +3,7 @@ real time, and the simulator predicts the same requests; the record of both, JSO
 
 from __future__ import annotations
 
+import gc
 import math
 import time
 from typing import Sequence
@@ -25,10 +26,30 @@ from adaptive_sarathi.workloads import WorkloadRequest
 from real_time import RealTimeRun, serve_in_real_time
 
 
+class _GcPauses:
+    """Total wall time spent in garbage collections since import (gc.callbacks)."""
+
+    def __init__(self):
+        self.total_ns = 0
+        self._start = 0
+        gc.callbacks.append(self._on_gc)
+
+    def _on_gc(self, phase: str, info: dict) -> None:
+        if phase == "start":
+            self._start = time.perf_counter_ns()
+        else:
+            self.total_ns += time.perf_counter_ns() - self._start
+
+
+_GC_PAUSES = _GcPauses()
+
+
 class TimedPolicy(BudgetPolicy):
     """Delegates every BudgetPolicy method to `policy`, recording the wall time of every decide()
     call (nanoseconds, in `decide_ns`), its thread CPU time (`decide_cpu_ns`: leaves out time the
-    OS or another thread took) and the wall time of every observe() (`observe_ns`). Before each
+    OS or another thread took), the garbage collections that ran inside it (`decide_gc_ns`: the
+    collector runs in whichever call allocates past its threshold, so this is the process's
+    garbage, not the policy's own cost) and the wall time of every observe() (`observe_ns`). Before each
     observe(), a policy with an online latency model (`online_model`) has that model predict the
     step it is about to learn from (`online_pred_s`, one per observed step; NaN for policies
     without one), untimed."""
@@ -37,14 +58,17 @@ class TimedPolicy(BudgetPolicy):
         self.policy = policy
         self.decide_ns: list[int] = []
         self.decide_cpu_ns: list[int] = []
+        self.decide_gc_ns: list[int] = []
         self.observe_ns: list[int] = []
         self.online_pred_s: list[float] = []
 
     def decide(self, state: EngineState) -> StepBudget:
+        gc_before = _GC_PAUSES.total_ns
         start, start_cpu = time.perf_counter_ns(), time.thread_time_ns()
         budget = self.policy.decide(state)
         self.decide_cpu_ns.append(time.thread_time_ns() - start_cpu)
         self.decide_ns.append(time.perf_counter_ns() - start)
+        self.decide_gc_ns.append(_GC_PAUSES.total_ns - gc_before)
         return budget
 
     def observe(self, stats: StepStats) -> None:
@@ -119,6 +143,8 @@ def run_record(spec: str, rate: float, repeat: int, run: RealTimeRun, policy: Ti
         "model_error": {"decode": _ratio_error(error.decode), "mixed": _ratio_error(error.mixed)},
         "online_model_error": _online_error(run.stats, policy.online_pred_s),
         "decide_us": _microseconds(policy.decide_ns), "decide_cpu_us": _microseconds(policy.decide_cpu_ns),
+        "decide_gc_us": _microseconds(policy.decide_gc_ns),
+        "decide_without_gc_us": _microseconds([d - g for d, g in zip(policy.decide_ns, policy.decide_gc_ns)]),
         "observe_us": _microseconds(policy.observe_ns),
     }
 
