@@ -127,8 +127,10 @@ def gathered_sdpa(s: Shapes, case: Case):
     return layer
 
 
-def time_layers(layer, layers: int, out: torch.Tensor, device: torch.device, replays: int) -> tuple[float, float]:
-    """(graph us per layer, eager us per call) of layer(i, out) for i in range(layers)."""
+def time_layers(layer, layers: int, out: torch.Tensor, device: torch.device, replays: int
+                ) -> tuple[float | None, float]:
+    """(graph us per layer, eager us per call) of layer(i, out) for i in range(layers); graph is
+    None (and the reason printed) when the calls cannot be captured."""
     for i in range(layers):  # compiles, and the first eager pass
         layer(i, out)
     if device.type != "cuda":
@@ -148,9 +150,14 @@ def time_layers(layer, layers: int, out: torch.Tensor, device: torch.device, rep
             end.synchronize()
             eager.append(start.elapsed_time(end) * 1e3)
     graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        for i in range(layers):
-            layer(i, out)
+    try:
+        with torch.cuda.graph(graph):
+            for i in range(layers):
+                layer(i, out)
+    except Exception:  # noqa: BLE001 - the eager time still stands
+        traceback.print_exc()
+        torch.cuda.synchronize()
+        return None, statistics.median(eager)
     for _ in range(3):
         graph.replay()
     replayed = []
@@ -233,7 +240,7 @@ def kernel_rows(cached_list: list[int], new: int, layers: int, replays: int, see
                 traceback.print_exc()
             rows.append(row)
             print(f"kernel: {new} after {cached}: {name} [{tile}, splits {splits}]: "
-                  + (f"{row['graph_us']:.1f} us/layer (graph), {row['eager_us']:.1f} us eager, "
+                  + (f"{row['graph_us']} us/layer (graph), {row['eager_us']:.1f} us eager, "
                      f"rel err {row['rel_err']:.1e}" if "error" not in row else row["error"]), flush=True)
         del case
         if device.type == "cuda":
@@ -253,7 +260,27 @@ def kernel_table(rows: list[dict]) -> list[str]:
                          f"failed: {r['error']} | | | |")
             continue
         base = fresh.get(r["variant"] + r["tile"])
-        ratio = f"{r['graph_us'] / base:.2f}" if base else "-"
+        graph = f"{r['graph_us']:.1f}" if r["graph_us"] is not None else "not captured"
+        ratio = f"{r['graph_us'] / base:.2f}" if base and r["graph_us"] is not None else "-"
         lines.append(f"| {r['new']} | {r['cached']} | {r['variant']} | {r['tile']} | {r['splits']} | "
-                     f"{r['graph_us']:.1f} | {ratio} | {r['eager_us']:.1f} | {r['rel_err']:.1e} |")
+                     f"{graph} | {ratio} | {r['eager_us']:.1f} | {r['rel_err']:.1e} |")
+    return lines
+
+
+def kernel_summary(rows: list[dict]) -> list[str]:
+    """Per prefix: the engine's current path against the default device split, and the fastest
+    device-split tile and wave of the sweep (graph times)."""
+    lines = []
+    timed = [r for r in rows if r.get("graph_us") is not None]
+    for cached in sorted({r["cached"] for r in rows}):
+        at = [r for r in timed if r["cached"] == cached]
+        current = next((r for r in at if r["variant"] == "current, graph layout"), None)
+        splits = [r for r in at if r["variant"].startswith("device split")]
+        if current is None or not splits:
+            continue
+        default, best = splits[0], min(splits, key=lambda r: r["graph_us"])
+        lines.append(f"- {default['new']} queries after {cached} cached: current (graph layout) "
+                     f"{current['graph_us']:.1f} us/layer, device split {default['graph_us']:.1f} "
+                     f"({current['graph_us'] / default['graph_us']:.2f}x faster); fastest device split "
+                     f"{best['graph_us']:.1f} ({best['tile']}, {best['variant'].split('(')[-1].rstrip(')')}).")
     return lines

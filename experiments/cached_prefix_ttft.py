@@ -45,7 +45,7 @@ import torch
 if not torch.cuda.is_available():  # must be set before the kernels are defined
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
-from cached_prefix_kernels import kernel_rows, kernel_table  # noqa: E402
+from cached_prefix_kernels import kernel_rows, kernel_summary, kernel_table  # noqa: E402
 
 from adaptive_sarathi.engine.factory import EngineArgs, create_engine  # noqa: E402
 from adaptive_sarathi.engine.sampling_params import SamplingParams  # noqa: E402
@@ -129,12 +129,12 @@ def report(args, device: torch.device, kernels: list[dict], engines: list[dict])
     card = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU (interpreter: a check of the script only)"
     lines = [f"Card: {card}; {date.today()}; seed {args.seed}.", "",
              "## The prefill attention kernels alone", "",
-             f"Per layer, over {args.layers} layers' caches in turn; graph = a CUDA graph of the {args.layers} calls "
+             f"Per layer, over {args.layers} layer caches in turn; graph = a CUDA graph of the {args.layers} calls "
              "replayed (GPU time alone, median of replays); eager = CUDA events around one call (with its launch "
              "overhead). Splits: the host policy's count, or the device's (splits per row tile, and the parts the "
              "tiles cut their shared keys into). x fresh prompt: graph time over the same variant's with no prefix.",
              ""]
-    lines += kernel_table(kernels)
+    lines += kernel_table(kernels) + [""] + kernel_summary(kernels)
     lines += ["", "## TTFT on an engine, and one step of each taken apart", "",
               "| prefill attention | model | new-token prompt (ms) | cached prefix + new (ms) | ratio | step part | "
               "prefill attention GPU (ms) | other kernels GPU (ms) | host (ms) | wall, profiled (ms) |",
