@@ -13,11 +13,12 @@ Here the grid is 1-D, `wave` programs (TARGET_PROGRAMS_PER_SM per SM) or the uns
 (row tile, KV head) pairs, whichever is larger. Every program counts the real row tiles from the
 chunks' lengths and takes splits = wave // (tiles * kv_heads) (at least 1, at most max_splits):
 program p is split p % splits of (row tile, KV head) pair p // splits, last row tiles first as in
-triton_prefill. A tile cuts its shared keys (those every row of it sees) into
-min(splits, shared // min_partition) parts of whole key tiles, balanced; the last part also takes
-the causal band. A tile of one part writes its output directly; the parts of the others go to a
-scratch slot per program (splits > 1 only when pairs * splits <= wave, so `wave` slots suffice)
-and a second kernel merges them. A step whose tiles fill the wave, or whose chunks have no long
+triton_prefill. A tile cuts its keys into min(splits, shared // min_partition) parts of whole key
+tiles, where shared are the keys every row of it sees: the last part ends with the causal band,
+and the boundaries balance the key tiles, band included, so that the last part is not the
+longest. A tile of one part writes its output directly; the parts of the others go to a scratch
+slot per program (splits > 1 only when pairs * splits <= wave, so `wave` slots suffice) and a
+second kernel merges them, BLOCK_M // MERGE_ROWS programs per tile. A step whose tiles fill the wave, or whose chunks have no long
 prefix, runs as the unsplit kernel does, with a merge launch whose programs exit at once.
 
 Keys are read through the block table one cache block at a time: a tile of BLOCK_N positions
@@ -43,6 +44,9 @@ from adaptive_sarathi.kernels.attention.triton_prefill import SPAN_BLOCK, Prefil
 # Off until experiments/cached_prefix_ttft.py on the GPU shows it wins (its "device split" rows
 # against "current, graph layout", and the engine TTFT ratio); then set it to e.g. 1024.
 DEVICE_SPLIT_MIN_CONTEXT: int | None = None
+# Rows a merge program takes: a few programs per row tile, so that the merge of a handful of
+# tiles is not a handful of programs each reading every part in turn.
+MERGE_ROWS = 32
 
 
 def uses_device_split(layout: PrefillLayout) -> bool:
@@ -68,8 +72,8 @@ def _split_plan(q_lens, num_spans, wave, max_splits, KV_HEADS: tl.constexpr, GRO
 def _tile_keys(start_pos, q_len, tile, splits, min_partition, GROUP: tl.constexpr, BLOCK_M: tl.constexpr,
                BLOCK_N: tl.constexpr):
     # (shared_end, kv_end, parts) of row tile `tile` of a chunk: keys [0, shared_end) are visible to
-    # all its rows (whole key tiles), [shared_end, kv_end) is the causal band, and the shared keys
-    # go to `parts` programs of at least min_partition (>= BLOCK_N) keys each, so no part is empty.
+    # all its rows (whole key tiles), [shared_end, kv_end) is the causal band, and the keys go to
+    # `parts` programs, with at least min_partition (>= BLOCK_N) shared keys per part.
     r0 = tile * BLOCK_M
     first_t = r0 // GROUP
     last_t = tl.minimum((r0 + BLOCK_M - 1) // GROUP, q_len - 1)
@@ -123,10 +127,15 @@ def _device_split_kernel(q, k_cache, v_cache, out, scratch, q_starts, q_lens, st
     shared_end, kv_end, parts = _tile_keys(start_pos, q_len, tile, splits, min_partition, GROUP, BLOCK_M, BLOCK_N)
     if split >= parts:
         return
+    # Part `split` takes key tiles [split * total // parts, (split + 1) * total // parts) of all
+    # `total`, band included, clipped to the shared ones; the last takes the rest and the band. A
+    # band wider than a part's share leaves a middle part empty (its m stays -inf); part 0 never is.
     key_tiles = shared_end // BLOCK_N
-    shared_start = split * key_tiles // parts * BLOCK_N
-    shared_stop = (split + 1) * key_tiles // parts * BLOCK_N
-    band_stop = tl.where(split == parts - 1, kv_end, shared_end)
+    total = key_tiles + tl.cdiv(kv_end - shared_end, BLOCK_N)
+    last = split == parts - 1
+    shared_start = tl.minimum(split * total // parts, key_tiles) * BLOCK_N
+    shared_stop = tl.where(last, key_tiles, tl.minimum((split + 1) * total // parts, key_tiles)) * BLOCK_N
+    band_stop = tl.where(last, kv_end, shared_end)
 
     offs_r = tile * BLOCK_M + tl.arange(0, BLOCK_M)
     row_ok = offs_r < q_len * GROUP
@@ -174,9 +183,12 @@ def _device_split_kernel(q, k_cache, v_cache, out, scratch, q_starts, q_lens, st
 @triton.jit(do_not_specialize=["num_spans", "wave", "max_splits", "min_partition"])
 def _device_merge_kernel(out, scratch, q_starts, q_lens, start_positions, num_spans, wave, max_splits, min_partition,
                          stride_ot, stride_oh, KV_HEADS: tl.constexpr, GROUP: tl.constexpr, HEAD_DIM: tl.constexpr,
-                         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, SPAN_BLOCK: tl.constexpr):
-    # Program `pair` merges the parts of (row tile, KV head) pair `pair` of the split kernel.
+                         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, SPAN_BLOCK: tl.constexpr,
+                         MERGE_ROWS: tl.constexpr):
+    # Program (pair, sub) merges rows [sub * MERGE_ROWS, (sub + 1) * MERGE_ROWS) of the tile of
+    # (row tile, KV head) pair `pair` of the split kernel.
     pair = tl.program_id(0)
+    sub = tl.program_id(1)
     tiles, pairs, splits = _split_plan(q_lens, num_spans, wave, max_splits, KV_HEADS, GROUP, BLOCK_M, SPAN_BLOCK)
     if (splits == 1) | (pair >= pairs):
         return
@@ -187,18 +199,20 @@ def _device_merge_kernel(out, scratch, q_starts, q_lens, start_positions, num_sp
                                              GROUP, BLOCK_M, BLOCK_N)
     if parts == 1:
         return  # the split kernel wrote these rows
-    offs_r = tile * BLOCK_M + tl.arange(0, BLOCK_M)
+    local = sub * MERGE_ROWS + tl.arange(0, MERGE_ROWS)
+    offs_r = tile * BLOCK_M + local
     row_ok = offs_r < q_len * GROUP
     tokens = (tl.load(q_starts + span) + offs_r // GROUP).to(tl.int64)
     heads = kv_head * GROUP + offs_r % GROUP
     offs_d = tl.arange(0, HEAD_DIM)
-    # Every part holds at least one key tile visible to all rows, so every m is finite and the
-    # first step's keep factor is exp2(-inf) = 0.
-    m_run = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
-    l_run = tl.zeros([BLOCK_M], dtype=tl.float32)
-    acc = tl.zeros([BLOCK_M, HEAD_DIM], dtype=tl.float32)
+    # Part 0 always has keys (it starts at key 0, and parts <= shared key tiles), so m_run is
+    # finite from the first step on (whose keep factor is exp2(-inf) = 0); a later part without
+    # keys has m = -inf and weight exp2(-inf) = 0.
+    m_run = tl.full([MERGE_ROWS], float("-inf"), dtype=tl.float32)
+    l_run = tl.zeros([MERGE_ROWS], dtype=tl.float32)
+    acc = tl.zeros([MERGE_ROWS, HEAD_DIM], dtype=tl.float32)
     for s in range(0, parts):
-        slot_rows = (pair * splits + s) * BLOCK_M + tl.arange(0, BLOCK_M)
+        slot_rows = (pair * splits + s) * BLOCK_M + local
         m = tl.load(scratch + wave * BLOCK_M * HEAD_DIM + slot_rows, mask=row_ok, other=0.0)
         m_new = tl.maximum(m_run, m)
         keep = tl.exp2(m_run - m_new)
@@ -285,8 +299,9 @@ def prefill_attention_device_split(q: torch.Tensor, k_cache: torch.Tensor, v_cac
         num_warps=config.num_warps, num_stages=config.num_stages,
     )
     # Pairs merge only when splits >= 2, that is when pairs * 2 <= wave.
-    _device_merge_kernel[(max(1, min(pairs, wave // 2)),)](
+    merge_rows = min(MERGE_ROWS, config.block_m)
+    _device_merge_kernel[(max(1, min(pairs, wave // 2)), config.block_m // merge_rows)](
         out, scratch, layout.q_starts, layout.q_lens, layout.start_positions, num_spans, wave, max_splits,
         min_partition, out.stride(0), out.stride(1), KV_HEADS=kv_heads, GROUP=group, HEAD_DIM=head_dim,
-        BLOCK_M=config.block_m, BLOCK_N=config.block_n, SPAN_BLOCK=SPAN_BLOCK, num_warps=4,
+        BLOCK_M=config.block_m, BLOCK_N=config.block_n, SPAN_BLOCK=SPAN_BLOCK, MERGE_ROWS=merge_rows, num_warps=4,
     )

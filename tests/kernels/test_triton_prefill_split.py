@@ -91,6 +91,19 @@ def test_max_splits_and_a_prefix_of_exactly_whole_tiles():
         torch.testing.assert_close(out[rows].float(), ref[rows], rtol=2e-3, atol=2e-3)
 
 
+def test_a_band_wider_than_a_part_and_merges_of_several_programs_a_tile():
+    """Row tiles of 128 tokens (no GQA) after 50 cached: 3 shared key tiles and 8 in the band, cut
+    into 3 parts balanced over all 11 (the middle one gets no keys), merged by 4 programs a tile
+    (MERGE_ROWS 32)."""
+    gen = torch.Generator().manual_seed(9)
+    case = build_step([(50, 120), (300, 130)], 2, 2, 16, 8, 128, gen, device=DEVICE)
+    config = PrefillConfig(block_m=128, block_n=16, num_warps=4, num_stages=2)
+    splits, plan = split_plan([120, 130], [50, 300], 1, 2, config, wave=24, min_partition=16)
+    assert splits == 4 and (0, 0, 3) in plan
+    out = run(case, 0.25, config, wave=24)
+    torch.testing.assert_close(out, reference(case, 0.25), rtol=1e-4, atol=1e-4)
+
+
 def test_padded_layout_of_a_cuda_graph():
     """Spare chunks of q_len 0 and a row bound past the real rows, as a mixed graph captures
     them, split and written as the exact layout is."""
