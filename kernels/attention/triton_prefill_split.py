@@ -18,8 +18,9 @@ tiles, where shared are the keys every row of it sees: the last part ends with t
 and the boundaries balance the key tiles, band included, so that the last part is not the
 longest. A tile of one part writes its output directly; the parts of the others go to a scratch
 slot per program (splits > 1 only when pairs * splits <= wave, so `wave` slots suffice) and a
-second kernel merges them, BLOCK_M // MERGE_ROWS programs per tile. A step whose tiles fill the wave, or whose chunks have no long
-prefix, runs as the unsplit kernel does, with a merge launch whose programs exit at once.
+second kernel merges them, BLOCK_M // MERGE_ROWS programs per tile. A step whose tiles fill the
+wave, or whose chunks have no long prefix, runs as the unsplit kernel does, with a merge launch
+whose programs exit at once.
 
 Keys are read through the block table one cache block at a time: a tile of BLOCK_N positions
 loads the BLOCK_N / BLOCK_SIZE block ids it spans once (or one id when a block holds several
