@@ -181,10 +181,16 @@ def main() -> None:
     cached_list = [int(c) for c in args.cached_list.split(",")] if on_gpu else [0, 96]
     started = time.perf_counter()
     args.layers = args.layers if on_gpu else 1
-    kernels = kernel_rows(cached_list, args.new if on_gpu else 8, args.layers, args.replays, args.seed, device,
-                          sweep=args.sweep and on_gpu)
+    try:
+        kernels = kernel_rows(cached_list, args.new if on_gpu else 8, args.layers, args.replays, args.seed, device,
+                              sweep=args.sweep and on_gpu)
+    except Exception as e:  # noqa: BLE001 - the engines still run
+        traceback.print_exc()
+        kernels = [{"cached": 0, "new": args.new, "keys": args.new, "variant": "(kernel section)", "tile": "-",
+                    "splits": "-", "error": f"{type(e).__name__}: {str(e)[:200]}"}]
     print(f"kernel section: {time.perf_counter() - started:.0f} s", flush=True)
-    engines = []
+    engines: list[dict] = []
+    write(args, device, kernels, engines)
     for variant in [v for v in args.engines.split(",") if v]:
         if variant not in ("current", "device_split"):
             parser.error(f"--engines: unknown variant {variant!r}: use current and/or device_split")
@@ -197,17 +203,24 @@ def main() -> None:
             engines.append({"variant": variant, "error": f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"})
         print(json.dumps({k: v for k, v in engines[-1].items() if k != "parts"}), flush=True)
         print(f"engines so far: {time.perf_counter() - started:.0f} s", flush=True)
-    body = report(args, device, kernels, engines)
-    print(body)
-    if not args.smoke:
-        args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "cached_prefix_ttft.json").write_text(json.dumps(
-            {"date": str(date.today()), "device": torch.cuda.get_device_name(device) if on_gpu else "cpu",
-             "kernel": kernels, "engine": engines}, indent=1))
-        (args.out / "cached_prefix_ttft.md").write_text(
-            "# Cached-prefix TTFT, taken apart\n\nProduced by `python experiments/cached_prefix_ttft.py`.\n\n" + body + "\n")
-        print(f"wrote {args.out / 'cached_prefix_ttft.md'}")
+        write(args, device, kernels, engines)
+    print(report(args, device, kernels, engines))
 
+
+def write(args, device: torch.device, kernels: list[dict], engines: list[dict]) -> None:
+    """The json and md of what has run so far into --out (not under --smoke): rewritten after each
+    section, so that a run stopped by a time limit keeps its finished parts."""
+    if args.smoke:
+        return
+    on_gpu = device.type == "cuda"
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "cached_prefix_ttft.json").write_text(json.dumps(
+        {"date": str(date.today()), "device": torch.cuda.get_device_name(device) if on_gpu else "cpu",
+         "kernel": kernels, "engine": engines}, indent=1))
+    (args.out / "cached_prefix_ttft.md").write_text(
+        "# Cached-prefix TTFT, taken apart\n\nProduced by `python experiments/cached_prefix_ttft.py`.\n\n"
+        + report(args, device, kernels, engines) + "\n")
+    print(f"wrote {args.out / 'cached_prefix_ttft.md'}", flush=True)
 
 if __name__ == "__main__":
     main()
