@@ -202,12 +202,13 @@ def variants(s: Shapes, case: Case, device: torch.device, sweep: bool, cpu_wave:
     yield "current, unsplit", tile(default), "1", current(case.exact, 1)
     yield "current, graph layout", tile(default), f"{host_splits(case.graph[0], default)} (host)", current(case.graph)
     base_wave = triton_prefill_split.default_wave(device) if device.type == "cuda" else cpu_wave
-    configs = [default]
+    split_default = triton_prefill_split.device_split_config(case.graph[0], s.head_dim, s.dtype)
+    configs = [split_default]
     if sweep:
-        configs += [PrefillConfig(*c) for c in SWEEP if PrefillConfig(*c) != default]
+        configs += [PrefillConfig(*c) for c in SWEEP if PrefillConfig(*c) != split_default]
     waves = [base_wave] + ([base_wave // 2, base_wave * 3 // 2] if sweep else [])
     for config in configs:
-        for wave in (waves if config == default else [base_wave]):
+        for wave in (waves if config == split_default else [base_wave]):
             splits, plan = triton_prefill_split.split_plan([case.new], [case.cached], group, s.kv_heads, config, wave,
                                                            min_partition=min_partition)
             parts = sorted({p for _, _, p in plan})

@@ -50,6 +50,26 @@ DEVICE_SPLIT_MIN_CONTEXT: int | None = None
 MERGE_ROWS = 32
 
 
+# Tiles by shape class. "short": layouts of at most SHORT_ROWS query rows (the CUDA graphs a short
+# chunk after a long prefix pads to), keyed by head dim, in bf16/fp16; everything else (long
+# chunks, fp32) takes triton_prefill's tile. The short entries hold triton_prefill's tiles too
+# (swept on an H100 on long chunks) until the sweep of experiments/cached_prefix_ttft.py on the
+# GPU shows a better one for this class; a CUDA graph of each size captures its own tile.
+SHORT_ROWS = 512
+SHORT_TILES = {
+    64: PrefillConfig(block_m=128, block_n=64, num_warps=8, num_stages=3),
+    128: PrefillConfig(block_m=128, block_n=128, num_warps=8, num_stages=3),
+    256: PrefillConfig(block_m=64, block_n=32, num_warps=4, num_stages=2),
+}
+
+
+def device_split_config(layout: PrefillLayout, head_dim: int, dtype: torch.dtype) -> PrefillConfig:
+    """The tile prefill_attention_device_split runs `layout` with by default (see SHORT_TILES)."""
+    if layout.num_rows <= SHORT_ROWS and dtype != torch.float32 and head_dim in SHORT_TILES:
+        return SHORT_TILES[head_dim]
+    return prefill_config(head_dim, dtype)
+
+
 def uses_device_split(layout: PrefillLayout) -> bool:
     """Whether the triton backend runs prefill_attention_device_split for `layout`."""
     return DEVICE_SPLIT_MIN_CONTEXT is not None and layout.max_context_len >= DEVICE_SPLIT_MIN_CONTEXT
@@ -266,15 +286,16 @@ def prefill_attention_device_split(q: torch.Tensor, k_cache: torch.Tensor, v_cac
     the layout's num_rows and chunk count, so a CUDA graph captured for a padded layout splits as
     the chunks of each replay need.
 
-    wave: the programs a split aims for (default TARGET_PROGRAMS_PER_SM per SM; also the number of
-    scratch slots); max_splits bounds the parts of one row tile; min_partition (raised to the
-    tile's BLOCK_N) the shared keys of each part. Allocates only the scratch (scratch_elements
-    fp32), unless given `scratch`, a contiguous float32 tensor of at least that many elements.
+    config: the tile (default device_split_config). wave: the programs a split aims for (default
+    TARGET_PROGRAMS_PER_SM per SM; also the number of scratch slots); max_splits bounds the parts
+    of one row tile; min_partition (raised to the tile's BLOCK_N) the shared keys of each part.
+    Allocates only the scratch (scratch_elements fp32), unless given `scratch`, a contiguous
+    float32 tensor of at least that many elements.
     Raises ValueError for a wave or max_splits below 1, or a scratch too small."""
     num_heads, head_dim = q.shape[1], q.shape[2]
     kv_heads, block_size = k_cache.shape[2], k_cache.shape[1]
     group = num_heads // kv_heads
-    config = config or prefill_config(head_dim, k_cache.dtype)
+    config = config or device_split_config(layout, head_dim, k_cache.dtype)
     num_spans = layout.q_lens.shape[0]
     if num_spans == 0:
         return

@@ -128,6 +128,22 @@ def test_split_plan_at_llama_shapes():
     assert split_plan([8192], [0], 4, 8, config, wave=264)[0] == 1  # 256 tiles fill the GPU
 
 
+def test_tile_by_shape_class(monkeypatch):
+    """Layouts of up to SHORT_ROWS rows in bf16/fp16 take SHORT_TILES[head_dim]; longer ones and
+    fp32 take triton_prefill's tile."""
+    from adaptive_sarathi.kernels.attention.triton_prefill import prefill_config
+
+    marker = PrefillConfig(block_m=64, block_n=64, num_warps=4, num_stages=2)
+    monkeypatch.setitem(triton_prefill_split.SHORT_TILES, 128, marker)
+    layout = lambda rows: PrefillLayout(torch.zeros(3, 1, dtype=torch.int32), torch.zeros(1, 1, dtype=torch.int32),  # noqa: E731
+                                        num_rows=rows, max_q_len=rows, max_context_len=8192)
+    short, long = layout(triton_prefill_split.SHORT_ROWS), layout(triton_prefill_split.SHORT_ROWS + 1)
+    assert triton_prefill_split.device_split_config(short, 128, torch.bfloat16) == marker
+    assert triton_prefill_split.device_split_config(short, 128, torch.float16) == marker
+    assert triton_prefill_split.device_split_config(long, 128, torch.bfloat16) == prefill_config(128, torch.bfloat16)
+    assert triton_prefill_split.device_split_config(short, 128, torch.float32) == prefill_config(128, torch.float32)
+
+
 def test_backend_dispatch_follows_the_threshold(monkeypatch):
     """triton_paged_attention runs the device-split kernel from DEVICE_SPLIT_MIN_CONTEXT on, with
     the same result as the other kernel."""
