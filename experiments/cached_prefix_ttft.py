@@ -1,25 +1,31 @@
 """Why a cached prefix still costs TTFT: a 4k-token cached prefix + 100 new tokens against a
-100-token prompt, the step taken apart (GPU, in-process, about two minutes).
+100-token prompt, the step taken apart (GPU, in-process, about three minutes).
 
 prefix_caching.py --gpu measured the first at 1.76x the second (target <= 1.2x). The only work
 that grows with the cached prefix is attention: the 100 new queries attend 4196 keys instead of
 at most 100. This script times
 
-  kernel  the Triton prefill attention kernel alone at llama-3-8b's shapes (32 query heads, 8 KV
-          heads, head dim 128, bf16, blocks of 16 at random places in the cache): 100 queries
-          over 100 keys (a fresh prompt) and over 4096 cached + 100 keys, with the split-KV path
-          as the default policy picks it and with it off (num_splits=1); CUDA-event medians;
+  kernel  the prefill attention kernels alone at llama-3-8b's shapes (32 query heads, 8 KV heads,
+          head dim 128, bf16, blocks of 16 at random places in the cache), 100 queries after
+          --cached-list prefixes (0, 1k, 4k, 8k), in microseconds per layer over 32 layers'
+          caches: replayed from a CUDA graph (GPU time alone) and eager (with launch overhead);
+          triton_prefill on the chunk's exact layout (host split policy, and unsplit), on the
+          layout a mixed CUDA graph gives it (what the engine runs), the device-split kernel of
+          triton_prefill_split (default tile, then --sweep: other tiles and waves), and torch
+          SDPA on gathered K/V as a yardstick (cached_prefix_kernels.py);
   engine  TTFT on a real engine (--model, default dummy:llama-3-8b, attention backend triton,
           CUDA graphs as served): the 100-token prompt and the 4k cached prefix + 100, median of
           --repeats after a warm-up, and the step's GPU time by kernel (torch profiler, one step
           of each): the prefill attention kernels, everything else, and the host time around
-          them (the step's wall time less its kernel time); with the split-KV policy and, for
-          reference, on a second engine with it off.
+          them (the step's wall time less its kernel time); one engine per --engines entry:
+          "current" (triton_prefill), "device_split" (DEVICE_SPLIT_MIN_CONTEXT set to
+          --device-split-min-context while the engine is built and run).
 
 Writes cached_prefix_ttft.json and cached_prefix_ttft.md to --out (default $OUT when set, else
-experiments/results). --smoke: tiny shapes, few repeats; on a machine without a GPU the kernel
-runs in Triton's interpreter and the engine is dummy:smollm2-135m on the CPU with the torch
-attention backend, so its numbers mean nothing and only prove the script runs.
+experiments/results). A variant or an engine that fails is recorded with its error and the run
+goes on. --smoke: tiny shapes, few repeats; on a machine without a GPU the kernels run in
+Triton's interpreter and the engine is dummy:smollm2-135m on the CPU with the torch attention
+backend, so its numbers mean nothing and only prove the script runs.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ import json
 import os
 import statistics
 import time
+import traceback
 from datetime import date
 from pathlib import Path
 
@@ -38,92 +45,24 @@ import torch
 if not torch.cuda.is_available():  # must be set before the kernels are defined
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
+from cached_prefix_kernels import kernel_rows, kernel_summary, kernel_table  # noqa: E402
+
 from adaptive_sarathi.engine.factory import EngineArgs, create_engine  # noqa: E402
 from adaptive_sarathi.engine.sampling_params import SamplingParams  # noqa: E402
-from adaptive_sarathi.kernels.attention import triton_prefill  # noqa: E402
-from adaptive_sarathi.kernels.attention.metadata import PrefillLayout, PrefillSpan  # noqa: E402
-from adaptive_sarathi.kernels.attention.reference import paged_attention_reference  # noqa: E402
+from adaptive_sarathi.kernels.attention import triton_prefill_split  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
+# The prefill attention kernels of both paths, as the profiler names them.
+ATTENTION_KERNELS = ("_prefill_kernel", "_prefill_merge_kernel", "_device_split_kernel", "_device_merge_kernel")
 
 
-def paged_chunk(cached: int, new: int, heads: int, kv_heads: int, head_dim: int, block_size: int,
-                dtype: torch.dtype, device: torch.device, gen: torch.Generator):
-    """q [new, heads, D], random caches holding one sequence of cached + new tokens in blocks at
-    random places, and its PrefillLayout."""
-    blocks = -(-(cached + new) // block_size)
-    num_blocks = blocks + 64
-    randn = lambda *s: torch.randn(*s, generator=gen, device=device, dtype=torch.float32).to(dtype)  # noqa: E731
-    k_cache = randn(num_blocks, block_size, kv_heads, head_dim)
-    v_cache = randn(num_blocks, block_size, kv_heads, head_dim)
-    table = torch.randperm(num_blocks, generator=gen, device=device)[:blocks].to(torch.int32)
-    layout = PrefillLayout.of([PrefillSpan(0, new, cached, table)], device)
-    return randn(new, heads, head_dim), k_cache, v_cache, layout, table
-
-
-def median_ms(fn, device: torch.device, iters: int) -> float:
-    """Median milliseconds of fn() over `iters` calls after three warm-ups (CUDA events on a GPU)."""
-    for _ in range(3):
-        fn()
-    times = []
-    for _ in range(iters):
-        if device.type == "cuda":
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            fn()
-            end.record()
-            end.synchronize()
-            times.append(start.elapsed_time(end))
-        else:
-            t = time.perf_counter()
-            fn()
-            times.append((time.perf_counter() - t) * 1e3)
-    return statistics.median(times)
-
-
-def kernel_section(args, device: torch.device) -> list[dict]:
-    """The prefill kernel's time for `new` queries after 0 and after `cached` cached tokens, split
-    by the default policy and not at all; each checked against the plain-torch reference."""
-    if args.smoke and device.type != "cuda":
-        heads, kv_heads, head_dim, block_size, dtype, cached, new = 4, 2, 16, 4, torch.float32, 96, 8
-    else:
-        heads, kv_heads, head_dim, block_size, dtype, cached, new = 32, 8, 128, 16, torch.bfloat16, args.cached, args.new
-    gen = torch.Generator(device=device).manual_seed(args.seed)
-    scale = head_dim ** -0.5
-    rows = []
-    for prefix in (0, cached):
-        q, k, v, layout, table = paged_chunk(prefix, new, heads, kv_heads, head_dim, block_size, dtype, device, gen)
-        from adaptive_sarathi.kernels.attention.metadata import AttentionMetadata
-
-        meta = AttentionMetadata(torch.zeros(new, dtype=torch.int64, device=device), 0,
-                                 torch.zeros(0, 1, dtype=torch.int32, device=device),
-                                 torch.zeros(0, dtype=torch.int32, device=device), 0,
-                                 [PrefillSpan(0, new, prefix, table)], block_size)
-        ref = paged_attention_reference(q.float(), k.float(), v.float(), meta, scale)
-        tiles = layout.num_rows * (heads // kv_heads) // triton_prefill.prefill_config(head_dim, dtype).block_m + 1
-        policy = triton_prefill.prefill_split_count(tiles, kv_heads, layout.max_context_len,
-                                                    triton_prefill._num_sms(device))
-        for label, splits in (("default policy", None), ("off", 1)):
-            out = torch.empty_like(q)
-
-            def call():
-                triton_prefill.prefill_attention(q, k, v, layout, scale, out, num_splits=splits)
-
-            ms = median_ms(call, device, 3 if args.smoke else 50)
-            err = ((out.float() - ref).norm() / ref.norm()).item()
-            rows.append({"cached": prefix, "new": new, "split": label, "num_splits": policy if splits is None else 1,
-                         "ms": ms, "rel_err": err})
-            print(f"kernel: {new} queries after {prefix} cached, split {label} ({rows[-1]['num_splits']}): "
-                  f"{ms:.4f} ms, rel err {err:.1e}", flush=True)
-    return rows
-
-
-def engine_ttft(args, device: torch.device, split: bool) -> dict:
+def engine_ttft(args, device: torch.device, variant: str) -> dict:
     """TTFTs of a `new`-token prompt and of a cached `cached`-token prefix + `new` tokens on one
-    engine, and the GPU time by kernel of one step of each."""
-    original = triton_prefill.prefill_split_count
-    if not split:  # before the engine is built: its CUDA graphs capture the kernel's launch
-        triton_prefill.prefill_split_count = lambda *a: 1
+    engine whose prefill attention is `variant` ("current" or "device_split"), and the GPU time by
+    kernel of one step of each."""
+    original = triton_prefill_split.DEVICE_SPLIT_MIN_CONTEXT
+    # Set before the engine is built: its CUDA graphs capture the kernels' launches.
+    triton_prefill_split.DEVICE_SPLIT_MIN_CONTEXT = args.device_split_min_context if variant == "device_split" else None
     try:
         on_gpu = device.type == "cuda"
         model = args.model if on_gpu else "dummy:smollm2-135m"
@@ -154,11 +93,11 @@ def engine_ttft(args, device: torch.device, split: bool) -> dict:
         parts = {"short": step_parts(engine, lambda: tokens(new), ttft, device),
                  "cached": step_parts(engine, case_prompts, ttft, device)}
         del engine  # before the cache is emptied below, so that a second engine finds the memory free
-        return {"split": split, "model": model, "cached": cached, "new": new, "build_s": build_s,
+        return {"variant": variant, "model": model, "cached": cached, "new": new, "build_s": build_s,
                 "short_ttft_s": statistics.median(short), "cached_ttft_s": statistics.median(hit),
                 "ratio": statistics.median(hit) / statistics.median(short), "parts": parts}
     finally:
-        triton_prefill.prefill_split_count = original
+        triton_prefill_split.DEVICE_SPLIT_MIN_CONTEXT = original
         gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
@@ -178,7 +117,7 @@ def step_parts(engine, make_prompt, ttft, device: torch.device) -> dict:
         if event.device_type.name != "CUDA":
             continue
         seconds = event.device_time / 1e6
-        if "_prefill_kernel" in event.name or "_prefill_merge_kernel" in event.name:
+        if any(name in event.name for name in ATTENTION_KERNELS):
             attention += seconds
         else:
             other += seconds
@@ -189,28 +128,30 @@ def step_parts(engine, make_prompt, ttft, device: torch.device) -> dict:
 def report(args, device: torch.device, kernels: list[dict], engines: list[dict]) -> str:
     card = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU (interpreter: a check of the script only)"
     lines = [f"Card: {card}; {date.today()}; seed {args.seed}.", "",
-             "## The prefill attention kernel alone", "",
-             "| queries | cached keys | split-KV | splits | ms | rel. error vs reference |", "| --- | --- | --- | --- | --- | --- |"]
-    lines += [f"| {r['new']} | {r['cached']} | {r['split']} | {r['num_splits']} | {r['ms']:.4f} | {r['rel_err']:.1e} |"
-              for r in kernels]
-    base = {r["split"]: r["ms"] for r in kernels if r["cached"] == 0}
-    for r in kernels:
-        if r["cached"]:
-            lines.append(f"\n{r['cached']} cached, split {r['split']}: {r['ms'] / base[r['split']]:.2f}x the kernel "
-                         f"time of {r['new']} queries over {r['new']} keys.")
+             "## The prefill attention kernels alone", "",
+             f"Per layer, over {args.layers} layer caches in turn; graph = a CUDA graph of the {args.layers} calls "
+             "replayed (GPU time alone, median of replays); eager = CUDA events around one call (with its launch "
+             "overhead). Splits: the host policy's count, or the device's (splits per row tile, and the parts the "
+             "tiles cut their shared keys into). x fresh prompt: graph time over the same variant's with no prefix.",
+             ""]
+    lines += kernel_table(kernels) + [""] + kernel_summary(kernels)
     lines += ["", "## TTFT on an engine, and one step of each taken apart", "",
-              "| split-KV | model | new-token prompt (ms) | cached prefix + new (ms) | ratio | step part | "
+              "| prefill attention | model | new-token prompt (ms) | cached prefix + new (ms) | ratio | step part | "
               "prefill attention GPU (ms) | other kernels GPU (ms) | host (ms) | wall, profiled (ms) |",
               "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for e in engines:
+        if "error" in e:
+            lines.append(f"| {e['variant']} | failed: {e['error']} | | | | | | | | |")
+            continue
         for key, label in (("short", f"{e['new']} tokens"), ("cached", f"{e['cached']} cached + {e['new']}")):
             p = e["parts"][key]
-            lines.append(f"| {'default policy' if e['split'] else 'off'} | {e['model']} | {e['short_ttft_s'] * 1e3:.2f} | "
+            lines.append(f"| {e['variant']} | {e['model']} | {e['short_ttft_s'] * 1e3:.2f} | "
                          f"{e['cached_ttft_s'] * 1e3:.2f} | {e['ratio']:.2f} | {label} | {p['attention_s'] * 1e3:.3f} | "
                          f"{p['other_kernels_s'] * 1e3:.3f} | {p['host_s'] * 1e3:.3f} | {p['wall_s'] * 1e3:.2f} |")
     lines += ["", f"TTFT: median of {2 if args.smoke else args.repeats} after a warm-up, one request at a time, "
               "max_tokens 1, prefix caching on. Target: ratio <= 1.2. Step parts: one request under the torch "
-              "profiler (kernel times summed by name; host = wall - kernels, so it holds launch gaps too).", ""]
+              "profiler (kernel times summed by name; host = wall - kernels, so it holds launch gaps too). "
+              f"device_split: DEVICE_SPLIT_MIN_CONTEXT = {args.device_split_min_context}.", ""]
     return "\n".join(lines)
 
 
@@ -220,30 +161,66 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--model", default="dummy:llama-3-8b")
     parser.add_argument("--dtype", default="bfloat16")
-    parser.add_argument("--cached", type=int, default=4096, help="cached prefix tokens")
+    parser.add_argument("--cached", type=int, default=4096, help="cached prefix tokens of the engine case")
+    parser.add_argument("--cached-list", default="0,1024,4096,8192",
+                        help="comma-separated cached prefixes of the kernel section")
     parser.add_argument("--new", type=int, default=100, help="new tokens after the prefix, and the short prompt")
+    parser.add_argument("--layers", type=int, default=32, help="separate caches the kernel section cycles through")
+    parser.add_argument("--replays", type=int, default=20, help="graph replays timed per kernel variant")
+    parser.add_argument("--sweep", action=argparse.BooleanOptionalAction, default=True,
+                        help="sweep the device-split kernel's tiles and waves (GPU only)")
     parser.add_argument("--repeats", type=int, default=7)
-    parser.add_argument("--no-split-engine", action="store_true", help="skip the second engine (split-KV off)")
+    parser.add_argument("--engines", default="current,device_split",
+                        help="comma-separated engine variants: current, device_split; empty for none")
+    parser.add_argument("--device-split-min-context", type=int, default=1024,
+                        help="DEVICE_SPLIT_MIN_CONTEXT for the device_split engine")
     parser.add_argument("--out", type=Path, default=Path(os.environ["OUT"]) if os.environ.get("OUT") else RESULTS)
     args = parser.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    kernels = kernel_section(args, device)
-    engines = [engine_ttft(args, device, split=True)]
-    print(json.dumps({k: v for k, v in engines[-1].items() if k != "parts"}), flush=True)
-    if not args.no_split_engine and not args.smoke and device.type == "cuda":
-        engines.append(engine_ttft(args, device, split=False))
+    on_gpu = device.type == "cuda"
+    cached_list = [int(c) for c in args.cached_list.split(",")] if on_gpu else [0, 96]
+    started = time.perf_counter()
+    args.layers = args.layers if on_gpu else 1
+    try:
+        kernels = kernel_rows(cached_list, args.new if on_gpu else 8, args.layers, args.replays, args.seed, device,
+                              sweep=args.sweep and on_gpu)
+    except Exception as e:  # noqa: BLE001 - the engines still run
+        traceback.print_exc()
+        kernels = [{"cached": 0, "new": args.new, "keys": args.new, "variant": "(kernel section)", "tile": "-",
+                    "splits": "-", "error": f"{type(e).__name__}: {str(e)[:200]}"}]
+    print(f"kernel section: {time.perf_counter() - started:.0f} s", flush=True)
+    engines: list[dict] = []
+    write(args, device, kernels, engines)
+    for variant in [v for v in args.engines.split(",") if v]:
+        if variant not in ("current", "device_split"):
+            parser.error(f"--engines: unknown variant {variant!r}: use current and/or device_split")
+        if args.smoke and engines:
+            break  # one engine proves the code path on a CPU, where both variants are the torch backend
+        try:
+            engines.append(engine_ttft(args, device, variant))
+        except Exception as e:  # noqa: BLE001 - one engine's failure is a result, not the end of the run
+            traceback.print_exc()
+            engines.append({"variant": variant, "error": f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"})
         print(json.dumps({k: v for k, v in engines[-1].items() if k != "parts"}), flush=True)
-    body = report(args, device, kernels, engines)
-    print(body)
-    if not args.smoke:
-        args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "cached_prefix_ttft.json").write_text(json.dumps(
-            {"date": str(date.today()), "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-             "kernel": kernels, "engine": engines}, indent=1))
-        (args.out / "cached_prefix_ttft.md").write_text(
-            "# Cached-prefix TTFT, taken apart\n\nProduced by `python experiments/cached_prefix_ttft.py`.\n\n" + body + "\n")
-        print(f"wrote {args.out / 'cached_prefix_ttft.md'}")
+        print(f"engines so far: {time.perf_counter() - started:.0f} s", flush=True)
+        write(args, device, kernels, engines)
+    print(report(args, device, kernels, engines))
 
+
+def write(args, device: torch.device, kernels: list[dict], engines: list[dict]) -> None:
+    """The json and md of what has run so far into --out (not under --smoke): rewritten after each
+    section, so that a run stopped by a time limit keeps its finished parts."""
+    if args.smoke:
+        return
+    on_gpu = device.type == "cuda"
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "cached_prefix_ttft.json").write_text(json.dumps(
+        {"date": str(date.today()), "device": torch.cuda.get_device_name(device) if on_gpu else "cpu",
+         "kernel": kernels, "engine": engines}, indent=1))
+    (args.out / "cached_prefix_ttft.md").write_text(
+        "# Cached-prefix TTFT, taken apart\n\nProduced by `python experiments/cached_prefix_ttft.py`.\n\n"
+        + report(args, device, kernels, engines) + "\n")
+    print(f"wrote {args.out / 'cached_prefix_ttft.md'}", flush=True)
 
 if __name__ == "__main__":
     main()

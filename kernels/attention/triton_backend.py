@@ -1,5 +1,8 @@
-"""The Triton attention backend: a mixed prefill+decode step in two launches (three when the
-decodes are split), decodes first. Importing this module imports triton."""
+"""The Triton attention backend: a mixed prefill+decode step in two launches (more when the
+decodes or the prefill chunks are split), decodes first. Importing this module imports triton.
+
+Prefill chunks run triton_prefill's kernel, or the device-split one of triton_prefill_split where
+its DEVICE_SPLIT_MIN_CONTEXT says so."""
 
 from __future__ import annotations
 
@@ -8,6 +11,7 @@ import torch
 from adaptive_sarathi.kernels.attention.metadata import AttentionMetadata
 from adaptive_sarathi.kernels.attention.triton_decode import decode_attention
 from adaptive_sarathi.kernels.attention.triton_prefill import prefill_attention
+from adaptive_sarathi.kernels.attention.triton_prefill_split import prefill_attention_device_split, uses_device_split
 
 SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 
@@ -32,7 +36,10 @@ def triton_paged_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torc
                          meta.max_decode_context_len, scale, out, num_splits=meta.decode_num_splits)
     layout = meta.prefill_layout
     if layout is not None:
-        prefill_attention(q, k_cache, v_cache, layout, scale, out)
+        if uses_device_split(layout):
+            prefill_attention_device_split(q, k_cache, v_cache, layout, scale, out)
+        else:
+            prefill_attention(q, k_cache, v_cache, layout, scale, out)
     return out
 
 

@@ -55,14 +55,22 @@ def attend_tile(acc, m_i, l_i, q, k_cache, v_cache, block_table_row, offs_n, off
     s = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION) * qk_scale
     if MASKED:
         s = tl.where(visible, s, float("-inf"))
-    m_new = tl.maximum(m_i, tl.max(s, 1))
-    alpha = tl.exp2(m_i - m_new)
-    p = tl.exp2(s - m_new[:, None])
-    l_i = l_i * alpha + tl.sum(p, 1)
     if MASKED:
         v = tl.load(v_cache + rows[:, None] + offs_d[None, :], mask=valid[:, None], other=0.0)
     else:
         v = tl.load(v_cache + rows[:, None] + offs_d[None, :])
+    return online_softmax(acc, m_i, l_i, s, v, DOT_PRECISION)
+
+
+@triton.jit
+def online_softmax(acc, m_i, l_i, s, v, DOT_PRECISION: tl.constexpr):
+    """The running output acc [M, D], max m_i [M] and sum l_i [M] (fp32, log2 domain) after one
+    tile of scores s [M, N] (already scaled by qk_scale, -inf where masked) and values v [N, D].
+    Every row of s must hold a finite score unless m_i is already finite."""
+    m_new = tl.maximum(m_i, tl.max(s, 1))
+    alpha = tl.exp2(m_i - m_new)
+    p = tl.exp2(s - m_new[:, None])
+    l_i = l_i * alpha + tl.sum(p, 1)
     # P goes to the tensor cores in the cache dtype (the flash-attention trade); the sum stays fp32.
     acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=DOT_PRECISION)
     return acc, m_new, l_i

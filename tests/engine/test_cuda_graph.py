@@ -85,18 +85,23 @@ def test_graph_replay_matches_eager_forward_on_random_decode_steps():
 
 
 @pytest.mark.gpu
-def test_mixed_graph_replay_matches_eager_forward_on_random_steps():
+@pytest.mark.parametrize("device_split_min_context", [None, 1024])
+def test_mixed_graph_replay_matches_eager_forward_on_random_steps(device_split_min_context, monkeypatch):
+    """With the device-split prefill kernel off and on (set before the graphs are captured; the
+    eager steps of contexts under 1024 then run the other kernel)."""
     from adaptive_sarathi.engine.factory import EngineArgs, create_engine
+    from adaptive_sarathi.kernels.attention import triton_prefill_split
 
+    monkeypatch.setattr(triton_prefill_split, "DEVICE_SPLIT_MIN_CONTEXT", device_split_min_context)
     engine = create_engine(EngineArgs(model="dummy:smollm2-135m", device="cuda", dtype="bfloat16",
                                       num_kv_blocks=4096, max_model_len=2048, max_num_seqs=48))
     runner = engine.executor.runner
     assert runner.mixed_graphs is not None
     rng = random.Random(1)
     # (decodes, [(cached, new) per chunk]): one prompt, chunks after a prefix, a full decode batch,
-    # many short prompts, a step of exactly the largest size.
+    # many short prompts, a step of exactly the largest size, short chunks after long prefixes.
     steps = [(0, [(0, 100)]), (5, [(0, 300), (200, 50)]), (48, [(100, 400)]), (20, [(0, 37)] * 10),
-             (0, [(0, 2048)])]
+             (0, [(0, 2048)]), (0, [(1900, 100)]), (3, [(1500, 60), (0, 20)])]
     for decodes, prefills in steps:
         free = list(range(runner.num_blocks))
         rng.shuffle(free)

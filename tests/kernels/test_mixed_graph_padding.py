@@ -109,3 +109,32 @@ def test_only_steps_within_the_limits_fit(runner):
     assert not fits(0, [(0, 10)] * 3)  # more chunks than spans
     assert not fits(0, [(0, 40), (0, 30)])  # 70 tokens > the largest size, 64
     assert not fits(0, [(100, 40)])  # context 140 > 128
+
+
+def test_padded_forward_with_the_device_split_kernel(runner, monkeypatch):
+    """With DEVICE_SPLIT_MIN_CONTEXT on (and partitions small enough to split these contexts), the
+    padded forward equals the eager one, and both equal the forward without the device split: the
+    split is decided from the step's real chunks, not from the graph's padding."""
+    from functools import partial
+
+    from adaptive_sarathi.kernels.attention import triton_backend, triton_prefill_split
+
+    rng = random.Random(2)
+    graphs = graphs_of(runner)
+    free = list(range(runner.num_blocks))
+    rng.shuffle(free)
+    inputs = prepare_inputs(random_step(rng, 2, [(100, 5), (0, 9)], free), BLOCK)
+    c = runner.model.config
+    config = triton_prefill_split.prefill_config(c.head_dim, torch.float32)
+    _, plan = triton_prefill_split.split_plan([5, 9], [100, 0], c.num_heads // c.num_kv_heads, c.num_kv_heads, config,
+                                              wave=24, min_partition=16)
+    assert max(parts for _, _, parts in plan) > 1  # the chunk after 100 cached tokens splits
+    with torch.inference_mode():
+        plain = runner.hidden(inputs)
+        monkeypatch.setattr(triton_prefill_split, "DEVICE_SPLIT_MIN_CONTEXT", 1)
+        monkeypatch.setattr(triton_backend, "prefill_attention_device_split",
+                            partial(triton_prefill_split.prefill_attention_device_split, wave=24, min_partition=16))
+        eager = runner.hidden(inputs)
+        padded = graphs.padded_forward(graphs.load(inputs))()[:eager.shape[0]]
+    torch.testing.assert_close(padded, eager, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(eager, plain, rtol=1e-4, atol=1e-4)
