@@ -33,6 +33,7 @@ EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
     ("cached_prefix_ttft.py", "## TTFT on an engine, and one step of each taken apart"),
     ("replica_routing.py", "| mixed | 2 | headroom |"),
     pytest.param("replica_gpu.py", "| round_robin | 2 |", marks=pytest.mark.embedded_model),
+    pytest.param("slo_change_served.py", "| before the change |", marks=pytest.mark.embedded_model),
 ])
 def test_experiment_smoke(script, expected):
     done = subprocess.run([sys.executable, str(EXPERIMENTS / script), "--smoke"], capture_output=True, text=True,
