@@ -71,9 +71,9 @@ def test_serve_block_size_32_with_the_adaptive_policy_plans_kv_room_in_blocks_of
     # The policy sizes prompt tokens by the state's KV room: with 30 blocks of 32 free above the
     # watermark, the largest budget keeps room for the decodes to grow and takes the rest.
     tight = replace(state, admissible_free_tokens=30 * 32)
-    chosen = engine.policy._fit_kv(tight, engine.policy.slo.bounds.max_token_budget, None)
+    budget, chunk = engine.policy._fit_kv(tight, engine.policy.slo.bounds.max_token_budget)
     kv_room = 30 * 32 - state.num_decodes * _KV_HORIZON_STEPS
-    assert chosen.token_budget == state.num_decodes + kv_room and chosen.max_chunk == kv_room
+    assert budget == state.num_decodes + kv_room and chunk == kv_room
 
 
 def test_serve_hands_the_slo_policy_it_read_to_the_server_and_the_budget_policy(monkeypatch):
