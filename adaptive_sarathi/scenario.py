@@ -29,9 +29,10 @@ class Scenario:
     refuses the requests the policy does not admit when they arrive, as a server answers them 429
     (simulate(admission=...)); on by default, since the server always asks. `replicas` engines of
     this configuration (each its own KV cache of num_kv_blocks) serve the workload behind a router
-    that places each request by the routing policy `routing` (engine/routing.py); there refusals
-    are the router's (headroom's 429), not each replica's admission. One replica is the single
-    engine, routing unused."""
+    that places each request by the routing policy `routing` (engine/routing.py); `admission`
+    then has each replica refuse, by its own policy, what it is handed (every replica is a whole
+    server, which answers its own 429s), on top of the router's own refusals (headroom's 429).
+    One replica is the single engine, routing unused."""
 
     workload: WorkloadSpec | RecordedWorkload
     scheduler: SchedulerConfig
@@ -70,7 +71,8 @@ class Scenario:
         if self.replicas > 1:
             return simulate_replicas(self.workload.scaled(qps_scale).generate(), self.scheduler, self.make_policy,
                                      self.latency_model, num_replicas=self.replicas, routing=self.routing,
-                                     num_kv_blocks=self.num_kv_blocks, slo=slo_targets(self.slo), progress=progress)
+                                     num_kv_blocks=self.num_kv_blocks, slo=slo_targets(self.slo), progress=progress,
+                                     admission=self.admission)
         policy = self.make_policy()
         return simulate(self.workload.scaled(qps_scale).generate(), self.scheduler, policy, self.latency_model,
                         num_kv_blocks=self.num_kv_blocks, slo=slo_targets(self.slo), record_steps=record_steps,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import pytest
 
@@ -157,6 +158,18 @@ def test_capacity_of_replicas_grows_with_their_number_and_slo_only_skips_the_oth
     assert 0 < one.slo_capacity_qps
     assert three.slo_capacity_qps > 2 * one.slo_capacity_qps
     assert math.isnan(three.capacity_qps) and math.isnan(three.goodput_qps)
+
+
+def test_replicas_behind_round_robin_refuse_by_their_own_adaptive_admission():
+    # Far over capacity: each replica's adaptive policy refuses what it cannot serve in time, as a
+    # served replica answers 429; round robin itself refuses nothing.
+    overloaded = replace(replicated(2, "round_robin"), policy="adaptive")
+    result = overloaded.run(qps_scale=200.0)
+    assert result.num_refused > 0 and result.num_refused == sum(result.refused_per_replica)
+    assert all(n > 0 for n in result.refused_per_replica)
+    assert result.num_requests + result.num_refused == 120
+    queued = replace(overloaded, admission=False).run(qps_scale=200.0)
+    assert (queued.num_refused, queued.num_requests) == (0, 120)
 
 
 def test_replica_fields_are_checked():

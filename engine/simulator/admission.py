@@ -26,6 +26,14 @@ class PendingRequest:
                            arrival_time=self.arrival_time_s, slo_class=self.slo_class)
         return engine.scheduler.get_request(self.request_id)
 
+    def offer_to(self, engine: LLMEngine) -> Request | None:
+        """Ask `engine` whether to admit it now (LLMEngine.admits, the check behind a server's
+        429) and queue it if so; returns the engine's Request, or None when refused (the engine
+        is then unchanged)."""
+        if not engine.admits(len(self.prompt_token_ids), self.slo_class):
+            return None
+        return self.add_to(engine)
+
 
 class AdmissionGate:
     """Holds requests until they arrive, then asks the engine's policy whether to admit each
@@ -51,8 +59,9 @@ class AdmissionGate:
         while self._next < len(self._pending) and self._pending[self._next].arrival_time_s <= now_s:
             r = self._pending[self._next]
             self._next += 1
-            if engine.admits(len(r.prompt_token_ids), r.slo_class):
-                self.admitted.append(r.add_to(engine))
+            request = r.offer_to(engine)
+            if request is not None:
+                self.admitted.append(request)
             else:
                 self.refused.append(r)
                 refused += 1

@@ -10,6 +10,13 @@ last arrival it was handed, when idle). A discrete-event loop always advances th
 clock is earliest, and hands an arriving request over once every replica has stepped up to its
 arrival time. A replica in the middle of a step is seen by the router as that step will leave it
 (its snapshot's busy_until_s is the step's end): a router sees the state at step boundaries.
+
+Admission: in the served system every replica is a whole server, which answers 429 by its own
+policy's admits() before it queues a request, and the ingress passes that 429 to the client. With
+admission=True each replica does the same here, through the same call a single simulated engine
+makes (PendingRequest.offer_to, as AdmissionGate does), at the step boundary the request arrives
+in. So a router that places a request where it cannot be served in time gets it refused, not
+queued behind a backlog that misses every deadline.
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ from adaptive_sarathi.engine.queue_forecast import PrefillRate, ReplicaSnapshot,
 from adaptive_sarathi.engine.routing import RouteRequest, get_policy
 from adaptive_sarathi.engine.sampling_params import SamplingParams
 from adaptive_sarathi.engine.schedulers import make_scheduler
+from adaptive_sarathi.engine.simulator.admission import PendingRequest
 from adaptive_sarathi.engine.simulator.clock import VirtualClock
 from adaptive_sarathi.engine.simulator.executor import SimulatedExecutor
 from adaptive_sarathi.engine.simulator.result import SimulationResult, summarize
@@ -55,6 +63,7 @@ class _Replica:
         self.engine.stats_listeners.append(self._record)
         self.engine.stats_listeners.append(self.rate)
         self.num_served = 0
+        self.num_refused = 0  # by this replica's own admission
 
     def _record(self, stats: StepStats) -> None:
         self.budgets.append(stats.token_budget)
@@ -68,14 +77,18 @@ class _Replica:
 def simulate_replicas(workload: Sequence[ArrivingRequest], scheduler: str | SchedulerConfig,
                       make_policy: Callable[[], BudgetPolicy], latency_model: LatencyModel, *,
                       num_replicas: int, routing: str, num_kv_blocks: int, slo: SloTargets | None = None,
-                      progress: bool = False) -> SimulationResult:
+                      progress: bool = False, admission: bool = False) -> SimulationResult:
     """Serve `workload` on `num_replicas` replicas, each built as simulate() builds its engine
     (scheduler config, `num_kv_blocks` of KV cache, a fresh policy from make_policy(), the same
     latency model), placed by the routing policy `routing` when each request arrives.
 
     Requests are served exactly as in simulate() (request ids are workload indices as strings).
     A request the router refuses (headroom, when no replica is forecast to meet its TTFT target)
-    is never served: it counts as a miss (summarize's refused_classes). The result is over every
+    is never served: it counts as a miss (summarize's refused_classes). With `admission`, the
+    replica a request is placed on then asks its own policy (LLMEngine.admits, as simulate's
+    admission and a server do) and refuses it where that says no: a miss too, counted in
+    refused_per_replica; without it every placed request is queued. num_refused counts both
+    kinds (router refusals: num_refused - sum(refused_per_replica)). The result is over every
     replica's requests and steps; requests_per_replica says how many each served. Raises
     ValueError as simulate() does, for num_replicas < 1 or an unknown routing policy.
     """
@@ -105,12 +118,15 @@ def simulate_replicas(workload: Sequence[ArrivingRequest], scheduler: str | Sche
                 continue
             rep = replicas[decision.replica]
             was_idle = not rep.engine.has_unfinished_requests()
-            if rep.clock.now() < arrival:
+            if rep.clock.now() < arrival:  # an idle replica: its admission judges the queue at the arrival
                 rep.clock.jump_to(arrival)
-            rid = str(i)
-            rep.engine.add_request(prompt_of(i, r), params_of(r, params), request_id=rid, arrival_time=arrival,
-                                   slo_class=classes[i])
-            served.append(rep.scheduler.get_request(rid))
+            pending = PendingRequest(str(i), prompt_of(i, r), params_of(r, params), arrival, classes[i])
+            request = pending.offer_to(rep.engine) if admission else pending.add_to(rep.engine)
+            if request is None:
+                rep.num_refused += 1
+                rejected.append(classes[i])
+                continue
+            served.append(request)
             rep.num_served += 1
             if was_idle:
                 heapq.heappush(busy, (rep.clock.now(), decision.replica))
@@ -124,7 +140,8 @@ def simulate_replicas(workload: Sequence[ArrivingRequest], scheduler: str | Sche
     result = summarize(served, sum(workload[int(q.request_id)].num_prompt_tokens for q in served),
                        joined("budgets"), joined("chunks"), joined("tokens"), slo, wall, None, None,
                        refused_classes=rejected)
-    return replace(result, requests_per_replica=tuple(rep.num_served for rep in replicas))
+    return replace(result, requests_per_replica=tuple(rep.num_served for rep in replicas),
+                   refused_per_replica=tuple(rep.num_refused for rep in replicas))
 
 
 class _Snapshots(Sequence[ReplicaSnapshot]):

@@ -120,6 +120,7 @@ class SimulationResult:
     num_cached_prompt_tokens: int = 0  # of those, found in the prefix cache at first admission
     num_refused: int = 0
     requests_per_replica: tuple[int, ...] = ()  # served requests of each replica, when replicas were simulated
+    refused_per_replica: tuple[int, ...] = ()  # of num_refused, those each replica's own admission refused
 
     @property
     def prefix_cache_hit_rate(self) -> float:
